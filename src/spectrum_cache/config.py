@@ -1,0 +1,127 @@
+"""SpectrumConfig: every setting of the method, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from .schedule import adaptive_schedule
+
+# Window sizes for_speedup searches, in order of preference: the paper's 2 first, then 1, which is
+# the only start that can give more passes than every-other-step after the warm-up.
+_SPEEDUP_WINDOW_SIZES = (2, 1)
+# for_speedup searches flex_window on this grid: fine enough to reach every pass count for N <= 100.
+_FLEX_WINDOW_RESOLUTION = 0.001
+FORECASTERS = ("chebyshev", "reuse", "taylor1", "taylor2")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_real(name: str, value: object, minimum: float, maximum: float = math.inf) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
+        allowed = f">= {minimum}" if maximum == math.inf else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be a number {allowed}, got {value!r}.")
+
+
+@dataclass(frozen=True)
+class SpectrumConfig:
+    """Settings of Spectrum (Han et al., CVPR 2026, arXiv 2603.01623).
+
+    Attributes:
+        num_inference_steps: N, the number of denoising steps. ``None`` (the default) takes it from the
+            pipeline's scheduler at run time, which is what a pipeline user wants; set it when driving a
+            bare denoiser by hand.
+        warmup_steps: how many first steps always run the network.
+        window_size: the window W's starting size; after the warm-up, the network runs once every
+            ``floor(W)`` steps.
+        flex_window: alpha, how much W grows after each network pass. Larger means fewer passes late in
+            sampling; the paper uses 0.75 (14 passes of 50) and 3.0 (10 passes of 50).
+        degree: M, the highest Chebyshev polynomial degree of the feature forecast.
+        ridge_lambda: lambda, the ridge penalty in C = (X^T X + lambda I)^-1 X^T H.
+        blend_weight: w, the forecast is (1 - w) * linear extrapolation + w * Chebyshev forecast.
+            w = 1 is the paper's pure spectral predictor.
+        forecaster: which forecaster fills the skipped steps: ``"chebyshev"`` (Spectrum), or the
+            baselines ``"reuse"`` (last feature, FORA-style), ``"taylor1"`` and ``"taylor2"``
+            (finite-difference Taylor forecasts of order 1 and 2, TaylorSeer-style).
+        forecast_output: forecast the denoiser's output instead of the output head's input. Opt-in
+            fallback for models without a known layout; the head is then skipped too.
+    """
+
+    num_inference_steps: int | None = None
+    warmup_steps: int = 5
+    window_size: float = 2
+    flex_window: float = 0.75
+    degree: int = 4
+    ridge_lambda: float = 0.1
+    blend_weight: float = 0.5
+    forecaster: str = "chebyshev"
+    forecast_output: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_inference_steps is not None:
+            _check_int("num_inference_steps", self.num_inference_steps, 1)
+        _check_int("warmup_steps", self.warmup_steps, 1)
+        _check_real("window_size", self.window_size, 1)
+        _check_real("flex_window", self.flex_window, 0)
+        _check_int("degree", self.degree, 0)
+        _check_real("ridge_lambda", self.ridge_lambda, 0)
+        _check_real("blend_weight", self.blend_weight, 0, 1)
+        if self.forecaster not in FORECASTERS:
+            raise ValueError(f"forecaster must be one of {', '.join(FORECASTERS)}; got {self.forecaster!r}.")
+        if not isinstance(self.forecast_output, bool):
+            raise ValueError(f"forecast_output must be True or False, got {self.forecast_output!r}.")
+
+    def replace(self, **changes: object) -> SpectrumConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def for_speedup(cls, speedup: float, num_inference_steps: int, **overrides: object) -> SpectrumConfig:
+        """The adaptive schedule with the most network passes whose ideal speedup N / passes is still
+        at least ``speedup``: ``for_speedup(4, 50)`` gives 12 passes of 50.
+
+        ``overrides`` set the other fields (``blend_weight``, ``degree``, ``warmup_steps``, ...);
+        ``window_size`` and ``flex_window`` are chosen here.
+        """
+        for name in ("window_size", "flex_window", "num_inference_steps"):
+            if name in overrides:
+                raise ValueError(f"for_speedup chooses {name} itself; do not pass it.")
+        base = cls(num_inference_steps=num_inference_steps, **overrides)
+        n = num_inference_steps
+        fewest_passes = len(adaptive_schedule(n, base.warmup_steps, 2, n))
+        _check_real("speedup", speedup, 1, n / fewest_passes)
+        max_passes = math.floor(n / speedup + 1e-9)
+
+        best: tuple[int, float, float] | None = None  # (passes, window_size, flex_window)
+        for window_size in _SPEEDUP_WINDOW_SIZES:
+            flex_window = _smallest_flex_window(n, base.warmup_steps, window_size, max_passes)
+            if flex_window is None:
+                continue
+            passes = len(adaptive_schedule(n, base.warmup_steps, window_size, flex_window))
+            if best is None or passes > best[0]:
+                best = (passes, window_size, flex_window)
+        assert best is not None  # window 2 with a huge alpha reaches fewest_passes <= max_passes
+        return dataclasses.replace(base, window_size=best[1], flex_window=best[2])
+
+
+def _smallest_flex_window(n: int, warmup_steps: int, window_size: float, max_passes: int) -> float | None:
+    """The smallest alpha on the grid whose schedule runs at most ``max_passes`` passes (bisection:
+    passes never increase as alpha grows), or None if even alpha = n runs more."""
+
+    def passes(k: int) -> int:
+        return len(adaptive_schedule(n, warmup_steps, window_size, k * _FLEX_WINDOW_RESOLUTION))
+
+    lo, hi = 0, round(n / _FLEX_WINDOW_RESOLUTION)
+    if passes(hi) > max_passes:
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if passes(mid) <= max_passes:
+            hi = mid
+        else:
+            lo = mid + 1
+    return round(lo * _FLEX_WINDOW_RESOLUTION, 10)

@@ -1,0 +1,100 @@
+"""What every feature forecaster shares: input checks and bookkeeping of recorded steps."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+
+class FeatureForecaster(ABC):
+    """Records a feature tensor on the steps where the network runs and forecasts it on the others.
+
+    Subclasses keep a fixed amount of state whatever the number of recorded steps; they implement
+    ``_record`` and ``_forecast`` and list their tensors in ``_tensors``.
+    """
+
+    def __init__(self, num_inference_steps: int = 50) -> None:
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+        self.num_inference_steps = num_inference_steps
+        self._shape: torch.Size | None = None
+        self._last_step: int | None = None
+        self._num_recorded = 0
+
+    @property
+    def num_recorded(self) -> int:
+        """How many steps were recorded since construction or the last ``reset()``."""
+        return self._num_recorded
+
+    @property
+    def last_recorded_step(self) -> int | None:
+        return self._last_step
+
+    @property
+    def feature_shape(self) -> torch.Size | None:
+        """The shape of the recorded features, or None before the first ``update()``."""
+        return self._shape
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensors this forecaster holds."""
+        return sum(t.numel() * t.element_size() for t in self._tensors() if t is not None)
+
+    def reset(self) -> None:
+        """Forget every recorded step."""
+        self._shape = None
+        self._last_step = None
+        self._num_recorded = 0
+        self._clear()
+
+    def update(self, step: int, feature: torch.Tensor) -> None:
+        """Record ``feature``, computed by the network at ``step``.
+
+        Raises ValueError, leaving the state untouched, for a step outside [0, N) or not after the
+        last recorded one, a shape other than the first recorded feature's, or a NaN or Inf value.
+        """
+        self._check_step("step", step)
+        if self._last_step is not None and step <= self._last_step:
+            raise ValueError(
+                f"step must come after the last recorded step {self._last_step}, got {step}; "
+                "call reset() to start a new trajectory."
+            )
+        if not isinstance(feature, torch.Tensor):
+            raise ValueError(f"feature must be a torch.Tensor, got {type(feature).__name__}.")
+        if self._shape is not None and feature.shape != self._shape:
+            raise ValueError(
+                f"feature shape {tuple(feature.shape)} differs from the first recorded shape "
+                f"{tuple(self._shape)}; call reset() before recording a new shape."
+            )
+        if not bool(torch.isfinite(feature).all()):
+            raise ValueError(f"feature at step {step} contains NaN or Inf values; refusing to record it.")
+        self._record(step, feature.detach())
+        self._shape = feature.shape
+        self._last_step = step
+        self._num_recorded += 1
+
+    def predict(self, step: int) -> torch.Tensor:
+        """The forecast feature at ``step``, with the recorded features' shape, dtype and device."""
+        self._check_step("step", step)
+        if self._num_recorded == 0:
+            raise ValueError("predict() needs at least one update() first: nothing has been recorded.")
+        return self._forecast(step)
+
+    def _check_step(self, name: str, step: object) -> None:
+        n = self.num_inference_steps
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or not 0 <= step < n:
+            raise ValueError(f"{name} must be a step in [0, {n}) for num_inference_steps={n}, got {step!r}.")
+
+    @abstractmethod
+    def _record(self, step: int, feature: torch.Tensor) -> None: ...
+
+    @abstractmethod
+    def _forecast(self, step: int) -> torch.Tensor: ...
+
+    @abstractmethod
+    def _clear(self) -> None: ...
+
+    @abstractmethod
+    def _tensors(self) -> list[torch.Tensor | None]: ...

@@ -1,0 +1,122 @@
+"""Spectrum's forecaster: a Chebyshev ridge fit over all recorded steps, blended with a linear step."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import FeatureForecaster
+
+# Cholesky of the ridge Gram matrix gets this much diagonal jitter (relative to its mean diagonal),
+# growing tenfold per retry, when it is singular (ridge_lambda = 0 with fewer steps than coefficients).
+_JITTER_START = 1e-10
+_JITTER_RETRIES = 8
+
+
+def chebyshev_basis(tau: float, degree: int) -> list[float]:
+    """[T_0(tau), ..., T_degree(tau)]: Chebyshev polynomials of the first kind,
+    T_0 = 1, T_1 = tau, T_{m+1} = 2 tau T_m - T_{m-1}."""
+    values = [1.0, tau][: degree + 1]
+    while len(values) <= degree:
+        values.append(2.0 * tau * values[-1] - values[-2])
+    return values
+
+
+class SpectrumForecaster(FeatureForecaster):
+    """Forecasts a feature h_s from the steps the network ran (Han et al., CVPR 2026).
+
+    With tau = 2 s / N - 1, the forecast is fitted as h(tau) ~ sum_m c_m T_m(tau) by ridge regression
+    over every recorded step, C = (X^T X + lambda I)^-1 X^T H, and blended with a linear step from the
+    last two recorded features: (1 - w) (h_last + k (h_last - h_prev)) + w * chebyshev, with
+    k = (s - s_last) / (s_last - s_prev).
+
+    Memory does not grow with the number of recorded steps: only the running normal equations
+    X^T X ((M+1)^2 numbers) and X^T H ((M+1) float32 copies of the feature) and the last two features
+    are kept. The forecast needs the coefficients only through T(tau)^T C = a^T X^T H with
+    a = (X^T X + lambda I)^-1 T(tau), so the solve is (M+1) x (M+1); it is done in float64 by
+    Cholesky, and X^T H is accumulated in float32 whatever the feature's dtype.
+
+    Args:
+        degree: M, the highest Chebyshev degree.
+        ridge_lambda: lambda, the ridge penalty.
+        blend_weight: w; 1 is the pure spectral forecast, 0 the pure linear one.
+        num_inference_steps: N, the trajectory's step count, which sets tau.
+    """
+
+    def __init__(
+        self,
+        degree: int = 4,
+        ridge_lambda: float = 0.1,
+        blend_weight: float = 0.5,
+        num_inference_steps: int = 50,
+    ) -> None:
+        # Validated through the config so the messages are the same everywhere.
+        from ..config import SpectrumConfig
+
+        SpectrumConfig(degree=degree, ridge_lambda=ridge_lambda, blend_weight=blend_weight)
+        super().__init__(num_inference_steps)
+        self.degree = degree
+        self.ridge_lambda = float(ridge_lambda)
+        self.blend_weight = float(blend_weight)
+        self._clear()
+
+    def tau(self, step: float) -> float:
+        """The step's position on the Chebyshev axis [-1, 1]."""
+        return 2.0 * step / self.num_inference_steps - 1.0
+
+    def _clear(self) -> None:
+        size = self.degree + 1
+        self._gram = torch.zeros(size, size, dtype=torch.float64)  # X^T X
+        self._moments: torch.Tensor | None = None  # X^T H, shape (M+1, numel), float32
+        self._last: torch.Tensor | None = None
+        self._prev: torch.Tensor | None = None
+        self._prev_step: int | None = None
+
+    def _tensors(self) -> list[torch.Tensor | None]:
+        return [self._gram, self._moments, self._last, self._prev]
+
+    def _record(self, step: int, feature: torch.Tensor) -> None:
+        basis = chebyshev_basis(self.tau(step), self.degree)
+        row = torch.tensor(basis, dtype=torch.float64)
+        flat = feature.reshape(-1)
+        if self._moments is None:
+            self._moments = torch.zeros(self.degree + 1, flat.numel(), dtype=torch.float32, device=feature.device)
+        self._gram += torch.outer(row, row)
+        for m, t_m in enumerate(basis):
+            self._moments[m].add_(flat, alpha=t_m)
+        self._prev, self._prev_step = self._last, self._last_step
+        self._last = feature.clone()
+
+    def _forecast(self, step: int) -> torch.Tensor:
+        w = self.blend_weight
+        out = torch.zeros(self._last.numel(), dtype=torch.float32, device=self._last.device)
+        if w > 0:
+            out.add_(self._chebyshev(step), alpha=w)
+        if w < 1:
+            last = self._last.reshape(-1)
+            if self._prev is None:
+                out.add_(last, alpha=1 - w)
+            else:
+                k = (step - self._last_step) / (self._last_step - self._prev_step)
+                out.add_(last, alpha=(1 - w) * (1 + k))
+                out.add_(self._prev.reshape(-1), alpha=-(1 - w) * k)
+        return out.reshape(self._last.shape).to(self._last.dtype)
+
+    def _chebyshev(self, step: int) -> torch.Tensor:
+        target = torch.tensor(chebyshev_basis(self.tau(step), self.degree), dtype=torch.float64)
+        weights = _ridge_solve(self._gram, self.ridge_lambda, target)
+        return weights.to(torch.float32).to(self._moments.device) @ self._moments
+
+
+def _ridge_solve(gram: torch.Tensor, ridge_lambda: float, rhs: torch.Tensor) -> torch.Tensor:
+    """(gram + lambda I)^-1 rhs by Cholesky, adding diagonal jitter while the matrix is singular."""
+    size = gram.shape[0]
+    eye = torch.eye(size, dtype=gram.dtype)
+    matrix = gram + ridge_lambda * eye
+    scale = max(float(matrix.diagonal().mean()), 1.0)
+    jitter = 0.0
+    for attempt in range(_JITTER_RETRIES + 1):
+        factor, info = torch.linalg.cholesky_ex(matrix + jitter * eye)
+        if int(info) == 0:
+            return torch.cholesky_solve(rhs.unsqueeze(1), factor).squeeze(1)
+        jitter = scale * _JITTER_START * 10**attempt
+    raise RuntimeError("the ridge system stayed singular after adding jitter; its inputs are not finite")

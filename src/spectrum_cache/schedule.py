@@ -1,0 +1,47 @@
+"""Which denoising steps run the network (Spectrum's adaptive window schedule)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import SpectrumConfig
+
+
+def adaptive_schedule(
+    num_steps: int, warmup_steps: int, window_size: float, flex_window: float
+) -> list[int]:
+    """The 0-based steps on which the network runs.
+
+    The first ``warmup_steps`` steps always run. After that a window ``W`` starts at ``window_size``;
+    with ``c`` consecutive forecast steps behind us, step ``s`` runs iff ``(c + 1) mod floor(W) == 0``,
+    and every such run widens the window by ``flex_window`` (the paper's alpha): dense early, sparse late.
+    """
+    steps = list(range(min(warmup_steps, num_steps)))
+    window = float(window_size)
+    consecutive_forecasts = 0
+    for step in range(len(steps), num_steps):
+        if (consecutive_forecasts + 1) % math.floor(window) == 0:
+            steps.append(step)
+            window += flex_window
+            consecutive_forecasts = 0
+        else:
+            consecutive_forecasts += 1
+    return steps
+
+
+def compute_steps(config: SpectrumConfig, num_inference_steps: int | None = None) -> list[int]:
+    """The 0-based steps on which the network runs for ``config``.
+
+    ``num_inference_steps`` overrides ``config.num_inference_steps``; one of the two must be set.
+    """
+    if num_inference_steps is None:
+        num_inference_steps = config.num_inference_steps
+    if num_inference_steps is None:
+        raise ValueError(
+            "num_inference_steps is required: the config leaves it to the pipeline (None), so pass it here."
+        )
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+    return adaptive_schedule(num_inference_steps, config.warmup_steps, config.window_size, config.flex_window)

@@ -1,0 +1,203 @@
+import numpy as np
+import pytest
+import torch
+
+from spectrum_cache import SpectrumForecaster
+from spectrum_cache.forecast import ReuseForecaster, TaylorForecaster, chebyshev_basis
+
+
+def numpy_ridge_forecast(steps, features, target, n, degree, lam):
+    """Reference: the paper's closed form, in float64 NumPy."""
+    tau = lambda s: 2.0 * s / n - 1.0
+    x = np.polynomial.chebyshev.chebvander(np.array([tau(s) for s in steps]), degree)
+    h = np.stack([f.reshape(-1) for f in features]).astype(np.float64)
+    coef = np.linalg.solve(x.T @ x + lam * np.eye(degree + 1), x.T @ h)
+    return np.polynomial.chebyshev.chebvander(np.array([tau(target)]), degree)[0] @ coef
+
+
+def test_chebyshev_basis_matches_numpy():
+    for tau in (-1.0, -0.3, 0.0, 0.7, 1.0):
+        np.testing.assert_allclose(chebyshev_basis(tau, 6), np.polynomial.chebyshev.chebvander([tau], 6)[0])
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 4])
+def test_recovers_polynomial_of_degree_up_to_m(degree):
+    n = 50
+    gen = torch.Generator().manual_seed(degree)
+    coeffs = torch.randn(degree + 1, 8, 3, generator=gen, dtype=torch.float64)
+
+    def h(s):
+        tau = 2 * s / n - 1
+        return sum(c * tau**m for m, c in enumerate(coeffs))
+
+    f = SpectrumForecaster(degree=4, ridge_lambda=1e-9, blend_weight=1.0, num_inference_steps=n)
+    # The paper's alpha=0.75 schedule; extrapolating far from clustered points would amplify the
+    # float32 rounding of the inputs themselves, so the check stays near the recorded span.
+    for s in [0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 25, 31, 38, 46]:
+        f.update(s, h(s).float())
+    for s in (5, 23, 37, 49):
+        err = (f.predict(s).double() - h(s)).abs().max() / h(s).abs().max()
+        assert err < 1e-4
+
+
+def test_matches_float64_numpy_ridge_on_random_features():
+    n, degree, lam = 50, 4, 0.1
+    gen = torch.Generator().manual_seed(0)
+    steps = [0, 1, 2, 3, 4, 6, 8, 11, 15]
+    feats = [torch.randn(4, 16, 32, generator=gen) for _ in steps]
+    f = SpectrumForecaster(degree, lam, blend_weight=1.0, num_inference_steps=n)
+    for s, x in zip(steps, feats):
+        f.update(s, x)
+    for target in (16, 19, 30, 49):
+        ref = numpy_ridge_forecast(steps, [x.numpy() for x in feats], target, n, degree, lam)
+        got = f.predict(target).double().numpy().reshape(-1)
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
+
+
+def test_blend_weight_zero_is_pure_linear_extrapolation():
+    f = SpectrumForecaster(blend_weight=0.0, num_inference_steps=50)
+    f.update(2, torch.tensor([1.0, 2.0]))
+    f.update(4, torch.tensor([2.0, 6.0]))
+    # k = (7 - 4) / (4 - 2) = 1.5: h_last + 1.5 (h_last - h_prev)
+    torch.testing.assert_close(f.predict(7), torch.tensor([3.5, 12.0]))
+
+
+def test_blend_weight_zero_with_one_step_reuses_it():
+    f = SpectrumForecaster(blend_weight=0.0)
+    f.update(0, torch.tensor([3.0, -1.0]))
+    torch.testing.assert_close(f.predict(5), torch.tensor([3.0, -1.0]))
+
+
+def test_blend_weight_one_ignores_linear_term_and_blend_mixes():
+    n, lam = 40, 0.1
+    gen = torch.Generator().manual_seed(1)
+    steps = [0, 1, 2, 3, 4, 6]
+    feats = [torch.randn(10, generator=gen) for _ in steps]
+    pure = SpectrumForecaster(blend_weight=1.0, ridge_lambda=lam, num_inference_steps=n)
+    half = SpectrumForecaster(blend_weight=0.3, ridge_lambda=lam, num_inference_steps=n)
+    for s, x in zip(steps, feats):
+        pure.update(s, x)
+        half.update(s, x)
+    cheb = torch.tensor(numpy_ridge_forecast(steps, [x.numpy() for x in feats], 9, n, 4, lam), dtype=torch.float32)
+    torch.testing.assert_close(pure.predict(9), cheb, rtol=1e-5, atol=1e-5)
+    linear = feats[-1] + 1.5 * (feats[-1] - feats[-2])
+    torch.testing.assert_close(half.predict(9), 0.7 * linear + 0.3 * cheb, rtol=1e-5, atol=1e-5)
+
+
+def test_prediction_keeps_dtype_shape_and_device():
+    f = SpectrumForecaster()
+    x = torch.randn(2, 5, 7).to(torch.bfloat16)
+    f.update(0, x)
+    f.update(1, x * 1.1)
+    out = f.predict(3)
+    assert out.shape == x.shape and out.dtype == torch.bfloat16 and out.device == x.device
+
+
+def test_memory_constant_over_100_updates():
+    f = SpectrumForecaster(num_inference_steps=200)
+    sizes = []
+    for s in range(100):
+        f.update(s, torch.randn(64, 48))
+        sizes.append(f.nbytes)
+    assert f.num_recorded == 100
+    # After the second update (which adds h_prev) the held bytes never change.
+    assert len(set(sizes[1:])) == 1
+    # (M+1) float32 moments + two float32 features + the 5x5 float64 Gram matrix.
+    assert sizes[-1] == 5 * 64 * 48 * 4 + 2 * 64 * 48 * 4 + 25 * 8
+
+
+def test_reset_forgets_everything():
+    f = SpectrumForecaster()
+    f.update(3, torch.ones(4))
+    f.reset()
+    assert f.num_recorded == 0 and f.feature_shape is None
+    with pytest.raises(ValueError, match="predict"):
+        f.predict(4)
+    f.update(0, torch.ones(2, 2))  # a new shape is fine after reset
+    assert f.num_recorded == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"degree": -1}, "degree must be an integer >= 0"),
+        ({"ridge_lambda": -1.0}, "ridge_lambda must be a number >= 0"),
+        ({"blend_weight": 2.0}, r"blend_weight must be a number in \[0, 1\]"),
+        ({"num_inference_steps": 0}, "num_inference_steps must be an integer >= 1"),
+    ],
+)
+def test_constructor_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpectrumForecaster(**kwargs)
+
+
+def test_predict_before_update_raises():
+    with pytest.raises(ValueError, match="at least one update"):
+        SpectrumForecaster().predict(3)
+
+
+def test_update_with_other_shape_names_both_and_keeps_state():
+    f = SpectrumForecaster()
+    f.update(0, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"\(4, 3\).*\(2, 3\)"):
+        f.update(1, torch.zeros(4, 3))
+    assert f.num_recorded == 1 and f.last_recorded_step == 0
+
+
+def test_update_must_move_forward():
+    f = SpectrumForecaster()
+    f.update(4, torch.zeros(3))
+    for step in (4, 2):
+        with pytest.raises(ValueError, match="after the last recorded step 4"):
+            f.update(step, torch.zeros(3))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_update_refuses_non_finite_features(bad):
+    f = SpectrumForecaster()
+    f.update(0, torch.ones(3))
+    before = f.predict(2)
+    x = torch.ones(3)
+    x[1] = bad
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        f.update(1, x)
+    assert f.num_recorded == 1 and f.last_recorded_step == 0
+    torch.testing.assert_close(f.predict(2), before)
+
+
+@pytest.mark.parametrize("step", [-1, 50, 1.5e9])
+def test_steps_outside_trajectory_raise(step):
+    f = SpectrumForecaster(num_inference_steps=50)
+    with pytest.raises(ValueError, match=r"step must be a step in \[0, 50\)"):
+        f.update(step, torch.ones(1))
+
+
+def test_ridge_with_zero_lambda_and_too_few_steps_still_solves():
+    f = SpectrumForecaster(ridge_lambda=0.0, blend_weight=1.0)
+    f.update(0, torch.ones(3))  # one point, five coefficients: singular without jitter
+    assert torch.isfinite(f.predict(10)).all()
+    torch.testing.assert_close(f.predict(0), torch.ones(3), rtol=1e-4, atol=1e-4)
+
+
+def test_reuse_forecaster_returns_last_feature():
+    f = ReuseForecaster()
+    f.update(0, torch.zeros(2))
+    f.update(3, torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(f.predict(9), torch.tensor([1.0, 2.0]))
+
+
+def test_taylor_forecasters_extrapolate_polynomials_of_their_order():
+    line = TaylorForecaster(order=1)
+    quad = TaylorForecaster(order=2)
+    for s in (0, 2, 4):
+        line.update(s, torch.tensor([2.0 * s + 1]))
+        quad.update(s, torch.tensor([float(s * s)]))
+    torch.testing.assert_close(line.predict(7), torch.tensor([15.0]))
+    # order 2 from points 0, 2, 4 with step-2 differences: d1 = 6, d2 = (6 - 2)/2 = 2 -> 16 + 6*3 + 2*9/2
+    torch.testing.assert_close(quad.predict(7), torch.tensor([43.0]))
+    assert quad.nbytes == 3 * 4
+
+
+def test_taylor_rejects_bad_order():
+    with pytest.raises(ValueError, match="order must be an integer >= 0"):
+        TaylorForecaster(order=-1)
