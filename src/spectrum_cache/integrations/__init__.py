@@ -1,0 +1,20 @@
+"""Front ends that run Spectrum inside other libraries' models (diffusers)."""
+
+from __future__ import annotations
+
+from .adapters import ADAPTERS, DenoiserAdapter, UnsupportedModelError
+from .api import disable_spectrum, enable_spectrum, spectrum_summary
+from .hooks import SpectrumWarning
+from .summary import BranchSummary, SpectrumSummary
+
+__all__ = [
+    "ADAPTERS",
+    "BranchSummary",
+    "DenoiserAdapter",
+    "SpectrumSummary",
+    "SpectrumWarning",
+    "UnsupportedModelError",
+    "disable_spectrum",
+    "enable_spectrum",
+    "spectrum_summary",
+]

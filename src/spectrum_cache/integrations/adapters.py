@@ -1,0 +1,160 @@
+"""Everything Spectrum knows about particular diffusers models, as data.
+
+A denoiser needs three facts: which modules are skipped on forecast steps (its blocks), which module's
+first input is the forecast feature (its output head), and which forward argument carries the
+timestep. Most diffusers DiTs follow one layout (``*_blocks`` / ``layers`` ModuleLists and a
+``norm_out`` head) and need no entry: ``resolve_adapter`` derives it. The table below lists only the
+families that differ.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DenoiserAdapter:
+    """Where one denoiser family keeps what Spectrum touches.
+
+    Attributes:
+        block_paths: module paths skipped on forecast steps. A ModuleList stands for each of its
+            children. ``None`` means every top-level ModuleList whose name matches ``BLOCK_LIST_NAMES``.
+        head_path: the module whose first input is the forecast feature h_s (the output head's input,
+            e.g. FLUX's ``norm_out``). ``None`` means the first of ``HEAD_NAMES`` the model has.
+        timestep_arg: the forward argument holding the timestep; ``None`` means the first of
+            ``TIMESTEP_ARGS`` in the forward signature.
+    """
+
+    block_paths: tuple[str, ...] | None = None
+    head_path: str | Callable[[nn.Module], str] | None = None
+    timestep_arg: str | None = None
+
+
+# Top-level ModuleLists whose outputs only flow towards the head: the transformer blocks, and the
+# refiners some families run on the tokens before them (Lumina2, Z-Image).
+BLOCK_LIST_NAMES = re.compile(r"(\w+_)?blocks|layers|\w+_refiner")
+HEAD_NAMES = ("norm_out", "conv_norm_out", "final_layer")
+TIMESTEP_ARGS = ("timestep", "timesteps", "t")
+# Forward arguments that carry per-step inputs from outside the denoiser (ControlNet, VACE, T2I
+# adapters). Skipping blocks would drop them, so a call that has any runs the network in full.
+EXTRA_INPUT_ARGS = re.compile(r".*control.*|.*additional_residual.*|.*adapter_residual.*")
+
+
+def _z_image_head(model: nn.Module) -> str:
+    key = f"{model.config.all_patch_size[0]}-{model.config.all_f_patch_size[0]}"
+    return f"all_final_layer.{key}"
+
+
+ADAPTERS: dict[str, DenoiserAdapter] = {
+    # SD/SDXL UNets: the down, mid and up blocks; the feature is the last up-block's output.
+    "UNet2DConditionModel": DenoiserAdapter(
+        block_paths=("down_blocks", "mid_block", "up_blocks"), head_path="conv_norm_out"
+    ),
+    # Z-Image keeps one output layer per patch size; the first configured one is used.
+    "ZImageTransformer2DModel": DenoiserAdapter(head_path=_z_image_head),
+}
+
+# Pipeline components that are denoisers, in the order pipelines use them.
+DENOISER_COMPONENTS = ("transformer", "transformer_2", "unet")
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """An adapter applied to one model instance."""
+
+    blocks: tuple[nn.Module, ...]
+    block_names: tuple[str, ...]
+    head: nn.Module
+    head_name: str
+    timestep_arg: str
+
+
+class UnsupportedModelError(ValueError):
+    """The model's layout is unknown; Spectrum will not silently do nothing."""
+
+
+def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
+    """The blocks, head and timestep argument of ``model``, from the table or the common layout."""
+    name = type(model).__name__
+    adapter = ADAPTERS.get(name, DenoiserAdapter())
+    hint = (
+        f"{name} has no Spectrum adapter and does not follow the usual diffusers layout "
+        "(block ModuleLists and a norm_out head); add a DenoiserAdapter to "
+        "spectrum_cache.integrations.adapters.ADAPTERS, or pass SpectrumConfig(forecast_output=True) "
+        "to forecast the model's output instead"
+    )
+    modules = dict(model.named_modules())
+
+    if adapter.block_paths is None:
+        block_paths = tuple(
+            child_name
+            for child_name, child in model.named_children()
+            if isinstance(child, nn.ModuleList) and BLOCK_LIST_NAMES.fullmatch(child_name)
+        )
+    else:
+        block_paths = adapter.block_paths
+    blocks, block_names = [], []
+    for path in block_paths:
+        module = modules.get(path)
+        if module is None:
+            raise UnsupportedModelError(f"{hint}: it has no module {path!r}.")
+        children = list(module.named_children()) if isinstance(module, nn.ModuleList) else [("", module)]
+        for child_name, child in children:
+            blocks.append(child)
+            block_names.append(f"{path}.{child_name}" if child_name else path)
+    if not blocks:
+        raise UnsupportedModelError(f"{hint}: no transformer blocks found.")
+
+    head_path = adapter.head_path(model) if callable(adapter.head_path) else adapter.head_path
+    if head_path is None:
+        head_path = next((h for h in HEAD_NAMES if isinstance(modules.get(h), nn.Module)), None)
+    if head_path is None or not isinstance(modules.get(head_path), nn.Module):
+        raise UnsupportedModelError(f"{hint}: no output head found.")
+
+    parameters = inspect.signature(model.forward).parameters
+    timestep_arg = adapter.timestep_arg or next((a for a in TIMESTEP_ARGS if a in parameters), None)
+    if timestep_arg is None:
+        raise UnsupportedModelError(f"{hint}: its forward takes no timestep argument.")
+    return ResolvedAdapter(tuple(blocks), tuple(block_names), modules[head_path], head_path, timestep_arg)
+
+
+def timestep_argument(model: nn.Module) -> str:
+    """The forward argument holding the timestep, for models driven without block hooks."""
+    adapter = ADAPTERS.get(type(model).__name__, DenoiserAdapter())
+    parameters = inspect.signature(model.forward).parameters
+    found = adapter.timestep_arg or next((a for a in TIMESTEP_ARGS if a in parameters), None)
+    if found is None:
+        raise UnsupportedModelError(f"{type(model).__name__}'s forward takes no timestep argument.")
+    return found
+
+
+def expert_router(pipeline: object, component: str) -> Callable[[float], bool] | None:
+    """For pipelines that hand steps to two experts by timestep (Wan2.2: ``transformer`` for
+    t >= boundary_ratio * num_train_timesteps, ``transformer_2`` below), which timesteps ``component``
+    runs; None when one denoiser runs every step."""
+    config = getattr(pipeline, "config", {})
+    ratio = config.get("boundary_ratio") if hasattr(config, "get") else None
+    if ratio is None or getattr(pipeline, "transformer_2", None) is None:
+        return None
+    boundary = ratio * pipeline.scheduler.config.num_train_timesteps
+    if component == "transformer":
+        return lambda t: t >= boundary
+    if component == "transformer_2":
+        return lambda t: t < boundary
+    return None
+
+
+def has_extra_inputs(arguments: dict[str, object]) -> list[str]:
+    """Names of per-step extra inputs (ControlNet residuals and the like) present in a call."""
+    return [
+        name
+        for name, value in arguments.items()
+        if EXTRA_INPUT_ARGS.fullmatch(name)
+        and (isinstance(value, torch.Tensor) or (isinstance(value, (list, tuple, dict)) and len(value) > 0))
+    ]

@@ -1,0 +1,160 @@
+"""enable_spectrum / disable_spectrum / spectrum_summary for diffusers pipelines and denoisers."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry
+
+from ..config import SpectrumConfig
+from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, expert_router, resolve_adapter, timestep_argument
+from .hooks import (
+    BLOCK_HOOK,
+    DENOISER_HOOK,
+    HEAD_HOOK,
+    BlockSkipHook,
+    HeadInputHook,
+    SchedulerSteps,
+    SpectrumDenoiserHook,
+)
+from .summary import SpectrumSummary
+
+# Hooks from diffusers' own caches, found by the module that defines them.
+_DIFFUSERS_CACHE_MODULES = (
+    "diffusers.hooks.first_block_cache",
+    "diffusers.hooks.taylorseer_cache",
+    "diffusers.hooks.mag_cache",
+    "diffusers.hooks.sea_cache",
+    "diffusers.hooks.faster_cache",
+    "diffusers.hooks.pyramid_attention_broadcast",
+    "diffusers.hooks.text_kv_cache",
+)
+
+
+def _denoisers(target: Any) -> list[tuple[str, torch.nn.Module]]:
+    """(component name, module) for a pipeline's denoisers, or the target itself."""
+    if isinstance(target, torch.nn.Module):
+        return [(type(target).__name__, target)]
+    components = getattr(target, "components", None)
+    if not isinstance(components, dict):
+        raise TypeError(
+            f"enable_spectrum takes a diffusers pipeline or a denoiser (nn.Module), got {type(target).__name__}."
+        )
+    found = [(name, components[name]) for name in DENOISER_COMPONENTS if isinstance(components.get(name), torch.nn.Module)]
+    if not found:
+        raise ValueError(
+            f"{type(target).__name__} has no denoiser among its components {sorted(components)}; "
+            f"Spectrum looks for {', '.join(DENOISER_COMPONENTS)}."
+        )
+    return found
+
+
+def _check_free(module: torch.nn.Module) -> None:
+    name = type(module).__name__
+    if _denoiser_hook(module) is not None:
+        raise ValueError(f"Spectrum is already enabled on {name}; call disable_spectrum first.")
+    if getattr(module, "is_cache_enabled", False):
+        raise ValueError(
+            f"{name} already has a diffusers cache enabled ({type(module._cache_config).__name__}); "
+            "call disable_cache() before enabling Spectrum."
+        )
+    for submodule in module.modules():
+        registry = getattr(submodule, "_diffusers_hook", None)
+        for hook in (registry.hooks.values() if registry is not None else ()):
+            if type(hook).__module__ in _DIFFUSERS_CACHE_MODULES:
+                raise ValueError(
+                    f"{name} already has a diffusers cache hook ({type(hook).__name__}); remove it before enabling Spectrum."
+                )
+
+
+def _denoiser_hook(module: torch.nn.Module) -> SpectrumDenoiserHook | None:
+    registry = getattr(module, "_diffusers_hook", None)
+    return registry.get_hook(DENOISER_HOOK) if registry is not None else None
+
+
+def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, scheduler: Any = None) -> None:
+    """Run ``target`` with Spectrum: a diffusers pipeline (every denoiser it has, e.g. Wan2.2's two
+    experts each with their own forecasters), or a bare denoiser.
+
+    A pipeline's step count and current step come from its scheduler at run time. For a bare denoiser
+    pass the ``scheduler`` that drives it, or set ``config.num_inference_steps``.
+
+    Raises ValueError, changing nothing, if Spectrum or a diffusers cache is already enabled, or if a
+    model's layout is unknown (the error names its class).
+    """
+    config = SpectrumConfig() if config is None else config
+    if not isinstance(config, SpectrumConfig):
+        raise TypeError(f"config must be a SpectrumConfig, got {type(config).__name__}.")
+    denoisers = _denoisers(target)
+    is_pipeline = not isinstance(target, torch.nn.Module)
+    if not is_pipeline and scheduler is None and config.num_inference_steps is None:
+        raise ValueError(
+            "num_inference_steps is required for a bare denoiser without a scheduler: "
+            "pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
+        )
+    plans: list[tuple[str, torch.nn.Module, ResolvedAdapter | None, str]] = []
+    for name, module in denoisers:
+        _check_free(module)
+        adapter = None if config.forecast_output else resolve_adapter(module)
+        timestep_arg = adapter.timestep_arg if adapter else timestep_argument(module)
+        plans.append((name, module, adapter, timestep_arg))
+
+    if is_pipeline:
+        pipeline_ref = weakref.ref(target)
+        get_scheduler = lambda: getattr(pipeline_ref(), "scheduler", None)  # noqa: E731
+    elif scheduler is not None:
+        get_scheduler = lambda: scheduler  # noqa: E731
+    else:
+        get_scheduler = None
+
+    for name, module, adapter, timestep_arg in plans:
+        steps = None
+        if get_scheduler is not None:
+            routes = expert_router(target, name) if is_pipeline else None
+            steps = SchedulerSteps(get_scheduler, routes)
+        _attach(module, name, config, adapter, timestep_arg, steps)
+
+
+def _attach(
+    module: torch.nn.Module,
+    name: str,
+    config: SpectrumConfig,
+    adapter: ResolvedAdapter | None,
+    timestep_arg: str,
+    steps: SchedulerSteps | None,
+) -> None:
+    owner = SpectrumDenoiserHook(config, name, timestep_arg, steps)
+    HookRegistry.check_if_exists_or_initialize(module).register_hook(owner, DENOISER_HOOK)
+    if adapter is not None:
+        for block in adapter.blocks:
+            hook = BlockSkipHook(owner)
+            owner.block_hooks.append(hook)
+            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, BLOCK_HOOK)
+        HookRegistry.check_if_exists_or_initialize(adapter.head).register_hook(HeadInputHook(owner), HEAD_HOOK)
+    HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
+    if hasattr(module, "_cache_config"):
+        # diffusers' enable_cache then refuses to stack a second cache on top of Spectrum.
+        module._cache_config = config
+
+
+def disable_spectrum(target: Any) -> None:
+    """Remove every Spectrum hook from ``target`` (a pipeline or denoiser); a no-op where none is."""
+    for _, module in _denoisers(target):
+        if _denoiser_hook(module) is None:
+            continue
+        registry = HookRegistry.check_if_exists_or_initialize(module)
+        for hook_name in (DENOISER_HOOK, BLOCK_HOOK, HEAD_HOOK):
+            registry.remove_hook(hook_name, recurse=True)
+        registry.invalidate_child_registries_cache()
+        if isinstance(getattr(module, "_cache_config", None), SpectrumConfig):
+            module._cache_config = None
+
+
+def spectrum_summary(target: Any) -> SpectrumSummary:
+    """Per denoiser and CFG branch, what the last generation computed and forecast."""
+    hooks = [hook for _, module in _denoisers(target) if (hook := _denoiser_hook(module)) is not None]
+    if not hooks:
+        raise ValueError(f"Spectrum is not enabled on {type(target).__name__}; call enable_spectrum first.")
+    return SpectrumSummary(tuple(summary for hook in hooks for summary in hook.summaries()))
