@@ -1,0 +1,154 @@
+"""EmbeddedPipeline: a diffusers DiffusionPipeline around the embedded FLUX-style model.
+
+It follows FluxPipeline's code path (FluxTransformer2DModel called with packed tokens, img_ids/txt_ids,
+timestep / 1000, FlowMatchEulerDiscreteScheduler.step) so Spectrum hooks on the transformer behave as
+on FLUX.1, with two differences that matter for caches:
+
+- classifier-free guidance is real CFG: the transformer is called twice per step, the conditional call
+  inside `transformer.cache_context("cond")` and the unconditional one inside `cache_context("uncond")`
+  (never batched), so per-branch cache state stays separate;
+- there is no VAE: tokens are 4x4 RGB pixel patches.
+
+Scheduler choice: FlowMatchEulerDiscreteScheduler with a static shift of 1.0 and
+use_dynamic_shifting=False. FLUX shifts by image size because large latents stay recognisable at high
+noise; at 32x32 pixels there is nothing to compensate, so the plain sigma grid 1 -> 0 is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+from PIL import Image
+
+from .data import IMAGE_SIZE
+from .model import PATCH, image_ids, pack, text_ids, unpack
+from .text_encoder import TinyTextEncoder
+from .tokenizer import WordTokenizer
+
+
+def make_scheduler() -> FlowMatchEulerDiscreteScheduler:
+    """The sampler the model is trained for (see the module docstring for the shift choice)."""
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
+
+
+class EmbeddedPipeline(DiffusionPipeline):
+    """Text-to-image for the embedded model: components transformer, text_encoder, tokenizer, scheduler."""
+
+    model_cpu_offload_seq = "text_encoder->transformer"
+
+    def __init__(
+        self,
+        transformer: FluxTransformer2DModel,
+        text_encoder: TinyTextEncoder,
+        tokenizer: WordTokenizer,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+    ) -> None:
+        super().__init__()
+        self.register_modules(transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sequence embeddings (B, L, D), pooled embeddings (B, D)) in the transformer's dtype."""
+        ids = self.tokenizer.ids(prompt).to(self._execution_device)
+        seq, pooled = self.text_encoder(ids)
+        dtype = self.transformer.dtype
+        return seq.to(dtype), pooled.to(dtype)
+
+    def _denoise(self, latents: torch.Tensor, seq: torch.Tensor, pooled: torch.Tensor, t: torch.Tensor,
+                 img_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
+        return self.transformer(
+            hidden_states=latents,
+            encoder_hidden_states=seq,
+            pooled_projections=pooled,
+            timestep=t / 1000,
+            img_ids=img_ids,
+            txt_ids=txt_ids,
+            return_dict=False,
+        )[0]
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 4.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        height: int | None = None,
+        width: int | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        pooled_prompt_embeds: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Generate images.
+
+        guidance_scale <= 1 disables CFG (one transformer call per step). height/width default to 32 and
+        must be multiples of 4 (the model was trained at 32x32 only). output_type: "pil", "np" (float in
+        [0, 1], NHWC) or "pt" (float in [0, 1], NCHW).
+        """
+        height = height or IMAGE_SIZE
+        width = width or IMAGE_SIZE
+        if height % PATCH or width % PATCH:
+            raise ValueError(f"height and width must be multiples of {PATCH}, got {height}x{width}")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if prompt_embeds is None:
+            if prompt is None:
+                raise ValueError("pass prompt or prompt_embeds")
+            prompt_embeds, pooled_prompt_embeds = self.encode_prompt(prompt)
+        elif pooled_prompt_embeds is None:
+            raise ValueError("prompt_embeds needs pooled_prompt_embeds")
+        batch = prompt_embeds.shape[0]
+        device, dtype = self._execution_device, self.transformer.dtype
+        prompt_embeds = prompt_embeds.to(device, dtype)
+        pooled_prompt_embeds = pooled_prompt_embeds.to(device, dtype)
+        do_cfg = guidance_scale > 1.0
+        if do_cfg:
+            neg_embeds, neg_pooled = self.encode_prompt([""] * batch)
+
+        if latents is None:
+            shape = (batch, 3, height, width)
+            if isinstance(generator, list):
+                noise = torch.cat([torch.randn((1, *shape[1:]), generator=g, device="cpu") for g in generator])
+            else:
+                # Noise drawn on the CPU so a seed gives the same image on every device.
+                noise = torch.randn(shape, generator=generator, device="cpu")
+            latents = pack(noise)
+        latents = latents.to(device, dtype)
+        img_ids = image_ids(height, width, device, dtype)
+        txt_ids = text_ids(prompt_embeds.shape[1], device, dtype)
+
+        # Every call resets the scheduler, so caches keyed on its step index see a fresh run.
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+
+        with self.progress_bar(total=num_inference_steps) as bar:
+            for t in timesteps:
+                tt = t.expand(batch).to(dtype)
+                with self.transformer.cache_context("cond"):
+                    velocity = self._denoise(latents, prompt_embeds, pooled_prompt_embeds, tt, img_ids, txt_ids)
+                if do_cfg:
+                    with self.transformer.cache_context("uncond"):
+                        uncond = self._denoise(latents, neg_embeds, neg_pooled, tt, img_ids, txt_ids)
+                    velocity = uncond + guidance_scale * (velocity - uncond)
+                latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                bar.update()
+
+        images = unpack(latents.float(), height, width).mul(0.5).add(0.5).clamp(0, 1)
+        self.maybe_free_model_hooks()
+        if output_type == "pt":
+            out = images
+        else:
+            out = images.permute(0, 2, 3, 1).cpu().numpy()
+            if output_type == "pil":
+                out = [Image.fromarray((im * 255).round().astype(np.uint8)) for im in out]
+        if not return_dict:
+            return (out,)
+        return ImagePipelineOutput(images=out)

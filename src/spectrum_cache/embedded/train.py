@@ -1,0 +1,183 @@
+"""Train the embedded model: rectified flow on synthetic captioned scenes, on CPU.
+
+    python -m spectrum_cache.embedded.train --out src/spectrum_cache/embedded/weights
+
+Seeded and resumable: batch, caption dropout, noise and timesteps of step k are a pure function of
+(--seed, k), and a checkpoint (models, EMA, optimizer, step) is written every --checkpoint-minutes,
+so `--resume` continues exactly where the run stopped. At the end the EMA weights are exported as a
+diffusers pipeline folder (fp16 safetensors) into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import make_batch
+from .model import build_models, image_ids, pack, text_encoder_config, text_ids, transformer_config
+from .tokenizer import WordTokenizer
+
+STATE_FILE = "state.pt"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="pipeline folder to export the final weights into")
+    p.add_argument("--ckpt-dir", default=None, help="checkpoint folder (default: <out>.ckpt)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --ckpt-dir")
+    p.add_argument("--steps", type=int, default=6000, help="stop after this many optimizer steps ...")
+    p.add_argument("--max-minutes", type=float, default=55.0, help="... or this much training time, if sooner")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--ema", type=float, default=0.998, help="EMA decay of the exported weights")
+    p.add_argument("--caption-dropout", type=float, default=0.1, help="fraction of empty captions (for CFG)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=128, help="transformer width (heads * head_dim)")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--dual", type=int, default=2, help="dual-stream (MM-DiT) blocks")
+    p.add_argument("--single", type=int, default=4, help="single-stream blocks")
+    p.add_argument("--text-width", type=int, default=128)
+    p.add_argument("--text-layers", type=int, default=2)
+    p.add_argument("--text-heads", type=int, default=4)
+    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--threads", type=int, default=2)
+    return p.parse_args(argv)
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    """Linear warmup, then constant: the run may stop at any step (--max-minutes), and the EMA of
+    the weights, not a decaying learning rate, is what smooths the exported model."""
+    return args.lr * min(1.0, (step + 1) / args.warmup)
+
+
+def training_batch(step: int, args: argparse.Namespace, tokenizer: WordTokenizer) -> dict[str, torch.Tensor]:
+    """Everything random about step `step`, derived from (seed, step) only (hence exact resume)."""
+    seeds = [(args.seed * 1_000_003 + step) * args.batch_size + i for i in range(args.batch_size)]
+    images, captions = make_batch(seeds, held_out=False)
+    gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    drop = torch.rand(len(captions), generator=gen) < args.caption_dropout
+    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+    x0 = torch.from_numpy(images)
+    noise = torch.randn(x0.shape, generator=gen)
+    # Logit-normal timesteps (SD3): most weight on mid noise levels, where composition is decided.
+    t = torch.sigmoid(torch.randn(x0.shape[0], generator=gen))
+    return {"x0": x0, "noise": noise, "t": t, "input_ids": tokenizer.ids(captions)}
+
+
+def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Rectified flow: x_t = (1-t) x0 + t noise; predict the velocity noise - x0 (FLUX's convention)."""
+    x0, noise, t = batch["x0"], batch["noise"], batch["t"]
+    tt = t.view(-1, 1, 1, 1)
+    xt = (1 - tt) * x0 + tt * noise
+    seq, pooled = text_encoder(batch["input_ids"])
+    h, w = x0.shape[-2:]
+    pred = transformer(
+        hidden_states=pack(xt),
+        encoder_hidden_states=seq,
+        pooled_projections=pooled,
+        timestep=t,  # FluxTransformer2DModel multiplies by 1000 inside, as the FLUX pipeline expects
+        img_ids=image_ids(h, w),
+        txt_ids=text_ids(seq.shape[1]),
+    ).sample
+    return F.mse_loss(pred, pack(noise - x0))
+
+
+def save_state(path: str, state: dict[str, Any]) -> None:
+    """Write atomically, so a run killed mid-save never leaves a broken checkpoint."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: WordTokenizer) -> None:
+    """Save a diffusers pipeline folder with fp16 weights (halves the shipped size)."""
+    from .pipeline import EmbeddedPipeline, make_scheduler
+
+    pipe = EmbeddedPipeline(
+        transformer=copy.deepcopy(transformer).half(),
+        text_encoder=copy.deepcopy(text_encoder).half(),
+        tokenizer=tokenizer,
+        scheduler=make_scheduler(),
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) training, export the pipeline, and return a summary."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ckpt_dir = args.ckpt_dir or args.out.rstrip("/") + ".ckpt"
+    state_path = os.path.join(ckpt_dir, STATE_FILE)
+    tokenizer = WordTokenizer()
+    tcfg = transformer_config(args.width, args.heads, args.dual, args.single, args.text_width)
+    ecfg = text_encoder_config(len(tokenizer), args.text_width, args.text_layers, args.text_heads, tokenizer.model_max_length)
+    torch.manual_seed(args.seed)  # parameter initialisation
+    transformer, text_encoder = build_models(tcfg, ecfg)
+    params = list(transformer.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    ema_t, ema_e = copy.deepcopy(transformer).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
+    step, elapsed, losses = 0, 0.0, []
+    if args.resume:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        transformer.load_state_dict(state["transformer"])
+        text_encoder.load_state_dict(state["text_encoder"])
+        ema_t.load_state_dict(state["ema_transformer"])
+        ema_e.load_state_dict(state["ema_text_encoder"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
+    ema_params = list(ema_t.parameters()) + list(ema_e.parameters())
+
+    def checkpoint() -> None:
+        save_state(state_path, {
+            "transformer": transformer.state_dict(), "text_encoder": text_encoder.state_dict(),
+            "ema_transformer": ema_t.state_dict(), "ema_text_encoder": ema_e.state_dict(),
+            "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed, "losses": losses,
+            "args": vars(args),
+        })
+
+    last_ckpt = start = time.time()
+    elapsed0 = elapsed
+    bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5.0)
+    while step < args.steps and elapsed < 60 * args.max_minutes:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, args)
+        loss = flow_loss(transformer, text_encoder, training_batch(step, args, tokenizer))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        # EMA with a short ramp so early checkpoints are not dominated by the random init.
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
+        losses.append(loss.item())
+        step += 1
+        elapsed = elapsed0 + time.time() - start
+        bar.update(1)
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if time.time() - last_ckpt > 60 * args.checkpoint_minutes:
+            checkpoint()
+            last_ckpt = time.time()
+    bar.close()
+    checkpoint()
+    export_pipeline(args.out, ema_t, ema_e, tokenizer)
+    tail = losses[-100:]
+    summary = {"steps": step, "wall_time_s": round(elapsed, 1), "final_loss_last100": sum(tail) / max(1, len(tail))}
+    with open(os.path.join(ckpt_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
