@@ -7,6 +7,11 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import torch  # noqa: E402
+
+# The test models are tiny: one thread is fastest, and it does not thrash when the machine is busy.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _quiet_diffusers():

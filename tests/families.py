@@ -8,6 +8,7 @@ uncond in one denoiser call), ``"separate"`` (two calls per step) or ``None``.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,6 +48,76 @@ def flux() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def sdxl() -> tuple[Any, dict[str, Any]]:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    _seeded()
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=64,
+        cross_attention_dim=24, norm_num_groups=8,
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=None, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None, unet=unet,
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"),
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 5, 24), pooled_prompt_embeds=torch.randn(1, 16),
+        negative_prompt_embeds=torch.randn(1, 5, 24), negative_pooled_prompt_embeds=torch.randn(1, 16),
+        height=64, width=64, num_inference_steps=STEPS, guidance_scale=5.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def _wan_transformer(seed: int):
+    from diffusers import WanTransformer3DModel
+
+    _seeded(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
+        text_dim=16, freq_dim=16, ffn_dim=16, num_layers=2, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+    )
+
+
+def _wan_kwargs() -> dict[str, Any]:
+    return dict(
+        prompt_embeds=torch.randn(1, 6, 16), negative_prompt_embeds=torch.randn(1, 6, 16),
+        height=32, width=32, num_frames=5, num_inference_steps=STEPS, guidance_scale=5.0, output_type="latent",
+    )
+
+
+def wan21() -> tuple[Any, dict[str, Any]]:
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    pipe = WanPipeline(
+        tokenizer=None, text_encoder=None, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=_wan_transformer(0),
+    )
+    return pipe, _wan_kwargs()
+
+
+def wan22() -> tuple[Any, dict[str, Any]]:
+    """Wan2.2 A14B layout: a high-noise expert, then a low-noise expert below boundary_ratio."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    pipe = WanPipeline(
+        tokenizer=None, text_encoder=None, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=_wan_transformer(0), transformer_2=_wan_transformer(1), boundary_ratio=0.6,
+    )
+    return pipe, _wan_kwargs()
+
+
 FAMILIES: dict[str, Family] = {
     "flux": Family("flux", flux, cfg=None),
+    "sdxl": Family("sdxl", sdxl, cfg="batched", denoisers=("unet",)),
+    "wan2.1": Family("wan2.1", wan21, cfg="separate"),
+    "wan2.2": Family("wan2.2", wan22, cfg="separate", denoisers=("transformer", "transformer_2")),
 }
+
+
+# Further families live in one module per group, each with its own FAMILIES dict.
+for _group in ("families_image", "families_video"):
+    FAMILIES.update(importlib.import_module(_group).FAMILIES)
