@@ -8,4 +8,100 @@ import torch
 
 from families import STEPS, Family, _seeded
 
-FAMILIES: dict[str, Family] = {}
+
+def hunyuan_video() -> tuple[Any, dict[str, Any]]:
+    """HunyuanVideo: dual- then single-stream blocks; true CFG runs cond and uncond separately."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline, HunyuanVideoTransformer3DModel
+
+    _seeded()
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=16,
+        pooled_projection_dim=8, rope_axes_dim=(2, 2, 4),
+    )
+    pipe = HunyuanVideoPipeline(
+        text_encoder=None, tokenizer=None, transformer=transformer, vae=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None, tokenizer_2=None,
+    )
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), pooled_prompt_embeds=torch.randn(1, 8), prompt_attention_mask=mask,
+        negative_prompt_embeds=torch.randn(1, 6, 16), negative_pooled_prompt_embeds=torch.randn(1, 8),
+        negative_prompt_attention_mask=torch.tensor([[1, 1, 1, 0, 0, 0]]),
+        height=16, width=16, num_frames=5, num_inference_steps=STEPS, true_cfg_scale=4.0, guidance_scale=6.0,
+        output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def cogvideox() -> tuple[Any, dict[str, Any]]:
+    """CogVideoX: text and video tokens through one block stack; CFG batched (cache_context cond_uncond)."""
+    from diffusers import CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
+
+    _seeded()
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=8,
+        text_embed_dim=16, num_layers=2, sample_width=2, sample_height=2, sample_frames=5, patch_size=1,
+        temporal_compression_ratio=4, max_text_seq_length=6,
+    )
+    pipe = CogVideoXPipeline(
+        tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
+        scheduler=CogVideoXDDIMScheduler(timestep_spacing="trailing", prediction_type="v_prediction"),
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), negative_prompt_embeds=torch.randn(1, 6, 16),
+        height=16, width=16, num_frames=5, num_inference_steps=STEPS, guidance_scale=6.0, max_sequence_length=6,
+        output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def ltx_video() -> tuple[Any, dict[str, Any]]:
+    """LTX-Video: packed latent tokens; CFG batched (cache_context cond_uncond)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, LTXPipeline, LTXVideoTransformer3DModel
+
+    _seeded()
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=2, caption_channels=16,
+    )
+    pipe = LTXPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+        transformer=transformer,
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), prompt_attention_mask=torch.tensor([[1, 1, 1, 1, 1, 0]]),
+        negative_prompt_embeds=torch.randn(1, 6, 16), negative_prompt_attention_mask=torch.ones(1, 6, dtype=torch.long),
+        height=64, width=64, num_frames=9, num_inference_steps=STEPS, guidance_scale=3.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def mochi() -> tuple[Any, dict[str, Any]]:
+    """Mochi: asymmetric dual-stream blocks, reversed timesteps; CFG batched (cache_context cond_uncond)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
+
+    _seeded()
+    transformer = MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2, pooled_projection_dim=16,
+        in_channels=4, out_channels=4, qk_norm="rms_norm", text_embed_dim=16, time_embed_dim=4,
+        activation_fn="swiglu", max_sequence_length=16,
+    )
+    pipe = MochiPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+        transformer=transformer,
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), prompt_attention_mask=torch.tensor([[1, 1, 1, 1, 1, 0]]),
+        negative_prompt_embeds=torch.randn(1, 6, 16), negative_prompt_attention_mask=torch.ones(1, 6, dtype=torch.long),
+        height=32, width=32, num_frames=7, num_inference_steps=STEPS, guidance_scale=4.5, output_type="latent",
+    )
+    return pipe, kwargs
+
+
+FAMILIES: dict[str, Family] = {
+    "hunyuan-video": Family("hunyuan-video", hunyuan_video, cfg="separate"),
+    "cogvideox": Family("cogvideox", cogvideox, cfg="batched"),
+    "ltx-video": Family("ltx-video", ltx_video, cfg="batched"),
+    "mochi": Family("mochi", mochi, cfg="batched"),
+}
