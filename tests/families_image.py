@@ -9,7 +9,6 @@ import torch
 from families import STEPS, Family, _seeded
 
 
-
 def sd3() -> tuple[Any, dict[str, Any]]:
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
 
@@ -32,6 +31,36 @@ def sd3() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def flux2_klein() -> tuple[Any, dict[str, Any]]:
+    """FLUX.2 [klein] base: Flux2Transformer2DModel without guidance distillation, true CFG in two calls.
+
+    The pipeline reads the VAE's latent batch-norm statistics even for latent output, so a tiny
+    AutoencoderKLFlux2 (scale factor 1) is built.
+    """
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+
+    _seeded()
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=16, timestep_guidance_channels=16, axes_dims_rope=(2, 2, 2, 2),
+        guidance_embeds=False,
+    )
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=16,
+    )
+    pipe = Flux2KleinPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+        transformer=transformer, is_distilled=False,
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), negative_prompt_embeds=torch.randn(1, 6, 16),
+        height=8, width=8, num_inference_steps=STEPS, guidance_scale=4.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
+    "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
 }
