@@ -60,7 +60,29 @@ def flux2_klein() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def qwen_image() -> tuple[Any, dict[str, Any]]:
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
+
+    _seeded()
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=(4, 6, 6),
+    )
+    pipe = QwenImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+        transformer=transformer,
+    )
+    mask = torch.ones(1, 6, dtype=torch.long)
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), prompt_embeds_mask=mask,
+        negative_prompt_embeds=torch.randn(1, 6, 16), negative_prompt_embeds_mask=mask,
+        height=64, width=64, num_inference_steps=STEPS, true_cfg_scale=4.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
     "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
+    "qwen-image": Family("qwen-image", qwen_image, cfg="separate"),
 }
