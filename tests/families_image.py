@@ -81,8 +81,30 @@ def qwen_image() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def sana() -> tuple[Any, dict[str, Any]]:
+    from diffusers import DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+
+    _seeded()
+    transformer = SanaTransformer2DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=2,
+        num_cross_attention_heads=2, cross_attention_head_dim=8, cross_attention_dim=16, caption_channels=24,
+        sample_size=4, patch_size=1,
+    )
+    scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe = SanaPipeline(tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=scheduler)
+    mask = torch.ones(1, 6, dtype=torch.long)
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 24), prompt_attention_mask=mask, negative_prompt=None,
+        negative_prompt_embeds=torch.randn(1, 6, 24), negative_prompt_attention_mask=mask,
+        height=128, width=128, use_resolution_binning=False, num_inference_steps=STEPS, guidance_scale=4.5,
+        output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
     "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
     "qwen-image": Family("qwen-image", qwen_image, cfg="separate"),
+    "sana": Family("sana", sana, cfg="batched"),
 }
