@@ -160,6 +160,8 @@ class SpectrumDenoiserHook(ModelHook):
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         forward = self.fn_ref.original_forward
         if torch.is_grad_enabled():
+            self._warn("grad", f"{self.denoiser_name}: gradients are enabled, so Spectrum runs the network; "
+                       "sample under torch.no_grad() or torch.inference_mode() to forecast.")
             return forward(*args, **kwargs)
         arguments = self._arguments(args, kwargs)
         plan = self._plan(arguments)

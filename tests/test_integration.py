@@ -1,0 +1,397 @@
+"""Behaviour of the diffusers integration beyond the per-family checks: steps, branches, fail-closed
+paths, the diffusers cache contract, and state isolation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from families import STEPS, flux, sdxl, wan22
+from spectrum_cache import (
+    SpectrumConfig,
+    SpectrumWarning,
+    compute_steps,
+    disable_spectrum,
+    enable_spectrum,
+    spectrum_summary,
+)
+from spectrum_cache.forecast import SpectrumForecaster
+from spectrum_cache.integrations import UnsupportedModelError
+
+REAL = SpectrumConfig(warmup_steps=3)
+
+
+def latents(pipe, kwargs, seed=0, **overrides):
+    out = pipe(**{**kwargs, **overrides}, generator=torch.Generator().manual_seed(seed))
+    return out.images if hasattr(out, "images") else out.frames
+
+
+def block_passes(module) -> list[int]:
+    count = [0]
+    first = next(m for m in module.transformer_blocks[0].modules() if isinstance(m, torch.nn.Linear))
+    first.register_forward_hook(lambda *a: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+def flux_inputs(transformer, batch=1, tokens=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        hidden_states=torch.randn(batch, tokens, 16, generator=gen),
+        encoder_hidden_states=torch.randn(batch, 6, 24, generator=gen),
+        pooled_projections=torch.randn(batch, 16, generator=gen),
+        img_ids=torch.zeros(tokens, 3),
+        txt_ids=torch.zeros(6, 3),
+        return_dict=False,
+    )
+
+
+@torch.no_grad()
+def denoise_loop(transformer, n, context=None, **inputs):
+    """A hand-written sampler loop over a bare denoiser."""
+    x = inputs.pop("hidden_states")
+    for i in range(n):
+        t = torch.tensor([1.0 - i / n])
+        if context is None:
+            v = transformer(hidden_states=x, timestep=t, **inputs)[0]
+        else:
+            with transformer.cache_context(context):
+                v = transformer(hidden_states=x, timestep=t, **inputs)[0]
+        x = x - v / n
+    return x
+
+
+# -- steps come from the pipeline -----------------------------------------------------------------
+@pytest.mark.parametrize("steps", [28, 20])
+def test_step_count_comes_from_the_pipeline(steps):
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, SpectrumConfig())
+    latents(pipe, kwargs, num_inference_steps=steps)
+    (branch,) = spectrum_summary(pipe).branches
+    assert branch.num_inference_steps == steps
+    assert list(branch.computed_steps) == compute_steps(SpectrumConfig(), steps)
+
+
+def test_same_pipeline_with_two_step_counts():
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    latents(pipe, kwargs, num_inference_steps=28)
+    latents(pipe, kwargs, num_inference_steps=10)
+    (branch,) = spectrum_summary(pipe).branches
+    assert branch.num_inference_steps == 10
+    assert list(branch.computed_steps) == compute_steps(REAL, 10)
+
+
+def test_configured_step_count_that_disagrees_warns_and_follows_the_pipeline():
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, SpectrumConfig(num_inference_steps=50))
+    with pytest.warns(SpectrumWarning, match="num_inference_steps=50 but the pipeline runs 12"):
+        latents(pipe, kwargs)
+    assert spectrum_summary(pipe).branches[0].num_inference_steps == STEPS
+
+
+def test_img2img_with_strength_schedules_the_steps_that_run():
+    from diffusers import AutoencoderKL, FluxImg2ImgPipeline
+
+    pipe, kwargs = flux()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8,), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), layers_per_block=1,
+        shift_factor=0.0, scaling_factor=1.0,
+    )
+    img2img = FluxImg2ImgPipeline(
+        scheduler=pipe.scheduler, vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=None,
+        tokenizer_2=None, transformer=pipe.transformer,
+    )
+    enable_spectrum(img2img, REAL)
+    image = torch.rand(1, 3, 8, 8)
+    kwargs = {**kwargs, "height": 8, "width": 8, "num_inference_steps": 20}
+    img2img(**kwargs, image=image, strength=0.5, generator=torch.Generator().manual_seed(0))
+    (branch,) = spectrum_summary(img2img).branches
+    assert branch.num_inference_steps == 10  # strength 0.5 of 20 steps
+    assert list(branch.computed_steps) == compute_steps(REAL, 10)
+
+
+def test_heun_second_evaluations_are_not_extra_steps():
+    from diffusers import HeunDiscreteScheduler
+
+    pipe, kwargs = sdxl()
+    pipe.scheduler = HeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    enable_spectrum(pipe, REAL)
+    out = latents(pipe, kwargs, num_inference_steps=10)
+    assert torch.isfinite(out).all()
+    branches = {b.branch: b for b in spectrum_summary(pipe).branches}
+    assert set(branches) == {"default", "default[1]"}
+    assert branches["default"].num_inference_steps == 10
+    expected = compute_steps(REAL, 10)
+    assert list(branches["default"].computed_steps) == expected
+    # The second evaluation of step s runs at step s+1's time; there is none for the first step.
+    assert sorted(branches["default[1]"].computed_steps + branches["default[1]"].forecast_steps) == list(range(1, 10))
+
+
+# -- CFG branches and experts -------------------------------------------------------------------
+def test_wan22_experts_each_get_their_own_schedule_and_branches():
+    pipe, kwargs = wan22()
+    enable_spectrum(pipe, REAL)
+    latents(pipe, kwargs)
+    summary = spectrum_summary(pipe)
+    by_expert = {}
+    for b in summary.branches:
+        by_expert.setdefault(b.denoiser, []).append(b)
+    assert set(by_expert) == {"transformer", "transformer_2"}
+    counts = {name: branches[0].num_inference_steps for name, branches in by_expert.items()}
+    assert counts["transformer"] + counts["transformer_2"] == STEPS
+    assert min(counts.values()) > 0
+    for name, branches in by_expert.items():
+        assert {b.branch for b in branches} == {"cond", "uncond"}
+        for b in branches:
+            assert list(b.computed_steps) == compute_steps(REAL, counts[name])
+
+
+@torch.no_grad()
+def test_separate_branches_have_separate_forecasters():
+    from diffusers import FluxTransformer2DModel
+
+    pipe, _ = flux()
+    transformer: FluxTransformer2DModel = pipe.transformer
+    enable_spectrum(transformer, SpectrumConfig(num_inference_steps=10, warmup_steps=3))
+    cond = flux_inputs(transformer, seed=1)
+    uncond = flux_inputs(transformer, seed=2)
+    hook = transformer._diffusers_hook.get_hook("spectrum_cache")
+    x = cond.pop("hidden_states")
+    uncond.pop("hidden_states")
+    for i in range(6):
+        t = torch.tensor([1.0 - i / 10])
+        with transformer.cache_context("cond"):
+            transformer(hidden_states=x, timestep=t, **cond)
+        with transformer.cache_context("uncond"):
+            transformer(hidden_states=x, timestep=t, **uncond)
+    f_cond = hook.branches.branches["cond"].trajectories[0].forecaster
+    f_uncond = hook.branches.branches["uncond"].trajectories[0].forecaster
+    assert f_cond is not f_uncond
+    assert f_cond.num_recorded == f_uncond.num_recorded == len([s for s in compute_steps(REAL, 10) if s < 6])
+    assert not torch.allclose(f_cond.predict(7), f_uncond.predict(7))
+
+
+def test_batched_branches_forecast_like_separate_ones():
+    """One forecaster over a batched [uncond, cond] feature equals one per half: every feature
+    element is its own regression on the same design matrix."""
+    gen = torch.Generator().manual_seed(0)
+    steps = [0, 1, 2, 3, 4, 6]
+    feats = [torch.randn(2, 5, 3, generator=gen) for _ in steps]
+    batched, halves = SpectrumForecaster(), [SpectrumForecaster(), SpectrumForecaster()]
+    for s, f in zip(steps, feats):
+        batched.update(s, f)
+        for i in range(2):
+            halves[i].update(s, f[i : i + 1])
+    torch.testing.assert_close(batched.predict(9), torch.cat([h.predict(9) for h in halves]))
+
+
+def test_batch_of_two_images():
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    out = latents(pipe, kwargs, num_images_per_prompt=2)
+    assert out.shape[0] == 2 and torch.isfinite(out).all()
+    assert list(spectrum_summary(pipe).branches[0].computed_steps) == compute_steps(REAL, STEPS)
+
+
+# -- fail closed ----------------------------------------------------------------------------------
+def test_controlnet_residuals_force_every_step():
+    pipe, _ = flux()
+    transformer = pipe.transformer
+    inputs = flux_inputs(transformer)
+    residual = [torch.zeros(1, 4, 16)]
+    baseline = denoise_loop(transformer, 10, controlnet_block_samples=residual, **dict(inputs))
+    enable_spectrum(transformer, SpectrumConfig(num_inference_steps=10, warmup_steps=2))
+    passes = block_passes(transformer)
+    with pytest.warns(SpectrumWarning, match="controlnet_block_samples"):
+        out = denoise_loop(transformer, 10, controlnet_block_samples=residual, **dict(inputs))
+    assert passes[0] == 10 * 1  # every step ran the first dual block
+    torch.testing.assert_close(out, baseline, rtol=0, atol=0)
+
+
+def test_with_gradients_enabled_runs_normally():
+    pipe, _ = flux()
+    transformer = pipe.transformer
+    enable_spectrum(transformer, SpectrumConfig(num_inference_steps=10, warmup_steps=1, window_size=2, flex_window=5))
+    passes = block_passes(transformer)
+    inputs = flux_inputs(transformer)
+    x = inputs.pop("hidden_states")
+    with pytest.warns(SpectrumWarning, match="gradients are enabled"):
+        for i in range(10):
+            transformer(hidden_states=x, timestep=torch.tensor([1.0 - i / 10]), **inputs)
+    assert passes[0] == 10
+    assert spectrum_summary(transformer).branches == ()
+
+
+def test_non_finite_forecast_runs_the_network(monkeypatch):
+    pipe, kwargs = flux()
+    baseline = latents(pipe, kwargs)
+    monkeypatch.setattr(SpectrumForecaster, "_forecast", lambda self, step: torch.full(self._last.shape, float("nan")))
+    enable_spectrum(pipe, REAL)
+    with pytest.warns(SpectrumWarning, match="non-finite forecast"):
+        out = latents(pipe, kwargs)
+    torch.testing.assert_close(out, baseline, rtol=0, atol=0)
+    (branch,) = spectrum_summary(pipe).branches
+    assert branch.forecast_steps == ()
+
+
+def test_model_cpu_offload():
+    pipe, kwargs = flux()
+    baseline = latents(pipe, kwargs)
+    pipe.enable_model_cpu_offload(device="cpu")
+    enable_spectrum(pipe, SpectrumConfig(warmup_steps=STEPS))
+    torch.testing.assert_close(latents(pipe, kwargs), baseline, rtol=0, atol=0)
+    disable_spectrum(pipe)
+    enable_spectrum(pipe, REAL)
+    out = latents(pipe, kwargs)
+    assert torch.isfinite(out).all()
+    assert list(spectrum_summary(pipe).branches[0].computed_steps) == compute_steps(REAL, STEPS)
+
+
+# -- the diffusers cache contract -----------------------------------------------------------------
+def test_enable_twice_raises_and_diffusers_cache_refuses_to_stack():
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    pipe, _ = flux()
+    enable_spectrum(pipe, REAL)
+    assert pipe.transformer.is_cache_enabled
+    with pytest.raises(ValueError, match="Spectrum is already enabled on FluxTransformer2DModel"):
+        enable_spectrum(pipe, REAL)
+    with pytest.raises(ValueError, match="Caching has already been enabled"):
+        pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+    disable_spectrum(pipe)
+    assert not pipe.transformer.is_cache_enabled
+
+
+def test_refuses_to_stack_on_a_diffusers_cache_and_leaves_nothing_behind():
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    pipe, _ = wan22()
+    pipe.transformer_2.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+    with pytest.raises(ValueError, match="diffusers cache enabled \\(FirstBlockCacheConfig\\)"):
+        enable_spectrum(pipe, REAL)
+    for module in pipe.transformer.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        assert registry is None or not any(name.startswith("spectrum") for name in registry.hooks)
+
+
+def test_hooks_registered_on_denoiser_blocks_and_head_then_removed():
+    pipe, _ = flux()
+    t = pipe.transformer
+    enable_spectrum(t, SpectrumConfig(num_inference_steps=10))
+    assert t._diffusers_hook.get_hook("spectrum_cache") is not None
+    assert t.norm_out._diffusers_hook.get_hook("spectrum_cache_head") is not None
+    blocks = [*t.transformer_blocks, *t.single_transformer_blocks]
+    assert all(b._diffusers_hook.get_hook("spectrum_cache_block") is not None for b in blocks)
+    disable_spectrum(t)
+    for module in t.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        assert registry is None or not registry.hooks
+
+
+@torch.no_grad()
+def test_cache_context_isolates_branches_and_reset_clears_state():
+    pipe, _ = flux()
+    t = pipe.transformer
+    inputs = flux_inputs(t)
+    enable_spectrum(t, SpectrumConfig(num_inference_steps=10))
+    with t.cache_context("context_1"):
+        out1 = t(timestep=torch.tensor([1.0]), **inputs)[0]
+    with t.cache_context("context_2"):
+        out2 = t(timestep=torch.tensor([1.0]), **inputs)[0]
+    torch.testing.assert_close(out1, out2, rtol=0, atol=0)
+    hook = t._diffusers_hook.get_hook("spectrum_cache")
+    assert set(hook.branches.branches) == {"context_1", "context_2"}
+    t._reset_stateful_cache()
+    assert hook.branches.branches == {}
+
+
+def test_bare_denoiser_needs_a_step_count():
+    pipe, _ = flux()
+    with pytest.raises(ValueError, match="num_inference_steps is required for a bare denoiser"):
+        enable_spectrum(pipe.transformer, SpectrumConfig())
+    assert not hasattr(pipe.transformer, "_diffusers_hook") or not pipe.transformer._diffusers_hook.hooks
+
+
+def test_bare_denoiser_loop_follows_the_schedule_and_restarts():
+    pipe, _ = flux()
+    t = pipe.transformer
+    config = SpectrumConfig(num_inference_steps=10, warmup_steps=3)
+    enable_spectrum(t, config)
+    passes = block_passes(t)
+    first = denoise_loop(t, 10, **flux_inputs(t))
+    second = denoise_loop(t, 10, **flux_inputs(t))
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert passes[0] == 2 * len(compute_steps(config))
+
+
+@torch.no_grad()
+def test_new_resolution_starts_a_new_trajectory():
+    pipe, _ = flux()
+    t = pipe.transformer
+    enable_spectrum(t, SpectrumConfig(num_inference_steps=10, warmup_steps=2))
+    small = flux_inputs(t, tokens=4)
+    x = small.pop("hidden_states")
+    for i in range(4):
+        t(hidden_states=x, timestep=torch.tensor([1.0 - i / 10]), **small)
+    big = flux_inputs(t, tokens=16)
+    big["img_ids"] = torch.zeros(16, 3)
+    passes = block_passes(t)
+    y = big.pop("hidden_states")
+    out = t(hidden_states=y, timestep=torch.tensor([0.6]), **big)[0]  # step 4 would be a forecast
+    assert out.shape == (1, 16, 16) and passes[0] == 1
+
+
+@torch.no_grad()
+def test_unsupported_model_names_its_class_and_output_fallback_works():
+    class TinyDenoiser(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 4)
+
+        def forward(self, hidden_states, timestep):
+            return (self.net(hidden_states) * timestep,)
+
+    model = TinyDenoiser()
+    with pytest.raises(UnsupportedModelError, match="TinyDenoiser"):
+        enable_spectrum(model, SpectrumConfig(num_inference_steps=10))
+    enable_spectrum(model, SpectrumConfig(num_inference_steps=10, warmup_steps=3, forecast_output=True))
+    calls = [0]
+    model.net.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    x = torch.randn(2, 4)
+    outs = [model(x, torch.tensor(1.0 - i / 10))[0] for i in range(10)]
+    assert calls[0] == len(compute_steps(SpectrumConfig(warmup_steps=3), 10))
+    assert all(o.shape == (2, 4) and torch.isfinite(o).all() for o in outs)
+
+
+def test_two_pipelines_never_share_state():
+    pipe_a, kwargs = flux()
+    pipe_b, _ = flux()
+    alone = latents(pipe_a, kwargs)
+    enable_spectrum(pipe_a, REAL)
+    enable_spectrum(pipe_b, SpectrumConfig(warmup_steps=STEPS))
+    a1 = latents(pipe_a, kwargs)
+    b = latents(pipe_b, kwargs, num_inference_steps=8)
+    a2 = latents(pipe_a, kwargs)
+    torch.testing.assert_close(a1, a2, rtol=0, atol=0)
+    assert spectrum_summary(pipe_b).branches[0].num_inference_steps == 8
+    assert spectrum_summary(pipe_a).branches[0].num_inference_steps == STEPS
+    assert not torch.equal(a1, alone)
+
+
+def test_summary_prints_per_branch():
+    pipe, kwargs = wan22()
+    enable_spectrum(pipe, REAL)
+    latents(pipe, kwargs)
+    text = str(spectrum_summary(pipe))
+    for word in ("transformer_2", "cond", "uncond", "computed", "forecast", "ideal speedup", "peak held"):
+        assert word in text
+    summary = spectrum_summary(pipe)
+    assert summary.passes_saved == sum(len(b.forecast_steps) for b in summary.branches) > 0
+
+
+def test_summary_before_enable_raises():
+    pipe, _ = flux()
+    with pytest.raises(ValueError, match="Spectrum is not enabled on FluxPipeline"):
+        spectrum_summary(pipe)
