@@ -102,9 +102,31 @@ def sana() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def pixart_sigma() -> tuple[Any, dict[str, Any]]:
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    _seeded()
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+        cross_attention_dim=16, caption_channels=24, sample_size=8, patch_size=2, norm_num_groups=4,
+    )
+    pipe = PixArtSigmaPipeline(
+        tokenizer=None, text_encoder=None, vae=None, transformer=transformer, scheduler=DPMSolverMultistepScheduler(),
+    )
+    mask = torch.ones(1, 6, dtype=torch.long)
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 24), prompt_attention_mask=mask, negative_prompt=None,
+        negative_prompt_embeds=torch.randn(1, 6, 24), negative_prompt_attention_mask=mask,
+        height=64, width=64, use_resolution_binning=False, num_inference_steps=STEPS, guidance_scale=4.5,
+        output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
     "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
     "qwen-image": Family("qwen-image", qwen_image, cfg="separate"),
     "sana": Family("sana", sana, cfg="batched"),
+    "pixart-sigma": Family("pixart-sigma", pixart_sigma, cfg="batched"),
 }
