@@ -142,7 +142,7 @@ def test_weights_folder_is_small_and_complete() -> None:
 
 @pytest.fixture(scope="module")
 def pipe() -> EmbeddedPipeline:
-    pipe = EmbeddedPipeline.from_pretrained(weights_path(), torch_dtype=torch.float32, local_files_only=True)
+    pipe = EmbeddedPipeline.from_pretrained(weights_path(), dtype=torch.float32, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -232,7 +232,7 @@ def test_training_runs_and_resumes_exactly(tmp_path: Path) -> None:
     assert summary["steps"] == 2 and np.isfinite(summary["final_loss_last100"])
     after_two = _state(tmp_path / "a")
     assert after_two["step"] == 2 and len(after_two["losses"]) == 2
-    loaded = EmbeddedPipeline.from_pretrained(out, torch_dtype=torch.float32)
+    loaded = EmbeddedPipeline.from_pretrained(out, dtype=torch.float32)
     assert loaded.transformer.config.num_layers == 1
     # Resume that run to step 3; it must equal a 3-step run made in one go.
     main(["--out", str(out), "--ckpt-dir", str(tmp_path / "a"), "--steps", "3", "--resume", *TINY])

@@ -30,7 +30,7 @@ def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch
     """
     from .pipeline import EmbeddedPipeline
 
-    pipe = EmbeddedPipeline.from_pretrained(os.fspath(weights or WEIGHTS_DIR), torch_dtype=dtype, local_files_only=True)
+    pipe = EmbeddedPipeline.from_pretrained(os.fspath(weights or WEIGHTS_DIR), dtype=dtype, local_files_only=True)
     return pipe.to(device)
 
 
