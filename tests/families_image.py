@@ -123,10 +123,35 @@ def pixart_sigma() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def chroma() -> tuple[Any, dict[str, Any]]:
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    _seeded()
+    transformer = ChromaTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=(2, 2, 4), approximator_num_channels=8, approximator_hidden_dim=16,
+        approximator_layers=1,
+    )
+    pipe = ChromaPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+        transformer=transformer,
+    )
+    mask = torch.ones(1, 6)  # the pipeline's own T5 mask is float
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), prompt_attention_mask=mask,
+        negative_prompt_embeds=torch.randn(1, 6, 16), negative_prompt_attention_mask=mask,
+        height=64, width=64, num_inference_steps=STEPS, guidance_scale=4.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
     "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
     "qwen-image": Family("qwen-image", qwen_image, cfg="separate"),
     "sana": Family("sana", sana, cfg="batched"),
     "pixart-sigma": Family("pixart-sigma", pixart_sigma, cfg="batched"),
+    # Chroma runs cond and uncond as two calls per step but sets no cache_context, so Spectrum tells them
+    # apart by call order (branches "default" and "default[1]"), not by name: not "separate".
+    "chroma": Family("chroma", chroma, cfg="separate-unnamed"),
 }
