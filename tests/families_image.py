@@ -145,6 +145,30 @@ def chroma() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def lumina2() -> tuple[Any, dict[str, Any]]:
+    """Lumina-Image 2.0: refiners on the image and caption tokens before the main layers, all skipped on
+    forecast steps; the timestep rises from 0 (noise) to 1."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+
+    _seeded()
+    transformer = Lumina2Transformer2DModel(
+        sample_size=8, patch_size=2, in_channels=4, hidden_size=16, num_layers=2, num_refiner_layers=1,
+        num_attention_heads=2, num_kv_heads=1, multiple_of=16, axes_dim_rope=(2, 2, 4), axes_lens=(32, 32, 32),
+        cap_feat_dim=16,
+    )
+    pipe = Lumina2Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None,
+        tokenizer=None,
+    )
+    mask = torch.ones(1, 6, dtype=torch.long)
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), prompt_attention_mask=mask, negative_prompt=None,
+        negative_prompt_embeds=torch.randn(1, 6, 16), negative_prompt_attention_mask=mask,
+        height=64, width=64, num_inference_steps=STEPS, guidance_scale=4.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
     "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
@@ -154,4 +178,6 @@ FAMILIES: dict[str, Family] = {
     # Chroma runs cond and uncond as two calls per step but sets no cache_context, so Spectrum tells them
     # apart by call order (branches "default" and "default[1]"), not by name: not "separate".
     "chroma": Family("chroma", chroma, cfg="separate-unnamed"),
+    # Lumina2 likewise: two calls per step, no cache_context.
+    "lumina2": Family("lumina2", lumina2, cfg="separate-unnamed"),
 }
