@@ -3,7 +3,8 @@
 Each builder returns ``(pipeline, call_kwargs)``; calling ``pipeline(**call_kwargs)`` runs the real
 pipeline class on CPU in well under a second, with prompt embeddings passed in so no text encoder
 is needed. ``cfg`` says how the pipeline runs classifier-free guidance: ``"batched"`` (cond and
-uncond in one denoiser call), ``"separate"`` (two calls per step) or ``None``.
+uncond in one denoiser call), ``"separate"`` (two calls per step in ``cache_context("cond")`` and
+``("uncond")``), ``"separate-unnamed"`` (two calls per step with no cache_context) or ``None``.
 """
 
 from __future__ import annotations

@@ -106,6 +106,9 @@ def test_real_schedule_skips_blocks_and_changes_output(case, pipe):
         assert counters[name][0] * n == full[name] * len(expected)
     if case.family.cfg == "separate":
         assert {b.branch for b in summary.branches} == {"cond", "uncond"}
+    if case.family.cfg == "separate-unnamed":
+        # Two calls per step outside any cache_context: kept apart by their order within the step.
+        assert {b.branch for b in summary.branches} == {"default", "default[1]"}
 
 
 def test_disable_restores_baseline_and_removes_hooks(case, pipe):
