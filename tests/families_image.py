@@ -169,6 +169,26 @@ def lumina2() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def z_image() -> tuple[Any, dict[str, Any]]:
+    """Z-Image: latents and prompt embeddings go in as per-sample lists; cond and uncond in one call."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+
+    _seeded()
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=16, n_layers=2, n_refiner_layers=1, n_heads=2,
+        n_kv_heads=2, cap_feat_dim=16, axes_dims=[2, 2, 4], axes_lens=[64, 32, 32],
+    )
+    pipe = ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+        transformer=transformer,
+    )
+    kwargs = dict(
+        prompt_embeds=[torch.randn(6, 16)], negative_prompt_embeds=[torch.randn(6, 16)],
+        height=64, width=64, num_inference_steps=STEPS, guidance_scale=4.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
     "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
@@ -180,4 +200,5 @@ FAMILIES: dict[str, Family] = {
     "chroma": Family("chroma", chroma, cfg="separate-unnamed"),
     # Lumina2 likewise: two calls per step, no cache_context.
     "lumina2": Family("lumina2", lumina2, cfg="separate-unnamed"),
+    "z-image": Family("z-image", z_image, cfg="batched"),
 }
