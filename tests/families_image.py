@@ -189,6 +189,33 @@ def z_image() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+def hidream() -> tuple[Any, dict[str, Any]]:
+    """HiDream-I1: double- and single-stream blocks with mixture-of-experts feed-forwards; each block also
+    takes one Llama layer's hidden states."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, HiDreamImagePipeline, HiDreamImageTransformer2DModel
+
+    _seeded()
+    transformer = HiDreamImageTransformer2DModel(
+        patch_size=2, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        caption_channels=[16, 16], text_emb_dim=16, num_routed_experts=2, num_activated_experts=1,
+        axes_dims_rope=(4, 2, 2), max_resolution=(16, 16), llama_layers=[0, 1],
+    ).eval()  # as from_pretrained leaves it: the MoE gate and the output unpatchify depend on .training
+    pipe = HiDreamImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=None, text_encoder=None, tokenizer=None,
+        text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None, text_encoder_4=None,
+        tokenizer_4=None, transformer=transformer,
+    )
+    # The pipeline rescales every request to default_sample_size**2 latent pixels (128**2 by default).
+    pipe.default_sample_size = 8
+    kwargs = dict(
+        prompt_embeds_t5=torch.randn(1, 6, 16), negative_prompt_embeds_t5=torch.randn(1, 6, 16),
+        prompt_embeds_llama3=torch.randn(2, 1, 6, 16), negative_prompt_embeds_llama3=torch.randn(2, 1, 6, 16),
+        pooled_prompt_embeds=torch.randn(1, 16), negative_pooled_prompt_embeds=torch.randn(1, 16),
+        height=64, width=64, num_inference_steps=STEPS, guidance_scale=5.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
     "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
@@ -201,4 +228,5 @@ FAMILIES: dict[str, Family] = {
     # Lumina2 likewise: two calls per step, no cache_context.
     "lumina2": Family("lumina2", lumina2, cfg="separate-unnamed"),
     "z-image": Family("z-image", z_image, cfg="batched"),
+    "hidream": Family("hidream", hidream, cfg="batched"),
 }
