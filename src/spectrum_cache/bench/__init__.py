@@ -1,0 +1,1 @@
+"""Benchmark harness: quality against speedup for Spectrum and the alternatives."""
