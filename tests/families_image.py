@@ -31,24 +31,45 @@ def sd3() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
-def flux2_klein() -> tuple[Any, dict[str, Any]]:
-    """FLUX.2 [klein] base: Flux2Transformer2DModel without guidance distillation, true CFG in two calls.
-
-    The pipeline reads the VAE's latent batch-norm statistics even for latent output, so a tiny
-    AutoencoderKLFlux2 (scale factor 1) is built.
-    """
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+def _flux2_parts(guidance_embeds: bool) -> tuple[Any, Any]:
+    """A tiny Flux2Transformer2DModel and AutoencoderKLFlux2 (scale factor 1): the FLUX.2 pipelines read the
+    VAE's latent batch-norm statistics even for latent output."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
     _seeded()
     transformer = Flux2Transformer2DModel(
         patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
         num_attention_heads=2, joint_attention_dim=16, timestep_guidance_channels=16, axes_dims_rope=(2, 2, 2, 2),
-        guidance_embeds=False,
+        guidance_embeds=guidance_embeds,
     )
     vae = AutoencoderKLFlux2(
         block_out_channels=(8,), down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
         layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=16,
     )
+    return transformer, vae
+
+
+def flux2_dev() -> tuple[Any, dict[str, Any]]:
+    """FLUX.2 [dev]: guidance-distilled (guidance embedding), one call per step."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline
+
+    transformer, vae = _flux2_parts(guidance_embeds=True)
+    pipe = Flux2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
+        transformer=transformer,
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 16), height=8, width=8, num_inference_steps=STEPS, guidance_scale=4.0,
+        output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def flux2_klein() -> tuple[Any, dict[str, Any]]:
+    """FLUX.2 [klein] base: no guidance distillation, true CFG in two calls."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+
+    transformer, vae = _flux2_parts(guidance_embeds=False)
     pipe = Flux2KleinPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=None, tokenizer=None,
         transformer=transformer, is_distilled=False,
@@ -218,6 +239,7 @@ def hidream() -> tuple[Any, dict[str, Any]]:
 
 FAMILIES: dict[str, Family] = {
     "sd3": Family("sd3", sd3, cfg="batched"),
+    "flux2-dev": Family("flux2-dev", flux2_dev, cfg=None),
     "flux2-klein": Family("flux2-klein", flux2_klein, cfg="separate"),
     "qwen-image": Family("qwen-image", qwen_image, cfg="separate"),
     "sana": Family("sana", sana, cfg="batched"),
