@@ -23,7 +23,7 @@ def _check_int(name: str, value: object, minimum: int) -> None:
 
 def _check_real(name: str, value: object, minimum: float, maximum: float = math.inf) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
-        allowed = f">= {minimum}" if maximum == math.inf else f"in [{minimum}, {maximum}]"
+        allowed = f">= {minimum:.4g}" if maximum == math.inf else f"in [{minimum:.4g}, {maximum:.4g}]"
         raise ValueError(f"{name} must be a number {allowed}, got {value!r}.")
 
 
