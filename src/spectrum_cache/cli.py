@@ -98,9 +98,11 @@ def _config(speedup: float | None, steps: int) -> Any:
     from .config import SpectrumConfig
 
     try:
-        return SpectrumConfig() if speedup is None else SpectrumConfig.for_speedup(speedup, steps)
+        config = SpectrumConfig() if speedup is None else SpectrumConfig.for_speedup(speedup, steps)
     except ValueError as error:
         raise CommandError(f"--speedup: {error}", USAGE_ERROR) from None
+    # The pipeline supplies the step count at run time (the warm-up run uses fewer steps).
+    return config.replace(num_inference_steps=None)
 
 
 def load_model(model: str | None, device: str) -> Any:
