@@ -1,0 +1,206 @@
+"""The methods the benchmark compares: their names, their settings, and how each is switched on.
+
+Names (the ``--methods`` list):
+
+- ``full``: the full sampler, the reference for every quality metric;
+- ``steps-N``: the plain sampler with N steps (as many network passes as a cached method);
+- ``spectrum-aALPHA-wW``: Spectrum with flex_window ALPHA and blend_weight W;
+- ``reuse-aALPHA``, ``taylor1-aALPHA``, ``taylor2-aALPHA``: the in-house forecasters on Spectrum's
+  schedule for ALPHA (FORA-style reuse, TaylorSeer-style finite differences of order 1 and 2);
+- ``diffusers-taylorseer[-iK]``, ``diffusers-fbc[-tT]``, ``diffusers-mag[-tT]``, ``diffusers-sea[-tT]``:
+  diffusers' own caches (TaylorSeer refreshing every K steps, First Block Cache, MagCache calibrated on
+  one run, SeaCache), with an optional interval K or threshold T.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import SpectrumConfig
+from ..schedule import compute_steps
+
+# The paper's two schedules (Table 1) and the two blend weights the authors recommend.
+PAPER_ALPHAS = (0.75, 3.0)
+PAPER_BLEND_WEIGHTS = (0.5, 1.0)
+IN_HOUSE = ("reuse", "taylor1", "taylor2")
+# TaylorSeer as in the paper's Table 1 (N=4 and N=6, order 1).
+TAYLORSEER_INTERVALS = (4, 6)
+DIFFUSERS_CACHES = ("taylorseer", "fbc", "mag", "sea")
+
+_NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_PATTERNS = {
+    "full": re.compile(r"full"),
+    "steps": re.compile(r"steps-(\d+)"),
+    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}"),
+    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}"),
+    "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?"),
+}
+
+
+class UnsupportedMethod(Exception):
+    """The model cannot run this method (the benchmark skips it with a note)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One benchmarked method; ``name`` is canonical (``spectrum-a3-w1`` becomes ``spectrum-a3.0-w1.0``)."""
+
+    name: str
+    kind: str  # full | steps | spectrum | diffusers (the in-house forecasters are kind "spectrum")
+    sampler_steps: int | None = None  # steps-N only; None runs the benchmark's step count
+    spectrum: SpectrumConfig | None = None
+    cache: str | None = None  # taylorseer | fbc | mag | sea
+    cache_value: float | None = None  # TaylorSeer's interval or a cache's threshold
+
+    def steps(self, num_inference_steps: int) -> int:
+        """How many sampler steps this method runs when the benchmark's step count is given."""
+        return self.sampler_steps or num_inference_steps
+
+    def expected_passes(self, num_inference_steps: int) -> int | None:
+        """Network passes known in advance (schedules), None for the dynamic diffusers caches."""
+        if self.kind in ("full", "steps"):
+            return self.steps(num_inference_steps)
+        if self.spectrum is not None:
+            return len(compute_steps(self.spectrum, num_inference_steps))
+        return None
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+def parse_method(name: str) -> Method:
+    """The Method for a name; ValueError with the accepted forms if the name is not one."""
+    name = name.strip()
+    if _PATTERNS["full"].fullmatch(name):
+        return Method("full", "full")
+    if match := _PATTERNS["steps"].fullmatch(name):
+        steps = int(match.group(1))
+        if steps < 1:
+            raise ValueError(f"method {name!r}: steps-N needs N >= 1")
+        return Method(f"steps-{steps}", "steps", sampler_steps=steps)
+    try:
+        if match := _PATTERNS["spectrum"].fullmatch(name):
+            alpha, weight = _number(match.group(1)), _number(match.group(2))
+            config = SpectrumConfig(flex_window=alpha, blend_weight=weight)
+            return Method(f"spectrum-a{alpha}-w{weight}", "spectrum", spectrum=config)
+        if match := _PATTERNS["in-house"].fullmatch(name):
+            forecaster, alpha = match.group(1), _number(match.group(2))
+            config = SpectrumConfig(flex_window=alpha, forecaster=forecaster)
+            return Method(f"{forecaster}-a{alpha}", "spectrum", spectrum=config)
+    except ValueError as error:  # e.g. a blend weight above 1
+        raise ValueError(f"method {name!r}: {error}") from None
+    if match := _PATTERNS["diffusers"].fullmatch(name):
+        cache, letter, value = match.groups()
+        expected = "i" if cache == "taylorseer" else "t"
+        if letter is not None and letter != expected:
+            raise ValueError(f"method {name!r}: diffusers-{cache} takes -{expected}<value>")
+        number = None if value is None else _number(value)
+        if cache == "taylorseer" and number is not None and (number != int(number) or number < 1):
+            raise ValueError(f"method {name!r}: the TaylorSeer interval must be an integer >= 1")
+        suffix = "" if number is None else f"-{letter}{int(number) if cache == 'taylorseer' else number}"
+        return Method(f"diffusers-{cache}{suffix}", "diffusers", cache=cache, cache_value=number)
+    raise ValueError(
+        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW, reuse-aALPHA, taylor1-aALPHA, "
+        f"taylor2-aALPHA, diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT], diffusers-sea[-tT]"
+    )
+
+
+def parse_methods(text: str, num_inference_steps: int) -> list[Method]:
+    """A comma-separated list, deduplicated, with ``full`` always first (every metric needs it)."""
+    methods: list[Method] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        method = parse_method(part)
+        if method.name not in (m.name for m in methods):
+            methods.append(method)
+    if not methods:
+        raise ValueError("--methods is empty")
+    methods.sort(key=lambda m: m.kind != "full")
+    if methods[0].kind != "full":
+        methods.insert(0, Method("full", "full"))
+    return methods
+
+
+def default_methods(num_inference_steps: int) -> list[Method]:
+    """Everything: full, the step-matched plain samplers, Spectrum at the paper's settings, the in-house
+    forecasters on the same schedules, and diffusers' caches."""
+    names = ["full"]
+    schedules = [SpectrumConfig(flex_window=alpha) for alpha in PAPER_ALPHAS]
+    for passes in sorted({len(compute_steps(c, num_inference_steps)) for c in schedules}, reverse=True):
+        if passes < num_inference_steps:
+            names.append(f"steps-{passes}")
+    names += [f"spectrum-a{a}-w{w}" for a in PAPER_ALPHAS for w in PAPER_BLEND_WEIGHTS]
+    names += [f"{f}-a{a}" for f in IN_HOUSE for a in PAPER_ALPHAS]
+    names += [f"diffusers-taylorseer-i{k}" for k in TAYLORSEER_INTERVALS]
+    names += ["diffusers-fbc", "diffusers-mag", "diffusers-sea"]
+    return [parse_method(n) for n in names]
+
+
+def denoiser(pipe: Any) -> Any:
+    """The pipeline's denoiser (``transformer`` or ``unet``)."""
+    for name in ("transformer", "unet"):
+        module = getattr(pipe, name, None)
+        if module is not None:
+            return module
+    raise UnsupportedMethod(f"{type(pipe).__name__} has neither a transformer nor a unet")
+
+
+def diffusers_cache_config(method: Method, num_inference_steps: int, mag_ratios: list[float] | None) -> Any:
+    """The diffusers cache config for a ``diffusers-*`` method."""
+    import diffusers
+
+    value = method.cache_value
+    if method.cache == "taylorseer":
+        # Lite mode skips whole blocks and forecasts the output projection: the block-level skip that
+        # the paper's TaylorSeer rows measure (the default mode only forecasts attention outputs).
+        interval = int(value) if value is not None else TAYLORSEER_INTERVALS[0]
+        return diffusers.TaylorSeerCacheConfig(cache_interval=interval, max_order=1, use_lite_mode=True)
+    if method.cache == "fbc":
+        return diffusers.FirstBlockCacheConfig() if value is None else diffusers.FirstBlockCacheConfig(threshold=value)
+    if method.cache == "mag":
+        if mag_ratios is None:
+            raise UnsupportedMethod("MagCache has no calibration")
+        extra = {} if value is None else {"threshold": value}
+        return diffusers.MagCacheConfig(mag_ratios=mag_ratios, num_inference_steps=num_inference_steps, **extra)
+    if method.cache == "sea":
+        return diffusers.SeaCacheConfig() if value is None else diffusers.SeaCacheConfig(threshold=value)
+    raise AssertionError(method.cache)
+
+
+@contextlib.contextmanager
+def applied(pipe: Any, method: Method, num_inference_steps: int, mag_ratios: list[float] | None = None) -> Iterator[None]:
+    """Switch ``method`` on for the duration of one generation, and off again (fresh state every time,
+    so nothing carries over between prompts). Raises UnsupportedMethod where the model cannot run it."""
+    if method.kind in ("full", "steps"):
+        yield
+        return
+    if method.spectrum is not None:
+        from ..integrations import disable_spectrum, enable_spectrum
+
+        try:
+            enable_spectrum(pipe, method.spectrum)
+        except (ValueError, TypeError) as error:
+            raise UnsupportedMethod(str(error).splitlines()[0]) from None
+        try:
+            yield
+        finally:
+            disable_spectrum(pipe)
+        return
+    module = denoiser(pipe)
+    if not hasattr(module, "enable_cache"):
+        raise UnsupportedMethod(f"{type(module).__name__} has no diffusers cache support (enable_cache)")
+    config = diffusers_cache_config(method, num_inference_steps, mag_ratios)
+    try:
+        module.enable_cache(config)
+    except Exception as error:  # diffusers raises several types for "this model has no such cache"
+        with contextlib.suppress(Exception):
+            module.disable_cache()
+        raise UnsupportedMethod(f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}") from None
+    try:
+        yield
+    finally:
+        module.disable_cache()

@@ -1,0 +1,292 @@
+"""The benchmark loop: every (prompt, method) item through one harness, same seeds, same prompts.
+
+Results folder layout (``--out``)::
+
+    run.json                      what was run (model, steps, seed, ...): a rerun must match it
+    records/0003-spectrum-a0.75-w0.5.json   one record per prompt x method (a rerun skips these)
+    images/0003-spectrum-a0.75-w0.5.png     the generated image (8-bit, what the metrics compare)
+    calibration/mag_ratios.json   MagCache's calibration (one run on the first prompt)
+    table.md, summary.json, quality_vs_speedup.png, grid.png   written by the main process
+
+Started with ``accelerate launch`` or ``torchrun``, each process takes a contiguous share of the prompts
+(accelerate's PartialState; gloo on CPUs, NCCL on GPUs) and the main process merges all records once
+every process is done. The folder must be shared by the processes (one machine, or a shared file system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .extra_metrics import ExtraMetrics
+from .measure import PassCounter, calibrate_mag_cache, captured_log, peak_memory, timed
+from .methods import Method, UnsupportedMethod, applied, denoiser
+from .metrics import psnr, ssim
+from .prompts import parse_caption
+
+WARMUP_STEPS = 2
+SEA_FAIL_OPEN = "fail-open"
+
+
+class BenchError(Exception):
+    """A problem with the benchmark's input (reported in one line, exit status 2)."""
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything one benchmark run needs; ``model=None`` is the embedded model."""
+
+    out: Path
+    methods: tuple[Method, ...]
+    prompts: tuple[str, ...]
+    steps: int
+    seed: int = 0
+    model: str | None = None
+    device: str | None = None
+    guidance_scale: float | None = None
+    repeats: int = 1
+    extra_metrics: bool = True
+    threads: int | None = None
+
+    def run_key(self) -> dict[str, Any]:
+        """What must stay the same for records in one folder to be comparable."""
+        return {"model": self.model or "embedded", "steps": self.steps, "seed": self.seed,
+                "guidance_scale": self.guidance_scale, "prompts": list(self.prompts)}
+
+
+def item_stem(prompt_index: int, method: Method) -> str:
+    return f"{prompt_index:04d}-{method.name}"
+
+
+def record_path(out: Path, prompt_index: int, method: Method) -> Path:
+    return out / "records" / f"{item_stem(prompt_index, method)}.json"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write through a temporary file, so an interrupted run never leaves a half record behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
+    tmp.replace(path)
+
+
+def check_run_key(options: BenchOptions) -> None:
+    """Refuse to mix records of different settings in one folder (every process checks the same file,
+    so all agree without talking)."""
+    path = options.out / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        changed = [k for k, v in options.run_key().items() if previous.get(k) != v]
+        if changed:
+            raise BenchError(f"{options.out} holds a run with other {', '.join(changed)}; pick another --out")
+
+
+def _to_uint8(images: Any) -> np.ndarray:
+    """First image of a pipeline output (PIL, NHWC float in [0, 1] or uint8) as HWC uint8."""
+    first = images[0]
+    array = np.asarray(first.convert("RGB")) if hasattr(first, "convert") else np.asarray(first)
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    return array
+
+
+def _nchw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image).copy()).permute(2, 0, 1)[None].float().div(255)
+
+
+class _Worker:
+    """One process's share: loads the model on first need and runs its pending items."""
+
+    def __init__(self, options: BenchOptions, device: torch.device, rank: int) -> None:
+        self.options = options
+        self.device = device
+        self.rank = rank
+        self.pipe: Any = None
+        self.extra: ExtraMetrics | None = None
+        self.mag_ratios: list[float] | None = None
+        self.unsupported: dict[str, str] = {}
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def _ensure_loaded(self) -> None:
+        if self.pipe is not None:
+            return
+        from ..cli import load_model
+
+        self.pipe = load_model(self.options.model, str(self.device))
+        self.pipe.set_progress_bar_config(disable=True)
+        self.extra = ExtraMetrics.load(self.device, self.options.extra_metrics)
+        for note in self.extra.notes:
+            self._note(note)
+        # One short untimed run, so no timed run pays for first-call costs (allocations, lazy init).
+        self._generate(self.options.prompts[0], WARMUP_STEPS, self.options.seed)
+
+    def _note(self, message: str) -> None:
+        tqdm.write(f"[rank {self.rank}] note: {message}" if self.rank else f"note: {message}")
+
+    def _generate(self, prompt: str, steps: int, seed: int) -> np.ndarray:
+        kwargs: dict[str, Any] = {"num_inference_steps": steps, "output_type": "np",
+                                  "generator": torch.Generator("cpu").manual_seed(seed)}
+        if self.options.guidance_scale is not None:
+            kwargs["guidance_scale"] = self.options.guidance_scale
+        return _to_uint8(self.pipe(prompt, **kwargs).images)
+
+    def _mag_calibration(self) -> list[float] | None:
+        """MagCache's ratios from one calibration run on the first prompt (every process computes the
+        same numbers, so 1 and N processes agree), kept in the results folder for reruns."""
+        if self.mag_ratios is not None:
+            return self.mag_ratios
+        path = self.options.out / "calibration" / "mag_ratios.json"
+        if path.exists():
+            self.mag_ratios = json.loads(path.read_text())["ratios"]
+            return self.mag_ratios
+        module = denoiser(self.pipe)
+        if not hasattr(module, "enable_cache"):
+            raise UnsupportedMethod(f"{type(module).__name__} has no diffusers cache support (enable_cache)")
+        prompt, steps, seed = self.options.prompts[0], self.options.steps, self.options.seed
+        try:
+            ratios = calibrate_mag_cache(module, steps, lambda: self._generate(prompt, steps, seed))
+        except Exception as error:  # an unsupported model fails in many ways; all mean "skip MagCache"
+            raise UnsupportedMethod(f"MagCache calibration failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+        _write_json(path, {"prompt_index": 0, "seed": seed, "steps": steps, "ratios": ratios})
+        self.mag_ratios = ratios
+        return ratios
+
+    # -- one item -------------------------------------------------------------------------------------
+    def run_item(self, index: int, method: Method, reference: dict[str, Any] | None) -> dict[str, Any]:
+        """Generate, measure and score one (prompt, method) item; returns its record."""
+        options = self.options
+        prompt, seed = options.prompts[index], options.seed + index
+        base = {"prompt_index": index, "prompt": prompt, "seed": seed, "method": method.name, "kind": method.kind,
+                "steps": options.steps, "sampler_steps": method.steps(options.steps), "rank": self.rank,
+                "device": str(self.device)}
+        if method.name in self.unsupported:
+            return {**base, "status": "skipped", "note": self.unsupported[method.name]}
+        self._ensure_loaded()
+        try:
+            measured = self._measure(method, prompt, seed)
+        except UnsupportedMethod as error:
+            self.unsupported[method.name] = str(error)
+            self._note(f"{method.name} skipped: {error}")
+            return {**base, "status": "skipped", "note": str(error)}
+
+        image = measured.pop("image")
+        image_path = options.out / "images" / f"{item_stem(index, method)}.png"
+        image_path.parent.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.fromarray(image).save(image_path)
+        record = {**base, "status": "done", **measured, "image": str(image_path.relative_to(options.out)),
+                  "expected_passes": method.expected_passes(options.steps)}
+        reference_image = None if reference is None else np.asarray(Image.open(options.out / reference["image"]).convert("RGB"))
+        if method.kind == "full" or reference_image is None:
+            # The reference against itself: PSNR would be inf, so quality is left out (the paper's "-").
+            record.update(psnr=None, ssim=None, speedup=1.0 if method.kind == "full" else None)
+        else:
+            record.update(psnr=psnr(_nchw(image), _nchw(reference_image)), ssim=ssim(_nchw(image), _nchw(reference_image)),
+                          speedup=reference["seconds"] / record["seconds"])
+            if not np.isfinite(record["psnr"]):
+                record["psnr"] = None
+                record["identical_to_reference"] = True
+        record.update(self.extra.score(image, None if method.kind == "full" else reference_image, prompt))
+        scene = parse_caption(prompt) if options.model is None else None
+        if scene is not None:
+            from ..embedded.checker import score_image
+
+            score = score_image(image, scene)
+            record.update(checker_correct=sum(score.correct.values()), checker_total=sum(score.total.values()),
+                          checker_accuracy=score.accuracy)
+        record["finished_at"] = time.time()
+        return record
+
+    def _measure(self, method: Method, prompt: str, seed: int) -> dict[str, Any]:
+        """Run ``repeats`` times with the method freshly switched on; quality, passes and memory from
+        the first run, time as the fastest run (the least disturbed by the rest of the machine)."""
+        options = self.options
+        steps = method.steps(options.steps)
+        mag = self._mag_calibration() if method.cache == "mag" else None
+        module = denoiser(self.pipe)
+        result: dict[str, Any] = {}
+        times = []
+        for repeat in range(options.repeats):
+            with captured_log("diffusers.hooks.sea_cache", 30) as sea_log:  # 30 = logging.WARNING
+                with applied(self.pipe, method, options.steps, mag), PassCounter(module) as counter:
+                    with peak_memory(self.device) as memory:
+                        image, seconds = timed(self.device, lambda: self._generate(prompt, steps, seed))
+                    schedule = self._computed_steps() if method.spectrum is not None else None
+            if any(SEA_FAIL_OPEN in m for m in sea_log):
+                raise UnsupportedMethod("SeaCache runs fail-open here (the pipeline's cache_context gives no step, sigma and step count), so it would skip nothing")
+            times.append(seconds)
+            if repeat == 0:
+                result = {"image": image, "passes": round(counter.passes(steps), 3), "denoiser_calls": counter.calls,
+                          "block_passes": counter.block_passes, "peak_memory_mib": round(memory["peak_mib"], 1),
+                          "memory_kind": memory["kind"]}
+                if schedule is not None:
+                    result["computed_steps"] = schedule
+        result.update(seconds=min(times), seconds_all=times)
+        return result
+
+    def _computed_steps(self) -> list[int]:
+        from ..integrations import spectrum_summary
+
+        return list(spectrum_summary(self.pipe).branches[0].computed_steps)
+
+
+def _resolve_device(name: str | None, state: Any) -> torch.device:
+    if name is None:
+        return state.device
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and state.num_processes > 1:
+        device = torch.device("cuda", state.local_process_index)
+    return device
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    """Run (or finish) the benchmark; on the main process also write the report. Returns a dict with
+    the process's ``ran`` and ``skipped`` item counts and, on the main process, the summary ``rows``."""
+    from accelerate import PartialState
+
+    from .report import write_report
+
+    state = PartialState(cpu=options.device == "cpu")
+    device = _resolve_device(options.device, state)
+    check_run_key(options)
+    threads = options.threads or (1 if options.model is None else max(1, torch.get_num_threads() // state.num_processes))
+    if device.type == "cpu":
+        # The embedded model is tiny: one thread per process is fastest and does not fight for cores.
+        torch.set_num_threads(threads)
+    options.out.mkdir(parents=True, exist_ok=True)
+    if state.is_main_process and not (options.out / "run.json").exists():
+        _write_json(options.out / "run.json", options.run_key())
+
+    with state.split_between_processes(list(range(len(options.prompts)))) as my_prompts:
+        my_prompts = list(my_prompts)
+    worker = _Worker(options, device, state.process_index)
+    done = {(i, m.name) for i in my_prompts for m in options.methods if record_path(options.out, i, m).exists()}
+    pending = [(i, m) for i in my_prompts for m in options.methods if (i, m.name) not in done]
+    ran = 0
+    bar = tqdm(pending, desc=f"bench rank {state.process_index}" if state.num_processes > 1 else "bench",
+               position=state.process_index, unit="image", dynamic_ncols=True)
+    for index, method in bar:
+        bar.set_postfix_str(f"prompt {index} {method.name}")
+        full = Method("full", "full")
+        reference_path = record_path(options.out, index, full)
+        reference = json.loads(reference_path.read_text()) if reference_path.exists() else None
+        record = worker.run_item(index, method, reference)
+        _write_json(record_path(options.out, index, method), record)
+        ran += 1
+    bar.close()
+
+    state.wait_for_everyone()
+    result: dict[str, Any] = {"ran": ran, "skipped": len(done), "rank": state.process_index}
+    if state.is_main_process:
+        result["rows"] = write_report(options)
+    state.wait_for_everyone()
+    return result
