@@ -158,20 +158,28 @@ MAG_CALIBRATION_PREFIX = "MagCache Calibration Results:"
 
 def calibrate_mag_cache(denoiser: torch.nn.Module, num_inference_steps: int, run: Callable[[], Any]) -> list[float]:
     """MagCache's calibration mode on one generation (``run``): the per-step magnitude ratios of the
-    first trajectory (the conditional branch under CFG). diffusers reports them only through its log
-    (and stdout), so both are captured."""
+    first trajectory (the conditional branch under CFG).
+
+    diffusers reports them only through its log and stdout, and its log drops INFO records on every
+    rank but 0 of a distributed run, so both are captured and either one serves.
+    """
     import io
 
     from diffusers import MagCacheConfig
 
+    stdout = io.StringIO()
     denoiser.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=num_inference_steps))
     try:
-        with captured_log("diffusers.hooks.mag_cache", logging.INFO) as messages, contextlib.redirect_stdout(io.StringIO()):
+        with captured_log("diffusers.hooks.mag_cache", logging.INFO) as messages, contextlib.redirect_stdout(stdout):
             run()
     finally:
         denoiser.disable_cache()
-    for message in messages:
-        if message.startswith(MAG_CALIBRATION_PREFIX):
-            text = message[len(MAG_CALIBRATION_PREFIX):].strip().strip("[]")
-            return [float(x) for x in text.split(",") if x.strip()]
+    candidates = [m[len(MAG_CALIBRATION_PREFIX):] for m in messages if m.startswith(MAG_CALIBRATION_PREFIX)]
+    candidates += stdout.getvalue().splitlines()
+    for text in candidates:
+        text = text.strip()
+        if text.startswith("[") and text.endswith("]") and len(text) > 2:
+            ratios = [float(x) for x in text.strip("[]").split(",")]
+            if len(ratios) == num_inference_steps:
+                return ratios
     raise RuntimeError("MagCache calibration reported no ratios")

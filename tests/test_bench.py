@@ -1,0 +1,160 @@
+"""spectrum-cache bench: a tiny run end to end, resume, 2 processes on gloo, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from spectrum_cache import SpectrumConfig, compute_steps
+from spectrum_cache.bench.methods import default_methods, parse_method, parse_methods
+from spectrum_cache.bench.prompts import bundled_prompts, parse_caption
+from spectrum_cache.cli import main
+
+STEPS = 8
+# At 8 steps alpha=0.75 runs steps 0-4 and 6: 6 passes, so steps-6 is its plain-sampler mirror.
+METHODS = "full,steps-6,spectrum-a0.75-w0.5,reuse-a0.75,diffusers-fbc-t0.2"
+ARGS = ["--steps", str(STEPS), "--num-prompts", "2", "--methods", METHODS, "--extra-metrics", "off", "--device", "cpu"]
+
+
+def _records(out: Path) -> dict[tuple[int, str], dict]:
+    records = {}
+    for path in sorted((out / "records").glob("*.json")):
+        record = json.loads(path.read_text())
+        records[record["prompt_index"], record["method"]] = record
+    return records
+
+
+@pytest.fixture(scope="module")
+def bench_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "results"
+    assert main(["bench", *ARGS, "--out", str(out)]) == 0
+    return out
+
+
+def test_writes_records_table_plot_grid(bench_out: Path) -> None:
+    records = _records(bench_out)
+    names = [m.name for m in parse_methods(METHODS, STEPS)]
+    assert set(records) == {(i, m) for i in range(2) for m in names}
+    assert all(r["status"] == "done" for r in records.values())
+    table = (bench_out / "table.md").read_text()
+    for name in names:
+        assert f"| {name} |" in table
+    assert "PSNR" in table and "SSIM" in table and "checker acc." in table
+    for png in ("quality_vs_speedup.png", "grid.png"):
+        with Image.open(bench_out / png) as image:
+            assert image.width > 200 and image.height > 100
+    for record in records.values():
+        with Image.open(bench_out / record["image"]) as image:
+            assert image.size == (32, 32)
+    summary = {row["method"]: row for row in json.loads((bench_out / "summary.json").read_text())}
+    assert set(summary) == set(names)
+
+
+def test_values_are_sane(bench_out: Path) -> None:
+    records = _records(bench_out)
+    schedule = compute_steps(SpectrumConfig(flex_window=0.75), STEPS)
+    for i in range(2):
+        full = records[i, "full"]
+        assert full["psnr"] is None and full["ssim"] is None and full["speedup"] == 1.0
+        assert full["passes"] == STEPS and full["denoiser_calls"] == 2 * STEPS  # CFG: two calls a step
+        spectrum = records[i, "spectrum-a0.75-w0.5"]
+        assert spectrum["passes"] == len(schedule) == spectrum["expected_passes"]
+        assert spectrum["computed_steps"] == schedule
+        assert records[i, "reuse-a0.75"]["passes"] == len(schedule)
+        assert records[i, "steps-6"]["passes"] == spectrum["passes"]
+        assert records[i, "steps-6"]["sampler_steps"] == 6
+        assert records[i, "diffusers-fbc-t0.2"]["passes"] <= STEPS
+        for name in ("steps-6", "spectrum-a0.75-w0.5", "reuse-a0.75"):
+            record = records[i, name]
+            assert 10 < record["psnr"] < 80
+            assert 0 < record["ssim"] <= 1
+            assert record["speedup"] > 0 and record["seconds"] > 0
+            assert record["peak_memory_mib"] > 0 and record["memory_kind"].startswith("rss")
+            assert 0 <= record["checker_accuracy"] <= 1 and record["checker_total"] > 0
+        # A forecast is not the full sampler: the images must differ.
+        assert records[i, "spectrum-a0.75-w0.5"]["psnr"] != records[i, "reuse-a0.75"]["psnr"]
+
+
+def test_rerun_skips_finished_items(bench_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = {key: r["finished_at"] for key, r in _records(bench_out).items()}
+    capsys.readouterr()
+    assert main(["bench", *ARGS, "--out", str(bench_out)]) == 0
+    assert "ran 0 items here, 10 already done" in capsys.readouterr().out
+    assert {key: r["finished_at"] for key, r in _records(bench_out).items()} == before
+
+    # One record lost: only that item runs again.
+    (bench_out / "records" / "0001-reuse-a0.75.json").unlink()
+    assert main(["bench", *ARGS, "--out", str(bench_out)]) == 0
+    assert "ran 1 items here, 9 already done" in capsys.readouterr().out
+    after = _records(bench_out)
+    assert after[1, "reuse-a0.75"]["finished_at"] > before[1, "reuse-a0.75"]
+    assert all(after[key]["finished_at"] == t for key, t in before.items() if key != (1, "reuse-a0.75"))
+
+
+def test_other_settings_refuse_the_same_folder(bench_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", *ARGS[2:], "--steps", "9", "--out", str(bench_out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "steps" in err
+
+
+def test_two_processes_on_gloo_give_the_same_records(bench_out: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "spectrum_cache.cli", "bench", *ARGS, "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = _records(bench_out), _records(out)
+    assert set(one) == set(two)
+    assert {r["rank"] for r in two.values()} == {0, 1}  # both processes did work
+    for key, record in one.items():
+        assert two[key]["passes"] == record["passes"]
+        assert two[key]["psnr"] == pytest.approx(record["psnr"], abs=1e-4) if record["psnr"] is not None else two[key]["psnr"] is None
+    assert (out / "table.md").exists() and (out / "grid.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--methods", "full,bogus"], "unknown method 'bogus'"),
+        (["--prompts", "/no/such/prompts.txt"], "--prompts"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--methods", "spectrum-a0.75-w2"], "blend_weight"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--out", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "r").exists()  # nothing was started
+
+
+def test_method_names() -> None:
+    assert parse_method("spectrum-a3-w1").name == "spectrum-a3.0-w1.0"
+    assert parse_method("taylor2-a3").spectrum.forecaster == "taylor2"
+    assert parse_method("diffusers-taylorseer-i6").cache_value == 6
+    assert parse_method("diffusers-fbc-t0.2").cache_value == 0.2
+    with pytest.raises(ValueError):
+        parse_method("diffusers-fbc-i3")
+    assert [m.name for m in parse_methods("spectrum-a0.75-w0.5,steps-3", 50)][0] == "full"
+    names = [m.name for m in default_methods(50)]
+    # The paper's schedules at 50 steps: 14 and 10 passes, each mirrored by a plain sampler.
+    assert names[:3] == ["full", "steps-14", "steps-10"]
+    assert {"spectrum-a0.75-w0.5", "spectrum-a3.0-w1.0", "reuse-a0.75", "taylor2-a3.0", "diffusers-mag"} <= set(names)
+    assert len(names) == len(set(names))
+
+
+def test_bundled_prompts_parse_into_scenes() -> None:
+    prompts = bundled_prompts()
+    assert len(prompts) >= 8 and len(set(prompts)) == len(prompts)
+    scenes = [parse_caption(p) for p in prompts]
+    assert all(scene is not None and scene.caption == p for scene, p in zip(scenes, prompts))
+    assert parse_caption("a photo of a cat") is None
+    assert math.isclose(len(scenes[0].objects), prompts[0].count(" and ") + 1)
