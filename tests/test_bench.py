@@ -136,6 +136,14 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
     assert not (tmp_path / "r").exists()  # nothing was started
 
 
+def test_bad_input_under_python_m_is_one_line_too(tmp_path: Path) -> None:
+    """torchrun runs `python -m spectrum_cache.cli`, where cli.py is __main__ (a second copy of the module)."""
+    done = subprocess.run([sys.executable, "-m", "spectrum_cache.cli", "bench", "--methods", "nope", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "unknown method 'nope'" in done.stderr
+
+
 def test_method_names() -> None:
     assert parse_method("spectrum-a3-w1").name == "spectrum-a3.0-w1.0"
     assert parse_method("taylor2-a3").spectrum.forecaster == "taylor2"

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +92,22 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``spectrum-cache bench``: exit status 0, or a CommandError (2 for bad input)."""
+    """Handler of ``spectrum-cache bench``: 0, or 2 for bad input / 1 for a failure, after one line on stderr."""
+    from ..cli import CommandError
     from .report import markdown_table
     from .runner import BenchError, run_bench
 
-    options = _options(args)
     try:
-        result = run_bench(options)
-    except BenchError as error:
-        raise _usage_error(str(error)) from None
+        options = _options(args)
+        try:
+            result = run_bench(options)
+        except BenchError as error:
+            raise _usage_error(str(error)) from None
+    except CommandError as error:
+        # Reported here, not re-raised: under `python -m spectrum_cache.cli` (the form torchrun runs) the
+        # running main() lives in __main__ and catches its own copy of CommandError, not this one.
+        print(f"spectrum-cache: error: {error}", file=sys.stderr)
+        return error.code
     if "rows" in result:  # the main process
         print(markdown_table(result["rows"]), end="")
         print(f"ran {result['ran']} items here, {result['skipped']} already done; results in {options.out}/ "

@@ -115,7 +115,8 @@ class _Worker:
         self.unsupported: dict[str, str] = {}
 
     # -- set-up ---------------------------------------------------------------------------------------
-    def _ensure_loaded(self) -> None:
+    def ensure_loaded(self) -> None:
+        """Load the model (and the learned metrics) and warm it up, once."""
         if self.pipe is not None:
             return
         from ..cli import load_model
@@ -169,7 +170,7 @@ class _Worker:
                 "device": str(self.device)}
         if method.name in self.unsupported:
             return {**base, "status": "skipped", "note": self.unsupported[method.name]}
-        self._ensure_loaded()
+        self.ensure_loaded()
         try:
             measured = self._measure(method, prompt, seed)
         except UnsupportedMethod as error:
@@ -271,6 +272,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     worker = _Worker(options, device, state.process_index)
     done = {(i, m.name) for i in my_prompts for m in options.methods if record_path(options.out, i, m).exists()}
     pending = [(i, m) for i in my_prompts for m in options.methods if (i, m.name) not in done]
+    if pending:
+        worker.ensure_loaded()  # before the progress bar, so a model that cannot load fails cleanly
     ran = 0
     bar = tqdm(pending, desc=f"bench rank {state.process_index}" if state.num_processes > 1 else "bench",
                position=state.process_index, unit="image", dynamic_ncols=True)
