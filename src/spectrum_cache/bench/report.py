@@ -110,19 +110,26 @@ def _family(name: str) -> str:
 
 
 def write_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """PSNR and SSIM against measured speedup, one point per method, labelled."""
+    """PSNR and SSIM (and the checker's accuracy, where there is one) against measured speedup, one
+    labelled point per method."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed (and none on a server)
     import matplotlib.pyplot as plt
 
-    points = [r for r in rows if r["status"] == "done" and r["method"] != "full" and r["speedup"] is not None]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    done = [r for r in rows if r["status"] == "done" and r["speedup"] is not None]
+    panels = [("psnr", "PSNR (dB) vs full sampler"), ("ssim", "SSIM vs full sampler")]
+    if any(r.get("checker_accuracy") is not None for r in done):
+        panels.append(("checker_accuracy", "caption checker: attributes right"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
     colors = {"steps": "tab:gray", "spectrum": "tab:red", "reuse": "tab:blue", "taylor1": "tab:green",
               "taylor2": "tab:olive", "diffusers": "tab:purple"}
-    for ax, key, label in ((axes[0], "psnr", "PSNR (dB) vs full sampler"), (axes[1], "ssim", "SSIM vs full sampler")):
-        for r in points:
-            if r[key] is None:
+    for ax, (key, label) in zip(axes[0], panels):
+        for r in done:
+            if r.get(key) is None:
+                continue
+            if r["method"] == "full":  # the reference: a line, not a point (PSNR/SSIM have none)
+                ax.axhline(r[key], color="black", linestyle="--", linewidth=0.8, label="full sampler")
                 continue
             ax.scatter(r["speedup"], r[key], color=colors.get(_family(r["method"]), "black"), s=30)
             ax.annotate(r["method"], (r["speedup"], r[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -130,10 +137,10 @@ def write_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=f) for f, c in colors.items()]
-    axes[0].legend(handles=handles, fontsize=8, loc="best")
+    axes[0][0].legend(handles=handles, fontsize=8, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
