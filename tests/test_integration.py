@@ -327,6 +327,23 @@ def test_bare_denoiser_loop_follows_the_schedule_and_restarts():
 
 
 @torch.no_grad()
+def test_bare_denoiser_with_rising_timesteps_and_an_aborted_generation():
+    pipe, _ = flux()
+    t = pipe.transformer
+    config = SpectrumConfig(num_inference_steps=10, warmup_steps=3)
+    enable_spectrum(t, config)
+    inputs = flux_inputs(t)
+    x = inputs.pop("hidden_states")
+    for i in range(6):  # aborted after 6 of 10 steps
+        t(hidden_states=x, timestep=torch.tensor([i / 10]), **inputs)
+    for i in range(10):  # timesteps rise, as in Lumina2
+        t(hidden_states=x, timestep=torch.tensor([i / 10]), **inputs)
+    (branch,) = spectrum_summary(t).branches
+    assert list(branch.computed_steps) == compute_steps(config)
+    assert len(branch.computed_steps) + len(branch.forecast_steps) == 10
+
+
+@torch.no_grad()
 def test_new_resolution_starts_a_new_trajectory():
     pipe, _ = flux()
     t = pipe.transformer

@@ -55,6 +55,7 @@ class BranchState(BaseState):
 
     def reset(self) -> None:
         self.step = -1
+        self.first_timestep: float | None = None
         self.last_timestep: float | None = None
         self.calls_in_step = 0
         self.trajectories: dict[int, Trajectory] = {}
@@ -207,6 +208,8 @@ class SpectrumDenoiserHook(ModelHook):
             branch.step += 1
             branch.calls_in_step = 0
             branch.last_timestep = t
+            if branch.first_timestep is None:
+                branch.first_timestep = t
         slot = branch.calls_in_step
         branch.calls_in_step += 1
         step, n = branch.step, self._num_steps
@@ -255,8 +258,9 @@ class SpectrumDenoiserHook(ModelHook):
             self._start_generation(token, n)
 
     def _ended(self, branch: BranchState, t: float) -> bool:
-        """Without a scheduler, a new generation shows as the timestep rising or the count running out."""
-        return t > branch.last_timestep or (self._num_steps is not None and branch.step + 1 >= self._num_steps)
+        """Without a scheduler, a new generation shows as the first timestep coming back or the count
+        running out (timesteps fall for most models and rise for some, e.g. Lumina2)."""
+        return t == branch.first_timestep or (self._num_steps is not None and branch.step + 1 >= self._num_steps)
 
     def _start_generation(self, token: object | None, num_steps: int | None) -> None:
         self.branches.branches.clear()
