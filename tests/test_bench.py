@@ -97,6 +97,11 @@ def test_rerun_skips_finished_items(bench_out: Path, capsys: pytest.CaptureFixtu
     assert after[1, "reuse-a0.75"]["finished_at"] > before[1, "reuse-a0.75"]
     assert all(after[key]["finished_at"] == t for key, t in before.items() if key != (1, "reuse-a0.75"))
 
+    # Fewer prompts is a subset of the same run: nothing to do.
+    subset = [a if a != "2" else "1" for a in ARGS]
+    assert main(["bench", *subset, "--out", str(bench_out)]) == 0
+    assert "ran 0 items here, 5 already done" in capsys.readouterr().out
+
 
 def test_other_settings_refuse_the_same_folder(bench_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", *ARGS[2:], "--steps", "9", "--out", str(bench_out)]) == 2
@@ -163,6 +168,6 @@ def test_bundled_prompts_parse_into_scenes() -> None:
     prompts = bundled_prompts()
     assert len(prompts) >= 8 and len(set(prompts)) == len(prompts)
     scenes = [parse_caption(p) for p in prompts]
-    assert all(scene is not None and scene.caption == p for scene, p in zip(scenes, prompts))
+    assert all(scene is not None and scene.caption == p for scene, p in zip(scenes, prompts, strict=True))
     assert parse_caption("a photo of a cat") is None
     assert math.isclose(len(scenes[0].objects), prompts[0].count(" and ") + 1)

@@ -56,7 +56,8 @@ class ExtraMetrics:
         if not enabled:
             metrics.notes.append("LPIPS, CLIP score and ImageReward: off (--extra-metrics off)")
             return metrics
-        for name, loader in (("lpips", metrics._load_lpips), ("clip_score", metrics._load_clip), ("image_reward", metrics._load_image_reward)):
+        loaders = {"lpips": metrics._load_lpips, "clip_score": metrics._load_clip, "image_reward": metrics._load_image_reward}
+        for name, loader in loaders.items():
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
                     metrics.models[name] = loader()
@@ -73,11 +74,13 @@ class ExtraMetrics:
         from transformers import CLIPModel, CLIPProcessor
 
         try:  # the local cache first: no network needed where the weights are already here
-            return CLIPModel.from_pretrained(CLIP_MODEL, local_files_only=True).to(self.device).eval(), CLIPProcessor.from_pretrained(CLIP_MODEL, local_files_only=True)
+            model = CLIPModel.from_pretrained(CLIP_MODEL, local_files_only=True)
+            processor = CLIPProcessor.from_pretrained(CLIP_MODEL, local_files_only=True)
         except OSError:
             if not _reachable("huggingface.co"):
                 raise OSError(f"{CLIP_MODEL} is not in the local cache and huggingface.co is unreachable") from None
-        return CLIPModel.from_pretrained(CLIP_MODEL).to(self.device).eval(), CLIPProcessor.from_pretrained(CLIP_MODEL)
+            model, processor = CLIPModel.from_pretrained(CLIP_MODEL), CLIPProcessor.from_pretrained(CLIP_MODEL)
+        return model.to(self.device).eval(), processor
 
     def _load_image_reward(self) -> Any:
         import ImageReward  # noqa: N813  (the package's own name)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..embedded.data import Scene
 
 BUNDLED_PROMPTS = "prompts.txt"
 
@@ -30,7 +34,7 @@ def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def parse_caption(caption: str) -> "Scene | None":
+def parse_caption(caption: str) -> Scene | None:
     """The embedded model's scene for a caption in its grammar ("a large red circle on the left and
     ..."), or None for any other text (the checker then has nothing to score)."""
     from ..embedded.data import BACKGROUNDS, COLORS, POSITION_PHRASES, SHAPES, SIZES, Scene, SceneObject

@@ -124,7 +124,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
     colors = {"steps": "tab:gray", "spectrum": "tab:red", "reuse": "tab:blue", "taylor1": "tab:green",
               "taylor2": "tab:olive", "diffusers": "tab:purple"}
-    for ax, (key, label) in zip(axes[0], panels):
+    for ax, (key, label) in zip(axes[0], panels, strict=True):
         for r in done:
             if r.get(key) is None:
                 continue
@@ -179,8 +179,9 @@ def write_report(options: BenchOptions) -> list[dict[str, Any]]:
     """Write table.md, summary.json, quality_vs_speedup.png and grid.png; returns the summary rows."""
     out = options.out
     names = [m.name for m in options.methods]
-    wanted = set(range(len(options.prompts)))
-    records = [r for r in load_records(out) if r["method"] in names and r["prompt_index"] in wanted]
+    prompts = options.prompts
+    records = [r for r in load_records(out)
+               if r["method"] in names and r["prompt_index"] < len(prompts) and r["prompt"] == prompts[r["prompt_index"]]]
     rows = summarize(records, names)
     model = options.model or "embedded model"
     title = f"{model}, {options.steps} steps, {len(options.prompts)} prompts"

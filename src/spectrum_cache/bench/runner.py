@@ -57,9 +57,10 @@ class BenchOptions:
     threads: int | None = None
 
     def run_key(self) -> dict[str, Any]:
-        """What must stay the same for records in one folder to be comparable."""
+        """What must stay the same for records in one folder to be comparable. The prompts are not part
+        of it: each record keeps its prompt, and one whose prompt changed is simply run again."""
         return {"model": self.model or "embedded", "steps": self.steps, "seed": self.seed,
-                "guidance_scale": self.guidance_scale, "prompts": list(self.prompts)}
+                "guidance_scale": self.guidance_scale}
 
 
 def item_stem(prompt_index: int, method: Method) -> str:
@@ -76,6 +77,15 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
     tmp.replace(path)
+
+
+def finished_record(out: Path, index: int, method: Method, prompt: str) -> dict[str, Any] | None:
+    """The record of a finished item, or None if there is none or it was made for another prompt."""
+    path = record_path(out, index, method)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("prompt") == prompt else None
 
 
 def check_run_key(options: BenchOptions) -> None:
@@ -145,18 +155,20 @@ class _Worker:
         if self.mag_ratios is not None:
             return self.mag_ratios
         path = self.options.out / "calibration" / "mag_ratios.json"
-        if path.exists():
-            self.mag_ratios = json.loads(path.read_text())["ratios"]
+        prompt, steps, seed = self.options.prompts[0], self.options.steps, self.options.seed
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        if saved.get("prompt") == prompt:
+            self.mag_ratios = saved["ratios"]
             return self.mag_ratios
         module = denoiser(self.pipe)
         if not hasattr(module, "enable_cache"):
             raise UnsupportedMethod(f"{type(module).__name__} has no diffusers cache support (enable_cache)")
-        prompt, steps, seed = self.options.prompts[0], self.options.steps, self.options.seed
         try:
             ratios = calibrate_mag_cache(module, steps, lambda: self._generate(prompt, steps, seed))
         except Exception as error:  # an unsupported model fails in many ways; all mean "skip MagCache"
-            raise UnsupportedMethod(f"MagCache calibration failed: {str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
-        _write_json(path, {"prompt_index": 0, "seed": seed, "steps": steps, "ratios": ratios})
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise UnsupportedMethod(f"MagCache calibration failed: {reason}") from None
+        _write_json(path, {"prompt": prompt, "seed": seed, "steps": steps, "ratios": ratios})
         self.mag_ratios = ratios
         return ratios
 
@@ -223,7 +235,10 @@ class _Worker:
                         image, seconds = timed(self.device, lambda: self._generate(prompt, steps, seed))
                     schedule = self._computed_steps() if method.spectrum is not None else None
             if any(SEA_FAIL_OPEN in m for m in sea_log):
-                raise UnsupportedMethod("SeaCache runs fail-open here (the pipeline's cache_context gives no step, sigma and step count), so it would skip nothing")
+                raise UnsupportedMethod(
+                    "SeaCache runs fail-open here (the pipeline's cache_context gives no step, sigma and step count), "
+                    "so it would skip nothing"
+                )
             times.append(seconds)
             if repeat == 0:
                 result = {"image": image, "passes": round(counter.passes(steps), 3), "denoiser_calls": counter.calls,
@@ -270,7 +285,8 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     with state.split_between_processes(list(range(len(options.prompts)))) as my_prompts:
         my_prompts = list(my_prompts)
     worker = _Worker(options, device, state.process_index)
-    done = {(i, m.name) for i in my_prompts for m in options.methods if record_path(options.out, i, m).exists()}
+    done = {(i, m.name) for i in my_prompts for m in options.methods
+            if finished_record(options.out, i, m, options.prompts[i]) is not None}
     pending = [(i, m) for i in my_prompts for m in options.methods if (i, m.name) not in done]
     if pending:
         worker.ensure_loaded()  # before the progress bar, so a model that cannot load fails cleanly
@@ -279,9 +295,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                position=state.process_index, unit="image", dynamic_ncols=True)
     for index, method in bar:
         bar.set_postfix_str(f"prompt {index} {method.name}")
-        full = Method("full", "full")
-        reference_path = record_path(options.out, index, full)
-        reference = json.loads(reference_path.read_text()) if reference_path.exists() else None
+        reference = finished_record(options.out, index, Method("full", "full"), options.prompts[index])
         record = worker.run_item(index, method, reference)
         _write_json(record_path(options.out, index, method), record)
         ran += 1
