@@ -19,7 +19,7 @@ from spectrum_cache.cli import main
 
 STEPS = 8
 # At 8 steps alpha=0.75 runs steps 0-4 and 6: 6 passes, so steps-6 is its plain-sampler mirror.
-METHODS = "full,steps-6,spectrum-a0.75-w0.5,reuse-a0.75,diffusers-fbc-t0.2"
+METHODS = "full,steps-6,spectrum-a0.75-w0.5,reuse-a0.75,diffusers-fbc-t0.2,diffusers-taylorseer-i2"
 ARGS = ["--steps", str(STEPS), "--num-prompts", "2", "--methods", METHODS, "--extra-metrics", "off", "--device", "cpu"]
 
 
@@ -71,6 +71,8 @@ def test_values_are_sane(bench_out: Path) -> None:
         assert records[i, "steps-6"]["passes"] == spectrum["passes"]
         assert records[i, "steps-6"]["sampler_steps"] == 6
         assert records[i, "diffusers-fbc-t0.2"]["passes"] <= STEPS
+        # TaylorSeer computes steps 0-2, then every other step from 4: 0 1 2 4 6 = 5 passes.
+        assert records[i, "diffusers-taylorseer-i2"]["passes"] == records[i, "diffusers-taylorseer-i2"]["expected_passes"] == 5
         for name in ("steps-6", "spectrum-a0.75-w0.5", "reuse-a0.75"):
             record = records[i, name]
             assert 10 < record["psnr"] < 80
@@ -86,13 +88,13 @@ def test_rerun_skips_finished_items(bench_out: Path, capsys: pytest.CaptureFixtu
     before = {key: r["finished_at"] for key, r in _records(bench_out).items()}
     capsys.readouterr()
     assert main(["bench", *ARGS, "--out", str(bench_out)]) == 0
-    assert "ran 0 items here, 10 already done" in capsys.readouterr().out
+    assert "ran 0 items here, 12 already done" in capsys.readouterr().out
     assert {key: r["finished_at"] for key, r in _records(bench_out).items()} == before
 
     # One record lost: only that item runs again.
     (bench_out / "records" / "0001-reuse-a0.75.json").unlink()
     assert main(["bench", *ARGS, "--out", str(bench_out)]) == 0
-    assert "ran 1 items here, 9 already done" in capsys.readouterr().out
+    assert "ran 1 items here, 11 already done" in capsys.readouterr().out
     after = _records(bench_out)
     assert after[1, "reuse-a0.75"]["finished_at"] > before[1, "reuse-a0.75"]
     assert all(after[key]["finished_at"] == t for key, t in before.items() if key != (1, "reuse-a0.75"))
@@ -100,7 +102,7 @@ def test_rerun_skips_finished_items(bench_out: Path, capsys: pytest.CaptureFixtu
     # Fewer prompts is a subset of the same run: nothing to do.
     subset = [a if a != "2" else "1" for a in ARGS]
     assert main(["bench", *subset, "--out", str(bench_out)]) == 0
-    assert "ran 0 items here, 5 already done" in capsys.readouterr().out
+    assert "ran 0 items here, 6 already done" in capsys.readouterr().out
 
 
 def test_other_settings_refuse_the_same_folder(bench_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -159,7 +161,7 @@ def test_method_names() -> None:
     assert [m.name for m in parse_methods("spectrum-a0.75-w0.5,steps-3", 50)][0] == "full"
     names = [m.name for m in default_methods(50)]
     # The paper's schedules at 50 steps: 14 and 10 passes, each mirrored by a plain sampler.
-    assert names[:3] == ["full", "steps-14", "steps-10"]
+    assert names[:5] == ["full", "steps-15", "steps-14", "steps-11", "steps-10"]  # + TaylorSeer's 15 and 11
     assert {"spectrum-a0.75-w0.5", "spectrum-a3.0-w1.0", "reuse-a0.75", "taylor2-a3.0", "diffusers-mag"} <= set(names)
     assert len(names) == len(set(names))
 

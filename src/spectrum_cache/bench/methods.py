@@ -29,6 +29,7 @@ PAPER_BLEND_WEIGHTS = (0.5, 1.0)
 IN_HOUSE = ("reuse", "taylor1", "taylor2")
 # TaylorSeer as in the paper's Table 1 (N=4 and N=6, order 1).
 TAYLORSEER_INTERVALS = (4, 6)
+TAYLORSEER_WARMUP = 3  # diffusers' TaylorSeerCacheConfig.disable_cache_before_step default
 DIFFUSERS_CACHES = ("taylorseer", "fbc", "mag", "sea")
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
@@ -66,7 +67,19 @@ class Method:
             return self.steps(num_inference_steps)
         if self.spectrum is not None:
             return len(compute_steps(self.spectrum, num_inference_steps))
+        if self.cache == "taylorseer":
+            return taylorseer_passes(num_inference_steps, self.taylorseer_interval)
         return None
+
+    @property
+    def taylorseer_interval(self) -> int:
+        return int(self.cache_value) if self.cache_value is not None else TAYLORSEER_INTERVALS[0]
+
+
+def taylorseer_passes(num_inference_steps: int, interval: int, warmup: int = TAYLORSEER_WARMUP) -> int:
+    """How many steps diffusers' TaylorSeer computes: the first ``warmup``, then one every ``interval``
+    (the rule of its ``_measure_should_compute``); the benchmark's pass count checks this."""
+    return sum(1 for s in range(num_inference_steps) if s < warmup or (s - warmup - 1) % interval == 0)
 
 
 def _number(text: str) -> float:
@@ -126,13 +139,13 @@ def parse_methods(text: str, num_inference_steps: int) -> list[Method]:
 
 
 def default_methods(num_inference_steps: int) -> list[Method]:
-    """Everything: full, the step-matched plain samplers, Spectrum at the paper's settings, the in-house
+    """Everything: full, the plain samplers matched to the fixed schedules' passes, Spectrum at the paper's settings, the in-house
     forecasters on the same schedules, and diffusers' caches."""
     names = ["full"]
     schedules = [SpectrumConfig(flex_window=alpha) for alpha in PAPER_ALPHAS]
-    for passes in sorted({len(compute_steps(c, num_inference_steps)) for c in schedules}, reverse=True):
-        if passes < num_inference_steps:
-            names.append(f"steps-{passes}")
+    mirrored = {len(compute_steps(c, num_inference_steps)) for c in schedules}
+    mirrored |= {taylorseer_passes(num_inference_steps, k) for k in TAYLORSEER_INTERVALS}
+    names += [f"steps-{p}" for p in sorted(mirrored, reverse=True) if p < num_inference_steps]
     names += [f"spectrum-a{a}-w{w}" for a in PAPER_ALPHAS for w in PAPER_BLEND_WEIGHTS]
     names += [f"{f}-a{a}" for f in IN_HOUSE for a in PAPER_ALPHAS]
     names += [f"diffusers-taylorseer-i{k}" for k in TAYLORSEER_INTERVALS]
@@ -157,8 +170,9 @@ def diffusers_cache_config(method: Method, num_inference_steps: int, mag_ratios:
     if method.cache == "taylorseer":
         # Lite mode skips whole blocks and forecasts the output projection: the block-level skip that
         # the paper's TaylorSeer rows measure (the default mode only forecasts attention outputs).
-        interval = int(value) if value is not None else TAYLORSEER_INTERVALS[0]
-        return diffusers.TaylorSeerCacheConfig(cache_interval=interval, max_order=1, use_lite_mode=True)
+        return diffusers.TaylorSeerCacheConfig(
+            cache_interval=method.taylorseer_interval, disable_cache_before_step=TAYLORSEER_WARMUP, max_order=1, use_lite_mode=True
+        )
     if method.cache == "fbc":
         return diffusers.FirstBlockCacheConfig() if value is None else diffusers.FirstBlockCacheConfig(threshold=value)
     if method.cache == "mag":
