@@ -234,11 +234,9 @@ class _Worker:
                     with peak_memory(self.device) as memory:
                         image, seconds = timed(self.device, lambda: self._generate(prompt, steps, seed))
                     schedule = self._computed_steps() if method.spectrum is not None else None
-            if any(SEA_FAIL_OPEN in m for m in sea_log):
-                raise UnsupportedMethod(
-                    "SeaCache runs fail-open here (the pipeline's cache_context gives no step, sigma and step count), "
-                    "so it would skip nothing"
-                )
+            fail_open = [m for m in sea_log if SEA_FAIL_OPEN in m]
+            if fail_open:  # it would run, but skip nothing: not a method worth a row
+                raise UnsupportedMethod(f"SeaCache ran fail-open, skipping nothing: {fail_open[0].strip()}")
             times.append(seconds)
             if repeat == 0:
                 result = {"image": image, "passes": round(counter.passes(steps), 3), "denoiser_calls": counter.calls,
