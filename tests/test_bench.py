@@ -173,3 +173,29 @@ def test_bundled_prompts_parse_into_scenes() -> None:
     assert all(scene is not None and scene.caption == p for scene, p in zip(scenes, prompts, strict=True))
     assert parse_caption("a photo of a cat") is None
     assert math.isclose(len(scenes[0].objects), prompts[0].count(" and ") + 1)
+
+
+def test_learned_metrics_load_or_leave_a_note() -> None:
+    """Offline or without the extras, each learned metric is skipped with a note, never an error."""
+    import numpy as np
+    import torch
+
+    from spectrum_cache.bench.extra_metrics import NAMES, ExtraMetrics
+
+    metrics = ExtraMetrics.load(torch.device("cpu"))
+    noted = {note.split(":")[0] for note in metrics.notes}
+    assert set(metrics.models) | noted == set(NAMES) and not set(metrics.models) & noted
+    image = np.zeros((32, 32, 3), dtype=np.uint8)
+    scores = metrics.score(image, image, "a red circle")
+    assert all(scores[name] is None for name in noted)
+    assert ExtraMetrics.load(torch.device("cpu"), enabled=False).models == {}
+
+
+def test_defaults_are_the_embedded_model_on_the_bundled_prompts() -> None:
+    from spectrum_cache.bench.cli import _options
+    from spectrum_cache.cli import build_parser
+
+    options = _options(build_parser().parse_args(["bench"]))
+    assert options.model is None and options.steps == 50
+    assert list(options.prompts) == bundled_prompts()
+    assert [m.name for m in options.methods] == [m.name for m in default_methods(50)]
