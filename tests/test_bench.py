@@ -105,10 +105,16 @@ def test_rerun_skips_finished_items(bench_out: Path, capsys: pytest.CaptureFixtu
     assert "ran 0 items here, 6 already done" in capsys.readouterr().out
 
 
-def test_other_settings_refuse_the_same_folder(bench_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_other_settings_refuse_the_same_folder(
+    bench_out: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert main(["bench", *ARGS[2:], "--steps", "9", "--out", str(bench_out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "steps" in err
+    # New weights (the embedded model retrained): the old records must not be reused.
+    monkeypatch.setattr("spectrum_cache.bench.runner.weights_fingerprint", lambda model: "retrained")
+    assert main(["bench", *ARGS, "--out", str(bench_out)]) == 2
+    assert "weights" in capsys.readouterr().err
 
 
 def test_two_processes_on_gloo_give_the_same_records(bench_out: Path, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from .prompts import parse_caption
 
 WARMUP_STEPS = 2
 SEA_FAIL_OPEN = "fail-open"
+FINGERPRINT_MAX_BYTES = 64 * 2**20
 
 
 class BenchError(Exception):
@@ -59,8 +60,31 @@ class BenchOptions:
     def run_key(self) -> dict[str, Any]:
         """What must stay the same for records in one folder to be comparable. The prompts are not part
         of it: each record keeps its prompt, and one whose prompt changed is simply run again."""
-        return {"model": self.model or "embedded", "steps": self.steps, "seed": self.seed,
-                "guidance_scale": self.guidance_scale}
+        return {"model": self.model or "embedded", "weights": weights_fingerprint(self.model), "steps": self.steps,
+                "seed": self.seed, "guidance_scale": self.guidance_scale}
+
+
+def weights_fingerprint(model: str | None) -> str | None:
+    """A hash of a local pipeline's weight files (the embedded model's for None), so that records made
+    with other weights are never mixed in; None for a hub id (its files are not local to hash)."""
+    import hashlib
+
+    if model is None:
+        from ..embedded import weights_path
+
+        folder = weights_path()
+    elif Path(model).is_dir():
+        folder = Path(model)
+    else:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in (".safetensors", ".bin", ".json"):
+            digest.update(path.relative_to(folder).as_posix().encode())
+            stat = path.stat()
+            # Contents for small files; size and time for big ones, which would take minutes to read.
+            digest.update(path.read_bytes() if stat.st_size <= FINGERPRINT_MAX_BYTES else f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def item_stem(prompt_index: int, method: Method) -> str:
