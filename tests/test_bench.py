@@ -161,6 +161,9 @@ def test_method_names() -> None:
     assert parse_method("spectrum-a3-w1").name == "spectrum-a3.0-w1.0"
     assert parse_method("taylor2-a3").spectrum.forecaster == "taylor2"
     assert parse_method("diffusers-taylorseer-i6").cache_value == 6
+    uniform = parse_method("taylor1-a0-win4-warm3")  # a fixed every-4th-step schedule
+    assert uniform.name == "taylor1-a0.0-win4-warm3" and uniform.expected_passes(50) == 14
+    assert compute_steps(uniform.spectrum, 50)[:5] == [0, 1, 2, 6, 10]
     assert parse_method("diffusers-fbc-t0.2").cache_value == 0.2
     with pytest.raises(ValueError):
         parse_method("diffusers-fbc-i3")

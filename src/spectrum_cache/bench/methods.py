@@ -7,6 +7,8 @@ Names (the ``--methods`` list):
 - ``spectrum-aALPHA-wW``: Spectrum with flex_window ALPHA and blend_weight W;
 - ``reuse-aALPHA``, ``taylor1-aALPHA``, ``taylor2-aALPHA``: the in-house forecasters on Spectrum's
   schedule for ALPHA (FORA-style reuse, TaylorSeer-style finite differences of order 1 and 2);
+- either may end in ``-winW`` and/or ``-warmK`` for another starting window W and warm-up K
+  (``-a0.0-win4-warm3`` is a fixed every-4th-step schedule after 3 warm-up steps, TaylorSeer's);
 - ``diffusers-taylorseer[-iK]``, ``diffusers-fbc[-tT]``, ``diffusers-mag[-tT]``, ``diffusers-sea[-tT]``:
   diffusers' own caches (TaylorSeer refreshing every K steps, First Block Cache, MagCache calibrated on
   one run, SeaCache), with an optional interval K or threshold T.
@@ -36,8 +38,8 @@ _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _PATTERNS = {
     "full": re.compile(r"full"),
     "steps": re.compile(r"steps-(\d+)"),
-    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}"),
-    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}"),
+    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?"),
+    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?"),
     "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?"),
 }
 
@@ -86,6 +88,19 @@ def _number(text: str) -> float:
     return float(text)
 
 
+def _schedule(window: str | None, warmup: str | None) -> tuple[dict[str, float | int], str]:
+    """SpectrumConfig fields and the canonical name suffix for the optional -winW / -warmK parts."""
+    fields: dict[str, float | int] = {}
+    suffix = ""
+    if window is not None:
+        fields["window_size"] = _number(window)
+        suffix += f"-win{fields['window_size']:g}"
+    if warmup is not None:
+        fields["warmup_steps"] = int(warmup)
+        suffix += f"-warm{fields['warmup_steps']}"
+    return fields, suffix
+
+
 def parse_method(name: str) -> Method:
     """The Method for a name; ValueError with the accepted forms if the name is not one."""
     name = name.strip()
@@ -99,12 +114,14 @@ def parse_method(name: str) -> Method:
     try:
         if match := _PATTERNS["spectrum"].fullmatch(name):
             alpha, weight = _number(match.group(1)), _number(match.group(2))
-            config = SpectrumConfig(flex_window=alpha, blend_weight=weight)
-            return Method(f"spectrum-a{alpha}-w{weight}", "spectrum", spectrum=config)
+            schedule, suffix = _schedule(match.group(3), match.group(4))
+            config = SpectrumConfig(flex_window=alpha, blend_weight=weight, **schedule)
+            return Method(f"spectrum-a{alpha}-w{weight}{suffix}", "spectrum", spectrum=config)
         if match := _PATTERNS["in-house"].fullmatch(name):
             forecaster, alpha = match.group(1), _number(match.group(2))
-            config = SpectrumConfig(flex_window=alpha, forecaster=forecaster)
-            return Method(f"{forecaster}-a{alpha}", "spectrum", spectrum=config)
+            schedule, suffix = _schedule(match.group(3), match.group(4))
+            config = SpectrumConfig(flex_window=alpha, forecaster=forecaster, **schedule)
+            return Method(f"{forecaster}-a{alpha}{suffix}", "spectrum", spectrum=config)
     except ValueError as error:  # e.g. a blend weight above 1
         raise ValueError(f"method {name!r}: {error}") from None
     if match := _PATTERNS["diffusers"].fullmatch(name):
