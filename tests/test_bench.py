@@ -164,6 +164,8 @@ def test_method_names() -> None:
     uniform = parse_method("taylor1-a0-win4-warm3")  # a fixed every-4th-step schedule
     assert uniform.name == "taylor1-a0.0-win4-warm3" and uniform.expected_passes(50) == 14
     assert compute_steps(uniform.spectrum, 50)[:5] == [0, 1, 2, 6, 10]
+    assert parse_method("spectrum-a0.75-w0.5-out").spectrum.forecast_output
+    assert not parse_method("spectrum-a0.75-w0.5").spectrum.forecast_output
     assert parse_method("diffusers-fbc-t0.2").cache_value == 0.2
     with pytest.raises(ValueError):
         parse_method("diffusers-fbc-i3")

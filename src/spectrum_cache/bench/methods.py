@@ -8,7 +8,8 @@ Names (the ``--methods`` list):
 - ``reuse-aALPHA``, ``taylor1-aALPHA``, ``taylor2-aALPHA``: the in-house forecasters on Spectrum's
   schedule for ALPHA (FORA-style reuse, TaylorSeer-style finite differences of order 1 and 2);
 - either may end in ``-winW`` and/or ``-warmK`` for another starting window W and warm-up K
-  (``-a0.0-win4-warm3`` is a fixed every-4th-step schedule after 3 warm-up steps, TaylorSeer's);
+  (``-a0.0-win4-warm3`` is a fixed every-4th-step schedule after 3 warm-up steps, TaylorSeer's), and
+  in ``-out`` to forecast the denoiser's output instead of the head's input (forecast_output);
 - ``diffusers-taylorseer[-iK]``, ``diffusers-fbc[-tT]``, ``diffusers-mag[-tT]``, ``diffusers-sea[-tT]``:
   diffusers' own caches (TaylorSeer refreshing every K steps, First Block Cache, MagCache calibrated on
   one run, SeaCache), with an optional interval K or threshold T.
@@ -38,8 +39,8 @@ _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _PATTERNS = {
     "full": re.compile(r"full"),
     "steps": re.compile(r"steps-(\d+)"),
-    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?"),
-    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?"),
+    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?"),
+    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?"),
     "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?"),
 }
 
@@ -88,9 +89,9 @@ def _number(text: str) -> float:
     return float(text)
 
 
-def _schedule(window: str | None, warmup: str | None) -> tuple[dict[str, float | int], str]:
-    """SpectrumConfig fields and the canonical name suffix for the optional -winW / -warmK parts."""
-    fields: dict[str, float | int] = {}
+def _schedule(window: str | None, warmup: str | None, output: str | None) -> tuple[dict[str, Any], str]:
+    """SpectrumConfig fields and the canonical name suffix for the optional -winW / -warmK / -out parts."""
+    fields: dict[str, Any] = {}
     suffix = ""
     if window is not None:
         fields["window_size"] = _number(window)
@@ -98,6 +99,9 @@ def _schedule(window: str | None, warmup: str | None) -> tuple[dict[str, float |
     if warmup is not None:
         fields["warmup_steps"] = int(warmup)
         suffix += f"-warm{fields['warmup_steps']}"
+    if output is not None:
+        fields["forecast_output"] = True
+        suffix += "-out"
     return fields, suffix
 
 
@@ -114,12 +118,12 @@ def parse_method(name: str) -> Method:
     try:
         if match := _PATTERNS["spectrum"].fullmatch(name):
             alpha, weight = _number(match.group(1)), _number(match.group(2))
-            schedule, suffix = _schedule(match.group(3), match.group(4))
+            schedule, suffix = _schedule(*match.group(3, 4, 5))
             config = SpectrumConfig(flex_window=alpha, blend_weight=weight, **schedule)
             return Method(f"spectrum-a{alpha}-w{weight}{suffix}", "spectrum", spectrum=config)
         if match := _PATTERNS["in-house"].fullmatch(name):
             forecaster, alpha = match.group(1), _number(match.group(2))
-            schedule, suffix = _schedule(match.group(3), match.group(4))
+            schedule, suffix = _schedule(*match.group(3, 4, 5))
             config = SpectrumConfig(flex_window=alpha, forecaster=forecaster, **schedule)
             return Method(f"{forecaster}-a{alpha}{suffix}", "spectrum", spectrum=config)
     except ValueError as error:  # e.g. a blend weight above 1
