@@ -16,6 +16,7 @@ import torch
 
 from .checker import ATTRIBUTES, Score, score_image
 from .data import Scene, render, sample_split_scene
+from .pipeline import EmbeddedPipeline
 
 EVAL_SEED_BASE = 10_000_000  # evaluation scenes come from a seed range training never uses
 
@@ -25,7 +26,7 @@ def eval_scenes(num: int) -> list[Scene]:
     return [sample_split_scene(EVAL_SEED_BASE + i, held_out=True) for i in range(num)]
 
 
-def evaluate(pipe: torch.nn.Module, num: int = 64, steps: int = 50, guidance_scale: float = 4.0,
+def evaluate(pipe: EmbeddedPipeline, num: int = 64, steps: int = 50, guidance_scale: float = 4.0,
              batch_size: int = 16, seed: int = 0, save_grid: str | None = None) -> Score:
     """Generate one image per held-out scene (seed `seed + i` for scene i) and score them all."""
     scenes = eval_scenes(num)
