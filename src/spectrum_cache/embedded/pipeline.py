@@ -89,7 +89,8 @@ class EmbeddedPipeline(DiffusionPipeline):
 
         guidance_scale <= 1 disables CFG (one transformer call per step). height/width default to 32 and
         must be multiples of 4 (the model was trained at 32x32 only). output_type: "pil", "np" (float in
-        [0, 1], NHWC) or "pt" (float in [0, 1], NCHW).
+        [0, 1], NHWC) or "pt" (float in [0, 1], NCHW). `latents`, if given, is the initial noise already
+        packed into tokens, shape (B, H/4 * W/4, 48) (see model.pack).
         """
         height = height or IMAGE_SIZE
         width = width or IMAGE_SIZE
