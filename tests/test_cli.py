@@ -39,6 +39,15 @@ def test_compare_writes_side_by_side_with_psnr_and_speedup(tmp_path, capsys):
     assert width > 2 * 32 * EMBEDDED_UPSCALE and height > 32 * EMBEDDED_UPSCALE
 
 
+def test_model_folder_runs_with_spectrum(tmp_path, capsys):
+    from spectrum_cache.embedded import weights_path
+
+    out = tmp_path / "m.png"
+    assert main(["generate", PROMPT, "--model", str(weights_path()), "--steps", "10", "--out", str(out)]) == 0
+    assert "7 of 10 steps computed" in capsys.readouterr().out  # 0-4, 6, 8
+    assert Image.open(out).size == (32, 32)  # a --model image is written at its own size
+
+
 def test_no_spectrum_runs_the_full_sampler(tmp_path, capsys):
     out = tmp_path / "full.png"
     assert main(["generate", PROMPT, "--steps", "4", "--no-spectrum", "--out", str(out)]) == 0

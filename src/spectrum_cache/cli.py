@@ -106,22 +106,37 @@ def _config(speedup: float | None, steps: int) -> Any:
 
 
 def load_model(model: str | None, device: str) -> Any:
-    """The embedded pipeline, or any diffusers pipeline by id or folder; one-line error if not loadable."""
+    """The embedded pipeline, or any diffusers pipeline by id or folder; one-line error if not loadable.
+
+    A folder holding an EmbeddedPipeline (e.g. one retrained with ``spectrum_cache.embedded.train``)
+    loads through our own class, which diffusers cannot look up by name.
+    """
     import torch
 
-    if model is None:
-        from .embedded import load_pipeline
+    from .embedded import EmbeddedPipeline, load_pipeline
 
+    if model is None:
         return load_pipeline(device=device)
     from diffusers import DiffusionPipeline
 
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
-        pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
+        if _pipeline_class_name(model) == EmbeddedPipeline.__name__:
+            return load_pipeline(device=device, weights=model)
+        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype)
     except Exception as error:  # hub, network, format: all are "cannot load" to the user
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise CommandError(f"cannot load --model {model!r}: {first_line}") from None
     return pipe.to(device)
+
+
+def _pipeline_class_name(model: str) -> str | None:
+    index = Path(model) / "model_index.json"
+    if not index.is_file():
+        return None
+    import json
+
+    return json.loads(index.read_text()).get("_class_name")
 
 
 def _sample(pipe: Any, prompt: str, steps: int, seed: int, device: str, guidance_scale: float | None) -> tuple[Any, float]:
