@@ -210,3 +210,19 @@ def test_defaults_are_the_embedded_model_on_the_bundled_prompts() -> None:
     assert options.model is None and options.steps == 50
     assert list(options.prompts) == bundled_prompts()
     assert [m.name for m in options.methods] == [m.name for m in default_methods(50)]
+
+
+def test_any_pipeline_folder_with_model(tmp_path: Path) -> None:
+    """--model takes a pipeline folder (here the embedded one, loaded as a generic model): no checker."""
+    from spectrum_cache.embedded import weights_path
+
+    out = tmp_path / "results"
+    args = ["--model", str(weights_path()), "--steps", "6", "--num-prompts", "1", "--threads", "1",
+            "--methods", "full,spectrum-a0.75-w0.5", "--extra-metrics", "off", "--device", "cpu"]
+    assert main(["bench", *args, "--out", str(out)]) == 0
+    records = _records(out)
+    assert set(records) == {(0, "full"), (0, "spectrum-a0.75-w0.5")}
+    assert all("checker_accuracy" not in r for r in records.values())
+    assert "checker" not in (out / "table.md").read_text()
+    assert records[0, "spectrum-a0.75-w0.5"]["passes"] == 5  # steps 0-4, then the forecast step 5
+    assert json.loads((out / "run.json").read_text())["weights"] is not None
