@@ -77,3 +77,12 @@ def test_usage_errors_exit_2():
     with pytest.raises(SystemExit) as exit_info:
         main(["generate", PROMPT, "--steps", "0"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("module", ["spectrum_cache", "spectrum_cache.cli"])
+def test_python_dash_m_reports_user_errors_in_one_line(module):
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "generate", PROMPT, "--speedup", "99"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["spectrum-cache: error: --speedup: speedup must be a number in [1, 8.333], got 99.0."]

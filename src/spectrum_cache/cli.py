@@ -263,4 +263,8 @@ def _psnr(image: Any, reference: Any) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m spectrum_cache.cli` (as torchrun starts it) runs this file as __main__, a second copy
+    # of the module: dispatch to the package's copy so its CommandError is the one raised and caught.
+    from spectrum_cache.cli import main as package_main
+
+    sys.exit(package_main())
