@@ -173,14 +173,16 @@ def test_load_pipeline_helper() -> None:
 
 def test_cfg_calls_transformer_twice_per_step_in_cache_contexts(pipe: EmbeddedPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     contexts: list[str] = []
+    where: list[dict] = []
     calls: list[str | None] = []
     current: list[str | None] = [None]
     transformer = pipe.transformer
     original_forward = transformer.forward
 
     @contextmanager
-    def recording_context(name: str):
+    def recording_context(name: str, **loop_position):
         contexts.append(name)
+        where.append(loop_position)
         current[0] = name
         try:
             yield
@@ -196,6 +198,9 @@ def test_cfg_calls_transformer_twice_per_step_in_cache_contexts(pipe: EmbeddedPi
     monkeypatch.setattr(transformer, "forward", recording_forward)
     pipe("a large red circle on the left", num_inference_steps=3, guidance_scale=4.0)
     assert calls == ["cond", "uncond"] * 3
+    # Each call says where the loop is (diffusers' SeaCache needs it).
+    assert [w["step_index"] for w in where] == [0, 0, 1, 1, 2, 2]
+    assert all(w["num_inference_steps"] == 3 and 0 < w["sigma"] <= 1 for w in where)
     calls.clear()
     pipe("a large red circle on the left", num_inference_steps=5, guidance_scale=1.0)
     assert calls == ["cond"] * 5  # no CFG: one call per step

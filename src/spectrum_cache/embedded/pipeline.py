@@ -131,12 +131,14 @@ class EmbeddedPipeline(DiffusionPipeline):
         self._num_timesteps = len(timesteps)
 
         with self.progress_bar(total=num_inference_steps) as bar:
-            for t in timesteps:
+            for i, t in enumerate(timesteps):
                 tt = t.expand(batch).to(dtype)
-                with self.transformer.cache_context("cond"):
+                # Where the loop is, for caches that need it (diffusers' SeaCache); Spectrum reads the scheduler.
+                where = {"step_index": i, "sigma": float(self.scheduler.sigmas[i]), "num_inference_steps": len(timesteps)}
+                with self.transformer.cache_context("cond", **where):
                     velocity = self._denoise(latents, prompt_embeds, pooled_prompt_embeds, tt, img_ids, txt_ids)
                 if do_cfg:
-                    with self.transformer.cache_context("uncond"):
+                    with self.transformer.cache_context("uncond", **where):
                         uncond = self._denoise(latents, neg_embeds, neg_pooled, tt, img_ids, txt_ids)
                     velocity = uncond + guidance_scale * (velocity - uncond)
                 latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
