@@ -117,20 +117,18 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     if head_path is None or not isinstance(modules.get(head_path), nn.Module):
         raise UnsupportedModelError(f"{hint}: no output head found.")
 
-    parameters = inspect.signature(model.forward).parameters
-    timestep_arg = adapter.timestep_arg or next((a for a in TIMESTEP_ARGS if a in parameters), None)
-    if timestep_arg is None:
-        raise UnsupportedModelError(f"{hint}: its forward takes no timestep argument.")
-    return ResolvedAdapter(tuple(blocks), tuple(block_names), modules[head_path], head_path, timestep_arg)
+    return ResolvedAdapter(tuple(blocks), tuple(block_names), modules[head_path], head_path, timestep_argument(model))
 
 
 def timestep_argument(model: nn.Module) -> str:
-    """The forward argument holding the timestep, for models driven without block hooks."""
+    """The forward argument holding the timestep (also for models driven without block hooks)."""
     adapter = ADAPTERS.get(type(model).__name__, DenoiserAdapter())
     parameters = inspect.signature(model.forward).parameters
     found = adapter.timestep_arg or next((a for a in TIMESTEP_ARGS if a in parameters), None)
     if found is None:
-        raise UnsupportedModelError(f"{type(model).__name__}'s forward takes no timestep argument.")
+        raise UnsupportedModelError(
+            f"{type(model).__name__}'s forward takes no timestep argument (looked for {', '.join(TIMESTEP_ARGS)})."
+        )
     return found
 
 
