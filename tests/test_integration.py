@@ -276,6 +276,24 @@ def test_refuses_to_stack_on_a_diffusers_cache_and_leaves_nothing_behind():
         assert registry is None or not any(name.startswith("spectrum") for name in registry.hooks)
 
 
+def test_a_failure_while_attaching_leaves_no_hook(monkeypatch):
+    from spectrum_cache.integrations import hooks
+
+    pipe, _ = wan22()
+
+    def broken_init(self, owner):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(hooks.HeadInputHook, "__init__", broken_init)
+    with pytest.raises(RuntimeError, match="boom"):
+        enable_spectrum(pipe, REAL)
+    for denoiser in (pipe.transformer, pipe.transformer_2):
+        assert not denoiser.is_cache_enabled
+        for module in denoiser.modules():
+            registry = getattr(module, "_diffusers_hook", None)
+            assert registry is None or not registry.hooks
+
+
 def test_hooks_registered_on_denoiser_blocks_and_head_then_removed():
     pipe, _ = flux()
     t = pipe.transformer

@@ -109,12 +109,17 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
     else:
         get_scheduler = None
 
-    for name, module, adapter, timestep_arg in plans:
-        steps = None
-        if get_scheduler is not None:
-            routes = expert_router(target, name) if is_pipeline else None
-            steps = SchedulerSteps(get_scheduler, routes)
-        _attach(module, name, config, adapter, timestep_arg, steps)
+    try:
+        for name, module, adapter, timestep_arg in plans:
+            steps = None
+            if get_scheduler is not None:
+                routes = expert_router(target, name) if is_pipeline else None
+                steps = SchedulerSteps(get_scheduler, routes)
+            _attach(module, name, config, adapter, timestep_arg, steps)
+    except BaseException:
+        for _, module, _, _ in plans:  # leave nothing half-initialised
+            _detach(module)
+        raise
 
 
 def _attach(
@@ -142,14 +147,17 @@ def _attach(
 def disable_spectrum(target: Any) -> None:
     """Remove every Spectrum hook from ``target`` (a pipeline or denoiser); a no-op where none is."""
     for _, module in _denoisers(target):
-        if _denoiser_hook(module) is None:
-            continue
-        registry = HookRegistry.check_if_exists_or_initialize(module)
-        for hook_name in (DENOISER_HOOK, BLOCK_HOOK, HEAD_HOOK):
-            registry.remove_hook(hook_name, recurse=True)
-        registry.invalidate_child_registries_cache()
-        if isinstance(getattr(module, "_cache_config", None), SpectrumConfig):
-            module._cache_config = None
+        if _denoiser_hook(module) is not None:
+            _detach(module)
+
+
+def _detach(module: torch.nn.Module) -> None:
+    registry = HookRegistry.check_if_exists_or_initialize(module)
+    for hook_name in (DENOISER_HOOK, BLOCK_HOOK, HEAD_HOOK):
+        registry.remove_hook(hook_name, recurse=True)
+    registry.invalidate_child_registries_cache()
+    if isinstance(getattr(module, "_cache_config", None), SpectrumConfig):
+        module._cache_config = None
 
 
 def spectrum_summary(target: Any) -> SpectrumSummary:
