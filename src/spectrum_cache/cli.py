@@ -160,20 +160,14 @@ def _to_pil_frames(result: Any) -> list[Any]:
     import numpy as np
     from PIL import Image
 
+    from .bench.metrics import to_uint8
+
     if isinstance(result, Image.Image):
         return [result]
     if isinstance(result, list):
-        return [f if isinstance(f, Image.Image) else Image.fromarray(_to_uint8(np.asarray(f))) for f in result]
+        return [f if isinstance(f, Image.Image) else Image.fromarray(to_uint8(np.asarray(f))) for f in result]
     array = np.asarray(result)
-    return [Image.fromarray(_to_uint8(frame)) for frame in (array if array.ndim == 4 else [array])]
-
-
-def _to_uint8(array: Any) -> Any:
-    import numpy as np
-
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    return array
+    return [Image.fromarray(to_uint8(frame)) for frame in (array if array.ndim == 4 else [array])]
 
 
 def _save(frames: list[Any], path: Path, upscale: int) -> None:
@@ -237,10 +231,13 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}")
         return 0
 
+    from .bench.metrics import psnr as image_psnr
+    from .bench.metrics import to_nchw
+
     disable_spectrum(pipe)
     full_result, full_seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)
     full_frames = _to_pil_frames(full_result)
-    psnr = _psnr(frames[0], full_frames[0])
+    psnr = image_psnr(to_nchw(frames[0]), to_nchw(full_frames[0]))
     speedup = full_seconds / seconds
     print(f"full sampler: {args.steps} steps in {full_seconds:.2f} s; measured speedup {speedup:.2f}x, PSNR {psnr:.2f} dB")
     from PIL import Image
@@ -250,16 +247,6 @@ def _generate(args: argparse.Namespace) -> int:
     _save([_side_by_side(big[0], big[1], title)], args.out, 1)
     print(f"wrote {args.out}")
     return 0
-
-
-def _psnr(image: Any, reference: Any) -> float:
-    import numpy as np
-    import torch
-
-    from .bench.metrics import psnr
-
-    to_tensor = lambda im: torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)[None]  # noqa: E731
-    return psnr(to_tensor(image), to_tensor(reference))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .metrics import to_nchw
+
 CLIP_MODEL = "openai/clip-vit-base-patch16"
 IMAGE_REWARD_MODEL = "ImageReward-v1.0"
 # LPIPS' AlexNet needs a few pixels after its strided layers; small images are upsampled to this.
@@ -34,11 +36,6 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
-
-
-def _to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """HWC uint8 -> 1CHW float in [0, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255).to(device)
 
 
 @dataclass
@@ -95,7 +92,7 @@ class ExtraMetrics:
         or for LPIPS of the reference itself)."""
         out: dict[str, float | None] = dict.fromkeys(NAMES)
         if "lpips" in self.models and reference is not None:
-            a, b = _to_tensor(image, self.device), _to_tensor(reference, self.device)
+            a, b = to_nchw(image).to(self.device), to_nchw(reference).to(self.device)
             if min(a.shape[-2:]) < LPIPS_MIN_SIZE:
                 size = [LPIPS_MIN_SIZE * s // min(a.shape[-2:]) for s in a.shape[-2:]]
                 a, b = (torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (a, b))

@@ -1,8 +1,25 @@
-"""Image quality against the full sampler's output (torchmetrics underneath)."""
+"""Image quality against the full sampler's output (torchmetrics underneath), and the image
+conversions the metrics need."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """An image array as uint8: floats in [0, 1] are scaled, uint8 is returned as is."""
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    return array
+
+
+def to_nchw(image: Any) -> torch.Tensor:
+    """A PIL image or an HWC uint8 array as a 1CHW float tensor in [0, 1], the metrics' input."""
+    array = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.ascontiguousarray(image)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].float().div(255)
 
 
 def _check(images: torch.Tensor, reference: torch.Tensor) -> None:

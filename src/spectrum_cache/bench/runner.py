@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .extra_metrics import ExtraMetrics
 from .measure import PassCounter, calibrate_mag_cache, captured_log, peak_memory, timed
 from .methods import Method, UnsupportedMethod, applied, denoiser
-from .metrics import psnr, ssim
+from .metrics import psnr, ssim, to_nchw, to_uint8
 from .prompts import parse_caption
 
 WARMUP_STEPS = 2
@@ -123,17 +123,10 @@ def check_run_key(options: BenchOptions) -> None:
             raise BenchError(f"{options.out} holds a run with other {', '.join(changed)}; pick another --out")
 
 
-def _to_uint8(images: Any) -> np.ndarray:
+def _first_image(images: Any) -> np.ndarray:
     """First image of a pipeline output (PIL, NHWC float in [0, 1] or uint8) as HWC uint8."""
     first = images[0]
-    array = np.asarray(first.convert("RGB")) if hasattr(first, "convert") else np.asarray(first)
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    return array
-
-
-def _nchw(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(image).copy()).permute(2, 0, 1)[None].float().div(255)
+    return to_uint8(np.asarray(first.convert("RGB")) if hasattr(first, "convert") else np.asarray(first))
 
 
 class _Worker:
@@ -171,7 +164,7 @@ class _Worker:
                                   "generator": torch.Generator("cpu").manual_seed(seed)}
         if self.options.guidance_scale is not None:
             kwargs["guidance_scale"] = self.options.guidance_scale
-        return _to_uint8(self.pipe(prompt, **kwargs).images)
+        return _first_image(self.pipe(prompt, **kwargs).images)
 
     def _mag_calibration(self) -> list[float] | None:
         """MagCache's ratios from one calibration run on the first prompt (every process computes the
@@ -227,7 +220,7 @@ class _Worker:
             # The reference against itself: PSNR would be inf, so quality is left out (the paper's "-").
             record.update(psnr=None, ssim=None, speedup=1.0 if method.kind == "full" else None)
         else:
-            record.update(psnr=psnr(_nchw(image), _nchw(reference_image)), ssim=ssim(_nchw(image), _nchw(reference_image)),
+            record.update(psnr=psnr(to_nchw(image), to_nchw(reference_image)), ssim=ssim(to_nchw(image), to_nchw(reference_image)),
                           speedup=reference["seconds"] / record["seconds"])
             if not np.isfinite(record["psnr"]):
                 record["psnr"] = None
