@@ -69,9 +69,7 @@ class ResolvedAdapter:
     """An adapter applied to one model instance."""
 
     blocks: tuple[nn.Module, ...]
-    block_names: tuple[str, ...]
     head: nn.Module
-    head_name: str
     timestep_arg: str
 
 
@@ -99,15 +97,12 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
         )
     else:
         block_paths = adapter.block_paths
-    blocks, block_names = [], []
+    blocks = []
     for path in block_paths:
         module = modules.get(path)
         if module is None:
             raise UnsupportedModelError(f"{hint}: it has no module {path!r}.")
-        children = list(module.named_children()) if isinstance(module, nn.ModuleList) else [("", module)]
-        for child_name, child in children:
-            blocks.append(child)
-            block_names.append(f"{path}.{child_name}" if child_name else path)
+        blocks.extend(module.children() if isinstance(module, nn.ModuleList) else [module])
     if not blocks:
         raise UnsupportedModelError(f"{hint}: no transformer blocks found.")
 
@@ -117,7 +112,7 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     if head_path is None or not isinstance(modules.get(head_path), nn.Module):
         raise UnsupportedModelError(f"{hint}: no output head found.")
 
-    return ResolvedAdapter(tuple(blocks), tuple(block_names), modules[head_path], head_path, timestep_argument(model))
+    return ResolvedAdapter(tuple(blocks), modules[head_path], timestep_argument(model))
 
 
 def timestep_argument(model: nn.Module) -> str:
