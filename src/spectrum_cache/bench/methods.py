@@ -12,7 +12,18 @@ Names (the ``--methods`` list):
   in ``-out`` to forecast the denoiser's output instead of the head's input (forecast_output);
 - ``diffusers-taylorseer[-iK]``, ``diffusers-fbc[-tT]``, ``diffusers-mag[-tT]``, ``diffusers-sea[-tT]``:
   diffusers' own caches (TaylorSeer refreshing every K steps, First Block Cache, MagCache calibrated on
-  one run, SeaCache), with an optional interval K or threshold T.
+  one run, SeaCache), with an optional interval K or threshold T (the defaults add thresholds calibrated
+  on the embedded model for about 3.5x and 5x, see DIFFUSERS_THRESHOLDS);
+- ``cachedit-CAL-SCHEDULE[-fFbB]``: cache-dit's DBCache (``pip install -e ".[peers]"``, see bench.peers),
+  CAL one of ``dbcache`` (no calibrator), ``taylorseer`` (order 1), ``foca``, ``dmd``, and SCHEDULE one of
+  ``aALPHA`` (a fixed step mask: exactly the steps Spectrum's schedule for ALPHA runs, so both spend the
+  same passes: 14 of 50 at a0.75, 10 of 50 at a3.0), ``slow|medium|fast|ultra`` (cache-dit's own
+  predefined masks; ultra is 14 of 50) or ``tT`` (dynamic: residual-difference threshold T, cache-dit's
+  other defaults); F and B are the compute blocks run before and after the cached ones (default f1b0:
+  cache-dit's default Fn=8 does not fit models with fewer blocks, such as the embedded model's 6).
+
+A method a model cannot run is skipped with its one-line reason (UnsupportedMethod), e.g. the cache-dit
+ones without cache-dit installed, or on a transformer cache-dit has no block adapter for.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from typing import Any
 
 from ..config import SpectrumConfig
 from ..schedule import compute_steps
+from .peers import CALIBRATORS, MASK_POLICIES, CacheDitSettings
 
 # The paper's two schedules (Table 1) and the two blend weights the authors recommend.
 PAPER_ALPHAS = (0.75, 3.0)
@@ -42,6 +54,8 @@ _PATTERNS = {
     "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?"),
     "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?"),
     "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?"),
+    "cachedit": re.compile(rf"cachedit-({'|'.join(CALIBRATORS)})-(?:a{_NUMBER}|({'|'.join(MASK_POLICIES)})|t{_NUMBER})"
+                           r"(?:-f(\d+)b(\d+))?"),
 }
 
 
@@ -54,11 +68,12 @@ class Method:
     """One benchmarked method; ``name`` is canonical (``spectrum-a3-w1`` becomes ``spectrum-a3.0-w1.0``)."""
 
     name: str
-    kind: str  # full | steps | spectrum | diffusers (the in-house forecasters are kind "spectrum")
+    kind: str  # full | steps | spectrum | diffusers | cachedit (the in-house forecasters are kind "spectrum")
     sampler_steps: int | None = None  # steps-N only; None runs the benchmark's step count
     spectrum: SpectrumConfig | None = None
     cache: str | None = None  # taylorseer | fbc | mag | sea
     cache_value: float | None = None  # TaylorSeer's interval or a cache's threshold
+    peer: CacheDitSettings | None = None  # cachedit-* only
 
     def steps(self, num_inference_steps: int) -> int:
         """How many sampler steps this method runs when the benchmark's step count is given."""
@@ -72,6 +87,8 @@ class Method:
             return len(compute_steps(self.spectrum, num_inference_steps))
         if self.cache == "taylorseer":
             return taylorseer_passes(num_inference_steps, self.taylorseer_interval)
+        if self.peer is not None:
+            return self.peer.expected_passes(num_inference_steps)
         return None
 
     @property
@@ -138,9 +155,20 @@ def parse_method(name: str) -> Method:
             raise ValueError(f"method {name!r}: the TaylorSeer interval must be an integer >= 1")
         suffix = "" if number is None else f"-{letter}{int(number) if cache == 'taylorseer' else number}"
         return Method(f"diffusers-{cache}{suffix}", "diffusers", cache=cache, cache_value=number)
+    if match := _PATTERNS["cachedit"].fullmatch(name):
+        calibrator, alpha, policy, threshold, fn, bn = match.groups()
+        try:
+            settings = CacheDitSettings(
+                calibrator, alpha=None if alpha is None else _number(alpha), policy=policy,
+                threshold=None if threshold is None else _number(threshold),
+                **({} if fn is None else {"fn": int(fn), "bn": int(bn)}))
+        except ValueError as error:
+            raise ValueError(f"method {name!r}: {error}") from None
+        return Method(settings.name, "cachedit", peer=settings)
     raise ValueError(
         f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW, reuse-aALPHA, taylor1-aALPHA, "
-        f"taylor2-aALPHA, diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT], diffusers-sea[-tT]"
+        f"taylor2-aALPHA, diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT], diffusers-sea[-tT], "
+        f"cachedit-{{{'|'.join(CALIBRATORS)}}}-{{aALPHA|{'|'.join(MASK_POLICIES)}|tT}}[-fFbB]"
     )
 
 
@@ -207,11 +235,20 @@ def diffusers_cache_config(method: Method, num_inference_steps: int, mag_ratios:
 
 
 @contextlib.contextmanager
-def applied(pipe: Any, method: Method, num_inference_steps: int, mag_ratios: list[float] | None = None) -> Iterator[None]:
+def applied(pipe: Any, method: Method, num_inference_steps: int, mag_ratios: list[float] | None = None,
+            guidance_scale: float | None = None) -> Iterator[None]:
     """Switch ``method`` on for the duration of one generation, and off again (fresh state every time,
-    so nothing carries over between prompts). Raises UnsupportedMethod where the model cannot run it."""
+    so nothing carries over between prompts). Raises UnsupportedMethod where the model cannot run it.
+    ``guidance_scale`` is the one the generation uses (None: the pipeline's default); cache-dit needs
+    it to know whether the pipeline calls the transformer once or twice a step."""
     if method.kind in ("full", "steps"):
         yield
+        return
+    if method.peer is not None:
+        from .peers import cache_dit_applied
+
+        with cache_dit_applied(pipe, method.peer, num_inference_steps, guidance_scale):
+            yield
         return
     if method.spectrum is not None:
         from ..integrations import disable_spectrum, enable_spectrum

@@ -247,7 +247,7 @@ class _Worker:
         times = []
         for repeat in range(options.repeats):
             with captured_log("diffusers.hooks.sea_cache", 30) as sea_log:  # 30 = logging.WARNING
-                with applied(self.pipe, method, options.steps, mag), PassCounter(module) as counter:
+                with applied(self.pipe, method, options.steps, mag, options.guidance_scale), PassCounter(module) as counter:
                     with peak_memory(self.device) as memory:
                         image, seconds = timed(self.device, lambda: self._generate(prompt, steps, seed))
                     schedule = self._computed_steps() if method.spectrum is not None else None
