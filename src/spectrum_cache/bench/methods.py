@@ -10,9 +10,12 @@ Names (the ``--methods`` list):
 - either may end in ``-winW`` and/or ``-warmK`` for another starting window W and warm-up K
   (``-a0.0-win4-warm3`` is a fixed every-4th-step schedule after 3 warm-up steps, TaylorSeer's), and
   in ``-out`` to forecast the denoiser's output instead of the head's input (forecast_output);
-- ``diffusers-taylorseer[-iK]``, ``diffusers-fbc[-tT]``, ``diffusers-mag[-tT]``, ``diffusers-sea[-tT]``:
+- ``diffusers-taylorseer[-iK]``, ``diffusers-fbc[-tT]``, ``diffusers-mag[-tT][-sK][-rR]``, ``diffusers-sea[-tT]``:
   diffusers' own caches (TaylorSeer refreshing every K steps, First Block Cache, MagCache calibrated on
-  one run, SeaCache), with an optional interval K or threshold T (the defaults add thresholds calibrated
+  one run, SeaCache), with an optional interval K or threshold T; MagCache also takes its cap on
+  consecutive skipped steps K (max_skip_steps, default 3) and the share of first steps it always runs R
+  (retention_ratio, default 0.2): with the defaults it cannot skip more than 3 of every 4 steps after the
+  first 20%, at most 2.5x at 50 steps (the defaults add thresholds calibrated
   on the embedded model for about 3.5x and 5x, see DIFFUSERS_THRESHOLDS);
 - ``cachedit-CAL-SCHEDULE[-fFbB]``: cache-dit's DBCache (``pip install -e ".[peers]"``, see bench.peers),
   CAL one of ``dbcache`` (no calibrator), ``taylorseer`` (order 1), ``foca``, ``dmd``, and SCHEDULE one of
@@ -46,6 +49,19 @@ IN_HOUSE = ("reuse", "taylor1", "taylor2")
 TAYLORSEER_INTERVALS = (4, 6)
 TAYLORSEER_WARMUP = 3  # diffusers' TaylorSeerCacheConfig.disable_cache_before_step default
 DIFFUSERS_CACHES = ("taylorseer", "fbc", "mag", "sea")
+# diffusers' caches at about 3.5x and 5x ideal speedup (14 and 10 passes of 50, Spectrum's two schedules).
+# TaylorSeer refreshing every 7th step runs 10 steps of 50. The thresholds were calibrated on the embedded
+# model at 50 steps and its default guidance 4, first 4 bundled prompts (passes per prompt):
+#   FBC t0.15: 14, 13, 13, 15 (mean 13.75);   FBC t0.22: 10, 9, 10, 10 (mean 9.75)
+#   MagCache t0.3-s12-r0.1: 14 each;          MagCache t1.0-s12-r0.1: 10 each
+# (MagCache needs retention_ratio 0.1 and a larger max_skip_steps: its defaults stop at 20 passes.)
+# Other models and step counts need their own thresholds; the bench reports the passes it measures.
+# SeaCache has no setting here: it runs fail-open (skipping nothing) on the embedded model.
+DIFFUSERS_AT_SPEEDUPS = ("diffusers-taylorseer-i7", "diffusers-fbc-t0.15", "diffusers-fbc-t0.22",
+                         "diffusers-mag-t0.3-s12-r0.1", "diffusers-mag-t1.0-s12-r0.1")
+# cache-dit at Spectrum's two schedules (equal passes, equal steps), and at its own 14-pass preset.
+CACHE_DIT_DEFAULTS = tuple(f"cachedit-{c}-a{a}" for c in CALIBRATORS for a in PAPER_ALPHAS) + (
+    "cachedit-dbcache-ultra", "cachedit-taylorseer-ultra")
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _PATTERNS = {
@@ -53,7 +69,7 @@ _PATTERNS = {
     "steps": re.compile(r"steps-(\d+)"),
     "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?"),
     "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?"),
-    "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?"),
+    "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?(?:-s(\d+))?(?:-r{_NUMBER})?"),
     "cachedit": re.compile(rf"cachedit-({'|'.join(CALIBRATORS)})-(?:a{_NUMBER}|({'|'.join(MASK_POLICIES)})|t{_NUMBER})"
                            r"(?:-f(\d+)b(\d+))?"),
 }
@@ -73,6 +89,8 @@ class Method:
     spectrum: SpectrumConfig | None = None
     cache: str | None = None  # taylorseer | fbc | mag | sea
     cache_value: float | None = None  # TaylorSeer's interval or a cache's threshold
+    mag_max_skip: int | None = None  # MagCache's max_skip_steps (None: diffusers' default, 3)
+    mag_retention: float | None = None  # MagCache's retention_ratio (None: diffusers' default, 0.2)
     peer: CacheDitSettings | None = None  # cachedit-* only
 
     def steps(self, num_inference_steps: int) -> int:
@@ -146,15 +164,25 @@ def parse_method(name: str) -> Method:
     except ValueError as error:  # e.g. a blend weight above 1
         raise ValueError(f"method {name!r}: {error}") from None
     if match := _PATTERNS["diffusers"].fullmatch(name):
-        cache, letter, value = match.groups()
+        cache, letter, value, skip, retention = match.groups()
         expected = "i" if cache == "taylorseer" else "t"
         if letter is not None and letter != expected:
             raise ValueError(f"method {name!r}: diffusers-{cache} takes -{expected}<value>")
+        if (skip is not None or retention is not None) and cache != "mag":
+            raise ValueError(f"method {name!r}: only diffusers-mag takes -sK (max_skip_steps) and -rR (retention_ratio)")
         number = None if value is None else _number(value)
         if cache == "taylorseer" and number is not None and (number != int(number) or number < 1):
             raise ValueError(f"method {name!r}: the TaylorSeer interval must be an integer >= 1")
+        max_skip = None if skip is None else int(skip)
+        ratio = None if retention is None else _number(retention)
+        if max_skip is not None and max_skip < 1:
+            raise ValueError(f"method {name!r}: MagCache's max_skip_steps must be >= 1")
+        if ratio is not None and not 0 <= ratio <= 1:
+            raise ValueError(f"method {name!r}: MagCache's retention_ratio must be in [0, 1]")
         suffix = "" if number is None else f"-{letter}{int(number) if cache == 'taylorseer' else number}"
-        return Method(f"diffusers-{cache}{suffix}", "diffusers", cache=cache, cache_value=number)
+        suffix += ("" if max_skip is None else f"-s{max_skip}") + ("" if ratio is None else f"-r{ratio}")
+        return Method(f"diffusers-{cache}{suffix}", "diffusers", cache=cache, cache_value=number,
+                      mag_max_skip=max_skip, mag_retention=ratio)
     if match := _PATTERNS["cachedit"].fullmatch(name):
         calibrator, alpha, policy, threshold, fn, bn = match.groups()
         try:
@@ -167,7 +195,7 @@ def parse_method(name: str) -> Method:
         return Method(settings.name, "cachedit", peer=settings)
     raise ValueError(
         f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW, reuse-aALPHA, taylor1-aALPHA, "
-        f"taylor2-aALPHA, diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT], diffusers-sea[-tT], "
+        f"taylor2-aALPHA, diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT][-sK][-rR], diffusers-sea[-tT], "
         f"cachedit-{{{'|'.join(CALIBRATORS)}}}-{{aALPHA|{'|'.join(MASK_POLICIES)}|tT}}[-fFbB]"
     )
 
@@ -189,7 +217,8 @@ def parse_methods(text: str, num_inference_steps: int) -> list[Method]:
 
 def default_methods(num_inference_steps: int) -> list[Method]:
     """Everything: full, the plain samplers matched to the fixed schedules' passes, Spectrum at the paper's settings, the in-house
-    forecasters on the same schedules, and diffusers' caches."""
+    forecasters on the same schedules, diffusers' caches (at their defaults and near 3.5x and 5x), and cache-dit
+    (skipped with a note where it is not installed)."""
     names = ["full"]
     schedules = [SpectrumConfig(flex_window=alpha) for alpha in PAPER_ALPHAS]
     mirrored = {len(compute_steps(c, num_inference_steps)) for c in schedules}
@@ -198,7 +227,8 @@ def default_methods(num_inference_steps: int) -> list[Method]:
     names += [f"spectrum-a{a}-w{w}" for a in PAPER_ALPHAS for w in PAPER_BLEND_WEIGHTS]
     names += [f"{f}-a{a}" for f in IN_HOUSE for a in PAPER_ALPHAS]
     names += [f"diffusers-taylorseer-i{k}" for k in TAYLORSEER_INTERVALS]
-    names += ["diffusers-fbc", "diffusers-mag", "diffusers-sea"]
+    names += ["diffusers-fbc", "diffusers-mag", "diffusers-sea", *DIFFUSERS_AT_SPEEDUPS]
+    names += list(CACHE_DIT_DEFAULTS)
     return [parse_method(n) for n in names]
 
 
@@ -227,7 +257,11 @@ def diffusers_cache_config(method: Method, num_inference_steps: int, mag_ratios:
     if method.cache == "mag":
         if mag_ratios is None:
             raise UnsupportedMethod("MagCache has no calibration")
-        extra = {} if value is None else {"threshold": value}
+        extra: dict[str, Any] = {} if value is None else {"threshold": value}
+        if method.mag_max_skip is not None:
+            extra["max_skip_steps"] = method.mag_max_skip
+        if method.mag_retention is not None:
+            extra["retention_ratio"] = method.mag_retention
         return diffusers.MagCacheConfig(mag_ratios=mag_ratios, num_inference_steps=num_inference_steps, **extra)
     if method.cache == "sea":
         return diffusers.SeaCacheConfig() if value is None else diffusers.SeaCacheConfig(threshold=value)
