@@ -211,7 +211,7 @@ def guidance_default(pipe: Any) -> float | None:
     """The pipeline's default ``guidance_scale``, None if its call has no such parameter."""
     try:
         parameter = inspect.signature(type(pipe).__call__).parameters.get("guidance_scale")
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         return None
     if parameter is None or parameter.default is inspect.Parameter.empty:
         return None
