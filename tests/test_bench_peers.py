@@ -96,7 +96,8 @@ def test_names_round_trip() -> None:
     # Passes known in advance: the a-masks are Spectrum's schedules; cache-dit's presets are its own masks.
     assert parse_method("cachedit-dmd-a0.75").expected_passes(50) == 14
     assert parse_method("cachedit-dbcache-a3.0").expected_passes(50) == 10
-    assert parse_method("cachedit-dbcache-ultra").expected_passes(50) == sum(cache_dit.steps_mask(total_steps=50, mask_policy="ultra")) == 14
+    ultra = cache_dit.steps_mask(total_steps=50, mask_policy="ultra")
+    assert parse_method("cachedit-dbcache-ultra").expected_passes(50) == sum(ultra) == 14
     assert parse_method("cachedit-dbcache-t0.1").expected_passes(50) is None
     names = [m.name for m in default_methods(50)]
     assert {f"cachedit-{c}-a{a}" for c in CALIBRATORS for a in (0.75, 3.0)} <= set(names)
