@@ -31,6 +31,7 @@ def pipe():
 
     pipe = load_pipeline()
     pipe.set_progress_bar_config(disable=True)
+    pipe.children_order = {name: list(m._modules) for name, m in pipe.transformer.named_modules()}
     return pipe
 
 
@@ -75,6 +76,9 @@ def _assert_left_clean(pipe, full: np.ndarray | None = None) -> None:
 
     assert "forward" not in vars(pipe.transformer) and not hasattr(pipe.transformer, "_is_patched")
     assert not hasattr(EmbeddedPipeline, "_original_call") and not hasattr(pipe, "_context_manager")
+    # cache-dit's forward re-adds the block lists at the end of the children: the bench puts the order back
+    # (diffusers' First Block Cache and the bench's pass counter take the first and last block from it).
+    assert {name: list(m._modules) for name, m in pipe.transformer.named_modules()} == pipe.children_order
     if full is not None:
         assert np.array_equal(_generate(pipe), full)  # switched off: exactly the full sampler again
 
@@ -121,6 +125,12 @@ def test_each_calibrator_runs_on_the_schedule_and_switches_off(pipe, full: np.nd
             images[name] = image
             _assert_left_clean(pipe)
     _assert_left_clean(pipe, full)
+    # Other caches still find the right blocks afterwards.
+    from spectrum_cache.bench.measure import probe_module
+
+    assert any(probe_module(pipe.transformer) is m for m in pipe.transformer.single_transformer_blocks[-1].modules())
+    _, counter, _ = _run(pipe, "diffusers-fbc-t0.2")
+    assert 0 < counter.passes(STEPS) < STEPS
     # The calibrators really forecast: each gives its own image on the same schedule.
     for alpha in (0.75, 3.0):
         outs = [images[f"cachedit-{c}-a{alpha}"] for c in CALIBRATORS]

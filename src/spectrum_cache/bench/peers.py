@@ -14,7 +14,11 @@ class (``FluxTransformer2DModel`` -> cache-dit's "Flux" adapter) is built around
 passed to ``cache_dit.enable_cache`` as a BlockAdapter, so the cache context is reset on every
 pipeline call as for FluxPipeline. For FLUX that adapter joins the 2 dual- and 4 single-stream blocks
 into one list of 6 and patches the transformer's forward (FluxPatchFunctor); ``cache_dit.disable_cache``
-leaves that patched forward behind, so it is removed here too.
+leaves that patched forward behind, so it is removed here too. So is a subtler leftover: cache-dit's
+forward swaps the block lists in with ``unittest.mock.patch.object``, which re-adds them at the end of
+the transformer's children on exit, so ``single_transformer_blocks`` came to precede
+``transformer_blocks``: diffusers' First Block Cache, which takes the first and last block in that
+order, then hooked the wrong blocks and crashed. The children's order is put back after every run.
 
 Choices and cache-dit quirks worth knowing:
 
@@ -236,18 +240,25 @@ def separate_cfg(pipe: Any, guidance_scale: float | None) -> bool:
     return re.search(r"""cache_context\(\s*["']uncond["']""", source) is not None
 
 
-def _forward_patches(module: Any) -> dict[int, tuple[Any, Any, Any]]:
-    """Each submodule's own ``forward`` and ``_is_patched`` attributes (cache-dit's patch functors set them)."""
-    return {id(m): (m, m.__dict__.get("forward", _MISSING), m.__dict__.get("_is_patched", _MISSING)) for m in module.modules()}
+def _module_state(module: Any) -> list[tuple[Any, Any, Any, list[str]]]:
+    """What cache-dit changes and does not put back, for each submodule: its own ``forward`` and
+    ``_is_patched`` attributes (set by its patch functors) and the order of its children (its forward
+    swaps the block lists in with unittest.mock.patch.object, which re-adds them at the end on exit)."""
+    return [(m, m.__dict__.get("forward", _MISSING), m.__dict__.get("_is_patched", _MISSING), list(m._modules))
+            for m in module.modules()]
 
 
-def _restore_forward_patches(saved: dict[int, tuple[Any, Any, Any]]) -> None:
-    for module, forward, patched in saved.values():
+def _restore_module_state(saved: list[tuple[Any, Any, Any, list[str]]]) -> None:
+    for module, forward, patched, order in saved:
         for name, value in (("forward", forward), ("_is_patched", patched)):
             if value is _MISSING:
                 module.__dict__.pop(name, None)
             else:
                 module.__dict__[name] = value
+        children = module._modules
+        if list(children) != order and set(children) == set(order):
+            for name in order:  # re-insert in the saved order
+                children[name] = children.pop(name)
 
 
 @contextlib.contextmanager
@@ -263,7 +274,7 @@ def cache_dit_applied(pipe: Any, settings: CacheDitSettings, num_inference_steps
         logging.getLogger(__name__).warning("cache-dit %s installed; the bench's settings were tested with %s",
                                             cache_dit.__version__, CACHE_DIT_TESTED)
     transformer = getattr(pipe, "transformer", None)
-    saved = _forward_patches(transformer) if transformer is not None else {}
+    saved = _module_state(transformer) if transformer is not None else []
     with _quiet():
         try:
             separate = separate_cfg(pipe, guidance_scale)
@@ -278,7 +289,7 @@ def cache_dit_applied(pipe: Any, settings: CacheDitSettings, num_inference_steps
         except Exception as error:
             with contextlib.suppress(Exception):
                 cache_dit.disable_cache(pipe)
-            _restore_forward_patches(saved)
+            _restore_module_state(saved)
             if isinstance(error, UnsupportedMethod):
                 raise
             raise UnsupportedMethod(f"cache-dit: {type(error).__name__}: {_first_line(error)}") from None
@@ -292,4 +303,4 @@ def cache_dit_applied(pipe: Any, settings: CacheDitSettings, num_inference_steps
                     "the pipeline's cond/uncond calls do not pair as configured")
         finally:
             cache_dit.disable_cache(pipe)
-            _restore_forward_patches(saved)
+            _restore_module_state(saved)
