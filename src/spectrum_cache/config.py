@@ -40,8 +40,8 @@ def check_real(name: str, value: object, minimum: float, maximum: float = math.i
         or not math.isfinite(value)
         or not minimum <= value <= maximum
     ):
-        allowed = f"finite and >= {minimum:.4g}" if maximum == math.inf else f"in [{minimum:.4g}, {maximum:.4g}]"
-        raise ValueError(f"{name} must be a number {allowed}, got {value!r}.")
+        allowed = f"a finite number >= {minimum:.4g}" if maximum == math.inf else f"a number in [{minimum:.4g}, {maximum:.4g}]"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
     return float(value)
 
 

@@ -206,6 +206,9 @@ class SpectrumHook(_Unpicklable, ModelHook):
         self.contexts.reset()
         return module
 
+    # Not traced by torch.compile, but what it calls is: the model's forward becomes a frame of its own,
+    # compiled in one piece (a graph break here would make dynamo trace the whole model twice).
+    @torch.compiler.disable(recursive=False)
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         call = self._begin(args, kwargs)
         done = False
