@@ -145,6 +145,29 @@ def test_enabling_pipeline_gone_says_why_the_step_count_is_unknown():
     assert passes[0] == 10
 
 
+@torch.no_grad()
+def test_bare_denoiser_follows_the_scheduler_it_was_given():
+    pipe, _ = flux()
+    t, scheduler = pipe.transformer, _other_scheduler()
+    enable_spectrum(t, REAL, scheduler=scheduler)
+    passes = block_passes(t)
+    inputs = flux_inputs(t)
+    for steps in (16, 8):
+        passes[0] = 0
+        scheduler.set_timesteps(steps)
+        x = inputs["hidden_states"]
+        for timestep in scheduler.timesteps:
+            v = t(**{**inputs, "hidden_states": x}, timestep=timestep.expand(1) / 1000)[0]
+            x = scheduler.step(v, timestep, x, return_dict=False)[0]
+        (branch,) = spectrum_summary(t).branches
+        assert branch.num_inference_steps == steps
+        assert list(branch.computed_steps) == compute_steps(REAL, steps) and passes[0] == len(branch.computed_steps)
+    scheduler.set_timesteps(16)
+    with pytest.warns(SpectrumWarning, match="step_index does not advance"):
+        for timestep in scheduler.timesteps:  # a loop that never calls scheduler.step()
+            t(**inputs, timestep=timestep.expand(1) / 1000)
+
+
 # -- 4: threads sharing one transformer -----------------------------------------------------------
 def test_threads_sharing_a_transformer_match_sequential_runs():
     pipe, kwargs = flux()

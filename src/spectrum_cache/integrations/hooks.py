@@ -56,6 +56,9 @@ DEFAULT_BRANCH = "default"
 # How far up the stack a denoiser call looks for the pipeline running it (hooks, accelerate and
 # torch.compile add a few frames between the pipeline's __call__ and the hook).
 _MAX_CALLER_FRAMES = 48
+# More calls than this on one step of one branch (Heun with two unnamed CFG calls makes 4) means the
+# scheduler's step_index is not advancing: a hand-written loop that never calls scheduler.step().
+_MAX_CALLS_PER_STEP = 8
 
 
 class SpectrumWarning(UserWarning):
@@ -416,6 +419,12 @@ class SpectrumHook(_Unpicklable, ModelHook):
             branch.step, branch.calls_in_step = step, 0
         slot = branch.calls_in_step
         branch.calls_in_step += 1
+        if slot >= _MAX_CALLS_PER_STEP:
+            raise Unplaced(
+                "stuck",
+                f"more than {_MAX_CALLS_PER_STEP} calls landed on step {step}: the scheduler's step_index does not "
+                "advance (call scheduler.step() after each step); running the network.",
+            )
         if step >= generation.num_steps:
             raise Unplaced(
                 "past-end",
