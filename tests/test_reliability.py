@@ -433,3 +433,85 @@ def test_summary_of_dpm_karras_has_no_phantom_branch():
     (branch,) = spectrum_summary(pipe).branches
     assert branch.branch == "default" and branch.num_inference_steps == 60
     assert sorted(branch.computed_steps + branch.forecast_steps) == list(range(60))
+
+
+# -- what held before the redesign, kept ----------------------------------------------------------
+def test_a_clean_rerun_after_an_interrupt():
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    expected = latents(pipe, kwargs)
+
+    def interrupt(pipeline, step, timestep, callback_kwargs):
+        pipeline._interrupt = step >= 4
+        return {}
+
+    latents(pipe, kwargs, callback_on_step_end=interrupt)
+    torch.testing.assert_close(latents(pipe, kwargs), expected, rtol=0, atol=0)
+
+
+def test_from_pipe_with_the_shared_scheduler():
+    from diffusers import FluxPipeline
+
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    sibling = FluxPipeline.from_pipe(pipe)
+    assert sibling.scheduler is pipe.scheduler
+    first = latents(pipe, kwargs)
+    latents(sibling, kwargs, num_inference_steps=20)
+    assert spectrum_summary(sibling).branches[0].num_inference_steps == 20
+    torch.testing.assert_close(latents(pipe, kwargs), first, rtol=0, atol=0)
+
+
+def test_consecutive_calls_that_change_the_request_match_fresh_pipelines():
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    shape = latents(pipe, kwargs).shape  # output_type="latent": the packed latents
+    requests = [
+        {"height": 48, "width": 48},
+        {"num_inference_steps": 9, "guidance_scale": 5.0},
+        {"latents": torch.randn(shape, generator=torch.Generator().manual_seed(3))},
+        {"sigmas": list(np.linspace(1.0, 0.1, 7))},
+        {},
+    ]
+    for request in requests:
+        fresh, _ = flux()
+        enable_spectrum(fresh, REAL)
+        torch.testing.assert_close(latents(pipe, kwargs, **request), latents(fresh, kwargs, **request), rtol=0, atol=0)
+
+
+def test_layerwise_casting_and_bfloat16():
+    pipe, kwargs = flux()
+    pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32)
+    enable_spectrum(pipe, REAL)
+    assert torch.isfinite(latents(pipe, kwargs)).all()
+    assert spectrum_summary(pipe).passes_saved == STEPS - EXPECTED_PASSES
+    pipe, kwargs = flux()
+    pipe.to(torch.bfloat16)
+    kwargs = {k: v.to(torch.bfloat16) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    enable_spectrum(pipe, REAL)
+    assert torch.isfinite(latents(pipe, kwargs)).all()
+    assert spectrum_summary(pipe).passes_saved == STEPS - EXPECTED_PASSES
+
+
+def test_save_pretrained_while_enabled(tmp_path):
+    from diffusers import FluxTransformer2DModel
+
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    latents(pipe, kwargs)
+    pipe.transformer.save_pretrained(tmp_path)
+    loaded = FluxTransformer2DModel.from_pretrained(tmp_path)
+    for (name, a), (_, b) in zip(pipe.transformer.state_dict().items(), loaded.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("value", [float("nan"), 3e38])
+def test_nan_and_huge_latents_fail_closed(value):
+    pipe, kwargs = flux()
+    nan = torch.full(latents(pipe, kwargs).shape, value)
+    baseline = latents(pipe, kwargs, latents=nan)
+    enable_spectrum(pipe, REAL)
+    with pytest.warns(SpectrumWarning, match="not recorded"):
+        out = latents(pipe, kwargs, latents=nan)
+    torch.testing.assert_close(out, baseline, rtol=0, atol=0, equal_nan=True)
+    assert spectrum_summary(pipe).passes_saved == 0
