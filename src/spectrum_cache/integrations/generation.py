@@ -124,7 +124,7 @@ class SchedulerClock:
         self.scheduler = scheduler
         self.token = scheduler.timesteps  # a new tensor after every set_timesteps: a new generation
         # One host-device sync per generation, not per call.
-        timesteps = scheduler.timesteps.detach().float().cpu().tolist()
+        timesteps = torch.as_tensor(scheduler.timesteps).detach().float().cpu().tolist()
         self.begin = getattr(scheduler, "begin_index", None) or 0
         self.by_index = hasattr(type(scheduler), "step_index")
         group_repeats = not self.by_index or getattr(scheduler, "order", 1) > 1
@@ -164,10 +164,14 @@ class SchedulerClock:
             raise Unplaced("timestep", "no timestep in the call; running the network.")
         t = _timestep_value(timestep)
         start = self._last_index.get(branch, self.begin)
-        for i in range(start, len(self.timesteps)):
-            if self.timesteps[i] == t:
-                self._last_index[branch] = i
-                return i
+        candidates = range(start, len(self.timesteps))
+        found = next((i for i in candidates if self.timesteps[i] == t), None)
+        if found is None:  # a timestep cast to half precision by the pipeline: the nearest within its rounding
+            near = [i for i in candidates if abs(self.timesteps[i] - t) <= abs(t) / 128]
+            found = min(near, key=lambda i: abs(self.timesteps[i] - t), default=None)
+        if found is not None:
+            self._last_index[branch] = found
+            return found
         raise Unplaced(
             "match",
             f"timestep {t:g} is not among the scheduler's timesteps (from index {start}); running the network.",
