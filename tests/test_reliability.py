@@ -117,6 +117,32 @@ def test_disable_leaves_accelerate_offload_working(kind, order, monkeypatch):
         torch.testing.assert_close(out, baseline, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("order", ["offload-then-enable", "enable-then-offload"])
+def test_disable_leaves_group_offload_hooks_in_place(order):
+    pipe, kwargs = flux()
+    baseline = latents(pipe, kwargs)
+
+    def hook_names():
+        return sorted(
+            (name, hook)
+            for name, module in pipe.transformer.named_modules()
+            for hook in getattr(getattr(module, "_diffusers_hook", None), "hooks", {})
+        )
+
+    if order == "offload-then-enable":
+        _offload(pipe, "group")
+        before = hook_names()
+        enable_spectrum(pipe, REAL)
+    else:
+        enable_spectrum(pipe, REAL)
+        _offload(pipe, "group")
+        before = [entry for entry in hook_names() if not entry[1].startswith("spectrum")]
+    latents(pipe, kwargs)
+    disable_spectrum(pipe)
+    assert hook_names() == before
+    torch.testing.assert_close(latents(pipe, kwargs), baseline, rtol=0, atol=0)
+
+
 # -- 3: the step count follows the pipeline that runs -----------------------------------------------
 def test_sibling_pipeline_with_its_own_scheduler_is_planned_from_it():
     pipe, kwargs = flux()
