@@ -42,12 +42,12 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManager
-from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, TimestepRange, has_extra_inputs, steps_run_by
 from .generation import BareClock, BranchState, Generation, SchedulerClock, Trajectory, Unplaced
+from .outputs import input_key, rebuild_output, split_output
 from .summary import BranchSummary
 
 DENOISER_HOOK = "spectrum_cache"
@@ -289,15 +289,15 @@ class SpectrumHook(_Unpicklable, ModelHook):
                 self._warn(unplaced.kind, unplaced.message)
             return _Call()
 
-        input_key = _input_key(arguments)
+        key = input_key(arguments)
         trajectory = branch.trajectories.get(slot)
-        if trajectory is not None and trajectory.input_key != input_key:
+        if trajectory is not None and trajectory.input_key != key:
             # New input shapes (another resolution or batch): start over, keep the old one's record.
             trajectory.forecaster.reset()
             branch.retired.append((slot, trajectory))
             trajectory = None
         if trajectory is None:
-            trajectory = Trajectory(generation.new_forecaster(), input_key, first_step=step)
+            trajectory = Trajectory(generation.new_forecaster(), key, first_step=step)
             branch.trajectories[slot] = trajectory
 
         compute = _Call(step, trajectory, final=step == generation.num_steps - 1)
@@ -320,7 +320,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
         if not bool(torch.isfinite(prediction).all()):
             self._warn("nonfinite", f"non-finite forecast at step {step}; running the network.")
             return compute
-        replacement = _rebuild_output(trajectory.output_layout, prediction) if self.config.forecast_output else None
+        replacement = rebuild_output(trajectory.output_layout, prediction) if self.config.forecast_output else None
         return _Call(step, trajectory, prediction, replacement, compute.final)
 
     def _arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
@@ -440,7 +440,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
         if call.prediction is None:
             feature = None
             if self.config.forecast_output:
-                split = _split_output(output)
+                split = split_output(output)
                 if split is None:
                     self._warn("output", f"the denoiser returned {type(output).__name__}, which Spectrum cannot "
                                "forecast (it needs tensors of one dtype); running the network on every step.")
@@ -528,69 +528,3 @@ def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None]:
                         return owner, name
         frame = frame.f_back
     return None, None
-
-
-# -- the denoiser's inputs and outputs ---------------------------------------------------------
-def _input_key(arguments: dict[str, Any]) -> tuple:
-    """Shapes and dtypes of the call's tensors (also inside lists, as Z-Image passes them)."""
-
-    def shapes(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return (tuple(value.shape), value.dtype)
-        if isinstance(value, (list, tuple)) and value and all(isinstance(v, torch.Tensor) for v in value):
-            return tuple(shapes(v) for v in value)
-        return None
-
-    return tuple((name, key) for name, value in arguments.items() if (key := shapes(value)) is not None)
-
-
-def _split_output(output: Any) -> tuple[torch.Tensor, Any] | None:
-    """The denoiser output's tensors as one feature (a single tensor as it is, several flattened and
-    joined), and the layout to rebuild an output of the same kind around a forecast; None if the output
-    holds anything else than tensors, None and numbers, or tensors of several dtypes or devices."""
-    leaves: list[torch.Tensor] = []
-    try:
-        layout = _flatten(output, leaves)
-    except TypeError:
-        return None
-    if not leaves or len({(t.dtype, t.device) for t in leaves}) > 1:
-        return None
-    feature = leaves[0] if len(leaves) == 1 else torch.cat([t.reshape(-1) for t in leaves])
-    return feature, layout
-
-
-def _flatten(value: Any, leaves: list[torch.Tensor]) -> Any:
-    if isinstance(value, torch.Tensor):
-        leaves.append(value)
-        return ("tensor", tuple(value.shape))
-    if isinstance(value, BaseOutput):
-        return ("output", type(value), {k: _flatten(v, leaves) for k, v in value.items()})
-    if isinstance(value, (tuple, list)):
-        return ("sequence", type(value), [_flatten(v, leaves) for v in value])
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return ("constant", value)
-    raise TypeError(type(value).__name__)
-
-
-def _rebuild_output(layout: Any, feature: torch.Tensor) -> Any:
-    if layout[0] == "tensor":  # a single tensor: the feature itself
-        return feature
-    flat = feature.reshape(-1)
-    offset = [0]
-
-    def build(node: Any) -> Any:
-        kind = node[0]
-        if kind == "tensor":
-            numel = 1
-            for size in node[1]:
-                numel *= size
-            out = flat[offset[0] : offset[0] + numel].reshape(node[1])
-            offset[0] += numel
-            return out
-        if kind == "output":
-            return node[1](**{k: build(v) for k, v in node[2].items()})
-        if kind == "sequence":
-            return node[1](build(v) for v in node[2])
-        return node[1]
-
-    return build(layout)
