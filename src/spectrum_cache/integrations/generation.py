@@ -5,8 +5,8 @@ A ``Generation`` belongs to one pipeline call (one thread's run of a denoiser); 
 
 - ``SchedulerClock`` (a pipeline, or a bare denoiser given ``scheduler=``): the step count comes from
   the scheduler's timesteps, read once when the generation starts; the current step from the
-  scheduler's ``step_index``, so no per-call host-device sync and nothing that depends on the
-  timestep's value. Schedulers of order 2 (Heun, KDPM2) evaluate the model twice per step on
+  scheduler's ``step_index``, not from the timestep's value (reading it would be a host-device sync
+  per call, and rounding can repeat a value, as DPM++ Karras does at 60 steps). Schedulers of order 2 (Heun, KDPM2) evaluate the model twice per step on
   repeated timesteps; each pair is one step. Schedulers without ``step_index`` (DDIM, DDPM, PNDM)
   are placed by matching the call's timestep value against their timesteps.
 - ``BareClock`` (a bare denoiser with ``SpectrumConfig(num_inference_steps=N)``): steps are the
