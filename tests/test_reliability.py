@@ -194,6 +194,18 @@ def test_bare_denoiser_follows_the_scheduler_it_was_given():
             t(**inputs, timestep=timestep.expand(1) / 1000)
 
 
+@torch.no_grad()
+def test_a_hand_loop_on_a_pipelines_transformer_without_set_timesteps_is_not_planned_from_stale_ones():
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    latents(pipe, kwargs)
+    t = pipe.transformer
+    passes = block_passes(t)
+    with pytest.warns(SpectrumWarning, match="timesteps are those of a finished generation"):
+        denoise_loop(t, 10, **flux_inputs(t))
+    assert passes[0] == 10
+
+
 # -- 4: threads sharing one transformer -----------------------------------------------------------
 def test_threads_sharing_a_transformer_match_sequential_runs():
     pipe, kwargs = flux()

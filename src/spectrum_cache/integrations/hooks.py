@@ -192,6 +192,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
         self._generations: dict[int, Generation] = {}  # per thread
         self._reports: dict[int, tuple[weakref.ref | None, list[BranchSummary]]] = {}  # per pipeline id
         self._last_report: list[BranchSummary] = []
+        self._spent_token: weakref.ref | None = None  # the timesteps of the last generation that ended
         self._warned: set[str] = set()
 
     # -- diffusers hook interface -------------------------------------------------------------
@@ -346,6 +347,12 @@ class SpectrumHook(_Unpicklable, ModelHook):
         if getattr(scheduler, "timesteps", None) is None:
             raise Unplaced("no-timesteps", f"the scheduler {type(scheduler).__name__} has no timesteps yet "
                            "(set_timesteps was not called), so the step count is unknown; running the network.")
+        if self._spent_token is not None and self._spent_token() is scheduler.timesteps:
+            # Every pipeline call sets new timesteps: these belong to a generation that is over, so this
+            # call is not part of a run of that scheduler.
+            raise Unplaced("stale", f"{type(scheduler).__name__}'s timesteps are those of a finished generation "
+                           "(set_timesteps was not called for this one), so the step count is unknown; running "
+                           "the network. Call the pipeline, or set_timesteps before a hand-written loop.")
         steps_run = steps_run_by(pipeline, component) if pipeline is not None else TimestepRange()
         clock = SchedulerClock(scheduler, steps_run)
         wanted = self.config.num_inference_steps
@@ -391,6 +398,8 @@ class SpectrumHook(_Unpicklable, ModelHook):
         if generation is None:
             return
         generation.close()
+        if isinstance(generation.clock, SchedulerClock):
+            self._spent_token = weakref.ref(generation.clock.token)
         report = generation.summaries()
         if report:
             pipeline = generation.pipeline
