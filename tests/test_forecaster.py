@@ -120,8 +120,8 @@ def test_reset_forgets_everything():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"degree": -1}, "degree must be an integer >= 0"),
-        ({"ridge_lambda": -1.0}, "ridge_lambda must be a number >= 0"),
+        ({"degree": -1}, r"degree must be an integer in \[0, 32\]"),
+        ({"ridge_lambda": -1.0}, "ridge_lambda must be a finite number >= 0"),
         ({"blend_weight": 2.0}, r"blend_weight must be a number in \[0, 1\]"),
         ({"num_inference_steps": 0}, "num_inference_steps must be an integer >= 1"),
     ],

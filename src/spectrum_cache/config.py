@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 
 from .schedule import adaptive_schedule
@@ -14,17 +15,34 @@ _SPEEDUP_WINDOW_SIZES = (2, 1)
 # for_speedup searches flex_window on this grid: fine enough to reach every pass count for N <= 100.
 _FLEX_WINDOW_RESOLUTION = 0.001
 FORECASTERS = ("chebyshev", "reuse", "taylor1", "taylor2")
+# The highest Chebyshev degree accepted. Each degree keeps one more float32 copy of the feature (X^T H),
+# so memory grows as (M + 1) x the feature's size (about 50 MB per degree for FLUX at 1024x1024), and
+# a fit can only pin down as many coefficients as there are recorded steps (10 to 20 in practice;
+# beyond that only ridge_lambda decides them). The paper uses 4.
+MAX_DEGREE = 32
 
 
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int (numpy integers too), or a ValueError naming ``name`` and the allowed range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum or (
+        maximum is not None and value > maximum
+    ):
+        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}.")
+    return int(value)
 
 
-def _check_real(name: str, value: object, minimum: float, maximum: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
-        allowed = f">= {minimum:.4g}" if maximum == math.inf else f"in [{minimum:.4g}, {maximum:.4g}]"
-        raise ValueError(f"{name} must be a number {allowed}, got {value!r}.")
+def check_real(name: str, value: object, minimum: float, maximum: float = math.inf) -> float:
+    """``value`` as a finite float (numpy numbers too), or a ValueError naming ``name`` and the range."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not minimum <= value <= maximum
+    ):
+        allowed = f"a finite number >= {minimum:.4g}" if maximum == math.inf else f"a number in [{minimum:.4g}, {maximum:.4g}]"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -40,7 +58,9 @@ class SpectrumConfig:
             ``floor(W)`` steps.
         flex_window: alpha, how much W grows after each network pass. Larger means fewer passes late in
             sampling; the paper uses 0.75 (14 passes of 50) and 3.0 (10 passes of 50).
-        degree: M, the highest Chebyshev polynomial degree of the feature forecast.
+        degree: M, the highest Chebyshev polynomial degree of the feature forecast, at most 32
+            (``MAX_DEGREE``): each degree keeps one more float32 copy of the feature, and the recorded
+            steps (10 to 20 in practice) cannot determine more coefficients than that.
         ridge_lambda: lambda, the ridge penalty in C = (X^T X + lambda I)^-1 X^T H.
         blend_weight: w, the forecast is (1 - w) * linear extrapolation + w * Chebyshev forecast.
             w = 1 is the paper's pure spectral predictor.
@@ -62,14 +82,19 @@ class SpectrumConfig:
     forecast_output: bool = False
 
     def __post_init__(self) -> None:
+        # Normalised to Python numbers so numpy scalars behave like the ints and floats they stand for.
+        checked = {
+            "warmup_steps": check_int("warmup_steps", self.warmup_steps, 1),
+            "window_size": check_real("window_size", self.window_size, 1),
+            "flex_window": check_real("flex_window", self.flex_window, 0),
+            "degree": check_int("degree", self.degree, 0, MAX_DEGREE),
+            "ridge_lambda": check_real("ridge_lambda", self.ridge_lambda, 0),
+            "blend_weight": check_real("blend_weight", self.blend_weight, 0, 1),
+        }
         if self.num_inference_steps is not None:
-            _check_int("num_inference_steps", self.num_inference_steps, 1)
-        _check_int("warmup_steps", self.warmup_steps, 1)
-        _check_real("window_size", self.window_size, 1)
-        _check_real("flex_window", self.flex_window, 0)
-        _check_int("degree", self.degree, 0)
-        _check_real("ridge_lambda", self.ridge_lambda, 0)
-        _check_real("blend_weight", self.blend_weight, 0, 1)
+            checked["num_inference_steps"] = check_int("num_inference_steps", self.num_inference_steps, 1)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
         if self.forecaster not in FORECASTERS:
             raise ValueError(f"forecaster must be one of {', '.join(FORECASTERS)}; got {self.forecaster!r}.")
         if not isinstance(self.forecast_output, bool):
@@ -91,9 +116,9 @@ class SpectrumConfig:
             if name in overrides:
                 raise ValueError(f"for_speedup chooses {name} itself; do not pass it.")
         base = cls(num_inference_steps=num_inference_steps, **overrides)
-        n = num_inference_steps
+        n = base.num_inference_steps
         fewest_passes = len(adaptive_schedule(n, base.warmup_steps, 2, n))
-        _check_real("speedup", speedup, 1, n / fewest_passes)
+        check_real("speedup", speedup, 1, n / fewest_passes)
         max_passes = math.floor(n / speedup + 1e-9)
 
         best: tuple[int, float, float] | None = None  # (passes, window_size, flex_window)

@@ -42,6 +42,7 @@ def compute_steps(config: SpectrumConfig, num_inference_steps: int | None = None
         raise ValueError(
             "num_inference_steps is required: the config leaves it to the pipeline (None), so pass it here."
         )
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+    from .config import check_int
+
+    num_inference_steps = check_int("num_inference_steps", num_inference_steps, 1)
     return adaptive_schedule(num_inference_steps, config.warmup_steps, config.window_size, config.flex_window)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 
 import torch
@@ -16,9 +17,10 @@ class FeatureForecaster(ABC):
     """
 
     def __init__(self, num_inference_steps: int = 50) -> None:
-        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        steps = num_inference_steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
-        self.num_inference_steps = num_inference_steps
+        self.num_inference_steps = int(num_inference_steps)
         self._shape: torch.Size | None = None
         self._last_step: int | None = None
         self._num_recorded = 0
@@ -84,7 +86,7 @@ class FeatureForecaster(ABC):
 
     def _check_step(self, name: str, step: object) -> None:
         n = self.num_inference_steps
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or not 0 <= step < n:
+        if isinstance(step, bool) or not isinstance(step, numbers.Real) or not math.isfinite(step) or not 0 <= step < n:
             raise ValueError(f"{name} must be a step in [0, {n}) for num_inference_steps={n}, got {step!r}.")
 
     @abstractmethod

@@ -52,11 +52,11 @@ class SpectrumForecaster(FeatureForecaster):
         # Validated through the config so the messages are the same everywhere.
         from ..config import SpectrumConfig
 
-        SpectrumConfig(degree=degree, ridge_lambda=ridge_lambda, blend_weight=blend_weight)
+        checked = SpectrumConfig(degree=degree, ridge_lambda=ridge_lambda, blend_weight=blend_weight)
         super().__init__(num_inference_steps)
-        self.degree = degree
-        self.ridge_lambda = float(ridge_lambda)
-        self.blend_weight = float(blend_weight)
+        self.degree = checked.degree
+        self.ridge_lambda = checked.ridge_lambda
+        self.blend_weight = checked.blend_weight
         self._clear()
 
     def tau(self, step: float) -> float:
@@ -70,6 +70,10 @@ class SpectrumForecaster(FeatureForecaster):
         self._last: torch.Tensor | None = None
         self._prev: torch.Tensor | None = None
         self._prev_step: int | None = None
+        # The diagonal jitter the last forecast's ridge system needed (0.0: none). Non-zero means the
+        # system was singular, e.g. ridge_lambda = 0 with fewer recorded steps than coefficients, and
+        # the forecast rests on the jitter rather than on the data; callers may warn about it.
+        self.ridge_jitter = 0.0
 
     def _tensors(self) -> list[torch.Tensor | None]:
         return [self._gram, self._moments, self._last, self._prev]
@@ -103,12 +107,13 @@ class SpectrumForecaster(FeatureForecaster):
 
     def _chebyshev(self, step: int) -> torch.Tensor:
         target = torch.tensor(chebyshev_basis(self.tau(step), self.degree), dtype=torch.float64)
-        weights = _ridge_solve(self._gram, self.ridge_lambda, target)
+        weights, self.ridge_jitter = _ridge_solve(self._gram, self.ridge_lambda, target)
         return weights.to(torch.float32).to(self._moments.device) @ self._moments
 
 
-def _ridge_solve(gram: torch.Tensor, ridge_lambda: float, rhs: torch.Tensor) -> torch.Tensor:
-    """(gram + lambda I)^-1 rhs by Cholesky, adding diagonal jitter while the matrix is singular."""
+def _ridge_solve(gram: torch.Tensor, ridge_lambda: float, rhs: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(gram + lambda I)^-1 rhs by Cholesky, adding diagonal jitter while the matrix is singular; also
+    returns the jitter that was added (0.0 when none was needed)."""
     size = gram.shape[0]
     eye = torch.eye(size, dtype=gram.dtype)
     matrix = gram + ridge_lambda * eye
@@ -117,6 +122,6 @@ def _ridge_solve(gram: torch.Tensor, ridge_lambda: float, rhs: torch.Tensor) -> 
     for attempt in range(_JITTER_RETRIES + 1):
         factor, info = torch.linalg.cholesky_ex(matrix + jitter * eye)
         if int(info) == 0:
-            return torch.cholesky_solve(rhs.unsqueeze(1), factor).squeeze(1)
+            return torch.cholesky_solve(rhs.unsqueeze(1), factor).squeeze(1), jitter
         jitter = scale * _JITTER_START * 10**attempt
     raise RuntimeError("the ridge system stayed singular after adding jitter; its inputs are not finite")

@@ -5,11 +5,15 @@ first input is the forecast feature (its output head), and which forward argumen
 timestep. Most diffusers DiTs follow one layout (``*_blocks`` / ``layers`` ModuleLists and a
 ``norm_out`` head) and need no entry: ``resolve_adapter`` derives it. The table below lists only the
 families that differ.
+
+A pipeline may also run a denoiser on only some of its scheduler's timesteps; ``steps_run_by`` holds
+those rules (Wan2.2's two experts, SDXL's ``denoising_end``).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,15 +70,29 @@ DENOISER_COMPONENTS = ("transformer", "transformer_2", "unet")
 
 @dataclass(frozen=True)
 class ResolvedAdapter:
-    """An adapter applied to one model instance."""
+    """An adapter applied to one model instance.
 
-    blocks: tuple[nn.Module, ...]
+    ``block_slots`` are (parent module, child name) pairs: on a forecast step each child is swapped
+    for a stand-in for the duration of the call (an empty ModuleList, or a module that returns its
+    first input), so the model's own forward runs no block at all.
+    """
+
+    block_slots: tuple[tuple[nn.Module, str], ...]
     head: nn.Module
     timestep_arg: str
 
+    @property
+    def blocks(self) -> tuple[nn.Module, ...]:
+        """Every skipped block (the children of the block ModuleLists, or the modules themselves)."""
+        out: list[nn.Module] = []
+        for parent, name in self.block_slots:
+            module = parent._modules[name]
+            out.extend(module.children() if isinstance(module, nn.ModuleList) else [module])
+        return tuple(out)
+
 
 class UnsupportedModelError(ValueError):
-    """The model's layout is unknown; Spectrum will not silently do nothing."""
+    """The model's layout is unknown, or it is not a denoiser; Spectrum will not silently do nothing."""
 
 
 def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
@@ -97,13 +115,16 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
         )
     else:
         block_paths = adapter.block_paths
-    blocks = []
+    slots = []
     for path in block_paths:
         module = modules.get(path)
         if module is None:
             raise UnsupportedModelError(f"{hint}: it has no module {path!r}.")
-        blocks.extend(module.children() if isinstance(module, nn.ModuleList) else [module])
-    if not blocks:
+        if isinstance(module, nn.ModuleList) and len(module) == 0:
+            continue
+        parent_path, _, child = path.rpartition(".")
+        slots.append((modules[parent_path], child))
+    if not slots:
         raise UnsupportedModelError(f"{hint}: no transformer blocks found.")
 
     head_path = adapter.head_path(model) if callable(adapter.head_path) else adapter.head_path
@@ -112,35 +133,57 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     if head_path is None or not isinstance(modules.get(head_path), nn.Module):
         raise UnsupportedModelError(f"{hint}: no output head found.")
 
-    return ResolvedAdapter(tuple(blocks), modules[head_path], timestep_argument(model))
+    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model))
 
 
 def timestep_argument(model: nn.Module) -> str:
-    """The forward argument holding the timestep (also for models driven without block hooks)."""
+    """The forward argument holding the timestep; a model without one is not a denoiser."""
     adapter = ADAPTERS.get(type(model).__name__, DenoiserAdapter())
     parameters = inspect.signature(model.forward).parameters
     found = adapter.timestep_arg or next((a for a in TIMESTEP_ARGS if a in parameters), None)
     if found is None:
         raise UnsupportedModelError(
-            f"{type(model).__name__}'s forward takes no timestep argument (looked for {', '.join(TIMESTEP_ARGS)})."
+            f"{type(model).__name__} is not a denoiser: its forward takes no timestep argument "
+            f"(Spectrum looks for {', '.join(TIMESTEP_ARGS)}). Pass a diffusers pipeline, or its transformer or unet."
         )
     return found
 
 
-def expert_router(pipeline: object, component: str) -> Callable[[float], bool] | None:
-    """For pipelines that hand steps to two experts by timestep (Wan2.2: ``transformer`` for
-    t >= boundary_ratio * num_train_timesteps, ``transformer_2`` below), which timesteps ``component``
-    runs; None when one denoiser runs every step."""
+@dataclass(frozen=True)
+class TimestepRange:
+    """The timesteps t with ``low <= t < high`` (a denoiser runs only these in a pipeline call)."""
+
+    low: float = -math.inf
+    high: float = math.inf
+
+    def __contains__(self, t: float) -> bool:
+        return self.low <= t < self.high
+
+
+def steps_run_by(pipeline: object, component: str | None) -> TimestepRange:
+    """Which of the scheduler's timesteps ``pipeline``'s current call runs on its ``component``.
+
+    - Wan2.2 hands steps to two experts: ``transformer`` for t >= boundary_ratio * num_train_timesteps,
+      ``transformer_2`` below.
+    - SDXL pipelines stop at ``denoising_end`` (a fraction of num_train_timesteps): they run the
+      timesteps t >= round(T - denoising_end * T) and stop there, leaving the rest to a refiner.
+    """
+    low, high = -math.inf, math.inf
+    scheduler_config = getattr(getattr(pipeline, "scheduler", None), "config", {})
+    train_steps = scheduler_config.get("num_train_timesteps", 1000) if hasattr(scheduler_config, "get") else 1000
     config = getattr(pipeline, "config", {})
     ratio = config.get("boundary_ratio") if hasattr(config, "get") else None
-    if ratio is None or getattr(pipeline, "transformer_2", None) is None:
-        return None
-    boundary = ratio * pipeline.scheduler.config.num_train_timesteps
-    if component == "transformer":
-        return lambda t: t >= boundary
-    if component == "transformer_2":
-        return lambda t: t < boundary
-    return None
+    if ratio is not None and getattr(pipeline, "transformer_2", None) is not None:
+        boundary = ratio * train_steps
+        if component == "transformer":
+            low = boundary
+        elif component == "transformer_2":
+            high = boundary
+    # The SDXL pipelines keep denoising_end in _denoising_end for the length of a call.
+    denoising_end = getattr(pipeline, "_denoising_end", None)
+    if isinstance(denoising_end, float) and 0 < denoising_end < 1:
+        low = max(low, round(train_steps - denoising_end * train_steps))
+    return TimestepRange(low, high)
 
 
 def has_extra_inputs(arguments: dict[str, object]) -> list[str]:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import weakref
+import copy
+import functools
 from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry
+from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
-from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, expert_router, resolve_adapter, timestep_argument
-from .hooks import (
-    BLOCK_HOOK,
-    DENOISER_HOOK,
-    HEAD_HOOK,
-    BlockSkipHook,
-    HeadInputHook,
-    SchedulerSteps,
-    SpectrumDenoiserHook,
-)
+from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
+from .hooks import DENOISER_HOOK, HEAD_HOOK, HeadHook, SpectrumHook, register_hook, remove_hook
 from .summary import SpectrumSummary
 
 # Hooks from diffusers' own caches, found by the module that defines them.
@@ -33,22 +27,22 @@ _DIFFUSERS_CACHE_MODULES = (
 )
 
 
-def _denoisers(target: Any) -> list[tuple[str, torch.nn.Module]]:
-    """(component name, module) for a pipeline's denoisers, or the target itself."""
+def _denoisers(target: Any, function: str) -> list[tuple[str, torch.nn.Module]]:
+    """(component name, module) for a pipeline's denoisers (none for a pipeline without one), or the
+    target itself; compiled modules (torch.compile) stand for the module they wrap."""
     if isinstance(target, torch.nn.Module):
-        return [(type(target).__name__, target)]
+        module = unwrap_module(target)
+        return [(type(module).__name__, module)]
     components = getattr(target, "components", None)
     if not isinstance(components, dict):
         raise TypeError(
-            f"enable_spectrum takes a diffusers pipeline or a denoiser (nn.Module), got {type(target).__name__}."
+            f"{function} takes a diffusers pipeline or a denoiser (nn.Module), got {type(target).__name__}."
         )
-    found = [(name, components[name]) for name in DENOISER_COMPONENTS if isinstance(components.get(name), torch.nn.Module)]
-    if not found:
-        raise ValueError(
-            f"{type(target).__name__} has no denoiser among its components {sorted(components)}; "
-            f"Spectrum looks for {', '.join(DENOISER_COMPONENTS)}."
-        )
-    return found
+    return [
+        (name, unwrap_module(components[name]))
+        for name in DENOISER_COMPONENTS
+        if isinstance(components.get(name), torch.nn.Module)
+    ]
 
 
 def _check_free(module: torch.nn.Module) -> None:
@@ -69,53 +63,64 @@ def _check_free(module: torch.nn.Module) -> None:
                 )
 
 
-def _denoiser_hook(module: torch.nn.Module) -> SpectrumDenoiserHook | None:
-    registry = getattr(module, "_diffusers_hook", None)
+def _denoiser_hook(module: torch.nn.Module) -> SpectrumHook | None:
+    registry = getattr(unwrap_module(module), "_diffusers_hook", None)
     return registry.get_hook(DENOISER_HOOK) if registry is not None else None
+
+
+def _check_scheduler(scheduler: Any) -> None:
+    if not callable(getattr(scheduler, "set_timesteps", None)) or not hasattr(scheduler, "timesteps"):
+        raise ValueError(
+            "scheduler must be a diffusers scheduler (an object with set_timesteps() and timesteps), "
+            f"got {type(scheduler).__name__}."
+        )
 
 
 def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, scheduler: Any = None) -> None:
     """Run ``target`` with Spectrum: a diffusers pipeline (every denoiser it has, e.g. Wan2.2's two
     experts each with their own forecasters), or a bare denoiser.
 
-    A pipeline's step count and current step come from its scheduler at run time. For a bare denoiser
-    pass the ``scheduler`` that drives it, or set ``config.num_inference_steps``.
+    A pipeline's step count and current step come from the scheduler of whichever pipeline runs the
+    denoiser, read at each call (so ``from_pipe`` siblings with their own scheduler work too). For a
+    bare denoiser pass the ``scheduler`` that drives it, or set ``config.num_inference_steps``.
 
-    Raises ValueError, changing nothing, if Spectrum or a diffusers cache is already enabled, or if a
-    model's layout is unknown (the error names its class).
+    Raises ValueError, changing nothing, if Spectrum or a diffusers cache is already enabled, if the
+    target is not a denoiser or a model's layout is unknown (the error names its class), or if
+    ``scheduler`` is not a scheduler or is given with a pipeline.
     """
     config = SpectrumConfig() if config is None else config
     if not isinstance(config, SpectrumConfig):
         raise TypeError(f"config must be a SpectrumConfig, got {type(config).__name__}.")
-    denoisers = _denoisers(target)
+    denoisers = _denoisers(target, "enable_spectrum")
     is_pipeline = not isinstance(target, torch.nn.Module)
-    if not is_pipeline and scheduler is None and config.num_inference_steps is None:
+    if is_pipeline and not denoisers:
         raise ValueError(
-            "num_inference_steps is required for a bare denoiser without a scheduler: "
-            "pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
+            f"{type(target).__name__} has no denoiser among its components {sorted(target.components)}; "
+            f"Spectrum looks for {', '.join(DENOISER_COMPONENTS)}."
+        )
+    if is_pipeline and scheduler is not None:
+        raise ValueError(
+            "enable_spectrum: scheduler= is for a bare denoiser; a pipeline runs with its own scheduler "
+            "(pipe.scheduler), which Spectrum reads at every call. Set pipe.scheduler instead."
         )
     plans: list[tuple[str, torch.nn.Module, ResolvedAdapter | None, str]] = []
     for name, module in denoisers:
         _check_free(module)
+        timestep_arg = timestep_argument(module)  # first: a VAE is "not a denoiser", not "unknown layout"
         adapter = None if config.forecast_output else resolve_adapter(module)
-        timestep_arg = adapter.timestep_arg if adapter else timestep_argument(module)
         plans.append((name, module, adapter, timestep_arg))
-
-    if is_pipeline:
-        pipeline_ref = weakref.ref(target)
-        get_scheduler = lambda: getattr(pipeline_ref(), "scheduler", None)  # noqa: E731
-    elif scheduler is not None:
-        get_scheduler = lambda: scheduler  # noqa: E731
-    else:
-        get_scheduler = None
+    if not is_pipeline:
+        if scheduler is not None:
+            _check_scheduler(scheduler)
+        elif config.num_inference_steps is None:
+            raise ValueError(
+                "num_inference_steps is required for a bare denoiser without a scheduler: "
+                "pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
+            )
 
     try:
         for name, module, adapter, timestep_arg in plans:
-            steps = None
-            if get_scheduler is not None:
-                routes = expert_router(target, name) if is_pipeline else None
-                steps = SchedulerSteps(get_scheduler, routes)
-            _attach(module, name, config, adapter, timestep_arg, steps)
+            _attach(module, name, config, adapter, timestep_arg, target if is_pipeline else None, scheduler)
     except BaseException:
         for _, module, _, _ in plans:  # leave nothing half-initialised
             _detach(module)
@@ -128,41 +133,70 @@ def _attach(
     config: SpectrumConfig,
     adapter: ResolvedAdapter | None,
     timestep_arg: str,
-    steps: SchedulerSteps | None,
+    pipeline: Any,
+    scheduler: Any,
 ) -> None:
-    owner = SpectrumDenoiserHook(config, name, timestep_arg, steps)
-    HookRegistry.check_if_exists_or_initialize(module).register_hook(owner, DENOISER_HOOK)
+    owner = SpectrumHook(config, name, timestep_arg, adapter, pipeline, scheduler)
+    register_hook(module, owner, DENOISER_HOOK)
     if adapter is not None:
-        for block in adapter.blocks:
-            hook = BlockSkipHook(owner)
-            owner.block_hooks.append(hook)
-            HookRegistry.check_if_exists_or_initialize(block).register_hook(hook, BLOCK_HOOK)
-        HookRegistry.check_if_exists_or_initialize(adapter.head).register_hook(HeadInputHook(owner), HEAD_HOOK)
+        register_hook(adapter.head, HeadHook(owner.slot), HEAD_HOOK)
     HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
     if hasattr(module, "_cache_config"):
         # diffusers' enable_cache then refuses to stack a second cache on top of Spectrum.
         module._cache_config = config
+    # copy.deepcopy looks __deepcopy__ up on the instance: see _deepcopy_enabled.
+    module.__deepcopy__ = functools.partial(_deepcopy_enabled, module)
+
+
+def _deepcopy_enabled(module: torch.nn.Module, memo: dict) -> torch.nn.Module:
+    """``copy.deepcopy`` of a denoiser with Spectrum: a copy that runs its own weights with its own Spectrum.
+
+    diffusers' HookRegistry sets ``module.forward`` to a closure over the module's hook chain, and
+    deepcopy keeps closures as they are, so a plain copy would run the original module. The copy's
+    registry itself is consistent, so removing Spectrum's hooks through it restores the copy's own
+    forward; then Spectrum is enabled on the copy afresh (same config, the copied pipeline if the
+    pipeline is being copied too).
+    """
+    owner = _denoiser_hook(module)
+    copier = module.__dict__.pop("__deepcopy__")
+    try:
+        clone = copy.deepcopy(module, memo)
+    finally:
+        module.__deepcopy__ = copier
+    _detach(clone)
+    if owner is not None:
+        pipeline = owner.pipeline_ref() if owner.pipeline_ref is not None else None
+        pipeline = memo.get(id(pipeline), pipeline) if pipeline is not None else None
+        scheduler = memo.get(id(owner.scheduler), owner.scheduler) if owner.scheduler is not None else None
+        adapter = None if owner.config.forecast_output else resolve_adapter(clone)
+        _attach(clone, owner.denoiser_name, owner.config, adapter, owner.timestep_arg, pipeline, scheduler)
+    return clone
 
 
 def disable_spectrum(target: Any) -> None:
-    """Remove every Spectrum hook from ``target`` (a pipeline or denoiser); a no-op where none is."""
-    for _, module in _denoisers(target):
+    """Remove every Spectrum hook from ``target`` (a pipeline or denoiser), leaving other libraries'
+    hooks (offloading, other diffusers hooks) in place and working; a no-op where none is."""
+    for _, module in _denoisers(target, "disable_spectrum"):
         if _denoiser_hook(module) is not None:
             _detach(module)
 
 
 def _detach(module: torch.nn.Module) -> None:
-    registry = HookRegistry.check_if_exists_or_initialize(module)
-    for hook_name in (DENOISER_HOOK, BLOCK_HOOK, HEAD_HOOK):
-        registry.remove_hook(hook_name, recurse=True)
-    registry.invalidate_child_registries_cache()
+    for submodule in module.modules():
+        if hasattr(submodule, "_diffusers_hook"):
+            for hook_name in (DENOISER_HOOK, HEAD_HOOK):
+                remove_hook(submodule, hook_name)
+    HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
     if isinstance(getattr(module, "_cache_config", None), SpectrumConfig):
         module._cache_config = None
+    module.__dict__.pop("__deepcopy__", None)
 
 
 def spectrum_summary(target: Any) -> SpectrumSummary:
-    """Per denoiser and CFG branch, what the last generation computed and forecast."""
-    hooks = [hook for _, module in _denoisers(target) if (hook := _denoiser_hook(module)) is not None]
+    """Per denoiser and CFG branch, what the last generation of ``target`` computed and forecast (for
+    a bare denoiser: the last generation run on it by anyone)."""
+    hooks = [hook for _, module in _denoisers(target, "spectrum_summary") if (hook := _denoiser_hook(module))]
     if not hooks:
         raise ValueError(f"Spectrum is not enabled on {type(target).__name__}; call enable_spectrum first.")
-    return SpectrumSummary(tuple(summary for hook in hooks for summary in hook.summaries()))
+    pipeline = None if isinstance(target, torch.nn.Module) else target
+    return SpectrumSummary(tuple(summary for hook in hooks for summary in hook.summaries(pipeline)))

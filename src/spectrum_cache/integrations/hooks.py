@@ -1,123 +1,165 @@
 """diffusers hooks that run Spectrum on one denoiser.
 
-Per denoiser call, ``SpectrumDenoiserHook`` works out the branch (diffusers' ``cache_context``), the
-step and whether the network runs. On a forecast step every block hook returns placeholders of the
-right shapes without running its block, and the head hook swaps the head's input for the forecast;
-embeddings and the head itself still run with the current timestep. On a compute step the head hook
-records the head's input.
+``SpectrumHook`` sits on the denoiser. Per call it works out the branch (diffusers' ``cache_context``),
+the step and whether the network runs. On a forecast step it swaps the model's block lists for empty
+ones for the length of the call, so the model's own forward runs its embeddings and output head but
+no block, and ``HeadHook`` swaps the head's input for the forecast. On a compute step ``HeadHook``
+hands the head's input back to be recorded.
+
+Where the state lives. The hooks hold configuration only. The state of a generation is a
+``Generation`` (generation.py) owned by the thread running it, and the call in flight is one
+``CallSlot``; calls into one denoiser from several threads take turns (a lock per denoiser; on one
+GPU stream they would be serialised anyway). A generation follows the scheduler of the pipeline that
+is running: the nearest caller frame whose ``self`` is a ``DiffusionPipeline`` holding this denoiser
+(so ``from_pipe`` siblings with their own scheduler, and pipelines built around another's transformer,
+get their own step count). Outside any pipeline call it is the scheduler given to ``enable_spectrum``,
+the enabling pipeline's, or the configured ``num_inference_steps``.
+
+torch.compile. The bookkeeping runs outside the graph (``torch.compiler.disable``), so a compiled
+model sees a call as either "all blocks" or "no blocks, head input given": two graphs, no
+per-timestep recompiles. With regional compilation (``compile_repeated_blocks``) the compiled blocks
+see no Spectrum code at all.
+
+accelerate. Model and sequential CPU offload wrap ``module.forward`` and keep the forward they
+wrapped in ``module._old_forward``, which they put back when they remove their hook (diffusers does
+that after every pipeline call). ``register_hook`` / ``remove_hook`` therefore put Spectrum's hooks
+under accelerate's, into ``_old_forward``, so both survive either order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import pickle
+import sys
+import threading
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.hooks.hooks import BaseState, ModelHook, StateManager
+from diffusers import DiffusionPipeline
+from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManager
+from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
-from ..forecast import FeatureForecaster, make_forecaster
-from ..schedule import compute_steps
-from .adapters import has_extra_inputs
+from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, TimestepRange, has_extra_inputs, steps_run_by
+from .generation import BareClock, BranchState, Generation, SchedulerClock, Trajectory, Unplaced
+from .outputs import input_key, rebuild_output, split_output
 from .summary import BranchSummary
 
 DENOISER_HOOK = "spectrum_cache"
-BLOCK_HOOK = "spectrum_cache_block"
 HEAD_HOOK = "spectrum_cache_head"
 DEFAULT_BRANCH = "default"
+# How far up the stack a denoiser call looks for the pipeline running it (hooks, accelerate and
+# torch.compile add a few frames between the pipeline's __call__ and the hook).
+_MAX_CALLER_FRAMES = 48
+# More calls than this on one step of one branch (Heun with two unnamed CFG calls makes 4) means the
+# scheduler's step_index is not advancing: a hand-written loop that never calls scheduler.step().
+_MAX_CALLS_PER_STEP = 8
 
 
 class SpectrumWarning(UserWarning):
     """Spectrum ran the network where it would have forecast, and says why."""
 
 
-@dataclass
-class Trajectory:
-    """One feature trajectory: a branch's k-th denoiser call in each step (k > 0 for samplers that
-    call the denoiser more than once per step, like Heun)."""
+# -- hooks under accelerate's ------------------------------------------------------------------
+@contextlib.contextmanager
+def _under_accelerate(module: torch.nn.Module) -> Iterator[None]:
+    """While inside, ``module.forward`` is the forward accelerate wraps (if it wraps one)."""
+    if not (hasattr(module, "_hf_hook") and hasattr(module, "_old_forward")):
+        yield
+        return
+    outer = module.forward
+    module.forward = module._old_forward
+    try:
+        yield
+    finally:
+        module._old_forward = module.forward
+        module.forward = outer
 
-    forecaster: FeatureForecaster
-    input_key: tuple
-    computed: list[int] = field(default_factory=list)
-    forecast: list[int] = field(default_factory=list)
-    peak_bytes: int = 0
-    output_kind: type | None = None  # forecast_output mode: how to rebuild the denoiser's output
+
+def register_hook(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+    with _under_accelerate(module):
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
 
 
-class BranchState(BaseState):
-    """The step clock and trajectories of one CFG branch in the current generation."""
+def remove_hook(module: torch.nn.Module, name: str) -> None:
+    registry = getattr(module, "_diffusers_hook", None)
+    if registry is not None and name in registry.hooks:
+        with _under_accelerate(module):
+            registry.remove_hook(name, recurse=False)
+
+
+# -- state shared by the hooks ---------------------------------------------------------------------
+class BranchContexts(StateManager):
+    """The ``cache_context`` name per thread (``default`` outside any context: pipelines that batch
+    cond and uncond into one call, like SDXL, set none). diffusers finds it among the hook's
+    attributes and sets it when a pipeline enters ``cache_context``."""
 
     def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.step = -1
-        self.first_timestep: float | None = None
-        self.last_timestep: float | None = None
-        self.calls_in_step = 0
-        self.trajectories: dict[int, Trajectory] = {}
-
-
-class BranchStates(StateManager):
-    """Per-branch state keyed by the ``cache_context`` name, or ``default`` outside any context
-    (pipelines that batch cond and uncond into one call, like SDXL, set no context)."""
-
-    def __init__(self) -> None:
-        super().__init__(BranchState)
-        self.branch_name = DEFAULT_BRANCH
-        self.branches: dict[str, BranchState] = {}
+        super().__init__(BaseState)
+        self._names: dict[int, str] = {}
 
     def set_context(self, context: Any) -> None:
-        super().set_context(context)
-        self.branch_name = DEFAULT_BRANCH if context is None else context.name
+        if context is None:
+            self._names.pop(threading.get_ident(), None)
+        else:
+            self._names[threading.get_ident()] = context.name
 
-    def get_state(self) -> BranchState:
-        return self.branches.setdefault(self.branch_name, BranchState())
+    def name(self) -> str:
+        return self._names.get(threading.get_ident(), DEFAULT_BRANCH)
 
     def reset(self, *args: Any, **kwargs: Any) -> None:
-        super().reset()
-        self.branches.clear()
-        self.branch_name = DEFAULT_BRANCH
+        self._names.pop(threading.get_ident(), None)
 
 
-class SchedulerSteps:
-    """The current generation's step count, read from a pipeline's scheduler at run time.
+class CallSlot:
+    """The denoiser call in flight, as the head hook sees it (written outside compiled code)."""
 
-    ``scheduler.timesteps`` is a new tensor after every ``set_timesteps``, so its identity marks a new
-    generation. The steps that actually run are the distinct timesteps from ``begin_index`` on
-    (img2img with strength < 1 starts later; Heun repeats each timestep), restricted to the ones this
-    denoiser handles (``routes``, for Wan2.2's two experts).
-    """
+    def __init__(self) -> None:
+        self.clear()
 
-    def __init__(self, get_scheduler: Callable[[], Any], routes: Callable[[float], bool] | None = None) -> None:
-        self.get_scheduler = get_scheduler
-        self.routes = routes
-
-    def token(self) -> object | None:
-        return getattr(self.get_scheduler(), "timesteps", None)
-
-    def num_steps(self) -> int:
-        scheduler = self.get_scheduler()
-        begin = getattr(scheduler, "begin_index", None) or 0
-        timesteps = torch.unique_consecutive(scheduler.timesteps[begin:].detach().float().cpu()).tolist()
-        if self.routes is not None:
-            timesteps = [t for t in timesteps if self.routes(t)]
-        return len(timesteps)
+    def clear(self) -> None:
+        self.active = False  # this call records or forecasts
+        self.prediction: torch.Tensor | None = None  # the head's input on a forecast step
+        self.feature: torch.Tensor | None = None  # the head's input on a compute step
+        self.head_seen = False
 
 
 @dataclass
-class _CallPlan:
-    step: int
-    trajectory: Trajectory | None
-    prediction: torch.Tensor | None  # set on forecast steps
-    head_seen: bool = False
+class _Call:
+    """What one denoiser call does; ``trajectory`` None means it just runs the network."""
+
+    step: int = -1
+    trajectory: Trajectory | None = None
+    prediction: torch.Tensor | None = None  # set on forecast steps
+    replacement: Any = None  # forecast_output mode: the denoiser output to return instead
+    final: bool = False  # the generation's last step: the trajectory is complete after it
+    args: tuple = ()
+    kwargs: dict | None = None
 
 
-class SpectrumDenoiserHook(ModelHook):
-    """Decides per denoiser call whether the network runs, and holds the per-branch state."""
+class _Unpicklable:
+    """Spectrum's hooks live in diffusers' HookRegistry, whose forward wrappers cannot be pickled: say
+    so by name. A deepcopy of a hook is an inert placeholder; ``api`` re-enables Spectrum on a copy."""
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise pickle.PicklingError(
+            "a module with Spectrum enabled cannot be pickled (diffusers' hook wrappers are local functions): "
+            "call spectrum_cache.disable_spectrum(model) before pickle or torch.save, or save the weights with "
+            "save_pretrained() or state_dict(), which work while Spectrum is enabled."
+        )
+
+    def __deepcopy__(self, memo: dict) -> ModelHook:
+        return ModelHook()
+
+
+# -- the hooks -----------------------------------------------------------------------------------
+class SpectrumHook(_Unpicklable, ModelHook):
+    """Decides per denoiser call whether the network runs; see the module docstring."""
 
     _is_stateful = True
 
@@ -126,66 +168,162 @@ class SpectrumDenoiserHook(ModelHook):
         config: SpectrumConfig,
         denoiser_name: str,
         timestep_arg: str,
-        steps: SchedulerSteps | None = None,
+        layout: ResolvedAdapter | None,
+        pipeline: Any = None,
+        scheduler: Any = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.denoiser_name = denoiser_name
         self.timestep_arg = timestep_arg
-        self.steps = steps
-        self.branches = BranchStates()
-        self.block_hooks: list[BlockSkipHook] = []
-        self.plan: _CallPlan | None = None
-        self._generation_token: object | None = None
-        self._num_steps: int | None = None
-        self._compute_steps: frozenset[int] = frozenset()
-        self._warned: set[str] = set()
+        self.layout = layout
+        self.pipeline_ref = weakref.ref(pipeline) if pipeline is not None else None
+        self.scheduler = scheduler
+        self.contexts = BranchContexts()
+        self.slot = CallSlot()
+        # Stand-ins swapped in for the blocks on forecast steps: one object per slot for the hook's
+        # lifetime, so a compiled model sees the same two module layouts every time.
+        self.stand_ins = [
+            (parent, name, torch.nn.ModuleList() if isinstance(parent._modules[name], torch.nn.ModuleList) else _FirstInput())
+            for parent, name in (layout.block_slots if layout is not None else ())
+        ]
+        self._swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+        self._lock = threading.RLock()
+        self._generations: dict[int, Generation] = {}  # per thread
+        self._reports: dict[int, tuple[weakref.ref | None, list[BranchSummary]]] = {}  # per pipeline id
         self._last_report: list[BranchSummary] = []
+        self._spent_token: weakref.ref | None = None  # the timesteps of the last generation that ended
+        self._warned: set[str] = set()
 
     # -- diffusers hook interface -------------------------------------------------------------
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
-        self._signature = inspect.signature(module.forward)
+        self.module = module
+        signature = inspect.signature(type(module).forward)
+        self._signature = signature.replace(parameters=list(signature.parameters.values())[1:])
         return module
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
-        # Pipelines reset stateful hooks after every call (maybe_free_model_hooks): keep the report.
-        self._last_report = self._live_report() or self._last_report
-        self.branches.reset()
-        self._generation_token = None
-        self._num_steps = None
-        self._compute_steps = frozenset()
-        for hook in self.block_hooks:
-            hook.templates.clear()
+        # Pipelines reset stateful hooks after every call (maybe_free_model_hooks), in the thread that ran
+        # it: that thread's generation is over. Other threads' generations go on.
+        with self._lock:
+            self._end_generation(threading.get_ident())
+        self.contexts.reset()
         return module
 
+    # Not traced by torch.compile, but what it calls is: the model's forward becomes a frame of its own,
+    # compiled in one piece (a graph break here would make dynamo trace the whole model twice).
+    @torch.compiler.disable(recursive=False)
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        forward = self.fn_ref.original_forward
-        if torch.is_grad_enabled():
-            self._warn("grad", f"{self.denoiser_name}: gradients are enabled, so Spectrum runs the network; "
-                       "sample under torch.no_grad() or torch.inference_mode() to forecast.")
-            return forward(*args, **kwargs)
-        arguments = self._arguments(args, kwargs)
-        plan = self._plan(arguments)
-        if plan is None:
-            return forward(*args, **kwargs)
-        forecasting = plan.prediction is not None
-        if self.config.forecast_output:
-            return self._run_output_mode(plan, forward, args, kwargs)
-        self.plan = plan
+        call = self._begin(args, kwargs)
+        done = False
         try:
-            output = forward(*args, **kwargs)
-            if forecasting and not plan.head_seen:
-                self._warn("head", f"{self.denoiser_name}: the output head was not called; running the network.")
-                plan.prediction = None
-                output = forward(*args, **kwargs)
-            elif not forecasting and not plan.head_seen and plan.trajectory is not None:
-                self._warn("head", f"{self.denoiser_name}: the output head was not called; nothing recorded.")
+            if call.replacement is not None:
+                output = call.replacement
+            else:
+                output = self.fn_ref.original_forward(*args, **kwargs)
+            done = True
         finally:
-            self.plan = None
-        self._finish(plan)
-        return output
+            if not done:
+                self._abort()
+        return self._end(call, output)
+
+    # -- one call, outside compiled code ----------------------------------------------------
+    @torch.compiler.disable
+    def _begin(self, args: tuple, kwargs: dict) -> _Call:
+        self._lock.acquire()
+        try:
+            call = self._plan(args, kwargs)
+            call.args, call.kwargs = args, kwargs
+            self.slot.active = call.trajectory is not None and not self.config.forecast_output
+            self.slot.prediction = call.prediction if self.slot.active else None
+            if self.slot.prediction is not None:
+                self._swap_blocks()
+            return call
+        except BaseException:
+            self._abort()
+            raise
+
+    @torch.compiler.disable
+    def _end(self, call: _Call, output: Any) -> Any:
+        try:
+            if self._swapped:
+                self._restore_blocks()
+                if not self.slot.head_seen:
+                    self._warn("head", "the output head was not called; running the network.")
+                    self.slot.prediction, call.prediction = None, None
+                    output = self.fn_ref.original_forward(*call.args, **call.kwargs)
+            if call.trajectory is not None:
+                self._record(call, output)
+            return output
+        finally:
+            self.slot.clear()
+            self._lock.release()
+
+    @torch.compiler.disable
+    def _abort(self) -> None:
+        self._restore_blocks()
+        self.slot.clear()
+        self._lock.release()
+
+    def _swap_blocks(self) -> None:
+        for parent, name, stand_in in self.stand_ins:
+            self._swapped.append((parent, name, parent._modules[name]))
+            parent._modules[name] = stand_in
+
+    def _restore_blocks(self) -> None:
+        while self._swapped:
+            parent, name, block = self._swapped.pop()
+            parent._modules[name] = block
 
     # -- planning -----------------------------------------------------------------------------
+    def _plan(self, args: tuple, kwargs: dict) -> _Call:
+        if torch.is_grad_enabled():
+            self._warn("grad", "gradients are enabled, so Spectrum runs the network; "
+                       "sample under torch.no_grad() or torch.inference_mode() to forecast.")
+            return _Call()
+        arguments = self._arguments(args, kwargs)
+        try:
+            generation = self._generation()
+            branch, step, slot = self._place(generation, arguments)
+        except Unplaced as unplaced:
+            if unplaced.message:
+                self._warn(unplaced.kind, unplaced.message)
+            return _Call()
+
+        key = input_key(arguments)
+        trajectory = branch.trajectories.get(slot)
+        if trajectory is not None and trajectory.input_key != key:
+            # New input shapes (another resolution or batch): start over, keep the old one's record.
+            trajectory.forecaster.reset()
+            branch.retired.append((slot, trajectory))
+            trajectory = None
+        if trajectory is None:
+            trajectory = Trajectory(generation.new_forecaster(), key, first_step=step)
+            branch.trajectories[slot] = trajectory
+
+        compute = _Call(step, trajectory, final=step == generation.num_steps - 1)
+        extras = has_extra_inputs(arguments)
+        if extras:
+            self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step.")
+        if step in generation.compute_steps or extras or trajectory.forecaster.num_recorded == 0:
+            return compute
+        if self.config.forecast_output and trajectory.output_layout is None:
+            return compute
+        forecaster = trajectory.forecaster
+        prediction = forecaster.predict(step)
+        if getattr(forecaster, "ridge_jitter", 0.0) > 0:
+            self._warn(
+                "jitter",
+                f"the ridge system of the Chebyshev fit was singular and needed diagonal jitter (degree="
+                f"{self.config.degree}, ridge_lambda={self.config.ridge_lambda:g}, {forecaster.num_recorded} recorded "
+                "steps): the forecast rests on the jitter, not the data. Lower degree or raise ridge_lambda.",
+            )
+        if not bool(torch.isfinite(prediction).all()):
+            self._warn("nonfinite", f"non-finite forecast at step {step}; running the network.")
+            return compute
+        replacement = rebuild_output(trajectory.output_layout, prediction) if self.config.forecast_output else None
+        return _Call(step, trajectory, prediction, replacement, compute.final)
+
     def _arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         bound = self._signature.bind_partial(*args, **kwargs).arguments
         for name, parameter in self._signature.parameters.items():
@@ -193,240 +331,209 @@ class SpectrumDenoiserHook(ModelHook):
                 bound = {**bound, **bound.pop(name)}
         return bound
 
-    def _plan(self, arguments: dict[str, Any]) -> _CallPlan | None:
+    def _generation(self) -> Generation:
+        """This thread's generation, a new one when the running pipeline or its timesteps changed."""
+        thread = threading.get_ident()
+        current = self._generations.get(thread)
+        pipeline, scheduler, component = self._step_source()
+        if scheduler is None:
+            if current is None or not isinstance(current.clock, BareClock):
+                current = self._start(thread, BareClock(self.config.num_inference_steps), None)
+            return current
+        clock = current.clock if current is not None else None
+        if isinstance(clock, SchedulerClock) and clock.scheduler is scheduler and clock.token is scheduler.timesteps:
+            if current.pipeline is pipeline:
+                return current
+        if getattr(scheduler, "timesteps", None) is None:
+            raise Unplaced("no-timesteps", f"the scheduler {type(scheduler).__name__} has no timesteps yet "
+                           "(set_timesteps was not called), so the step count is unknown; running the network.")
+        if self._spent_token is not None and self._spent_token() is scheduler.timesteps:
+            # Every pipeline call sets new timesteps: these belong to a generation that is over, so this
+            # call is not part of a run of that scheduler.
+            raise Unplaced("stale", f"{type(scheduler).__name__}'s timesteps are those of a finished generation "
+                           "(set_timesteps was not called for this one), so the step count is unknown; running "
+                           "the network. Call the pipeline, or set_timesteps before a hand-written loop.")
+        steps_run = steps_run_by(pipeline, component) if pipeline is not None else TimestepRange()
+        clock = SchedulerClock(scheduler, steps_run)
+        wanted = self.config.num_inference_steps
+        if wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange():
+            self._warn("count", f"SpectrumConfig.num_inference_steps={wanted} but the pipeline runs "
+                       f"{clock.num_steps} steps; the schedule follows the pipeline.")
+        return self._start(thread, clock, pipeline)
+
+    def _step_source(self) -> tuple[Any, Any, str | None]:
+        """(pipeline, scheduler, component name) that set this call's step count; no scheduler means
+        the configured num_inference_steps."""
+        pipeline, component = running_pipeline(self.module)
+        if pipeline is not None:
+            if getattr(pipeline, "scheduler", None) is None:
+                raise Unplaced("no-scheduler", f"{type(pipeline).__name__} has no scheduler, so the step count is "
+                               "unknown; running the network.")
+            return pipeline, pipeline.scheduler, component
+        if self.scheduler is not None:
+            return None, self.scheduler, None
+        if self.pipeline_ref is not None:
+            pipeline = self.pipeline_ref()
+            if pipeline is None:
+                raise Unplaced(
+                    "gone",
+                    "the pipeline Spectrum was enabled on no longer exists and this call does not come from a "
+                    "pipeline, so the step count is unknown; running the network. Enable Spectrum on the pipeline "
+                    "you run, or on the bare denoiser with scheduler=... or num_inference_steps.",
+                )
+            return pipeline, pipeline.scheduler, self.denoiser_name
+        return None, None, None
+
+    def _start(self, thread: int, clock: SchedulerClock | BareClock, pipeline: Any) -> Generation:
+        self._end_generation(thread)
+        alive = {t.ident for t in threading.enumerate()}
+        for gone in [t for t in self._generations if t not in alive]:
+            self._end_generation(gone)
+        generation = Generation(self.config, self.denoiser_name, clock, pipeline)
+        self._generations[thread] = generation
+        return generation
+
+    def _end_generation(self, thread: int) -> None:
+        generation = self._generations.pop(thread, None)
+        if generation is None:
+            return
+        generation.close()
+        if isinstance(generation.clock, SchedulerClock):
+            self._spent_token = weakref.ref(generation.clock.token)
+        report = generation.summaries()
+        if report:
+            pipeline = generation.pipeline
+            ref = weakref.ref(pipeline) if pipeline is not None else None
+            self._reports[id(pipeline)] = (ref, report)
+            self._last_report = report
+        self._reports = {k: v for k, v in self._reports.items() if v[0] is None or v[0]() is not None}
+
+    def _place(self, generation: Generation, arguments: dict[str, Any]) -> tuple[BranchState, int, int]:
+        """(branch, step, slot) of this call; raises Unplaced where the network just runs."""
+        name = self.contexts.name()
+        branch = generation.branch(name)
         timestep = arguments.get(self.timestep_arg)
-        if timestep is None:
-            self._warn("timestep", f"{self.denoiser_name}: no {self.timestep_arg!r} in the call; running the network.")
-            return None
-        t = float(timestep.max()) if isinstance(timestep, torch.Tensor) else float(timestep)
-        self._sync_generation()
-        branch = self.branches.get_state()
-        if branch.last_timestep is None or t != branch.last_timestep:
-            if self.steps is None and branch.last_timestep is not None and self._ended(branch, t):
-                self._start_generation(None, self.config.num_inference_steps)
-                branch = self.branches.get_state()
-            branch.step += 1
-            branch.calls_in_step = 0
-            branch.last_timestep = t
-            if branch.first_timestep is None:
-                branch.first_timestep = t
+        if isinstance(generation.clock, BareClock):
+            step = generation.clock.place(branch, timestep)
+            if step is None:  # the timesteps started over: a new generation
+                generation = self._start(threading.get_ident(), BareClock(generation.num_steps), None)
+                branch = generation.branch(name)
+                step = generation.clock.place(branch, timestep)
+        elif generation.num_steps is None:
+            raise Unplaced("unplanned", "the pipeline runs no step on this denoiser by its scheduler's timesteps; "
+                           "running the network.")
+        else:
+            step = generation.clock.place(name, timestep)
+        if step != branch.step:
+            branch.step, branch.calls_in_step = step, 0
         slot = branch.calls_in_step
         branch.calls_in_step += 1
-        step, n = branch.step, self._num_steps
-        if n is None:
-            self._warn("steps", f"{self.denoiser_name}: the step count is unknown; running the network.")
-            return None
-
-        input_key = tuple(
-            (name, tuple(v.shape), v.dtype) for name, v in arguments.items() if isinstance(v, torch.Tensor)
-        )
-        trajectory = branch.trajectories.get(slot)
-        if trajectory is not None and trajectory.input_key != input_key:
-            trajectory = None  # a new resolution or batch: start over
-        if step >= n:
-            return _CallPlan(step, None, None)
-        if trajectory is None:
-            trajectory = Trajectory(self._new_forecaster(n), input_key)
-            branch.trajectories[slot] = trajectory
-
-        extras = has_extra_inputs(arguments)
-        if extras:
-            self._warn("extras", f"{self.denoiser_name}: per-step inputs {extras} reach the denoiser; Spectrum runs every step.")
-        if step in self._compute_steps or extras or trajectory.forecaster.num_recorded == 0:
-            return _CallPlan(step, trajectory, None)
-        prediction = trajectory.forecaster.predict(step)
-        if not bool(torch.isfinite(prediction).all()):
-            self._warn("nonfinite", f"{self.denoiser_name}: non-finite forecast at step {step}; running the network.")
-            return _CallPlan(step, trajectory, None)
-        return _CallPlan(step, trajectory, prediction)
-
-    def _sync_generation(self) -> None:
-        if self.steps is None:
-            if self._num_steps is None:
-                self._start_generation(None, self.config.num_inference_steps)
-            return
-        token = self.steps.token()
-        if token is not None and token is not self._generation_token:
-            n = self.steps.num_steps()
-            wanted = self.config.num_inference_steps
-            if wanted is not None and wanted != n and self.steps.routes is None:
-                self._warn(
-                    "count",
-                    f"{self.denoiser_name}: SpectrumConfig.num_inference_steps={wanted} but the pipeline runs "
-                    f"{n} steps; the schedule follows the pipeline.",
-                )
-            self._start_generation(token, n)
-
-    def _ended(self, branch: BranchState, t: float) -> bool:
-        """Without a scheduler, a new generation shows as the first timestep coming back or the count
-        running out (timesteps fall for most models and rise for some, e.g. Lumina2)."""
-        return t == branch.first_timestep or (self._num_steps is not None and branch.step + 1 >= self._num_steps)
-
-    def _start_generation(self, token: object | None, num_steps: int | None) -> None:
-        self.branches.branches.clear()
-        self._generation_token = token
-        self._num_steps = num_steps
-        self._compute_steps = frozenset(compute_steps(self.config, num_steps)) if num_steps else frozenset()
-
-    def _new_forecaster(self, num_steps: int) -> FeatureForecaster:
-        c = self.config
-        return make_forecaster(c.forecaster, num_steps, c.degree, c.ridge_lambda, c.blend_weight)
+        if slot >= _MAX_CALLS_PER_STEP:
+            raise Unplaced(
+                "stuck",
+                f"more than {_MAX_CALLS_PER_STEP} calls landed on step {step}: the scheduler's step_index does not "
+                "advance (call scheduler.step() after each step); running the network.",
+            )
+        if step >= generation.num_steps:
+            raise Unplaced(
+                "past-end",
+                f"the denoiser ran past SpectrumConfig.num_inference_steps={generation.num_steps} without the "
+                "timesteps starting over; the network runs on every extra step. Set num_inference_steps to the "
+                "loop's length.",
+            )
+        return branch, step, slot
 
     # -- recording ----------------------------------------------------------------------------
-    def record(self, plan: _CallPlan, feature: torch.Tensor) -> None:
-        try:
-            plan.trajectory.forecaster.update(plan.step, feature)
-        except ValueError as error:
-            self._warn("record", f"{self.denoiser_name}: not recorded: {error}")
-            return
-        trajectory = plan.trajectory
-        trajectory.peak_bytes = max(trajectory.peak_bytes, trajectory.forecaster.nbytes)
-
-    def _finish(self, plan: _CallPlan) -> None:
-        trajectory = plan.trajectory
-        if trajectory is None:
-            return
-        (trajectory.forecast if plan.prediction is not None else trajectory.computed).append(plan.step)
-        if plan.step == self._num_steps - 1:
+    def _record(self, call: _Call, output: Any) -> None:
+        trajectory = call.trajectory
+        if call.prediction is None:
+            feature = None
+            if self.config.forecast_output:
+                split = split_output(output)
+                if split is None:
+                    self._warn("output", f"the denoiser returned {type(output).__name__}, which Spectrum cannot "
+                               "forecast (it needs tensors of one dtype); running the network on every step.")
+                else:
+                    feature, trajectory.output_layout = split
+            elif self.slot.head_seen:
+                feature = self.slot.feature
+            else:
+                self._warn("head", "the output head was not called; nothing recorded.")
+            if feature is not None:
+                try:
+                    trajectory.forecaster.update(call.step, feature)
+                except ValueError as error:
+                    self._warn("record", f"not recorded: {error}")
+                trajectory.peak_bytes = max(trajectory.peak_bytes, trajectory.forecaster.nbytes)
+        (trajectory.forecast if call.prediction is not None else trajectory.computed).append(call.step)
+        if call.final:
             trajectory.forecaster.reset()  # the trajectory is complete: free its tensors
-
-    def _run_output_mode(self, plan: _CallPlan, forward: Callable, args: tuple, kwargs: dict) -> Any:
-        trajectory = plan.trajectory
-        if plan.prediction is not None and trajectory.output_kind is not None:
-            self._finish(plan)
-            return _rebuild_output(trajectory.output_kind, plan.prediction)
-        plan.prediction = None
-        output = forward(*args, **kwargs)
-        if trajectory is not None:
-            sample, kind = _split_output(output)
-            if sample is not None:
-                trajectory.output_kind = kind
-                self.record(plan, sample)
-        self._finish(plan)
-        return output
 
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:
             self._warned.add(kind)
-            warnings.warn(message, SpectrumWarning, stacklevel=3)
+            warnings.warn(f"{self.denoiser_name}: {message}", SpectrumWarning, stacklevel=2)
 
     # -- reporting ----------------------------------------------------------------------------
-    def summaries(self) -> list[BranchSummary]:
-        """The current generation's trajectories, or the last finished generation's."""
-        return self._live_report() or self._last_report
+    def live_generation(self) -> Generation | None:
+        """This thread's generation in progress, if any."""
+        return self._generations.get(threading.get_ident())
 
-    def _live_report(self) -> list[BranchSummary]:
-        out = []
-        for branch_name, branch in self.branches.branches.items():
-            for slot, trajectory in sorted(branch.trajectories.items()):
-                label = branch_name if slot == 0 else f"{branch_name}[{slot}]"
-                out.append(
-                    BranchSummary(
-                        denoiser=self.denoiser_name,
-                        branch=label,
-                        num_inference_steps=self._num_steps,
-                        computed_steps=tuple(trajectory.computed),
-                        forecast_steps=tuple(trajectory.forecast),
-                        peak_bytes=trajectory.peak_bytes,
-                    )
-                )
-        return out
+    def summaries(self, pipeline: Any = None) -> list[BranchSummary]:
+        """This thread's current generation if it belongs to ``pipeline`` (any, for None), else the
+        last finished generation of ``pipeline`` (of any pipeline or loop, for None)."""
+        with self._lock:
+            live = self._generations.get(threading.get_ident())
+            if live is not None and (pipeline is None or live.pipeline is pipeline):
+                report = live.summaries()
+                if report:
+                    return report
+            if pipeline is None:
+                return self._last_report
+            ref, report = self._reports.get(id(pipeline), (None, []))
+            return report if ref is not None and ref() is pipeline else []
 
 
-class BlockSkipHook(ModelHook):
-    """Runs its block on compute steps; on forecast steps returns placeholders of the shapes the
-    block produced for inputs of the same shapes (inputs passed through where shapes match, zeros
-    otherwise), because the head's input is replaced anyway."""
+class HeadHook(_Unpicklable, ModelHook):
+    """Hands the output head's input to the call slot on compute steps and replaces it on forecast
+    steps. It runs inside a compiled model: it only reads and writes the slot."""
 
-    def __init__(self, owner: SpectrumDenoiserHook) -> None:
+    def __init__(self, slot: CallSlot) -> None:
         super().__init__()
-        self.owner = owner
-        self.templates: dict[tuple, Any] = {}
-
-    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        plan = self.owner.plan
-        key = _shapes_key(args, kwargs)
-        if plan is not None and plan.prediction is not None and key in self.templates:
-            inputs = [v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor)]
-            return _fill_template(self.templates[key], inputs)
-        output = self.fn_ref.original_forward(*args, **kwargs)
-        if plan is not None and plan.prediction is None:
-            try:
-                self.templates[key] = _make_template(output)
-            except TypeError:
-                pass  # an output we cannot mimic: this block keeps running on forecast steps
-        return output
-
-
-class HeadInputHook(ModelHook):
-    """Records the output head's input on compute steps and replaces it on forecast steps."""
-
-    def __init__(self, owner: SpectrumDenoiserHook) -> None:
-        super().__init__()
-        self.owner = owner
+        self.slot = slot
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
-        plan = self.owner.plan
-        if plan is None or plan.head_seen or not args or not isinstance(args[0], torch.Tensor):
+        slot = self.slot
+        if not slot.active or slot.head_seen or not args or not isinstance(args[0], torch.Tensor):
             return args, kwargs
-        plan.head_seen = True
-        if plan.prediction is not None:
-            return (plan.prediction, *args[1:]), kwargs
-        if plan.trajectory is not None:
-            self.owner.record(plan, args[0])
+        slot.head_seen = True
+        if slot.prediction is not None:
+            return (slot.prediction, *args[1:]), kwargs
+        slot.feature = args[0]
         return args, kwargs
 
 
-# -- placeholder outputs for skipped blocks ----------------------------------------------------
-@dataclass(frozen=True)
-class _TensorSpec:
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    device: torch.device
+class _FirstInput(torch.nn.Module):
+    """Stands in for a single skipped block (the SDXL UNet's mid_block): returns its first input."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return args[0] if args else next(iter(kwargs.values()))
 
 
-def _shapes_key(args: tuple, kwargs: dict) -> tuple:
-    return tuple(
-        (tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else None for v in (*args, *kwargs.values())
-    )
-
-
-def _make_template(output: Any) -> Any:
-    if isinstance(output, torch.Tensor):
-        return _TensorSpec(tuple(output.shape), output.dtype, output.device)
-    if isinstance(output, (tuple, list)):
-        return type(output)(_make_template(o) for o in output)
-    if output is None or isinstance(output, (int, float, bool, str)):
-        return output
-    raise TypeError(f"cannot skip a block that returns {type(output).__name__}")
-
-
-def _fill_template(template: Any, inputs: list[torch.Tensor]) -> Any:
-    if isinstance(template, _TensorSpec):
-        for tensor in inputs:
-            if tuple(tensor.shape) == template.shape and tensor.dtype == template.dtype:
-                return tensor
-        return torch.zeros(template.shape, dtype=template.dtype, device=template.device)
-    if isinstance(template, (tuple, list)):
-        return type(template)(_fill_template(t, inputs) for t in template)
-    return template
-
-
-def _split_output(output: Any) -> tuple[torch.Tensor | None, type | None]:
-    """The denoiser's sample and how to rebuild an output of the same kind around a forecast."""
-    if isinstance(output, torch.Tensor):
-        return output, torch.Tensor
-    if isinstance(output, tuple) and len(output) == 1 and isinstance(output[0], torch.Tensor):
-        return output[0], tuple
-    sample = getattr(output, "sample", None)
-    if isinstance(sample, torch.Tensor) and len(output) == 1:
-        return sample, type(output)
+# -- the running pipeline ----------------------------------------------------------------------
+def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None]:
+    """The pipeline whose call is running ``denoiser`` in this thread, and the component name it has
+    there: the nearest caller frame whose ``self`` is a DiffusionPipeline holding the denoiser."""
+    frame = sys._getframe(1)
+    for _ in range(_MAX_CALLER_FRAMES):
+        if frame is None:
+            break
+        code = frame.f_code
+        if code.co_argcount and code.co_varnames[0] == "self":
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, DiffusionPipeline):
+                for name in DENOISER_COMPONENTS:
+                    if unwrap_module(getattr(owner, name, None)) is denoiser:
+                        return owner, name
+        frame = frame.f_back
     return None, None
-
-
-def _rebuild_output(kind: type, sample: torch.Tensor) -> Any:
-    if kind is torch.Tensor:
-        return sample
-    if kind is tuple:
-        return (sample,)
-    return kind(sample=sample)

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class BranchSummary:
     """One feature trajectory: a denoiser's CFG branch (``cond``, ``uncond``, or ``default`` outside a
-    ``cache_context``); ``[k]`` marks the k-th call within a step (e.g. Heun's second evaluation)."""
+    ``cache_context``); ``[k]`` marks the k-th call within a step (e.g. Heun's second evaluation), and
+    ``from step s`` a trajectory that restarted at step s because the inputs changed shape (Z-Image's
+    cfg_truncation). ``num_inference_steps`` is the number of steps this denoiser was planned to run
+    in the generation (SDXL's ``denoising_end`` and Wan2.2's expert split already applied)."""
 
     denoiser: str
     branch: str

@@ -1,0 +1,206 @@
+"""The state of one generation: where each denoiser call sits in it, and the forecasters it fills.
+
+A ``Generation`` belongs to one pipeline call (one thread's run of a denoiser); the hooks in
+``hooks.py`` keep one per thread and hold nothing else but configuration. Two clocks place a call:
+
+- ``SchedulerClock`` (a pipeline, or a bare denoiser given ``scheduler=``): the step count comes from
+  the scheduler's timesteps, read once when the generation starts; the current step from the
+  scheduler's ``step_index``, not from the timestep's value (reading it would be a host-device sync
+  per call, and rounding can repeat a value, as DPM++ Karras does at 60 steps). Schedulers of order 2 (Heun, KDPM2) evaluate the model twice per step on
+  repeated timesteps; each pair is one step. Schedulers without ``step_index`` (DDIM, DDPM, PNDM)
+  are placed by matching the call's timestep value against their timesteps.
+- ``BareClock`` (a bare denoiser with ``SpectrumConfig(num_inference_steps=N)``): steps are the
+  distinct timestep values seen; a new generation starts when the first timestep comes back or the
+  timesteps turn around. A loop that runs past N gets a warning and the network on every extra step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..config import SpectrumConfig
+from ..forecast import FeatureForecaster, make_forecaster
+from ..schedule import compute_steps
+from .adapters import TimestepRange
+from .summary import BranchSummary
+
+
+class Unplaced(Exception):
+    """A call that cannot be placed in the generation; the network runs. ``kind`` keys the warning."""
+
+    def __init__(self, kind: str, message: str | None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class Trajectory:
+    """One feature trajectory: a branch's k-th denoiser call in each step (k > 0 for samplers that
+    call the denoiser more than once per step, like Heun), for one set of input shapes."""
+
+    forecaster: FeatureForecaster
+    input_key: tuple
+    first_step: int
+    computed: list[int] = field(default_factory=list)
+    forecast: list[int] = field(default_factory=list)
+    peak_bytes: int = 0
+    output_layout: Any = None  # forecast_output mode: how to rebuild the denoiser's output
+
+
+@dataclass
+class BranchState:
+    """The step clock and trajectories of one CFG branch in a generation."""
+
+    step: int = -1
+    calls_in_step: int = 0
+    trajectories: dict[int, Trajectory] = field(default_factory=dict)
+    # Trajectories replaced mid-generation by new input shapes (Z-Image's cfg_truncation drops the
+    # uncond half of a batched call): kept for the summary.
+    retired: list[tuple[int, Trajectory]] = field(default_factory=list)
+    # BareClock only:
+    first_timestep: float | None = None
+    last_timestep: float | None = None
+    direction: float = 0.0
+
+
+class Generation:
+    """One generation of one denoiser: its step count, schedule and per-branch trajectories."""
+
+    def __init__(self, config: SpectrumConfig, denoiser: str, clock: SchedulerClock | BareClock, pipeline: Any) -> None:
+        self.config = config
+        self.denoiser = denoiser
+        self.clock = clock
+        self.pipeline = pipeline  # the pipeline object whose call this is (None for a bare loop)
+        self.branches: dict[str, BranchState] = {}
+        self.compute_steps = frozenset(compute_steps(config, clock.num_steps)) if clock.num_steps else frozenset()
+
+    @property
+    def num_steps(self) -> int | None:
+        return self.clock.num_steps
+
+    def branch(self, name: str) -> BranchState:
+        return self.branches.setdefault(name, BranchState())
+
+    def new_forecaster(self) -> FeatureForecaster:
+        c = self.config
+        return make_forecaster(c.forecaster, self.num_steps, c.degree, c.ridge_lambda, c.blend_weight)
+
+    def close(self) -> None:
+        """Free every forecaster's tensors; the summary stays."""
+        for branch in self.branches.values():
+            for trajectory in [*branch.trajectories.values(), *(t for _, t in branch.retired)]:
+                trajectory.forecaster.reset()
+
+    def summaries(self) -> list[BranchSummary]:
+        out = []
+        for name, branch in self.branches.items():
+            rows = [*branch.retired, *sorted(branch.trajectories.items())]
+            for slot, trajectory in sorted(rows, key=lambda row: (row[0], row[1].first_step)):
+                label = name if slot == 0 else f"{name}[{slot}]"
+                if trajectory.first_step > 0 and any(s == slot and t is not trajectory for s, t in rows):
+                    label += f" from step {trajectory.first_step}"  # restarted on new input shapes
+                out.append(
+                    BranchSummary(
+                        denoiser=self.denoiser,
+                        branch=label,
+                        num_inference_steps=self.num_steps,
+                        computed_steps=tuple(trajectory.computed),
+                        forecast_steps=tuple(trajectory.forecast),
+                        peak_bytes=trajectory.peak_bytes,
+                    )
+                )
+        return out
+
+
+class SchedulerClock:
+    """Places calls by a scheduler's ``step_index`` (see the module docstring)."""
+
+    def __init__(self, scheduler: Any, steps_run: TimestepRange) -> None:
+        self.scheduler = scheduler
+        self.token = scheduler.timesteps  # a new tensor after every set_timesteps: a new generation
+        # One host-device sync per generation, not per call.
+        timesteps = torch.as_tensor(scheduler.timesteps).detach().float().cpu().tolist()
+        self.begin = getattr(scheduler, "begin_index", None) or 0
+        self.by_index = hasattr(type(scheduler), "step_index")
+        group_repeats = not self.by_index or getattr(scheduler, "order", 1) > 1
+        self.timesteps = timesteps
+        # step_of_index[i]: the step that index i of scheduler.timesteps belongs to, or None where this
+        # denoiser does not run (before begin_index, or outside steps_run).
+        self.step_of_index: list[int | None] = [None] * len(timesteps)
+        step = -1
+        for i in range(self.begin, len(timesteps)):
+            if timesteps[i] not in steps_run:
+                continue
+            if not (group_repeats and i > self.begin and timesteps[i] == timesteps[i - 1]):
+                step += 1
+            self.step_of_index[i] = step
+        self.num_steps = step + 1 if step >= 0 else None
+        self._last_index: dict[str, int] = {}
+
+    def place(self, branch: str, timestep: Any) -> int:
+        if self.by_index:
+            index = self.scheduler.step_index
+            if index is None:  # before the first scheduler.step() of the generation
+                index = self.begin
+        else:
+            index = self._match(branch, timestep)
+        step = self.step_of_index[index] if 0 <= index < len(self.step_of_index) else None
+        if step is None:
+            raise Unplaced(
+                "unplanned",
+                f"a call at scheduler index {index} is outside the steps this denoiser was planned to run; "
+                "running the network there.",
+            )
+        return step
+
+    def _match(self, branch: str, timestep: Any) -> int:
+        """The index of ``timestep`` in the scheduler's timesteps, searching on from the branch's last."""
+        if timestep is None:
+            raise Unplaced("timestep", "no timestep in the call; running the network.")
+        t = _timestep_value(timestep)
+        start = self._last_index.get(branch, self.begin)
+        candidates = range(start, len(self.timesteps))
+        found = next((i for i in candidates if self.timesteps[i] == t), None)
+        if found is None:  # a timestep cast to half precision by the pipeline: the nearest within its rounding
+            near = [i for i in candidates if abs(self.timesteps[i] - t) <= abs(t) / 128]
+            found = min(near, key=lambda i: abs(self.timesteps[i] - t), default=None)
+        if found is not None:
+            self._last_index[branch] = found
+            return found
+        raise Unplaced(
+            "match",
+            f"timestep {t:g} is not among the scheduler's timesteps (from index {start}); running the network.",
+        )
+
+
+class BareClock:
+    """Places calls of a hand-written loop by the timestep values it passes (see the module docstring)."""
+
+    def __init__(self, num_steps: int) -> None:
+        self.num_steps = num_steps
+
+    def place(self, branch: BranchState, timestep: Any) -> int | None:
+        """The call's step (N or more past the end), or None when the timesteps started over."""
+        if timestep is None:
+            raise Unplaced("timestep", "no timestep in the call; running the network.")
+        t = _timestep_value(timestep)
+        if branch.last_timestep is None:
+            branch.first_timestep = branch.last_timestep = t
+            return 0
+        if t == branch.last_timestep:
+            return branch.step
+        moved = math.copysign(1.0, t - branch.last_timestep)
+        if t == branch.first_timestep or (branch.direction and moved != branch.direction):
+            return None
+        branch.direction, branch.last_timestep = moved, t
+        return branch.step + 1
+
+
+def _timestep_value(timestep: Any) -> float:
+    # max(): Wan2.2's per-token timesteps are 0 on the conditioning frame and t elsewhere.
+    return float(timestep.max()) if isinstance(timestep, torch.Tensor) else float(timestep)
