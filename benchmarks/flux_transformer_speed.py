@@ -1,7 +1,15 @@
-"""Measured speedup of Spectrum on a FLUX.1-dev-sized transformer, against the ideal N / passes.
+"""Measured speedup of Spectrum on a FLUX-architecture transformer, against the ideal N / passes.
 
-    python benchmarks/flux_transformer_speed.py            # GPU: FLUX.1-dev config, bf16, 1024x1024
-    python benchmarks/flux_transformer_speed.py --smoke    # a scaled-down config (also the CPU default)
+    python benchmarks/flux_transformer_speed.py                 # GPU: FLUX.1-dev config, bf16, 1024x1024
+    python benchmarks/flux_transformer_speed.py --config mid    # the CPU measurement (fp32, 2 threads)
+    python benchmarks/flux_transformer_speed.py --config smoke  # a tiny config that runs in seconds
+
+Every transformer call is timed on its own, and counts as a network pass when the last block's
+attention ran (its query projection was called): Spectrum and cache-dit skip whole blocks on the
+other calls, diffusers' TaylorSeer its attention modules (the rest of each block still runs, so its
+cheap calls cost more). From the medians, r = cheap call / network pass, and the speedup the per-call costs give is
+N / (P + (N - P) r) for P passes, which is P / (P + (N - P) r) of the ideal N / P. Whole-run totals are
+printed too, but on a shared machine they are noisy (about 5% from run to run); the medians are not.
 
 Builds FluxTransformer2DModel with FLUX.1-dev's published config (19 dual-stream blocks, 38 single-stream
 blocks, 24 heads x 128, joint_attention_dim 4096, pooled 768, in_channels 64, guidance embedding, rope
@@ -31,6 +39,12 @@ FLUX_DEV = dict(
     num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
     axes_dims_rope=(16, 56, 56),
 )
+# The CPU measurement of issue 11: 4 dual + 8 single blocks, width 512 (8 heads x 64).
+MID = dict(
+    patch_size=1, in_channels=64, out_channels=None, num_layers=4, num_single_layers=8, attention_head_dim=64,
+    num_attention_heads=8, joint_attention_dim=512, pooled_projection_dim=256, guidance_embeds=True,
+    axes_dims_rope=(8, 28, 28),
+)
 # The same architecture scaled down until a CPU runs 50 steps in seconds.
 SMOKE = dict(
     patch_size=1, in_channels=16, out_channels=None, num_layers=2, num_single_layers=3, attention_head_dim=32,
@@ -50,7 +64,9 @@ class Setting:
 
 
 FULL_SIZE = Setting("FLUX.1-dev, 1024x1024", FLUX_DEV, image_side=64, text_tokens=512)
+MID_SIZE = Setting("mid-size FLUX (4+8 blocks, width 512)", MID, image_side=16, text_tokens=64)
 SMOKE_SIZE = Setting("smoke (scaled-down FLUX)", SMOKE, image_side=8, text_tokens=16)
+SETTINGS = {"flux-dev": FULL_SIZE, "mid": MID_SIZE, "smoke": SMOKE_SIZE}
 
 
 def build_transformer(config: dict[str, Any], device: torch.device, dtype: torch.dtype) -> FluxTransformer2DModel:
@@ -84,94 +100,182 @@ def make_inputs(setting: Setting, device: torch.device, dtype: torch.dtype) -> d
     }
 
 
+class CallTimer:
+    """Seconds of each transformer call: CUDA events on a GPU (device time, read after the loop, so
+    timing adds no sync inside it), perf_counter elsewhere; and whether the call ran the network."""
+
+    def __init__(self, device: torch.device, probe: torch.nn.Module) -> None:
+        self.cuda = device.type == "cuda"
+        self.marks: list[Any] = []
+        self.ran: list[bool] = []
+        self._probe_calls = 0
+        self._probe = probe
+
+    def __call__(self, fn: Callable[[], Any]) -> Any:
+        before = self._probe_calls
+        handle = self._probe.register_forward_pre_hook(self._count)
+        try:
+            return self._timed(fn)
+        finally:
+            handle.remove()
+            self.ran.append(self._probe_calls > before)
+
+    def _count(self, module: torch.nn.Module, args: Any) -> None:
+        self._probe_calls += 1
+
+    def _timed(self, fn: Callable[[], Any]) -> Any:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn()
+            end.record()
+            self.marks.append((start, end))
+            return out
+        start_time = time.perf_counter()
+        out = fn()
+        self.marks.append(time.perf_counter() - start_time)
+        return out
+
+    def seconds(self) -> list[float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return [start.elapsed_time(end) / 1000 for start, end in self.marks]
+        return list(self.marks)
+
+
 @torch.no_grad()
-def sample(transformer: torch.nn.Module, inputs: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
+def sample(transformer: torch.nn.Module, inputs: dict[str, torch.Tensor], steps: int,
+           timer: CallTimer | None = None) -> torch.Tensor:
     """A flow-matching Euler loop, sigma 1 -> 0, as FLUX's scheduler runs it (timestep = sigma)."""
-    sigmas = torch.linspace(1.0, 0.0, steps + 1)
+    sigmas = torch.linspace(1.0, 0.0, steps + 1).tolist()
     x = inputs["hidden_states"]
     for i in range(steps):
-        timestep = torch.full((1,), float(sigmas[i]), device=x.device, dtype=x.dtype)
-        velocity = transformer(**{**inputs, "hidden_states": x}, timestep=timestep, return_dict=False)[0]
-        x = x + (sigmas[i + 1] - sigmas[i]).item() * velocity
+        timestep = torch.full((1,), sigmas[i], device=x.device, dtype=x.dtype)
+
+        def call() -> torch.Tensor:
+            # As diffusers' pipelines do: its own caches need a context, Spectrum reads the branch from it.
+            with transformer.cache_context("cond"):
+                return transformer(**{**inputs, "hidden_states": x}, timestep=timestep, return_dict=False)[0]
+
+        velocity = timer(call) if timer is not None else call()
+        x = x + (sigmas[i + 1] - sigmas[i]) * velocity
     return x
 
 
-def timed(device: torch.device, fn: Callable[[], Any]) -> float:
-    """Seconds for fn(): CUDA events on a GPU (device time of the queued work), perf_counter elsewhere."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1000
-    start_time = time.perf_counter()
-    fn()
-    return time.perf_counter() - start_time
+def median(values: list[float]) -> float:
+    return float(torch.tensor(values, dtype=torch.float64).median()) if values else float("nan")
 
 
-def run(setting: Setting, steps: int, alphas: list[float], device: torch.device, dtype: torch.dtype, repeats: int) -> list[dict[str, Any]]:
-    """Baseline and Spectrum rows: seconds (fastest of ``repeats``), passes, ideal and measured speedup."""
+def run(setting: Setting, steps: int, alphas: list[float], device: torch.device, dtype: torch.dtype,
+        repeats: int, taylorseer: list[int]) -> list[dict[str, Any]]:
+    """One row per method: passes, per-call medians, r, and measured against ideal speedup."""
     transformer = build_transformer(setting.config, device, dtype)
     inputs = make_inputs(setting, device, dtype)
-    rows = []
+    probe = transformer.single_transformer_blocks[-1].attn.to_q
+    rows: list[dict[str, Any]] = []
 
-    def measure(label: str, passes: int) -> float:
-        sample(transformer, inputs, steps)  # untimed: first-call costs, and Spectrum's first fit
+    def measure(label: str) -> dict[str, Any]:
+        sample(transformer, inputs, steps)  # untimed: first-call costs, and a forecaster's first fit
         if device.type == "cuda":
+            torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
-        seconds = min(timed(device, lambda: sample(transformer, inputs, steps)) for _ in range(repeats))
+        calls: list[list[tuple[float, bool]]] = []
+        totals = []
+        for _ in range(repeats):
+            timer = CallTimer(device, probe)
+            start = time.perf_counter()
+            sample(transformer, inputs, steps, timer)
+            seconds = timer.seconds()
+            totals.append(time.perf_counter() - start)
+            calls.append(list(zip(seconds, timer.ran)))
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-        rows.append({"method": label, "passes": passes, "seconds": seconds, "peak_gib": peak})
-        return seconds
+        row = {"method": label, "calls": calls, "total": median(totals), "peak_gib": peak}
+        rows.append(row)
+        return row
 
-    baseline = measure("full", steps)
+    full = measure("full")
+    full_call = median([t for run_calls in full["calls"] for t, _ in run_calls])
     for alpha in alphas:
         config = SpectrumConfig(num_inference_steps=steps, flex_window=alpha)
         enable_spectrum(transformer, config)
         try:
-            measure(f"spectrum alpha={alpha}", len(compute_steps(config)))
-            computed = spectrum_summary(transformer).branches[0].computed_steps
-            assert len(computed) == rows[-1]["passes"], (computed, rows[-1])
+            row = measure(f"spectrum alpha={alpha}")
+            summary = spectrum_summary(transformer)
+            row["expected_passes"] = len(compute_steps(config))
+            row["held_bytes"] = max(b.peak_bytes for b in summary.branches)
+            assert len(summary.branches[0].computed_steps) == row["expected_passes"], summary
         finally:
             disable_spectrum(transformer)
+    for interval in taylorseer:
+        from diffusers import TaylorSeerCacheConfig
+
+        transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=interval, max_order=1,
+                                                       taylor_factors_dtype=dtype))
+        try:
+            measure(f"diffusers TaylorSeer N={interval} O=1")
+        finally:
+            transformer.disable_cache()
+
     for row in rows:
-        row["ideal"] = steps / row["passes"]
-        row["speedup"] = baseline / row["seconds"]
-        row["of_ideal"] = row["speedup"] / row["ideal"]
+        passes = [t for run_calls in row["calls"] for t, ran in run_calls if ran]
+        forecasts = [t for run_calls in row["calls"] for t, ran in run_calls if not ran]
+        row["passes"] = sum(ran for _, ran in row["calls"][0])
+        if "expected_passes" in row:
+            assert row["passes"] == row["expected_passes"], row
+        row["pass_ms"] = 1000 * median(passes)
+        row["forecast_ms"] = 1000 * median(forecasts) if forecasts else None
+        row["r"] = median(forecasts) / full_call if forecasts else 0.0
+        p = row["passes"]
+        row["ideal"] = steps / p
+        row["per_call_speedup"] = steps / (p + (steps - p) * row["r"])
+        row["of_ideal"] = row["per_call_speedup"] / row["ideal"]
+        row["total_speedup"] = full["total"] / row["total"]
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="scaled-down config (the default without a GPU)")
+    parser.add_argument("--config", choices=sorted(SETTINGS), default=None,
+                        help="model size: flux-dev (the GPU default), mid (the CPU measurement) or smoke")
+    parser.add_argument("--smoke", action="store_true", help="same as --config smoke")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--alphas", default="0.75,3.0", help="Spectrum flex_window values (default 0.75,3.0)")
+    parser.add_argument("--taylorseer", default="4,6",
+                        help="diffusers TaylorSeer cache intervals to include ('' for none; default 4,6)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per method; the fastest counts")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="default: bfloat16 on a GPU (as FLUX ships), float32 on a CPU")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per method; per-call medians pool them")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    smoke = args.smoke or device.type != "cuda"
-    if smoke and not args.smoke:
-        print("no GPU: running the scaled-down smoke config (FLUX.1-dev at 1024x1024 needs a GPU)")
-    setting = SMOKE_SIZE if smoke else FULL_SIZE
-    # bf16 as FLUX ships; float32 for the CPU smoke run, where bf16 matmuls are slow and prove nothing.
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    alphas = [float(a) for a in args.alphas.split(",")]
+    torch.set_num_threads(args.threads)
+    name = "smoke" if args.smoke else args.config
+    if name is None:
+        name = "flux-dev" if device.type == "cuda" else "smoke"
+        if device.type != "cuda":
+            print("no GPU: running the smoke config (FLUX.1-dev at 1024x1024 needs a GPU; --config mid for the CPU figures)")
+    setting = SETTINGS[name]
+    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    alphas = [float(a) for a in args.alphas.split(",") if a]
+    intervals = [int(i) for i in args.taylorseer.split(",") if i]
     tokens = f"{setting.image_side ** 2} image + {setting.text_tokens} text tokens"
-    print(f"{setting.name}: {tokens}, {args.steps} steps, {str(dtype).removeprefix('torch.')}, "
-          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
-          f"{'CUDA events' if device.type == 'cuda' else 'perf_counter'}")
-    rows = run(setting, args.steps, alphas, device, dtype, args.repeats)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{setting.name}: {tokens}, {args.steps} steps, {str(dtype).removeprefix('torch.')}, {where}, "
+          f"{'CUDA events' if device.type == 'cuda' else 'perf_counter'} per call")
+    rows = run(setting, args.steps, alphas, device, dtype, args.repeats, intervals)
 
-    print("| method | passes | seconds | ideal speedup (N/passes) | measured speedup | measured / ideal | peak GiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | passes | ideal speedup (N/passes) | pass ms (median) | forecast ms (median) | r | "
+          "speedup from per-call medians | of ideal | whole-run speedup | forecaster MiB | peak GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
-        print(f"| {r['method']} | {r['passes']} | {r['seconds']:.3f} | {r['ideal']:.2f}x | {r['speedup']:.2f}x | "
-              f"{r['of_ideal']:.0%} | {peak} |")
+        held = f"{r['held_bytes'] / 2**20:.1f}" if "held_bytes" in r else "-"
+        forecast = "-" if r["forecast_ms"] is None else f"{r['forecast_ms']:.2f}"
+        print(f"| {r['method']} | {r['passes']} | {r['ideal']:.2f}x | {r['pass_ms']:.1f} | {forecast} | "
+              f"{r['r']:.2%} | {r['per_call_speedup']:.2f}x | {r['of_ideal']:.1%} | {r['total_speedup']:.2f}x | "
+              f"{held} | {peak} |")
     return 0
 
 

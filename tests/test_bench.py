@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -14,7 +13,8 @@ from PIL import Image
 
 from spectrum_cache import SpectrumConfig, compute_steps
 from spectrum_cache.bench.methods import default_methods, parse_method, parse_methods
-from spectrum_cache.bench.prompts import bundled_prompts, parse_caption
+from spectrum_cache.bench.prompts import bundled_prompts
+from spectrum_cache.embedded.data import parse_caption
 from spectrum_cache.cli import main
 
 STEPS = 8
@@ -180,10 +180,10 @@ def test_method_names() -> None:
 def test_bundled_prompts_parse_into_scenes() -> None:
     prompts = bundled_prompts()
     assert len(prompts) >= 8 and len(set(prompts)) == len(prompts)
-    scenes = [parse_caption(p) for p in prompts]
-    assert all(scene is not None and scene.caption == p for scene, p in zip(scenes, prompts, strict=True))
+    stated = [parse_caption(p) for p in prompts]
+    assert all(s is not None and " and ".join(o.phrase() for o in s) == p for s, p in zip(stated, prompts, strict=True))
     assert parse_caption("a photo of a cat") is None
-    assert math.isclose(len(scenes[0].objects), prompts[0].count(" and ") + 1)
+    assert len(stated[0]) == prompts[0].count(" and ") + 1
 
 
 def test_learned_metrics_load_or_leave_a_note() -> None:

@@ -11,16 +11,21 @@ import pytest
 import torch
 
 from spectrum_cache.embedded import EmbeddedPipeline, load_pipeline, weights_path
-from spectrum_cache.embedded.checker import score_image
+from spectrum_cache.embedded.checker import CHROMA_MIN, color_mask, score_image
 from spectrum_cache.embedded.data import (
     COLORS,
+    IMAGE_SIZE,
+    MAX_TINT,
     POSITIONS,
+    CaptionObject,
     Scene,
     SceneObject,
     is_held_out,
     make_batch,
-    object_box,
+    object_mask,
+    parse_caption,
     render,
+    render_array,
     sample_scene,
     sample_split_scene,
 )
@@ -35,29 +40,61 @@ def test_data_is_deterministic() -> None:
     b_images, b_captions = make_batch(list(range(16)))
     assert a_captions == b_captions
     assert np.array_equal(a_images, b_images)
-    assert a_images.shape == (16, 3, 32, 32) and a_images.min() >= -1 and a_images.max() <= 1
+    assert a_images.shape == (16, 3, IMAGE_SIZE, IMAGE_SIZE) and a_images.min() >= -1 and a_images.max() <= 1
     # Different seeds give different scenes.
     assert len({sample_scene(s).caption for s in range(50)}) > 40
 
 
-def test_captions_match_drawn_scene() -> None:
-    for seed in range(200):
+def test_captions_state_part_of_the_scene_and_leave_the_rest_open() -> None:
+    stated_positions = stated_sizes = 0
+    for seed in range(300):
         scene = sample_scene(seed)
-        image = np.asarray(render(scene))
-        words = scene.caption.split(" and ")
-        assert len(words) == len(scene.objects)
-        for phrase, obj in zip(words, scene.objects):
-            assert phrase.split()[1:4] == [obj.size, obj.color, obj.shape]
-            assert obj.position in phrase
-            x0, y0, x1, y1 = object_box(obj)
-            # The centre of the box is inside all three shapes (triangles point up).
-            cy, cx = (y0 + y1 + 1) // 2, (x0 + x1) // 2
-            assert tuple(image[cy, cx]) == COLORS[obj.color], (seed, obj)
-        used = {POSITIONS[o.position] for o in scene.objects}
-        assert len(used) == len(scene.objects)  # distinct positions, so shapes never overlap
-        # Pixels that are not the background all have one of the objects' colours.
-        colors = {COLORS[o.color] for o in scene.objects} | {scene.background}
-        assert {tuple(p) for p in image.reshape(-1, 3)} <= colors
+        assert parse_caption(scene.caption) == scene.stated  # the caption says exactly what `stated` holds
+        assert len({o.color for o in scene.objects}) == len(scene.objects)  # colour identifies an object
+        stated_positions += sum(o.position is not None for o in scene.objects)
+        stated_sizes += sum(o.size is not None for o in scene.objects)
+        for obj in scene.objects:
+            if obj.position:
+                x0, x1, y0, y1 = POSITIONS[obj.position]
+                cx, cy = obj.center
+                assert x0 * IMAGE_SIZE <= cx <= x1 * IMAGE_SIZE and y0 * IMAGE_SIZE <= cy <= y1 * IMAGE_SIZE
+            if obj.size == "small":
+                assert obj.radius < 8.0
+            elif obj.size == "large":
+                assert obj.radius >= 10.5
+    objects = sum(len(sample_scene(s).objects) for s in range(300))
+    # Positions and sizes are stated only sometimes.
+    assert 0.25 < stated_positions / objects < 0.55 and 0.2 < stated_sizes / objects < 0.5
+
+
+def test_one_caption_has_many_pictures() -> None:
+    """Scenes with the same caption differ in layout, texture and background."""
+    by_caption: dict[str, list[Scene]] = {}
+    for seed in range(3000):
+        scene = sample_scene(seed)
+        by_caption.setdefault(scene.caption, []).append(scene)
+    repeated = [scenes for scenes in by_caption.values() if len(scenes) >= 2]
+    assert repeated
+    for scenes in repeated[:20]:
+        a, b = render_array(scenes[0]), render_array(scenes[1])
+        assert np.abs(a - b).mean() > 5
+
+
+def test_objects_keep_their_hue_and_backgrounds_stay_grey() -> None:
+    for seed in range(100):
+        scene = sample_scene(seed)
+        image = render_array(scene)
+        covered = np.zeros(image.shape[:2], bool)
+        for obj in scene.objects:
+            covered |= object_mask(obj)
+        chroma = image.max(-1) - image.min(-1)
+        assert chroma[~covered].max() <= 2 * MAX_TINT + 1
+        # The top object's visible pixels are found by the checker's colour mask.
+        top = scene.objects[-1]
+        mask = object_mask(top)
+        if mask.any():
+            assert color_mask(image, top.color)[mask].all(), (seed, top)
+            assert chroma[mask].min() > CHROMA_MIN
 
 
 def test_held_out_split() -> None:
@@ -67,43 +104,59 @@ def test_held_out_split() -> None:
     assert all(is_held_out(c) for c in held)
 
 
+def test_parse_caption_rejects_other_text() -> None:
+    assert parse_caption("a small red circle on the left and a blue square") == (
+        CaptionObject("circle", "red", "small", "left"), CaptionObject("square", "blue", None, None))
+    for text in ("a photo of a cat", "a red circle and a red square", "a huge red circle", ""):
+        assert parse_caption(text) is None, text
+
+
 # ---------------------------------------------------------------- checker
 
 
-def test_checker_scores_ground_truth_perfectly() -> None:
+def test_checker_scores_ground_truth_nearly_perfectly() -> None:
+    """Occlusion and clipping at the border hide some of a shape, so renders are not all 1.0."""
+    from spectrum_cache.embedded.checker import Score
+
+    total = Score()
     for seed in range(300):
         scene = sample_scene(seed)
-        score = score_image(render(scene), scene)
-        assert score.accuracy == 1.0, (seed, scene.caption, score)
-        assert score.extra_cells == 0
+        total.add(score_image(render(scene), scene))
+    assert total.accuracy > 0.95
+    assert total.correct["color"] / total.total["color"] > 0.98
+    assert total.correct["position"] / total.total["position"] > 0.98
+    assert total.correct["size"] / total.total["size"] > 0.98
+    assert total.correct["shape"] / total.total["shape"] > 0.9
 
 
-def _replace(scene: Scene, index: int, **changes: str) -> Scene:
-    objects = list(scene.objects)
-    fields = {**objects[index].__dict__, **changes}
-    objects[index] = SceneObject(**fields)
-    return Scene(objects=tuple(objects), background=scene.background)
+def _object(shape: str, color: str, size: str, position: str, center: tuple[float, float], radius: float) -> SceneObject:
+    return SceneObject(shape, color, size, position, center, radius, 0.3, "stripes", (0.6, 4.0, 0.5, 1.0, 0.0))
 
 
 def test_checker_penalises_wrong_captions() -> None:
     scene = Scene(
-        objects=(SceneObject("circle", "red", "large", "left"), SceneObject("triangle", "blue", "small", "top")),
-        background=(48, 48, 48),
+        objects=(_object("circle", "red", "large", "left", (11.0, 24.0), 12.0),
+                 _object("triangle", "blue", "small", "top", (30.0, 9.0), 7.0)),
+        background=(60.0, 3.0, -2.0, 0.0, 1.0, 30.0, 5.0, 6.0, 5.0, 0.4, 7.0),
+        caption_order=(0, 1),
     )
     image = render(scene)
     assert score_image(image, scene).accuracy == 1.0
+    right = list(scene.stated)
     wrong = {
-        "color": _replace(scene, 0, color="green"),
-        "size": _replace(scene, 0, size="small"),
-        "shape": _replace(scene, 1, shape="square"),
-        "position": _replace(scene, 1, position="bottom"),
+        "color": [CaptionObject("circle", "green", "large", "left"), right[1]],
+        "size": [CaptionObject("circle", "red", "small", "left"), right[1]],
+        "shape": [right[0], CaptionObject("square", "blue", "small", "top")],
+        "position": [right[0], CaptionObject("triangle", "blue", "small", "bottom")],
     }
-    for attribute, other in wrong.items():
-        score = score_image(image, other)
+    for attribute, caption in wrong.items():
+        score = score_image(image, caption)
         assert score.accuracy < 1.0, attribute
         assert score.correct[attribute] < score.total[attribute], attribute
+    # Unstated attributes are not scored.
+    assert sum(score_image(image, [CaptionObject("circle", "red")]).total.values()) == 2
     # An all-background image gets nothing right.
-    assert score_image(np.full((32, 32, 3), 48, np.uint8), scene).accuracy == 0.0
+    assert score_image(np.full((IMAGE_SIZE, IMAGE_SIZE, 3), 48, np.uint8), scene).accuracy == 0.0
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -111,7 +164,7 @@ def test_checker_penalises_wrong_captions() -> None:
 
 def test_tokenizer_round_trip(tmp_path: Path) -> None:
     tok = WordTokenizer()
-    text = "a large red circle on the left and a small blue square at the bottom"
+    text = "a large red circle on the left and a small blue square at the bottom and a cyan triangle"
     ids = tok.ids([text, ""])
     assert ids.shape == (2, tok.model_max_length)
     assert ids[0, 0] == tok.bos_token_id and ids[1, 0] == tok.bos_token_id
@@ -155,10 +208,10 @@ def test_pipeline_loads_and_generates(pipe: EmbeddedPipeline) -> None:
     gen = torch.Generator().manual_seed(0)
     out = pipe("a large red circle on the left", num_inference_steps=4, generator=gen, output_type="np")
     image = out.images
-    assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()
+    assert image.shape == (1, IMAGE_SIZE, IMAGE_SIZE, 3) and np.isfinite(image).all()
     assert image.min() >= 0 and image.max() <= 1 and image.std() > 0.01
     pil = pipe(["a small blue square at the top"] * 2, num_inference_steps=2, output_type="pil").images
-    assert len(pil) == 2 and pil[0].size == (32, 32)
+    assert len(pil) == 2 and pil[0].size == (IMAGE_SIZE, IMAGE_SIZE)
     # Same seed, same image.
     again = pipe("a large red circle on the left", num_inference_steps=4,
                  generator=torch.Generator().manual_seed(0), output_type="np").images
@@ -213,7 +266,7 @@ def test_prompt_embeds_match_prompt(pipe: EmbeddedPipeline) -> None:
     a = pipe(prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="pt").images
     b = pipe(prompt_embeds=embeds, pooled_prompt_embeds=pooled, num_inference_steps=2,
              generator=torch.Generator().manual_seed(1), output_type="pt").images
-    assert a.shape == (1, 3, 32, 32)
+    assert a.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
     assert torch.allclose(a, b)
 
 

@@ -30,7 +30,6 @@ from .extra_metrics import ExtraMetrics
 from .measure import PassCounter, calibrate_mag_cache, captured_log, peak_memory, timed
 from .methods import Method, UnsupportedMethod, applied, denoiser
 from .metrics import psnr, ssim, to_nchw, to_uint8
-from .prompts import parse_caption
 
 WARMUP_STEPS = 2
 SEA_FAIL_OPEN = "fail-open"
@@ -226,11 +225,11 @@ class _Worker:
                 record["psnr"] = None
                 record["identical_to_reference"] = True
         record.update(self.extra.score(image, None if method.kind == "full" else reference_image, prompt))
-        scene = parse_caption(prompt) if options.model is None else None
-        if scene is not None:
+        stated = _embedded_caption(prompt) if options.model is None else None
+        if stated is not None:
             from ..embedded.checker import score_image
 
-            score = score_image(image, scene)
+            score = score_image(image, stated)
             record.update(checker_correct=sum(score.correct.values()), checker_total=sum(score.total.values()),
                           checker_accuracy=score.accuracy)
         record["finished_at"] = time.time()
@@ -322,3 +321,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         result["rows"] = write_report(options)
     state.wait_for_everyone()
     return result
+
+
+def _embedded_caption(prompt: str) -> tuple | None:
+    """What an embedded-model caption states, for the checker; None for any other prompt."""
+    from ..embedded.data import parse_caption
+
+    return parse_caption(prompt)

@@ -1,18 +1,18 @@
-"""Rule-based scoring of an image against its scene (no learned weights).
+"""Rule-based scoring of an image against what its caption states (no learned weights).
 
-For every object of the scene we look only at its grid cell (shapes never leave their cell) and
-score four attributes:
+Every object of a scene has its own saturated colour and backgrounds are nearly grey, so an object's
+pixels are found by colour: chroma (max - min channel) above CHROMA_MIN and hue nearest to the
+caption's colour. For each object the caption names, the checker scores:
 
-- position: the cell contains at least MIN_PIXELS "shape-coloured" pixels (chroma > CHROMA_MIN;
-  backgrounds have chroma <= 16, shape colours >= 170);
-- color: the majority of those pixels is nearest (in RGB) to the caption's colour;
-- size: the number of pixels of that colour is above SIZE_SPLIT (small shapes have <= 36 pixels,
-  large ones >= 50);
-- shape: a triangle (apex up) has clearly less than half of its pixels in the upper half of its
-  bounding box; otherwise the fill ratio of the box tells a circle (~0.7-0.8) from a square (1.0).
+- color: at least MIN_PIXELS pixels of that colour are present (the object was drawn at all);
+- shape: the mask's compactness, area / (pi * r^2) with r the 95th-percentile distance of its pixels
+  from their centroid, is rotation-invariant: about 0.92 for a circle, 0.79 for a square and 0.57 for a
+  triangle;
+- position, only if the caption states one: the centroid lies in the stated part of the image;
+- size, only if the caption states one: r is below or above SIZE_SPLIT pixels.
 
-An attribute that depends on the shape being found (colour, size, shape) counts as wrong when the
-position check fails. Separately, `extra` counts grid cells the caption leaves empty that contain a shape.
+What the caption leaves open (unstated positions and sizes, textures, background) is never scored.
+Attributes of an object whose colour is missing count as wrong.
 """
 
 from __future__ import annotations
@@ -22,16 +22,35 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from .data import CELL_EDGES, COLORS, POSITIONS, Scene
+from collections.abc import Sequence
 
-ATTRIBUTES: tuple[str, ...] = ("position", "color", "size", "shape")
-CHROMA_MIN = 80
-MIN_PIXELS = 8
-SIZE_SPLIT = 43
-TRIANGLE_MAX_TOP = 0.4
-CIRCLE_MAX_FILL = 0.88
-_NAMES = list(COLORS)
-_PROTOTYPES = np.array([COLORS[c] for c in _NAMES], dtype=np.float32)
+from .data import COLORS, IMAGE_SIZE, CaptionObject, Scene
+
+ATTRIBUTES: tuple[str, ...] = ("color", "shape", "position", "size")
+CHROMA_MIN = 45
+MIN_PIXELS = 12
+HUE_TOLERANCE = 30.0  # degrees; the palette's hues are about 60 degrees apart
+CIRCLE_MIN = 0.86     # compactness thresholds, calibrated on renders (tests/test_embedded.py)
+SQUARE_MIN = 0.665
+SIZE_SPLIT = 8.4      # pixels of r95: small objects have circumradius <= 8, large ones >= 10.5
+# Where a stated position's centroid must lie (x0, x1, y0, y1 as fractions of the image): a margin
+# wider than the regions data.POSITIONS draws from, because objects overlap and get clipped.
+POSITION_CHECK: dict[str, tuple[float, float, float, float]] = {
+    "left": (0.0, 0.45, 0.0, 1.0),
+    "right": (0.55, 1.0, 0.0, 1.0),
+    "top": (0.0, 1.0, 0.0, 0.45),
+    "bottom": (0.0, 1.0, 0.55, 1.0),
+    "center": (0.3, 0.7, 0.3, 0.7),
+}
+
+
+def _hue(rgb: np.ndarray) -> np.ndarray:
+    """Hue in degrees [0, 360) of (..., 3) RGB values."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.degrees(np.arctan2(np.sqrt(3.0) * (g - b), 2 * r - g - b)) % 360.0
+
+
+_COLOR_HUES: dict[str, float] = {name: float(_hue(np.asarray(rgb, dtype=np.float64))) for name, rgb in COLORS.items()}
 
 
 @dataclass
@@ -40,12 +59,10 @@ class Score:
 
     correct: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ATTRIBUTES, 0))
     total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ATTRIBUTES, 0))
-    extra_cells: int = 0
-    empty_cells: int = 0
 
     @property
     def accuracy(self) -> float:
-        """Fraction of all attributes right."""
+        """Fraction of all stated attributes right."""
         return sum(self.correct.values()) / max(1, sum(self.total.values()))
 
     def add(self, other: "Score") -> "Score":
@@ -53,8 +70,6 @@ class Score:
         for a in ATTRIBUTES:
             self.correct[a] += other.correct[a]
             self.total[a] += other.total[a]
-        self.extra_cells += other.extra_cells
-        self.empty_cells += other.empty_cells
         return self
 
 
@@ -66,52 +81,51 @@ def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return arr.astype(np.float32)[..., :3]
 
 
-def describe_cell(cell: np.ndarray) -> dict[str, object] | None:
-    """What the cell shows: None if empty, else colour, pixel count and fill ratio of that colour."""
-    chroma = cell.max(-1) - cell.min(-1)
-    mask = chroma > CHROMA_MIN
-    if mask.sum() < MIN_PIXELS:
+def color_mask(arr: np.ndarray, color: str) -> np.ndarray:
+    """(H, W) mask of the pixels that show `color`."""
+    chroma = arr.max(-1) - arr.min(-1)
+    diff = np.abs((_hue(arr) - _COLOR_HUES[color] + 180.0) % 360.0 - 180.0)
+    return (chroma > CHROMA_MIN) & (diff < HUE_TOLERANCE)
+
+
+def describe(mask: np.ndarray) -> dict[str, float] | None:
+    """Centroid (as fractions of the image), r95 in pixels and compactness of a mask; None if too small."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) < MIN_PIXELS:
         return None
-    nearest = np.argmin(((cell[..., None, :] - _PROTOTYPES) ** 2).sum(-1), axis=-1)
-    votes = np.bincount(nearest[mask], minlength=len(_NAMES))
-    color = int(votes.argmax())
-    shape_mask = mask & (nearest == color)
-    ys, xs = np.nonzero(shape_mask)
-    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    middle = (ys.min() + ys.max()) / 2
-    # Pixels on the middle row (odd heights) count half to each side.
-    top = float((ys < middle).sum() + 0.5 * (ys == middle).sum()) / len(ys)
-    return {"color": _NAMES[color], "pixels": len(ys), "fill": len(ys) / box, "top": top}
+    cy, cx = ys.mean() + 0.5, xs.mean() + 0.5
+    r95 = float(np.percentile(np.hypot(ys + 0.5 - cy, xs + 0.5 - cx), 95)) + 0.5
+    return {"x": cx / mask.shape[1], "y": cy / mask.shape[0], "radius": r95,
+            "compactness": len(ys) / (np.pi * r95 * r95)}
 
 
-def classify_shape(fill: float, top: float) -> str:
-    """Shape type from the fill ratio of the bounding box and the share of pixels in its upper half."""
-    if top < TRIANGLE_MAX_TOP:
-        return "triangle"
-    return "circle" if fill < CIRCLE_MAX_FILL else "square"
+def classify_shape(compactness: float) -> str:
+    """Shape type from compactness (see the module docstring)."""
+    if compactness >= CIRCLE_MIN:
+        return "circle"
+    return "square" if compactness >= SQUARE_MIN else "triangle"
 
 
-def score_image(image: Image.Image | np.ndarray, scene: Scene) -> Score:
-    """Score one image against the scene it was meant to show."""
+def score_image(image: Image.Image | np.ndarray, caption: Scene | Sequence[CaptionObject]) -> Score:
+    """Score one image against the attributes a caption states (a Scene, or data.parse_caption's
+    objects)."""
+    objects = caption.stated if isinstance(caption, Scene) else tuple(caption)
     arr = _as_array(image)
+    if arr.shape[0] != IMAGE_SIZE or arr.shape[1] != IMAGE_SIZE:
+        raise ValueError(f"image must be {IMAGE_SIZE}x{IMAGE_SIZE}, got {arr.shape[1]}x{arr.shape[0]}")
     score = Score()
-    used = set()
-    for obj in scene.objects:
-        row, col = POSITIONS[obj.position]
-        used.add((row, col))
-        (y0, y1), (x0, x1) = CELL_EDGES[row], CELL_EDGES[col]
-        found = describe_cell(arr[y0:y1, x0:x1])
-        for a in ATTRIBUTES:
+    for obj in objects:
+        stated = ["color", "shape"] + (["position"] if obj.position else []) + (["size"] if obj.size else [])
+        for a in stated:
             score.total[a] += 1
+        found = describe(color_mask(arr, obj.color))
         if found is None:
             continue
-        score.correct["position"] += 1
-        score.correct["color"] += found["color"] == obj.color
-        score.correct["size"] += (found["pixels"] > SIZE_SPLIT) == (obj.size == "large")
-        score.correct["shape"] += classify_shape(found["fill"], found["top"]) == obj.shape
-    for row, col in POSITIONS.values():
-        if (row, col) not in used:
-            (y0, y1), (x0, x1) = CELL_EDGES[row], CELL_EDGES[col]
-            score.empty_cells += 1
-            score.extra_cells += describe_cell(arr[y0:y1, x0:x1]) is not None
+        score.correct["color"] += 1
+        score.correct["shape"] += classify_shape(found["compactness"]) == obj.shape
+        if obj.position:
+            x0, x1, y0, y1 = POSITION_CHECK[obj.position]
+            score.correct["position"] += bool(x0 <= found["x"] <= x1 and y0 <= found["y"] <= y1)
+        if obj.size:
+            score.correct["size"] += (found["radius"] > SIZE_SPLIT) == (obj.size == "large")
     return score

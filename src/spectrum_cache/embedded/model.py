@@ -2,8 +2,9 @@
 
 The denoiser is diffusers' FluxTransformer2DModel itself (dual-stream then single-stream MM-DiT blocks,
 3-axis RoPE, AdaLN), only small. There is no VAE: like FLUX packs 2x2 latent patches into one token,
-we pack PATCHxPATCH RGB pixel patches (4x4x3 = 48 channels) into one token, so a 32x32 image is an
-8x8 grid of 64 tokens.
+we pack PATCHxPATCH RGB pixel patches (6x6x3 = 108 channels) into one token, so a 48x48 image is an
+8x8 grid of 64 tokens. The patch size of a model is read from its in_channels (patch_size_of), so the
+first embedded model (32x32 pixels, 4x4 patches) still loads and samples.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from diffusers import FluxTransformer2DModel
 
 from .text_encoder import TinyTextEncoder
 
-PATCH = 4
+PATCH = 6
 CHANNELS = 3
 
 
@@ -56,23 +57,32 @@ def build_models(tcfg: dict[str, Any], ecfg: dict[str, Any]) -> tuple[FluxTransf
     return FluxTransformer2DModel(**tcfg), TinyTextEncoder(**ecfg)
 
 
-def pack(images: torch.Tensor) -> torch.Tensor:
+def patch_size_of(transformer: FluxTransformer2DModel) -> int:
+    """Pixel patch side of a model: its token has CHANNELS * patch**2 channels."""
+    patch = round((transformer.config.in_channels / CHANNELS) ** 0.5)
+    if CHANNELS * patch * patch != transformer.config.in_channels:
+        raise ValueError(f"in_channels {transformer.config.in_channels} is not {CHANNELS} * patch**2")
+    return patch
+
+
+def pack(images: torch.Tensor, patch: int = PATCH) -> torch.Tensor:
     """(B, 3, H, W) -> (B, H/P * W/P, 3*P*P) tokens, row-major over the patch grid."""
     b, c, h, w = images.shape
-    x = images.reshape(b, c, h // PATCH, PATCH, w // PATCH, PATCH)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // PATCH) * (w // PATCH), c * PATCH * PATCH)
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // patch) * (w // patch), c * patch * patch)
 
 
-def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+def unpack(tokens: torch.Tensor, height: int, width: int, patch: int = PATCH) -> torch.Tensor:
     """Inverse of pack: (B, N, 3*P*P) -> (B, 3, H, W)."""
     b = tokens.shape[0]
-    x = tokens.reshape(b, height // PATCH, width // PATCH, CHANNELS, PATCH, PATCH)
+    x = tokens.reshape(b, height // patch, width // patch, CHANNELS, patch, patch)
     return x.permute(0, 3, 1, 4, 2, 5).reshape(b, CHANNELS, height, width)
 
 
-def image_ids(height: int, width: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def image_ids(height: int, width: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+              patch: int = PATCH) -> torch.Tensor:
     """(N, 3) RoPE positions (0, row, col) of the patch tokens, as FLUX's _prepare_latent_image_ids."""
-    rows, cols = height // PATCH, width // PATCH
+    rows, cols = height // patch, width // patch
     ids = torch.zeros(rows, cols, 3)
     ids[..., 1] = torch.arange(rows)[:, None]
     ids[..., 2] = torch.arange(cols)[None, :]

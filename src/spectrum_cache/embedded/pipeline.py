@@ -7,11 +7,12 @@ on FLUX.1, with two differences that matter for caches:
 - classifier-free guidance is real CFG: the transformer is called twice per step, the conditional call
   inside `transformer.cache_context("cond")` and the unconditional one inside `cache_context("uncond")`
   (never batched), so per-branch cache state stays separate;
-- there is no VAE: tokens are 4x4 RGB pixel patches.
+- there is no VAE: tokens are RGB pixel patches (6x6 for the shipped model; the side is read from
+  the transformer's in_channels, so the first 32x32 model with 4x4 patches loads too).
 
 Scheduler choice: FlowMatchEulerDiscreteScheduler with a static shift of 1.0 and
 use_dynamic_shifting=False. FLUX shifts by image size because large latents stay recognisable at high
-noise; at 32x32 pixels there is nothing to compensate, so the plain sigma grid 1 -> 0 is used.
+noise; at 48x48 pixels there is nothing to compensate, so the plain sigma grid 1 -> 0 is used.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from .data import IMAGE_SIZE
-from .model import PATCH, image_ids, pack, text_ids, unpack
+from .model import image_ids, pack, patch_size_of, text_ids, unpack
 from .text_encoder import TinyTextEncoder
 from .tokenizer import WordTokenizer
 
@@ -46,9 +47,12 @@ class EmbeddedPipeline(DiffusionPipeline):
         text_encoder: TinyTextEncoder,
         tokenizer: WordTokenizer,
         scheduler: FlowMatchEulerDiscreteScheduler,
+        sample_size: int = IMAGE_SIZE,
     ) -> None:
         super().__init__()
         self.register_modules(transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        # The resolution the model was trained at, saved in model_index.json (the first embedded model: 32).
+        self.register_to_config(sample_size=sample_size)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,15 +91,16 @@ class EmbeddedPipeline(DiffusionPipeline):
     ) -> ImagePipelineOutput | tuple:
         """Generate images.
 
-        guidance_scale <= 1 disables CFG (one transformer call per step). height/width default to 32 and
-        must be multiples of 4 (the model was trained at 32x32 only). output_type: "pil", "np" (float in
-        [0, 1], NHWC) or "pt" (float in [0, 1], NCHW). `latents`, if given, is the initial noise already
-        packed into tokens, shape (B, H/4 * W/4, 48) (see model.pack).
+        guidance_scale <= 1 disables CFG (one transformer call per step). height/width default to the
+        training resolution (config.sample_size, 48) and must be multiples of the patch side P (6). output_type:
+        "pil", "np" (float in [0, 1], NHWC) or "pt" (float in [0, 1], NCHW). `latents`, if given, is the
+        initial noise already packed into tokens, shape (B, H/P * W/P, 3*P*P) (see model.pack).
         """
-        height = height or IMAGE_SIZE
-        width = width or IMAGE_SIZE
-        if height % PATCH or width % PATCH:
-            raise ValueError(f"height and width must be multiples of {PATCH}, got {height}x{width}")
+        height = height or self.config.sample_size
+        width = width or self.config.sample_size
+        patch = patch_size_of(self.transformer)
+        if height % patch or width % patch:
+            raise ValueError(f"height and width must be multiples of {patch}, got {height}x{width}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         if prompt_embeds is None:
@@ -119,9 +124,9 @@ class EmbeddedPipeline(DiffusionPipeline):
             else:
                 # Noise drawn on the CPU so a seed gives the same image on every device.
                 noise = torch.randn(shape, generator=generator, device="cpu")
-            latents = pack(noise)
+            latents = pack(noise, patch)
         latents = latents.to(device, dtype)
-        img_ids = image_ids(height, width, device, dtype)
+        img_ids = image_ids(height, width, device, dtype, patch)
         txt_ids = text_ids(prompt_embeds.shape[1], device, dtype)
 
         # Every call resets the scheduler, so caches keyed on its step index see a fresh run.
@@ -144,7 +149,7 @@ class EmbeddedPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
                 bar.update()
 
-        images = unpack(latents.float(), height, width).mul(0.5).add(0.5).clamp(0, 1)
+        images = unpack(latents.float(), height, width, patch).mul(0.5).add(0.5).clamp(0, 1)
         self.maybe_free_model_hooks()
         if output_type == "pt":
             out = images

@@ -16,7 +16,7 @@ from .data import vocabulary
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[BOS]", "[UNK]")
 VOCAB_FILE = "vocab.json"
-MAX_LENGTH = 24  # [BOS] + the longest caption (23 words: three objects)
+MAX_LENGTH = 32  # [BOS] + the longest caption (31 words: four objects, each with size and position)
 
 
 def default_vocab() -> dict[str, int]:

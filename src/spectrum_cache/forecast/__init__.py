@@ -5,9 +5,13 @@ from __future__ import annotations
 from .base import FeatureForecaster
 from .baselines import ReuseForecaster, TaylorForecaster
 from .chebyshev import SpectrumForecaster, chebyshev_basis
+from .pairing import PRIMARY, SECONDARY, PairedForecaster
 
 __all__ = [
     "FeatureForecaster",
+    "PRIMARY",
+    "PairedForecaster",
+    "SECONDARY",
     "ReuseForecaster",
     "SpectrumForecaster",
     "TaylorForecaster",
