@@ -17,6 +17,7 @@ from spectrum_cache.bench.methods import default_methods, parse_method, parse_me
 from spectrum_cache.bench.prompts import bundled_prompts, parse_caption
 from spectrum_cache.cli import main
 
+SRC = Path(__file__).resolve().parent.parent / "src"
 STEPS = 8
 # At 8 steps alpha=0.75 runs steps 0-4 and 6: 6 passes, so steps-6 is its plain-sampler mirror.
 METHODS = "full,steps-6,spectrum-a0.75-w0.5,reuse-a0.75,diffusers-fbc-t0.2,diffusers-taylorseer-i2"
@@ -50,9 +51,12 @@ def test_writes_records_table_plot_grid(bench_out: Path) -> None:
     for png in ("quality_vs_speedup.png", "grid.png"):
         with Image.open(bench_out / png) as image:
             assert image.width > 200 and image.height > 100
+    sizes = set()
     for record in records.values():
         with Image.open(bench_out / record["image"]) as image:
-            assert image.size == (32, 32)
+            sizes.add(image.size)
+    (size,) = sizes  # every method's image at the model's own size
+    assert size[0] == size[1] >= 8
     summary = {row["method"]: row for row in json.loads((bench_out / "summary.json").read_text())}
     assert set(summary) == set(names)
 
@@ -118,15 +122,21 @@ def test_other_settings_refuse_the_same_folder(
 
 
 def test_two_processes_on_gloo_give_the_same_records(bench_out: Path, tmp_path: Path) -> None:
+    """The README's form, without --device: on a machine without a GPU the two processes must still
+    split the prompts (accelerate sets up no process group there unless asked for CPU)."""
     out = tmp_path / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    args = [a for a in ARGS if a not in ("--device", "cpu")]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "spectrum_cache.cli", "bench", *ARGS, "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+               "-m", "spectrum_cache.cli", "bench", *args, "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("| full |") == 1  # one table, from the main process
     one, two = _records(bench_out), _records(out)
     assert set(one) == set(two)
     assert {r["rank"] for r in two.values()} == {0, 1}  # both processes did work
+    assert {(r["prompt_index"], r["rank"]) for r in two.values()} == {(0, 0), (1, 1)}  # each prompt once
     for key, record in one.items():
         assert two[key]["passes"] == record["passes"]
         assert two[key]["psnr"] == pytest.approx(record["psnr"], abs=1e-4) if record["psnr"] is not None else two[key]["psnr"] is None
@@ -138,12 +148,14 @@ def test_two_processes_on_gloo_give_the_same_records(bench_out: Path, tmp_path: 
     [
         (["--methods", "full,bogus"], "unknown method 'bogus'"),
         (["--prompts", "/no/such/prompts.txt"], "--prompts"),
-        (["--steps", "0"], "--steps must be >= 1"),
+        (["--steps", "0"], "argument --steps: must be an integer >= 1, got '0'"),
+        (["--seed", "18446744073709551615"], "--seed 18446744073709551615: with 2 prompts the seeds would pass 2**64-1"),
+        (["--guidance-scale", "nan"], "argument --guidance-scale: must be a finite number"),
         (["--methods", "spectrum-a0.75-w2"], "blend_weight"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--out", str(tmp_path / "r"), *args]) == 2
+    assert main(["bench", "--out", str(tmp_path / "r"), "--num-prompts", "2", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "r").exists()  # nothing was started
@@ -151,8 +163,9 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
 
 def test_bad_input_under_python_m_is_one_line_too(tmp_path: Path) -> None:
     """torchrun runs `python -m spectrum_cache.cli`, where cli.py is __main__ (a second copy of the module)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-m", "spectrum_cache.cli", "bench", "--methods", "nope", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "unknown method 'nope'" in done.stderr
 

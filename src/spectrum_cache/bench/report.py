@@ -57,7 +57,7 @@ def summarize(records: list[dict[str, Any]], method_names: list[str]) -> list[di
             "psnr": _mean([r["psnr"] for r in done if r.get("psnr") is not None]),
             "psnr_identical": sum(bool(r.get("identical_to_reference")) for r in done),
             "ssim": _mean([r["ssim"] for r in done if r.get("ssim") is not None]),
-            "peak_memory_mib": max(r["peak_memory_mib"] for r in done),
+            "peak_memory_mib": max((r["peak_memory_mib"] for r in done if r.get("peak_memory_mib") is not None), default=None),
             "memory_kind": done[0]["memory_kind"],
         }
         for key, _, _ in OPTIONAL_COLUMNS:
