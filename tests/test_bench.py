@@ -69,6 +69,8 @@ def test_values_are_sane(bench_out: Path) -> None:
         assert full["psnr"] is None and full["ssim"] is None and full["speedup"] == 1.0
         assert full["passes"] == STEPS and full["denoiser_calls"] == 2 * STEPS  # CFG: two calls a step
         spectrum = records[i, "spectrum-a0.75-w0.5"]
+        # Timed in the same run as the full sampler: the speedup uses that run's full-sampler time.
+        assert spectrum["reference_seconds"] == full["seconds"] == full["reference_seconds"]
         assert spectrum["passes"] == len(schedule) == spectrum["expected_passes"]
         assert spectrum["computed_steps"] == schedule
         assert records[i, "reuse-a0.75"]["passes"] == len(schedule)
@@ -103,10 +105,23 @@ def test_rerun_skips_finished_items(bench_out: Path, capsys: pytest.CaptureFixtu
     assert after[1, "reuse-a0.75"]["finished_at"] > before[1, "reuse-a0.75"]
     assert all(after[key]["finished_at"] == t for key, t in before.items() if key != (1, "reuse-a0.75"))
 
+    # The rerun timed the full sampler again for its speedup: times from another run are not comparable.
+    rerun = after[1, "reuse-a0.75"]
+    assert rerun["reference_seconds"] > 0 and rerun["reference_seconds"] != after[1, "full"]["seconds"]
+    assert rerun["speedup"] == pytest.approx(rerun["reference_seconds"] / rerun["seconds"])
+
     # Fewer prompts is a subset of the same run: nothing to do.
     subset = [a if a != "2" else "1" for a in ARGS]
     assert main(["bench", *subset, "--out", str(bench_out)]) == 0
     assert "ran 0 items here, 6 already done" in capsys.readouterr().out
+
+    # A subset of the methods and prompts: the report still covers every record in the folder.
+    subset = [a if a != METHODS else "full,steps-6" for a in subset]
+    assert main(["bench", *subset, "--out", str(bench_out)]) == 0
+    table = (bench_out / "table.md").read_text()
+    assert table.startswith("# embedded model, 8 steps, 2 prompts")
+    for name in (m.name for m in parse_methods(METHODS, STEPS)):
+        assert f"| {name} |" in table
 
 
 def test_other_settings_refuse_the_same_folder(
@@ -239,3 +254,34 @@ def test_any_pipeline_folder_with_model(tmp_path: Path) -> None:
     assert "checker" not in (out / "table.md").read_text()
     assert records[0, "spectrum-a0.75-w0.5"]["passes"] == 5  # steps 0-4, then the forecast step 5
     assert json.loads((out / "run.json").read_text())["weights"] is not None
+
+
+def test_plot_labels_never_overlap_and_equal_checker_values_say_so() -> None:
+    """Points in a row (equal values) get labels on separate lines; a checker panel where every method
+    scores the same shows that value as text instead of a row of stacked labels."""
+    from matplotlib.text import Text
+
+    from spectrum_cache.bench.report import quality_figure
+
+    names = ["steps-14", "spectrum-a0.75-w0.5", "spectrum-a0.75-w1.0", "reuse-a0.75", "taylor1-a0.75", "diffusers-mag"]
+    rows = [{"method": "full", "status": "done", "speedup": 1.0, "psnr": None, "ssim": None, "checker_accuracy": 1.0}]
+    rows += [{"method": name, "status": "done", "speedup": 2.6 + 0.05 * k, "psnr": 30.0, "ssim": 0.9 + 0.001 * k,
+              "checker_accuracy": 1.0} for k, name in enumerate(names)]
+    figure = quality_figure(rows, "test")
+    renderer = figure.canvas.get_renderer()
+    psnr_axes, ssim_axes, checker_axes = figure.axes
+    for ax in (psnr_axes, ssim_axes):
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+        assert sorted(t.get_text() for t in ax.texts) == sorted(names)
+        assert not any(a.overlaps(b) for k, a in enumerate(boxes) for b in boxes[k + 1:])
+    assert [t.get_text() for t in checker_axes.texts][0] == "every method: 1.000"
+
+
+def test_grid_rows_are_labelled_with_their_prompts(bench_out: Path) -> None:
+    from spectrum_cache.bench.report import grid_figure, load_records
+
+    records = load_records(bench_out)
+    figure = grid_figure(records, [m.name for m in parse_methods(METHODS, STEPS)], bench_out)
+    labels = [" ".join(ax.get_ylabel().split()) for ax in figure.axes if ax.get_ylabel()]
+    prompts = {r["prompt_index"]: r["prompt"] for r in records}
+    assert labels == [prompts[i] for i in sorted(prompts)]

@@ -145,6 +145,9 @@ class _Worker:
         self.extra: ExtraMetrics | None = None
         self.mag_ratios: list[float] | None = None
         self.unsupported: dict[str, str] = {}
+        # The full sampler's time per prompt, measured in this process: speedups compare times taken
+        # under the same conditions (threads, processes, machine load), never across runs.
+        self.full_seconds: dict[int, float] = {}
 
     # -- set-up ---------------------------------------------------------------------------------------
     def ensure_loaded(self) -> None:
@@ -222,12 +225,16 @@ class _Worker:
         record = {**base, "status": "done", **measured, "image": str(image_path.relative_to(options.out)),
                   "expected_passes": method.expected_passes(options.steps)}
         reference_image = None if reference is None else np.asarray(Image.open(options.out / reference["image"]).convert("RGB"))
-        if method.kind == "full" or reference_image is None:
+        if method.kind == "full":
+            self.full_seconds[index] = record["seconds"]
             # The reference against itself: PSNR would be inf, so quality is left out (the paper's "-").
-            record.update(psnr=None, ssim=None, speedup=1.0 if method.kind == "full" else None)
+            record.update(psnr=None, ssim=None, reference_seconds=record["seconds"], speedup=1.0)
+        elif reference_image is None:
+            record.update(psnr=None, ssim=None, speedup=None)
         else:
+            reference_seconds = self._full_seconds(index, prompt, seed)
             record.update(psnr=psnr(to_nchw(image), to_nchw(reference_image)), ssim=ssim(to_nchw(image), to_nchw(reference_image)),
-                          speedup=reference["seconds"] / record["seconds"])
+                          reference_seconds=reference_seconds, speedup=reference_seconds / record["seconds"])
             if not np.isfinite(record["psnr"]):
                 record["psnr"] = None
                 record["identical_to_reference"] = True
@@ -241,6 +248,13 @@ class _Worker:
                           checker_accuracy=score.accuracy)
         record["finished_at"] = time.time()
         return record
+
+    def _full_seconds(self, index: int, prompt: str, seed: int) -> float:
+        """The full sampler's time on this prompt in this process; timed again here when its record
+        comes from an earlier run (a rerun adding methods), whose conditions may have differed."""
+        if index not in self.full_seconds:
+            self.full_seconds[index] = self._measure(Method("full", "full"), prompt, seed)["seconds"]
+        return self.full_seconds[index]
 
     def _measure(self, method: Method, prompt: str, seed: int) -> dict[str, Any]:
         """Run ``repeats`` times with the method freshly switched on; quality, passes and memory from
