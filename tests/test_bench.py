@@ -240,7 +240,7 @@ def test_defaults_are_the_embedded_model_on_the_bundled_prompts() -> None:
     assert [m.name for m in options.methods] == [m.name for m in default_methods(50)]
 
 
-def test_any_pipeline_folder_with_model(tmp_path: Path) -> None:
+def test_any_pipeline_folder_with_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--model takes a pipeline folder (here the embedded one, loaded as a generic model): no checker."""
     from spectrum_cache.embedded import weights_path
 
@@ -248,6 +248,8 @@ def test_any_pipeline_folder_with_model(tmp_path: Path) -> None:
     args = ["--model", str(weights_path()), "--steps", "6", "--num-prompts", "1", "--threads", "1",
             "--methods", "full,spectrum-a0.75-w0.5", "--extra-metrics", "off", "--device", "cpu"]
     assert main(["bench", *args, "--out", str(out)]) == 0
+    # Notes about what the report lacks come through the package's logger, in the command's style.
+    assert "spectrum-cache: warning: LPIPS, CLIP score and ImageReward: off" in capsys.readouterr().err
     records = _records(out)
     assert set(records) == {(0, "full"), (0, "spectrum-a0.75-w0.5")}
     assert all("checker_accuracy" not in r for r in records.values())
@@ -285,3 +287,65 @@ def test_grid_rows_are_labelled_with_their_prompts(bench_out: Path) -> None:
     labels = [" ".join(ax.get_ylabel().split()) for ax in figure.axes if ax.get_ylabel()]
     prompts = {r["prompt_index"]: r["prompt"] for r in records}
     assert labels == [prompts[i] for i in sorted(prompts)]
+
+
+def test_psnr_matches_torchmetrics() -> None:
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    from spectrum_cache.bench.metrics import psnr
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 3, 16, 16, generator=generator), torch.rand(3, 3, 16, 16, generator=generator)
+    b = (a + 0.05 * b).clamp(0, 1)
+    expected = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+    assert psnr(a, b) == pytest.approx(float(expected), rel=1e-5)
+    assert psnr(a, a) == float("inf")
+
+
+# Runs the command with the bench extra's packages unimportable, as on a base install.
+WITHOUT_BENCH_EXTRA = (
+    "import sys\n"
+    "for name in ('accelerate', 'matplotlib', 'torchmetrics'):\n"
+    "    sys.modules[name] = None\n"
+    "from spectrum_cache.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_bench_without_the_extra_names_what_to_install(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", WITHOUT_BENCH_EXTRA, "bench", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "spectrum-cache: error: bench needs accelerate, matplotlib, torchmetrics (the bench extra): "
+        "pip install accelerate matplotlib torchmetrics, or pip install -e \".[bench]\" in a checkout of spectrum-cache"
+    ]
+    assert not (tmp_path / "r").exists()
+
+
+def test_generate_compare_runs_without_the_bench_extra(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "c.png"
+    done = subprocess.run([sys.executable, "-c", WITHOUT_BENCH_EXTRA, "generate", "a red circle on the left",
+                           "--steps", "8", "--compare", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "PSNR" in done.stdout and (tmp_path / "c-compare.png").exists()
+
+
+def test_measure_works_without_the_resource_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no `resource`: the module must import and report the peak as unavailable."""
+    import importlib
+
+    import spectrum_cache.bench.measure as measure
+
+    monkeypatch.setitem(sys.modules, "resource", None)
+    reloaded = importlib.reload(measure)
+    try:
+        assert reloaded.lifetime_peak_rss_mib() is None
+    finally:
+        monkeypatch.undo()
+        importlib.reload(measure)
+    assert measure.lifetime_peak_rss_mib() > 0

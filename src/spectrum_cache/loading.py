@@ -179,9 +179,11 @@ def load_model(model: str | None, device: str) -> Any:
     loads through our own class, which diffusers cannot look up by name.
     """
     import torch
+    from diffusers.utils.logging import get_logger
 
     from .embedded import load_pipeline
 
+    get_logger(__name__).info(f"loading {model or 'the embedded model'} on {device}")
     if model is None:
         return load_pipeline(device=device)
     from diffusers import DiffusionPipeline
