@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import FAILURE, INTERRUPTED, USAGE_ERROR, CommandError, usage_error
+from .errors import FAILURE, INTERRUPTED, USAGE_ERROR, CommandError, exit_at_once_on_interrupt, usage_error
 from .options import add_verbose, finite_float, guidance_float, positive_int, seed_int
 
 # The embedded model draws tiny images; written this many times larger so a person can see them.
@@ -152,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status."""
     try:
         try:
-            args = build_parser().parse_args(argv)
+            with exit_at_once_on_interrupt():
+                args = build_parser().parse_args(argv)
         except SystemExit as exit_request:  # --help, --version, or a usage error argparse printed
             return exit_request.code if isinstance(exit_request.code, int) else USAGE_ERROR
         with _console_log(args.verbose):
@@ -296,26 +297,28 @@ def side_by_side(full: Any, spectrum: Any, full_label: str, spectrum_label: str,
 def _generate(args: argparse.Namespace) -> int:
     from .loading import check_model, cpu_threads, is_embedded, load_model, resolve_device
 
-    # Every option first: nothing below may fail for bad input after minutes of loading and sampling.
-    if args.no_spectrum and args.compare:
-        raise usage_error("--compare needs Spectrum on; drop --no-spectrum")
-    _check_out(args.out, compare_paths(args.out) if args.compare else ())
-    check_model(args.model)
-    config = _config(args.speedup, args.steps)
-    device = resolve_device(args.device)
-    embedded = is_embedded(args.model)
+    # Start-up (checks, imports, loading) ends at once on Ctrl-C; see exit_at_once_on_interrupt.
+    with exit_at_once_on_interrupt():
+        # Every option first: nothing below may fail for bad input after minutes of loading and sampling.
+        if args.no_spectrum and args.compare:
+            raise usage_error("--compare needs Spectrum on; drop --no-spectrum")
+        _check_out(args.out, compare_paths(args.out) if args.compare else ())
+        check_model(args.model)
+        config = _config(args.speedup, args.steps)
+        device = resolve_device(args.device)
+        embedded = is_embedded(args.model)
 
-    import torch
+        import torch
 
-    threads = cpu_threads(args.threads, args.model)
-    if torch.device(device).type == "cpu":
-        torch.set_num_threads(threads)
-    where = f"on {device}" + (f" ({threads} thread{'s' if threads > 1 else ''})" if torch.device(device).type == "cpu" else "")
+        threads = cpu_threads(args.threads, args.model)
+        if torch.device(device).type == "cpu":
+            torch.set_num_threads(threads)
+        where = f"on {device}" + (f" ({threads} thread{'s' if threads > 1 else ''})" if torch.device(device).type == "cpu" else "")
 
-    pipe = load_model(args.model, device)
-    if embedded:
-        _warn_unknown_words(pipe, args.prompt)
-    upscale = EMBEDDED_UPSCALE if args.model is None else 1  # --model images are written at their own size
+        pipe = load_model(args.model, device)
+        if embedded:
+            _warn_unknown_words(pipe, args.prompt)
+        upscale = EMBEDDED_UPSCALE if args.model is None else 1  # --model images are written at their own size
 
     if args.no_spectrum:
         result, seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import CommandError, usage_error
+from ..errors import CommandError, exit_at_once_on_interrupt, usage_error
 from ..options import MAX_SEED, add_verbose, guidance_float, positive_int, seed_int
 
 DEFAULT_OUT = Path("results/bench")
@@ -102,11 +102,12 @@ def _options(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``spectrum-cache bench``; problems raise CommandError (one line, exit 2 for bad input)."""
-    _require_bench_extra()
-    from .report import markdown_table
-    from .runner import BenchError, run_bench
+    with exit_at_once_on_interrupt():  # start-up: see exit_at_once_on_interrupt
+        _require_bench_extra()
+        from .report import markdown_table
+        from .runner import BenchError, run_bench
 
-    options = _options(args)
+        options = _options(args)
     try:
         result = run_bench(options)
     except BenchError as error:

@@ -332,7 +332,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             if finished_record(options.out, i, m, options.prompts[i]) is not None}
     pending = [(i, m) for i in my_prompts for m in options.methods if (i, m.name) not in done]
     if pending:
-        worker.ensure_loaded()  # before the progress bar, so a model that cannot load fails cleanly
+        from ..errors import exit_at_once_on_interrupt
+
+        with exit_at_once_on_interrupt():  # loading is start-up: Ctrl-C there ends the process at once
+            worker.ensure_loaded()  # before the progress bar, so a model that cannot load fails cleanly
     ran = 0
     # Log lines (the notes above) go through tqdm, so they never cut a progress bar in half.
     with logging_redirect_tqdm(loggers=[logging.getLogger(PACKAGE_LOGGER)]):
