@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -60,12 +61,13 @@ def _version() -> str:
 
 
 def _embedded_words_epilog() -> str:
+    # Both from the embedded model's own data, so they follow it when it is retrained.
+    from .bench.prompts import bundled_prompts
     from .embedded.data import vocabulary
 
     return (
-        "The embedded model (the default, without --model) was trained on captions like \"a large red circle "
-        "on the left and a small blue square at the bottom\" and knows only these words: "
-        f"{', '.join(vocabulary())}. Other words are ignored (with a warning)."
+        f"The embedded model (the default, without --model) was trained on captions like \"{bundled_prompts()[0]}\" "
+        f"and knows only these words: {', '.join(vocabulary())}. Other words are ignored (with a warning)."
     )
 
 
@@ -189,6 +191,9 @@ def _check_out(out: Path, extra: Sequence[Path] = ()) -> None:
     image_format = Image.registered_extensions().get(suffix)
     if image_format is None or image_format not in Image.SAVE:
         raise usage_error(f"--out {str(out)!r}: Pillow cannot write {suffix} files; use an image type such as {COMMON_IMAGE_TYPES}")
+    for path in (out, *extra):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise usage_error(f"--out {str(out)!r}: {str(path)!r} exists and cannot be overwritten (read-only)")
     existing = out.parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
