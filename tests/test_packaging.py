@@ -110,3 +110,29 @@ def test_nothing_imports_the_cli_module() -> None:
     assert importers == []
     assert "spectrum_cache.loading" in _imported_modules(SRC / "spectrum_cache" / "bench" / "runner.py")
     assert "spectrum_cache.errors" in _imported_modules(SRC / "spectrum_cache" / "bench" / "cli.py")
+
+
+def test_installed_diffusers_is_inside_the_pin(wheel: zipfile.ZipFile) -> None:
+    """The pin names the diffusers the suite runs with: widening it is done by testing a newer one."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    (metadata_name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    requires = email.message_from_bytes(wheel.read(metadata_name)).get_all("Requires-Dist")
+    (diffusers,) = [Requirement(r) for r in requires if r.startswith("diffusers")]
+    assert diffusers.specifier.contains(version("diffusers"))
+
+
+def test_readme_install_section() -> None:
+    readme = (ROOT / "README.md").read_text()
+    install = readme[readme.index("## Install"):readme.index("## Set up (fresh machine)")]
+    assert "Python >= 3.10" in install
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in install  # CPU-only torch
+    assert "CUDA" in install
+    assert 'pip install -e ".[bench]"' in install and "learned-metrics" in install
+    # Not on the package index yet: extras only in the path form.
+    assert 'install "spectrum-cache[' not in readme and "install spectrum-cache[" not in readme
+    setup = readme[readme.index("## Set up (fresh machine)"):]
+    assert 'pip install -e ".[dev]"' in setup.split("```")[1] and "pytest" in setup.split("```")[1]
+    assert "@inproceedings" in readme and "2603.01623" in readme
