@@ -194,6 +194,18 @@ def test_unloadable_models_fail_in_one_line(model: str, code: int, message: str,
     assert "stacktrace" not in proc.stderr
 
 
+def test_model_missing_online_or_offline_fails_in_one_line(tmp_path: Path) -> None:
+    """Without HF_HUB_OFFLINE: an unreachable hub (or, with a network, a repository that does not
+    exist) is one line too, never diffusers' "see the stacktrace above"."""
+    env = {k: v for k, v in cli_env().items() if k != "HF_HUB_OFFLINE"}
+    proc = subprocess.run([sys.executable, "-m", "spectrum_cache.cli", "generate", PROMPT, *UNLOADABLE,
+                           "--out", str(tmp_path / "x.png")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1
+    (line,) = error_lines(proc)
+    assert line.startswith("spectrum-cache: error: cannot load --model 'spectrum-cache-tests/no-such-model': ")
+    assert "stacktrace" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def _interrupt(args: list[str], when: float | str) -> subprocess.CompletedProcess[str]:
     """Start the console script and send SIGINT ``when`` seconds in (start-up: imports and loading
     take seconds), or once the progress bar shows ("sampling")."""
