@@ -17,6 +17,7 @@ from spectrum_cache.bench.prompts import bundled_prompts
 from spectrum_cache.embedded.data import parse_caption
 from spectrum_cache.cli import main
 
+SRC = Path(__file__).resolve().parent.parent / "src"
 STEPS = 8
 # At 8 steps alpha=0.75 runs steps 0-4 and 6: 6 passes, so steps-6 is its plain-sampler mirror.
 METHODS = "full,steps-6,spectrum-a0.75-w0.5,reuse-a0.75,diffusers-fbc-t0.2,diffusers-taylorseer-i2"
@@ -50,9 +51,12 @@ def test_writes_records_table_plot_grid(bench_out: Path) -> None:
     for png in ("quality_vs_speedup.png", "grid.png"):
         with Image.open(bench_out / png) as image:
             assert image.width > 200 and image.height > 100
+    sizes = set()
     for record in records.values():
         with Image.open(bench_out / record["image"]) as image:
-            assert image.size == (32, 32)
+            sizes.add(image.size)
+    (size,) = sizes  # every method's image at the model's own size
+    assert size[0] == size[1] >= 8
     summary = {row["method"]: row for row in json.loads((bench_out / "summary.json").read_text())}
     assert set(summary) == set(names)
 
@@ -65,6 +69,8 @@ def test_values_are_sane(bench_out: Path) -> None:
         assert full["psnr"] is None and full["ssim"] is None and full["speedup"] == 1.0
         assert full["passes"] == STEPS and full["denoiser_calls"] == 2 * STEPS  # CFG: two calls a step
         spectrum = records[i, "spectrum-a0.75-w0.5"]
+        # Timed in the same run as the full sampler: the speedup uses that run's full-sampler time.
+        assert spectrum["reference_seconds"] == full["seconds"] == full["reference_seconds"]
         assert spectrum["passes"] == len(schedule) == spectrum["expected_passes"]
         assert spectrum["computed_steps"] == schedule
         assert records[i, "reuse-a0.75"]["passes"] == len(schedule)
@@ -99,10 +105,23 @@ def test_rerun_skips_finished_items(bench_out: Path, capsys: pytest.CaptureFixtu
     assert after[1, "reuse-a0.75"]["finished_at"] > before[1, "reuse-a0.75"]
     assert all(after[key]["finished_at"] == t for key, t in before.items() if key != (1, "reuse-a0.75"))
 
+    # The rerun timed the full sampler again for its speedup: times from another run are not comparable.
+    rerun = after[1, "reuse-a0.75"]
+    assert rerun["reference_seconds"] > 0 and rerun["reference_seconds"] != after[1, "full"]["seconds"]
+    assert rerun["speedup"] == pytest.approx(rerun["reference_seconds"] / rerun["seconds"])
+
     # Fewer prompts is a subset of the same run: nothing to do.
     subset = [a if a != "2" else "1" for a in ARGS]
     assert main(["bench", *subset, "--out", str(bench_out)]) == 0
     assert "ran 0 items here, 6 already done" in capsys.readouterr().out
+
+    # A subset of the methods and prompts: the report still covers every record in the folder.
+    subset = [a if a != METHODS else "full,steps-6" for a in subset]
+    assert main(["bench", *subset, "--out", str(bench_out)]) == 0
+    table = (bench_out / "table.md").read_text()
+    assert table.startswith("# embedded model, 8 steps, 2 prompts")
+    for name in (m.name for m in parse_methods(METHODS, STEPS)):
+        assert f"| {name} |" in table
 
 
 def test_other_settings_refuse_the_same_folder(
@@ -118,15 +137,21 @@ def test_other_settings_refuse_the_same_folder(
 
 
 def test_two_processes_on_gloo_give_the_same_records(bench_out: Path, tmp_path: Path) -> None:
+    """The README's form, without --device: on a machine without a GPU the two processes must still
+    split the prompts (accelerate sets up no process group there unless asked for CPU)."""
     out = tmp_path / "results"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    args = [a for a in ARGS if a not in ("--device", "cpu")]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "spectrum_cache.cli", "bench", *ARGS, "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+               "-m", "spectrum_cache.cli", "bench", *args, "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("| full |") == 1  # one table, from the main process
     one, two = _records(bench_out), _records(out)
     assert set(one) == set(two)
     assert {r["rank"] for r in two.values()} == {0, 1}  # both processes did work
+    assert {(r["prompt_index"], r["rank"]) for r in two.values()} == {(0, 0), (1, 1)}  # each prompt once
     for key, record in one.items():
         assert two[key]["passes"] == record["passes"]
         assert two[key]["psnr"] == pytest.approx(record["psnr"], abs=1e-4) if record["psnr"] is not None else two[key]["psnr"] is None
@@ -138,12 +163,14 @@ def test_two_processes_on_gloo_give_the_same_records(bench_out: Path, tmp_path: 
     [
         (["--methods", "full,bogus"], "unknown method 'bogus'"),
         (["--prompts", "/no/such/prompts.txt"], "--prompts"),
-        (["--steps", "0"], "--steps must be >= 1"),
+        (["--steps", "0"], "argument --steps: must be an integer >= 1, got '0'"),
+        (["--seed", "18446744073709551615"], "--seed 18446744073709551615: with 2 prompts the seeds would pass 2**64-1"),
+        (["--guidance-scale", "nan"], "argument --guidance-scale: must be a finite number"),
         (["--methods", "spectrum-a0.75-w2"], "blend_weight"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--out", str(tmp_path / "r"), *args]) == 2
+    assert main(["bench", "--out", str(tmp_path / "r"), "--num-prompts", "2", *args]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "r").exists()  # nothing was started
@@ -151,8 +178,9 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
 
 def test_bad_input_under_python_m_is_one_line_too(tmp_path: Path) -> None:
     """torchrun runs `python -m spectrum_cache.cli`, where cli.py is __main__ (a second copy of the module)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-m", "spectrum_cache.cli", "bench", "--methods", "nope", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "unknown method 'nope'" in done.stderr
 
@@ -212,7 +240,7 @@ def test_defaults_are_the_embedded_model_on_the_bundled_prompts() -> None:
     assert [m.name for m in options.methods] == [m.name for m in default_methods(50)]
 
 
-def test_any_pipeline_folder_with_model(tmp_path: Path) -> None:
+def test_any_pipeline_folder_with_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--model takes a pipeline folder (here the embedded one, loaded as a generic model): no checker."""
     from spectrum_cache.embedded import weights_path
 
@@ -220,9 +248,104 @@ def test_any_pipeline_folder_with_model(tmp_path: Path) -> None:
     args = ["--model", str(weights_path()), "--steps", "6", "--num-prompts", "1", "--threads", "1",
             "--methods", "full,spectrum-a0.75-w0.5", "--extra-metrics", "off", "--device", "cpu"]
     assert main(["bench", *args, "--out", str(out)]) == 0
+    # Notes about what the report lacks come through the package's logger, in the command's style.
+    assert "spectrum-cache: warning: LPIPS, CLIP score and ImageReward: off" in capsys.readouterr().err
     records = _records(out)
     assert set(records) == {(0, "full"), (0, "spectrum-a0.75-w0.5")}
     assert all("checker_accuracy" not in r for r in records.values())
     assert "checker" not in (out / "table.md").read_text()
     assert records[0, "spectrum-a0.75-w0.5"]["passes"] == 5  # steps 0-4, then the forecast step 5
     assert json.loads((out / "run.json").read_text())["weights"] is not None
+
+
+def test_plot_labels_never_overlap_and_equal_checker_values_say_so() -> None:
+    """Points in a row (equal values) get labels on separate lines; a checker panel where every method
+    scores the same shows that value as text instead of a row of stacked labels."""
+    from matplotlib.text import Text
+
+    from spectrum_cache.bench.report import quality_figure
+
+    names = ["steps-14", "spectrum-a0.75-w0.5", "spectrum-a0.75-w1.0", "reuse-a0.75", "taylor1-a0.75", "diffusers-mag"]
+    rows = [{"method": "full", "status": "done", "speedup": 1.0, "psnr": None, "ssim": None, "checker_accuracy": 1.0}]
+    rows += [{"method": name, "status": "done", "speedup": 2.6 + 0.05 * k, "psnr": 30.0, "ssim": 0.9 + 0.001 * k,
+              "checker_accuracy": 1.0} for k, name in enumerate(names)]
+    figure = quality_figure(rows, "test")
+    renderer = figure.canvas.get_renderer()
+    psnr_axes, ssim_axes, checker_axes = figure.axes
+    for ax in (psnr_axes, ssim_axes):
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+        assert sorted(t.get_text() for t in ax.texts) == sorted(names)
+        assert not any(a.overlaps(b) for k, a in enumerate(boxes) for b in boxes[k + 1:])
+    assert [t.get_text() for t in checker_axes.texts][0] == "every method: 1.000"
+
+
+def test_grid_rows_are_labelled_with_their_prompts(bench_out: Path) -> None:
+    from spectrum_cache.bench.report import grid_figure, load_records
+
+    records = load_records(bench_out)
+    figure = grid_figure(records, [m.name for m in parse_methods(METHODS, STEPS)], bench_out)
+    labels = [" ".join(ax.get_ylabel().split()) for ax in figure.axes if ax.get_ylabel()]
+    prompts = {r["prompt_index"]: r["prompt"] for r in records}
+    assert labels == [prompts[i] for i in sorted(prompts)]
+
+
+def test_psnr_matches_torchmetrics() -> None:
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    from spectrum_cache.bench.metrics import psnr
+
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 3, 16, 16, generator=generator), torch.rand(3, 3, 16, 16, generator=generator)
+    b = (a + 0.05 * b).clamp(0, 1)
+    expected = peak_signal_noise_ratio(a, b, data_range=1.0, reduction="elementwise_mean", dim=(1, 2, 3))
+    assert psnr(a, b) == pytest.approx(float(expected), rel=1e-5)
+    assert psnr(a, a) == float("inf")
+
+
+# Runs the command with the bench extra's packages unimportable, as on a base install.
+WITHOUT_BENCH_EXTRA = (
+    "import sys\n"
+    "for name in ('accelerate', 'matplotlib', 'torchmetrics'):\n"
+    "    sys.modules[name] = None\n"
+    "from spectrum_cache.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_bench_without_the_extra_names_what_to_install(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", WITHOUT_BENCH_EXTRA, "bench", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "spectrum-cache: error: bench needs accelerate, matplotlib, torchmetrics (the bench extra): "
+        "pip install accelerate matplotlib torchmetrics, or pip install -e \".[bench]\" in a checkout of spectrum-cache"
+    ]
+    assert not (tmp_path / "r").exists()
+
+
+def test_generate_compare_runs_without_the_bench_extra(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "c.png"
+    done = subprocess.run([sys.executable, "-c", WITHOUT_BENCH_EXTRA, "generate", "a red circle on the left",
+                           "--steps", "8", "--compare", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "PSNR" in done.stdout and (tmp_path / "c-compare.png").exists()
+
+
+def test_measure_works_without_the_resource_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows has no `resource`: the module must import and report the peak as unavailable."""
+    import importlib
+
+    import spectrum_cache.bench.measure as measure
+
+    monkeypatch.setitem(sys.modules, "resource", None)
+    reloaded = importlib.reload(measure)
+    try:
+        assert reloaded.lifetime_peak_rss_mib() is None
+    finally:
+        monkeypatch.undo()
+        importlib.reload(measure)
+    assert measure.lifetime_peak_rss_mib() > 0

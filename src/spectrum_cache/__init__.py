@@ -6,28 +6,35 @@ Implements "Adaptive Spectral Feature Forecasting for Diffusion Sampling Acceler
 
 from __future__ import annotations
 
-from .config import SpectrumConfig
-from .forecast import ReuseForecaster, SpectrumForecaster, TaylorForecaster
-from .schedule import compute_steps
+import importlib
 
 __version__ = "0.1.0"
 
-# The diffusers front end is imported on first use, so the core needs nothing but torch.
-_INTEGRATION_NAMES = ("enable_spectrum", "disable_spectrum", "spectrum_summary", "SpectrumSummary", "SpectrumWarning")
+# Every public name is imported on first use (PEP 562): the core needs torch, the front end diffusers,
+# and `spectrum-cache --help` neither. Where each name lives:
+_LAZY_NAMES: dict[str, str] = {
+    "SpectrumConfig": ".config",
+    "compute_steps": ".schedule",
+    "ReuseForecaster": ".forecast",
+    "SpectrumForecaster": ".forecast",
+    "TaylorForecaster": ".forecast",
+    "enable_spectrum": ".integrations",
+    "disable_spectrum": ".integrations",
+    "spectrum_summary": ".integrations",
+    "SpectrumSummary": ".integrations",
+    "SpectrumWarning": ".integrations",
+}
 
-__all__ = [
-    "ReuseForecaster",
-    "SpectrumConfig",
-    "SpectrumForecaster",
-    "TaylorForecaster",
-    "compute_steps",
-    *_INTEGRATION_NAMES,
-]
+__all__ = sorted(_LAZY_NAMES)
 
 
 def __getattr__(name: str) -> object:
-    if name in _INTEGRATION_NAMES:
-        from . import integrations
-
-        return getattr(integrations, name)
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name], __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module 'spectrum_cache' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES))

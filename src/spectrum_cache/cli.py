@@ -1,36 +1,74 @@
 """The ``spectrum-cache`` command: ``generate`` an image with Spectrum, or ``bench`` it against others.
 
-Exit codes: 0 success, 2 usage error, 1 failure. User errors print one line, no traceback.
+Exit codes: 0 success, 2 usage error, 1 failure, 130 interrupted. Errors print one line, no traceback.
+Every option is checked before a model loads.
+
+This module sits on top: it imports bench/, loading.py and errors.py, and nothing imports it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import math
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-USAGE_ERROR = 2
-FAILURE = 1
-# The embedded model draws 32x32 images; written this many times larger so a person can see them.
+from .errors import FAILURE, INTERRUPTED, USAGE_ERROR, CommandError, exit_at_once_on_interrupt, usage_error
+from .options import add_verbose, finite_float, guidance_float, positive_int, seed_int
+
+# The embedded model draws tiny images; written this many times larger so a person can see them.
 EMBEDDED_UPSCALE = 8
+# Image types named in messages about --out (any type Pillow can write is accepted).
+COMMON_IMAGE_TYPES = ".png, .jpg, .webp"
+# The package's loggers (spectrum_cache.*) are shown on stderr while the command runs.
+PACKAGE_LOGGER = "spectrum_cache"
+# Named, not __name__: under `python -m spectrum_cache.cli` this module is __main__.
+logger = logging.getLogger("spectrum_cache.cli")
 
 
-class CommandError(Exception):
-    """A failure to report in one line; ``code`` is the exit status."""
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, and a help epilog built only when help is shown (the
+    embedded model's word list costs an import that every other command would pay for)."""
 
-    def __init__(self, message: str, code: int = FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
+    def __init__(self, *args: Any, epilog_factory: Callable[[], str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._epilog_factory = epilog_factory
+
+    def format_help(self) -> str:
+        if self._epilog_factory is not None:
+            self.epilog = self._epilog_factory()
+        return super().format_help()
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
-    return value
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spectrum-cache")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from . import __version__
+
+        return __version__
+
+
+def _embedded_words_epilog() -> str:
+    # Both from the embedded model's own data, so they follow it when it is retrained.
+    from .bench.prompts import bundled_prompts
+    from .embedded.data import vocabulary
+
+    return (
+        f"The embedded model (the default, without --model) was trained on captions like \"{bundled_prompts()[0]}\" "
+        f"and knows only these words: {', '.join(vocabulary())}. Other words are ignored (with a warning)."
+    )
 
 
 def _add_generate(subparsers: Any) -> None:
@@ -38,29 +76,39 @@ def _add_generate(subparsers: Any) -> None:
         "generate",
         help="generate an image with Spectrum (the embedded model by default)",
         description="Generate with Spectrum on. Without --model, runs the small model shipped in the package.",
+        epilog_factory=_embedded_words_epilog,
     )
     p.add_argument("prompt", help='e.g. "a red circle on the left and a blue square on the right"')
-    p.add_argument("--speedup", type=float, default=None,
+    p.add_argument("--speedup", type=finite_float, default=None, metavar="X",
                    help="target ideal speedup N/passes, e.g. 4 (default: the paper's alpha=0.75 schedule)")
-    p.add_argument("--steps", type=_positive_int, default=50, help="denoising steps (default 50)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", type=Path, default=Path("spectrum.png"), help="output image (default spectrum.png)")
+    p.add_argument("--steps", type=positive_int, default=50, metavar="N", help="denoising steps (default 50)")
+    p.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed, 0 to 2**64-1 (default 0)")
+    p.add_argument("--out", type=Path, default=Path("spectrum.png"), metavar="FILE",
+                   help="output image, any type Pillow writes (default spectrum.png); with --compare also "
+                        "FILE-full and FILE-compare beside it")
     p.add_argument("--no-spectrum", action="store_true", help="run the full sampler only")
     p.add_argument("--compare", action="store_true",
-                   help="also run the full sampler with the same seed and write both side by side with PSNR and speedup")
+                   help="also run the full sampler with the same seed and write it, and both side by side with PSNR "
+                        "and speedup")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--model", default=None,
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="CPU threads (default: 1 for the embedded model, whose steps are too small to share out; "
+                        "torch's default otherwise)")
+    p.add_argument("--model", default=None, metavar="ID_OR_FOLDER",
                    help="a diffusers pipeline id or folder (e.g. black-forest-labs/FLUX.1-dev) instead of the embedded model")
-    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale (pipeline default)")
+    p.add_argument("--guidance-scale", type=guidance_float, default=None, metavar="G",
+                   help="classifier-free guidance scale (default: the pipeline's)")
+    add_verbose(p)
     p.set_defaults(handler=_generate)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spectrum-cache",
         description="Spectrum: training-free Chebyshev feature forecasting that makes diffusion sampling faster.",
     )
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_generate(subparsers)
     from .bench import cli as bench_cli
 
@@ -68,30 +116,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+class _LogFormat(logging.Formatter):
+    """One line in the command's own style: ``spectrum-cache: warning: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"spectrum-cache: {record.levelname.lower()}: {record.getMessage()}"
+
+
+@contextlib.contextmanager
+def _console_log(verbose: bool) -> Iterator[None]:
+    """Show the package's log on stderr for the command's duration (the library itself only logs)."""
+    package_logger = logging.getLogger(PACKAGE_LOGGER)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormat())
+    saved_level = package_logger.level
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO if verbose else logging.WARNING)
     try:
-        return args.handler(args) or 0
+        if not verbose:
+            yield
+            return
+        # Only here: importing diffusers costs seconds, which a one-line usage error must not pay.
+        from diffusers.utils import logging as diffusers_logging
+
+        saved_diffusers = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_info()
+        try:
+            yield
+        finally:
+            diffusers_logging.set_verbosity(saved_diffusers)
+    finally:
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(saved_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    try:
+        try:
+            with exit_at_once_on_interrupt():
+                args = build_parser().parse_args(argv)
+        except SystemExit as exit_request:  # --help, --version, or a usage error argparse printed
+            return exit_request.code if isinstance(exit_request.code, int) else USAGE_ERROR
+        with _console_log(args.verbose):
+            return args.handler(args) or 0
     except CommandError as error:
         print(f"spectrum-cache: error: {error}", file=sys.stderr)
         return error.code
     except KeyboardInterrupt:
         print("spectrum-cache: interrupted", file=sys.stderr)
-        return FAILURE
+        return INTERRUPTED
 
 
-# -- generate ---------------------------------------------------------------------------------------
-def _device(name: str | None) -> str:
-    import torch
+# -- generate: checks ---------------------------------------------------------------------------------
+def compare_paths(out: Path) -> tuple[Path, Path]:
+    """Where --compare writes the full sampler's image and the side-by-side picture."""
+    return out.with_name(f"{out.stem}-full{out.suffix}"), out.with_name(f"{out.stem}-compare{out.suffix}")
 
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.empty(0, device=name)
-    except (RuntimeError, AssertionError) as error:
-        raise CommandError(f"--device {name!r} is not usable here ({str(error).splitlines()[0]})", USAGE_ERROR) from None
-    return name
+
+def _check_out(out: Path, extra: Sequence[Path] = ()) -> None:
+    """Everything about --out that would otherwise fail only after sampling: the image type, a folder
+    in the way, a file where a folder should be, a place that cannot be written."""
+    import tempfile
+
+    from PIL import Image
+
+    for path in (out, *extra):
+        if path.is_dir():
+            raise usage_error(f"--out {str(out)!r}: {str(path)!r} is a folder; give a file name such as {path / 'spectrum.png'}")
+    Image.init()
+    suffix = out.suffix.lower()
+    if not suffix:
+        raise usage_error(f"--out {str(out)!r} has no file extension; use an image type such as {COMMON_IMAGE_TYPES}")
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format is None or image_format not in Image.SAVE:
+        raise usage_error(f"--out {str(out)!r}: Pillow cannot write {suffix} files; use an image type such as {COMMON_IMAGE_TYPES}")
+    for path in (out, *extra):
+        if path.exists() and not os.access(path, os.W_OK):
+            raise usage_error(f"--out {str(out)!r}: {str(path)!r} exists and cannot be overwritten (read-only)")
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise usage_error(f"--out {str(out)!r}: {str(existing)!r} is a file, not a folder")
+    try:  # a real write: permissions, read-only file systems and /proc-like places all show here
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise usage_error(f"--out {str(out)!r}: cannot write in {str(existing)!r} ({error.strerror or error})") from None
 
 
 def _config(speedup: float | None, steps: int) -> Any:
@@ -100,45 +212,22 @@ def _config(speedup: float | None, steps: int) -> Any:
     try:
         config = SpectrumConfig() if speedup is None else SpectrumConfig.for_speedup(speedup, steps)
     except ValueError as error:
-        raise CommandError(f"--speedup: {error}", USAGE_ERROR) from None
+        raise usage_error(f"--speedup: {error}") from None
     # The pipeline supplies the step count at run time (the warm-up run uses fewer steps).
     return config.replace(num_inference_steps=None)
 
 
-def load_model(model: str | None, device: str) -> Any:
-    """The embedded pipeline, or any diffusers pipeline by id or folder; one-line error if not loadable.
-
-    A folder holding an EmbeddedPipeline (e.g. one retrained with ``spectrum_cache.embedded.train``)
-    loads through our own class, which diffusers cannot look up by name.
-    """
-    import torch
-
-    from .embedded import EmbeddedPipeline, load_pipeline
-
-    if model is None:
-        return load_pipeline(device=device)
-    from diffusers import DiffusionPipeline
-
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        if _pipeline_class_name(model) == EmbeddedPipeline.__name__:
-            return load_pipeline(device=device, weights=model)
-        pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype)
-    except Exception as error:  # hub, network, format: all are "cannot load" to the user
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise CommandError(f"cannot load --model {model!r}: {first_line}") from None
-    return pipe.to(device)
+def _warn_unknown_words(pipe: Any, prompt: str) -> None:
+    """The embedded model maps words it never saw to [UNK] and draws blobs: say so in one line."""
+    vocab = pipe.tokenizer.get_vocab()
+    unknown = list(dict.fromkeys(w for w in pipe.tokenizer.tokenize(prompt) if w not in vocab))
+    if unknown:
+        known = [w for w in vocab if not (w.startswith("[") and w.endswith("]"))]  # leave out [PAD], [UNK], ...
+        logger.warning(f"the embedded model does not know {', '.join(map(repr, unknown))} and ignores it; "
+                       f"it knows: {', '.join(known)}")
 
 
-def _pipeline_class_name(model: str) -> str | None:
-    index = Path(model) / "model_index.json"
-    if not index.is_file():
-        return None
-    import json
-
-    return json.loads(index.read_text()).get("_class_name")
-
-
+# -- generate: running --------------------------------------------------------------------------------
 def _sample(pipe: Any, prompt: str, steps: int, seed: int, device: str, guidance_scale: float | None) -> tuple[Any, float]:
     """(first image or frames, seconds)."""
     import torch
@@ -170,88 +259,118 @@ def _to_pil_frames(result: Any) -> list[Any]:
     return [Image.fromarray(to_uint8(frame)) for frame in (array if array.ndim == 4 else [array])]
 
 
-def _save(frames: list[Any], path: Path, upscale: int) -> None:
+def _enlarge(frame: Any, upscale: int) -> Any:
     from PIL import Image
 
-    if upscale > 1:
-        frames = [f.resize((f.width * upscale, f.height * upscale), Image.NEAREST) for f in frames]
+    return frame if upscale == 1 else frame.resize((frame.width * upscale, frame.height * upscale), Image.NEAREST)
+
+
+def _save(frames: list[Any], path: Path, upscale: int) -> Path:
+    """Write one image, or an animation for video frames (as a GIF beside ``path`` where its type
+    holds one image only); returns the path written."""
+    from PIL import Image
+
+    frames = [_enlarge(f, upscale) for f in frames]
     path.parent.mkdir(parents=True, exist_ok=True)
     if len(frames) == 1:
         frames[0].save(path)
-    else:
-        frames[0].save(path.with_suffix(".gif"), save_all=True, append_images=frames[1:], duration=100, loop=0)
+        return path
+    if Image.registered_extensions().get(path.suffix.lower()) not in Image.SAVE_ALL:
+        path = path.with_suffix(".gif")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return path
 
 
-def _side_by_side(left: Any, right: Any, title: str) -> Any:
-    from PIL import Image, ImageDraw
+def side_by_side(full: Any, spectrum: Any, full_label: str, spectrum_label: str, caption: str) -> Any:
+    """The full sampler's image left, Spectrum's right, each labelled above, the caption centred under
+    both (it is about the pair, not one column)."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    gap, banner = 8, 40
-    canvas = Image.new("RGB", (left.width + right.width + gap, max(left.height, right.height) + banner), "white")
-    canvas.paste(right, (0, banner))
-    canvas.paste(left, (right.width + gap, banner))
+    font = ImageFont.load_default(size=15)
+    gap, pad, line = 12, 8, 22
+    width = full.width + gap + spectrum.width
+    height = pad + line + max(full.height, spectrum.height) + pad + line + pad
+    canvas = Image.new("RGB", (width + 2 * pad, height), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 4), "full sampler", fill="black")
-    draw.text((right.width + gap + 4, 4), "Spectrum", fill="black")
-    draw.text((4, 22), title, fill="black")
+    for x, image, label in ((pad, full, full_label), (pad + full.width + gap, spectrum, spectrum_label)):
+        canvas.paste(image, (x, pad + line))
+        draw.text((x + image.width / 2, pad + line / 2), label, fill="black", font=font, anchor="mm")
+    draw.text((pad + width / 2, height - pad - line / 2), caption, fill="black", font=font, anchor="mm")
     return canvas
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .integrations import disable_spectrum, enable_spectrum, spectrum_summary
+    from .loading import check_model, cpu_threads, is_embedded, load_model, resolve_device
 
-    device = _device(args.device)
-    config = _config(args.speedup, args.steps)
-    if args.no_spectrum and args.compare:
-        raise CommandError("--compare needs Spectrum on; drop --no-spectrum", USAGE_ERROR)
-    pipe = load_model(args.model, device)
-    upscale = EMBEDDED_UPSCALE if args.model is None else 1
+    # Start-up (checks, imports, loading) ends at once on Ctrl-C; see exit_at_once_on_interrupt.
+    with exit_at_once_on_interrupt():
+        # Every option first: nothing below may fail for bad input after minutes of loading and sampling.
+        if args.no_spectrum and args.compare:
+            raise usage_error("--compare needs Spectrum on; drop --no-spectrum")
+        _check_out(args.out, compare_paths(args.out) if args.compare else ())
+        check_model(args.model)
+        config = _config(args.speedup, args.steps)
+        device = resolve_device(args.device)
+        embedded = is_embedded(args.model)
+
+        import torch
+
+        threads = cpu_threads(args.threads, args.model)
+        if torch.device(device).type == "cpu":
+            torch.set_num_threads(threads)
+        where = f"on {device}" + (f" ({threads} thread{'s' if threads > 1 else ''})" if torch.device(device).type == "cpu" else "")
+
+        pipe = load_model(args.model, device)
+        if embedded:
+            _warn_unknown_words(pipe, args.prompt)
+        upscale = EMBEDDED_UPSCALE if args.model is None else 1  # --model images are written at their own size
 
     if args.no_spectrum:
         result, seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)
-        _save(_to_pil_frames(result), args.out, upscale)
-        print(f"full sampler: {args.steps} steps computed in {seconds:.2f} s; wrote {args.out}")
+        written = _save(_to_pil_frames(result), args.out, upscale)
+        print(f"full sampler: {args.steps} steps computed in {seconds:.2f} s {where}; wrote {written}")
         return 0
+
+    from .integrations import disable_spectrum, enable_spectrum, spectrum_summary
 
     try:
         enable_spectrum(pipe, config)
     except ValueError as error:
-        raise CommandError(str(error)) from None
+        raise CommandError(str(error), FAILURE) from None
     if args.compare:  # one short warm-up run, so neither timed run pays first-call costs
         _sample(pipe, args.prompt, 2, args.seed, device, args.guidance_scale)
     result, seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)
-    summary = spectrum_summary(pipe)
-    branch = summary.branches[0]
+    branch = spectrum_summary(pipe).branches[0]
+    passes = len(branch.computed_steps)
     frames = _to_pil_frames(result)
     print(
-        f"Spectrum: {len(branch.computed_steps)} of {args.steps} steps computed, {len(branch.forecast_steps)} forecast "
-        f"(ideal speedup {branch.ideal_speedup:.2f}x) in {seconds:.2f} s"
+        f"Spectrum: {passes} of {args.steps} steps computed, {len(branch.forecast_steps)} forecast "
+        f"(ideal speedup {branch.ideal_speedup:.2f}x) in {seconds:.2f} s {where}"
     )
-    if not args.compare:
-        _save(frames, args.out, upscale)
-        print(f"wrote {args.out}")
-        return 0
+    written = [_save(frames, args.out, upscale)]
+    if args.compare:
+        from .bench.metrics import psnr as image_psnr
+        from .bench.metrics import to_nchw
 
-    from .bench.metrics import psnr as image_psnr
-    from .bench.metrics import to_nchw
-
-    disable_spectrum(pipe)
-    full_result, full_seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)
-    full_frames = _to_pil_frames(full_result)
-    psnr = image_psnr(to_nchw(frames[0]), to_nchw(full_frames[0]))
-    speedup = full_seconds / seconds
-    print(f"full sampler: {args.steps} steps in {full_seconds:.2f} s; measured speedup {speedup:.2f}x, PSNR {psnr:.2f} dB")
-    from PIL import Image
-
-    big = [f.resize((f.width * upscale, f.height * upscale), Image.NEAREST) for f in (frames[0], full_frames[0])]
-    title = f"PSNR {psnr:.2f} dB   speedup {speedup:.2f}x ({len(branch.computed_steps)}/{args.steps} passes)"
-    _save([_side_by_side(big[0], big[1], title)], args.out, 1)
-    print(f"wrote {args.out}")
+        disable_spectrum(pipe)
+        full_result, full_seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)
+        full_frames = _to_pil_frames(full_result)
+        psnr = image_psnr(to_nchw(frames[0]), to_nchw(full_frames[0]))
+        speedup = full_seconds / seconds
+        # Identical images (e.g. --steps 1, nothing forecast) have no finite PSNR: say what it means.
+        quality = f"PSNR {psnr:.2f} dB" if math.isfinite(psnr) else "images identical"
+        print(f"full sampler: {args.steps} steps in {full_seconds:.2f} s; measured speedup {speedup:.2f}x, {quality}")
+        full_path, pair_path = compare_paths(args.out)
+        written.append(_save(full_frames, full_path, upscale))
+        pair = side_by_side(
+            _enlarge(full_frames[0], upscale), _enlarge(frames[0], upscale),
+            f"full sampler ({args.steps} passes)", f"Spectrum ({passes} of {args.steps} passes)",
+            f"{quality}, measured speedup {speedup:.2f}x",
+        )
+        written.append(_save([pair], pair_path, 1))
+    print(f"wrote {', '.join(map(str, written))}")
     return 0
 
 
 if __name__ == "__main__":
-    # `python -m spectrum_cache.cli` (as torchrun starts it) runs this file as __main__, a second copy
-    # of the module: dispatch to the package's copy so its CommandError is the one raised and caught.
-    from spectrum_cache.cli import main as package_main
-
-    sys.exit(package_main())
+    sys.exit(main())

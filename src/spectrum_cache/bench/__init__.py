@@ -7,10 +7,13 @@ and seeds, and writes a report (report.py). The pieces:
   how each is switched on and off around one generation;
 - measure.py: network passes (a forward hook inside the last block), time, peak memory, MagCache's
   calibration;
-- metrics.py: PSNR and SSIM (torchmetrics); extra_metrics.py: LPIPS, CLIP score, ImageReward where
+- metrics.py: PSNR (plain torch) and SSIM (torchmetrics); extra_metrics.py: LPIPS, CLIP score, ImageReward where
   their weights load;
 - prompts.py / prompts.txt: the bundled prompts (held-out captions of the embedded model) and the
   caption parser the embedded checker needs.
 
-Nothing heavy is imported here: the ``spectrum-cache`` parser imports cli.py on every start.
+It needs the ``bench`` extra (accelerate, matplotlib, torchmetrics); ``bench`` checks for it first. It
+loads pipelines through ``spectrum_cache.loading`` and reports errors as ``spectrum_cache.errors``'
+CommandError; it never imports the CLI module above it. Nothing heavy is imported here: the
+``spectrum-cache`` parser imports cli.py on every start.
 """

@@ -1,6 +1,7 @@
 """Optional learned metrics: LPIPS, CLIP score, ImageReward, each used only where its weights load.
 
-They need extras (``pip install "spectrum-cache[bench]"``) and, the first time, a download. Where a
+They need the ``learned-metrics`` extra (``pip install -e ".[bench,learned-metrics]"`` in a checkout;
+the README says which torchvision to install first) and, the first time, a download. Where a
 package is missing or the weights cannot be fetched (offline), the metric is skipped with one note; the
 benchmark never fails for it.
 """

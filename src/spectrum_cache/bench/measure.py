@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import resource
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -99,7 +98,8 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, Any]]:
     - ``cuda_max_allocated``: torch.cuda.max_memory_allocated, reset before the run;
     - ``rss_peak``: the process's peak resident set size during the run (Linux: VmHWM, reset
       through /proc/self/clear_refs before the run), which includes the model and the libraries;
-    - ``rss_peak_lifetime``: where the reset is not possible, the peak since the process started.
+    - ``rss_peak_lifetime``: where the reset is not possible, the peak since the process started;
+    - ``unavailable`` (``peak_mib`` None): neither is possible (Windows).
 
     tracemalloc is not used: it sees Python allocations only, not torch's tensors.
     """
@@ -122,9 +122,20 @@ def peak_memory(device: torch.device) -> Iterator[dict[str, Any]]:
     if hwm is not None:
         result.update(peak_mib=hwm / 1024, kind="rss_peak")
     else:
-        # ru_maxrss is KiB on Linux, bytes on macOS.
-        scale = 1 if sys.platform == "darwin" else 1024
-        result.update(peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, kind="rss_peak_lifetime")
+        lifetime = lifetime_peak_rss_mib()
+        result.update(peak_mib=lifetime, kind="rss_peak_lifetime" if lifetime is not None else "unavailable")
+
+
+def lifetime_peak_rss_mib() -> float | None:
+    """The process's peak resident set size since it started; None where the platform has no
+    ``resource`` module (Windows)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 class _Collect(logging.Handler):

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 GRID_MAX_ROWS = 8
 GRID_CELL_INCHES = 1.1
+GRID_LABEL_INCHES = 1.6  # the prompt beside each row
 # Optional columns: shown only where at least one method has a value.
 OPTIONAL_COLUMNS = (("lpips", "LPIPS", "{:.3f}"), ("clip_score", "CLIP", "{:.2f}"), ("image_reward", "ImageReward", "{:.3f}"))
 
@@ -28,9 +29,19 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _speedup(done: list[dict[str, Any]], full_seconds: dict[int, float]) -> float | None:
+    """Total reference time over total method time. Each record carries the full sampler's time taken
+    in the same run (``reference_seconds``); records written before that field existed are paired with
+    the full sampler's record instead."""
+    pairs = [(r["reference_seconds"], r["seconds"]) for r in done if r.get("reference_seconds") is not None]
+    pairs += [(full_seconds[r["prompt_index"]], r["seconds"]) for r in done
+              if r.get("reference_seconds") is None and r["prompt_index"] in full_seconds]
+    return sum(p[0] for p in pairs) / sum(p[1] for p in pairs) if pairs else None
+
+
 def summarize(records: list[dict[str, Any]], method_names: list[str]) -> list[dict[str, Any]]:
     """One row per method (in ``method_names`` order): means over prompts; speedup is total full-sampler
-    time over total method time on the prompts both finished."""
+    time over total method time, each pair timed in the same run."""
     by_method: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_method.setdefault(record["method"], []).append(record)
@@ -43,21 +54,21 @@ def summarize(records: list[dict[str, Any]], method_names: list[str]) -> list[di
             if skipped:
                 rows.append({"method": name, "status": "skipped", "note": skipped[0]["note"]})
             continue
-        paired = [r for r in done if r["prompt_index"] in full_seconds]
         steps = done[0]["steps"]
         passes = _mean([r["passes"] for r in done])
+        memory = [r["peak_memory_mib"] for r in done if r.get("peak_memory_mib") is not None]
         row: dict[str, Any] = {
             "method": name,
             "status": "done",
             "images": len(done),
             "passes": passes,
             "ideal_speedup": steps / passes if passes else None,
-            "speedup": (sum(full_seconds[r["prompt_index"]] for r in paired) / sum(r["seconds"] for r in paired)) if paired else None,
+            "speedup": 1.0 if name == "full" else _speedup(done, full_seconds),
             "seconds": _mean([r["seconds"] for r in done]),
             "psnr": _mean([r["psnr"] for r in done if r.get("psnr") is not None]),
             "psnr_identical": sum(bool(r.get("identical_to_reference")) for r in done),
             "ssim": _mean([r["ssim"] for r in done if r.get("ssim") is not None]),
-            "peak_memory_mib": max(r["peak_memory_mib"] for r in done),
+            "peak_memory_mib": max(memory) if memory else None,
             "memory_kind": done[0]["memory_kind"],
         }
         for key, _, _ in OPTIONAL_COLUMNS:
@@ -79,7 +90,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     done = [r for r in rows if r["status"] == "done"]
     optional = [c for c in OPTIONAL_COLUMNS if any(r.get(c[0]) is not None for r in done)]
     has_checker = any(r.get("checker_accuracy") is not None for r in done)
-    header = ["method", "passes", "ideal", "speedup", "PSNR (dB)", "SSIM", *(c[1] for c in optional)]
+    # Methods run on different numbers of prompts (a rerun with a subset): say how many each mean covers.
+    uneven = len({r["images"] for r in done}) > 1
+    header = ["method", *(["prompts"] if uneven else []), "passes", "ideal", "speedup", "PSNR (dB)", "SSIM",
+              *(c[1] for c in optional)]
     header += ["checker acc."] if has_checker else []
     header += ["s / image", "peak MiB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -87,7 +101,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         psnr = _fmt(r["psnr"], "{:.2f}")
         if r["psnr"] is None and r["psnr_identical"] == r["images"] and r["method"] != "full":
             psnr = "inf (identical)"
-        cells = [r["method"], _fmt(r["passes"], "{:.4g}"), _fmt(r["ideal_speedup"], "{:.2f}x"), _fmt(r["speedup"], "{:.2f}x"),
+        cells = [r["method"], *([str(r["images"])] if uneven else []), _fmt(r["passes"], "{:.4g}"),
+                 _fmt(r["ideal_speedup"], "{:.2f}x"), _fmt(r["speedup"], "{:.2f}x"),
                  psnr, _fmt(r["ssim"], "{:.3f}"), *(_fmt(r.get(key), pattern) for key, _, pattern in optional)]
         cells += [_fmt(r.get("checker_accuracy"), "{:.3f}")] if has_checker else []
         cells += [_fmt(r["seconds"], "{:.3f}"), _fmt(r["peak_memory_mib"], "{:.0f}")]
@@ -97,10 +112,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"\n- {r['method']}: skipped ({r['note']})")
     if done:
         kind = done[0]["memory_kind"]
+        over = "prompts: how many prompts each mean covers" if uneven else f"means over {done[0]['images']} prompts"
         lines.append(
-            f"\npasses: real passes through the denoiser's last block per trajectory (mean over {done[0]['images']} prompts); "
-            f"ideal: steps / passes; speedup: full-sampler time / method time (warm-up excluded); "
-            f"PSNR/SSIM against the full sampler, same seed; peak MiB: {kind}."
+            f"\npasses: real passes through the denoiser's last block per trajectory ({over}); "
+            f"ideal: steps / passes; speedup: full-sampler time / method time, both timed in the same run "
+            f"(warm-up excluded); PSNR/SSIM against the full sampler, same seed; peak MiB: {kind}."
         )
     return "\n".join(lines) + "\n"
 
@@ -109,9 +125,78 @@ def _family(name: str) -> str:
     return name.split("-")[0] if not name.startswith("diffusers") else "diffusers"
 
 
+# Where a point's label may go, tried in order until one overlaps nothing: (dx, dy) in points from the
+# point, and the label's alignment there. The far ones get a thin line back to their point.
+_LABEL_SPOTS = (
+    *((dx * far, dy * far, ha, va)
+      for far in (1, 3)
+      for dx, dy, ha, va in ((5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom"),
+                             (-5, -3, "right", "top"), (0, 6, "center", "bottom"), (0, -6, "center", "top"))),
+    # Stacked above and below: points in a row (equal values) get their labels on separate lines.
+    *((dx, sign * level, ha, "bottom" if sign > 0 else "top")
+      for level in (16, 26, 36, 46, 56)
+      for sign in (1, -1)
+      for dx, ha in ((0, "center"), (8, "left"), (-8, "right"))),
+)
+PLOT_COLORS = {"steps": "tab:gray", "spectrum": "tab:red", "reuse": "tab:blue", "taylor1": "tab:green",
+               "taylor2": "tab:olive", "diffusers": "tab:purple"}
+
+
+def _place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
+    """Label each point where the label overlaps no other label, no point and stays inside the axes
+    (greedy, over the spots in _LABEL_SPOTS); where no spot is free, the least crowded one."""
+    from matplotlib.text import Text
+
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    area = ax.get_window_extent(renderer)
+    markers = []
+    for x, y, _ in points:
+        px, py = ax.transData.transform((x, y))
+        markers.append((px - 4, py - 4, px + 4, py + 4))
+    placed: list[tuple[float, float, float, float]] = []
+
+    def crowding(box: tuple[float, float, float, float]) -> float:
+        x0, y0, x1, y1 = box
+        outside = (max(0.0, area.x0 - x0) + max(0.0, x1 - area.x1) + max(0.0, area.y0 - y0) + max(0.0, y1 - area.y1)) * 1e3
+        overlap = sum(max(0.0, min(x1, b[2]) - max(x0, b[0])) * max(0.0, min(y1, b[3]) - max(y0, b[1]))
+                      for b in placed + markers)
+        return outside + overlap
+
+    for x, y, text in sorted(points, key=lambda p: (p[0], p[1])):
+        best = None
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            far = abs(dx) > 5 or abs(dy) > 6  # a line back to the point
+            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha, va=va,
+                                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if far else None)
+            label.update_positions(renderer)
+            extent = Text.get_window_extent(label, renderer)  # the text alone, not its line to the point
+            box = (extent.x0, extent.y0, extent.x1, extent.y1)
+            score = crowding(box)
+            if best is None or score < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (score, label, box)
+            else:
+                label.remove()
+            if score == 0:
+                break
+        assert best is not None
+        placed.append(best[2])
+
+
 def write_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Save quality_figure."""
+    import matplotlib.pyplot as plt
+
+    fig = quality_figure(rows, title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def quality_figure(rows: list[dict[str, Any]], title: str) -> Any:
     """PSNR and SSIM (and the checker's accuracy, where there is one) against measured speedup, one
-    labelled point per method."""
+    labelled point per method; a matplotlib Figure."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed (and none on a server)
@@ -121,31 +206,62 @@ def write_plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     panels = [("psnr", "PSNR (dB) vs full sampler"), ("ssim", "SSIM vs full sampler")]
     if any(r.get("checker_accuracy") is not None for r in done):
         panels.append(("checker_accuracy", "caption checker: attributes right"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 5), squeeze=False)
-    colors = {"steps": "tab:gray", "spectrum": "tab:red", "reuse": "tab:blue", "taylor1": "tab:green",
-              "taylor2": "tab:olive", "diffusers": "tab:purple"}
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), squeeze=False)
+    labelled = []
     for ax, (key, label) in zip(axes[0], panels, strict=True):
-        for r in done:
-            if r.get(key) is None:
-                continue
-            if r["method"] == "full":  # the reference: a line, not a point (PSNR/SSIM have none)
-                ax.axhline(r[key], color="black", linestyle="--", linewidth=0.8, label="full sampler")
-                continue
-            ax.scatter(r["speedup"], r[key], color=colors.get(_family(r["method"]), "black"), s=30)
-            ax.annotate(r["method"], (r["speedup"], r[key]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("measured speedup (x)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=f) for f, c in colors.items()]
-    axes[0][0].legend(handles=handles, fontsize=8, loc="best")
+        points = [r for r in done if r.get(key) is not None and r["method"] != "full"]
+        values = {round(r[key], 3) for r in points}
+        if key == "checker_accuracy" and len(values) <= 1:
+            # One value for every method (typically 1.000): a row of stacked labels says nothing.
+            ax.text(0.5, 0.5, f"every method: {values.pop():.3f}" if values else "no values",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=11)
+            ax.text(0.5, 0.4, "(the checker cannot tell these apart)", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=9, color="0.4")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        full = next((r for r in done if r["method"] == "full" and r.get(key) is not None), None)
+        if full is not None:  # the reference: a line, not a point (PSNR/SSIM have none)
+            ax.axhline(full[key], color="black", linestyle="--", linewidth=0.8)
+        for r in points:
+            ax.scatter(r["speedup"], r[key], color=PLOT_COLORS.get(_family(r["method"]), "black"), s=30, zorder=3)
+        ax.margins(x=0.15, y=0.12)  # room for the labels at the edges
+        labelled.append((ax, [(r["speedup"], r[key], r["method"]) for r in points]))
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=f) for f, c in PLOT_COLORS.items()
+               if any(_family(r["method"]) == f for r in done)]
+    if any(r["method"] == "full" for r in done):
+        handles.append(plt.Line2D([], [], color="black", linestyle="--", linewidth=0.8, label="full sampler"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.canvas.draw()  # the labels are placed against the final layout
+    for ax, points in labelled:
+        _place_labels(ax, points)
+    return fig
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def write_grid(records: list[dict[str, Any]], method_names: list[str], out: Path, path: Path, max_rows: int = GRID_MAX_ROWS) -> None:
-    """Rows prompts (the first ``max_rows``), columns methods."""
+    """Save grid_figure (nothing where there is no image)."""
+    import matplotlib.pyplot as plt
+
+    fig = grid_figure(records, method_names, out, max_rows)
+    if fig is not None:
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def grid_figure(records: list[dict[str, Any]], method_names: list[str], out: Path, max_rows: int = GRID_MAX_ROWS) -> Any:
+    """Rows prompts (the first ``max_rows``, labelled with the prompt), columns methods; a matplotlib
+    Figure, or None without images."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,38 +269,53 @@ def write_grid(records: list[dict[str, Any]], method_names: list[str], out: Path
     from PIL import Image
 
     images = {(r["prompt_index"], r["method"]): r["image"] for r in records if r["status"] == "done"}
-    prompts = sorted({i for i, _ in images})[:max_rows]
-    columns = [m for m in method_names if any((i, m) in images for i in prompts)]
-    if not prompts or not columns:
-        return
-    fig, axes = plt.subplots(len(prompts), len(columns), squeeze=False,
-                             figsize=(GRID_CELL_INCHES * len(columns), GRID_CELL_INCHES * len(prompts) + 0.6))
-    for row, index in enumerate(prompts):
+    prompts = {r["prompt_index"]: r["prompt"] for r in records}
+    indices = sorted({i for i, _ in images})[:max_rows]
+    columns = [m for m in method_names if any((i, m) in images for i in indices)]
+    if not indices or not columns:
+        return None
+    fig, axes = plt.subplots(len(indices), len(columns), squeeze=False,
+                             figsize=(GRID_LABEL_INCHES + GRID_CELL_INCHES * len(columns), GRID_CELL_INCHES * len(indices) + 0.6))
+    for row, index in enumerate(indices):
         for col, name in enumerate(columns):
             ax = axes[row][col]
             ax.set_xticks([])
             ax.set_yticks([])
             if (index, name) in images:
                 ax.imshow(Image.open(out / images[index, name]), interpolation="nearest")
+            else:
+                ax.set_frame_on(False)
             if row == 0:
                 ax.set_title(name.replace("-", "\n", 1), fontsize=6)
             if col == 0:
-                ax.set_ylabel(f"#{index}", fontsize=6)
+                ax.set_ylabel(_wrap(prompts[index], 30), fontsize=6, rotation=0, ha="right", va="center", labelpad=4)
     fig.tight_layout(pad=0.2)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def report_methods(records: list[dict[str, Any]], current: list[str], steps: int) -> list[str]:
+    """Every method with a record, in the order of this run's list, then the default list, then by name."""
+    from .methods import default_methods
+
+    order = {name: i for i, name in enumerate(dict.fromkeys([*current, *(m.name for m in default_methods(steps))]))}
+    found = {r["method"] for r in records} | set(current)
+    return sorted(found, key=lambda name: (order.get(name, len(order)), name))
 
 
 def write_report(options: BenchOptions) -> list[dict[str, Any]]:
-    """Write table.md, summary.json, quality_vs_speedup.png and grid.png; returns the summary rows."""
+    """Write table.md, summary.json, quality_vs_speedup.png and grid.png over every record in the
+    folder (run.json keeps them to one model, step count, seed and guidance), not only this run's
+    methods and prompts: a rerun with a subset must not hide what an earlier run measured. A record
+    whose prompt no longer matches this run's prompt at its index is left out (it is stale)."""
     out = options.out
-    names = [m.name for m in options.methods]
     prompts = options.prompts
     records = [r for r in load_records(out)
-               if r["method"] in names and r["prompt_index"] < len(prompts) and r["prompt"] == prompts[r["prompt_index"]]]
+               if r["prompt_index"] >= len(prompts) or r["prompt"] == prompts[r["prompt_index"]]]
+    names = report_methods(records, [m.name for m in options.methods], options.steps)
     rows = summarize(records, names)
     model = options.model or "embedded model"
-    title = f"{model}, {options.steps} steps, {len(options.prompts)} prompts"
+    count = len({r["prompt_index"] for r in records})
+    title = f"{model}, {options.steps} steps, {count} prompt{'s' if count != 1 else ''}"
     with tqdm(total=4, desc="report", leave=False) as bar:
         (out / "table.md").write_text(f"# {title}\n\n" + markdown_table(rows))
         bar.update()

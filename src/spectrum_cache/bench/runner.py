@@ -16,6 +16,7 @@ every process is done. The folder must be shared by the processes (one machine, 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.utils.logging import get_logger
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .extra_metrics import ExtraMetrics
 from .measure import PassCounter, calibrate_mag_cache, captured_log, peak_memory, timed
@@ -33,6 +36,8 @@ from .metrics import psnr, ssim, to_nchw, to_uint8
 
 WARMUP_STEPS = 2
 SEA_FAIL_OPEN = "fail-open"
+PACKAGE_LOGGER = "spectrum_cache"
+logger = get_logger(__name__)
 FINGERPRINT_MAX_BYTES = 64 * 2**20
 
 
@@ -139,13 +144,16 @@ class _Worker:
         self.extra: ExtraMetrics | None = None
         self.mag_ratios: list[float] | None = None
         self.unsupported: dict[str, str] = {}
+        # The full sampler's time per prompt, measured in this process: speedups compare times taken
+        # under the same conditions (threads, processes, machine load), never across runs.
+        self.full_seconds: dict[int, float] = {}
 
     # -- set-up ---------------------------------------------------------------------------------------
     def ensure_loaded(self) -> None:
         """Load the model (and the learned metrics) and warm it up, once."""
         if self.pipe is not None:
             return
-        from ..cli import load_model
+        from ..loading import load_model
 
         self.pipe = load_model(self.options.model, str(self.device))
         self.pipe.set_progress_bar_config(disable=True)
@@ -156,7 +164,8 @@ class _Worker:
         self._generate(self.options.prompts[0], WARMUP_STEPS, self.options.seed)
 
     def _note(self, message: str) -> None:
-        tqdm.write(f"[rank {self.rank}] note: {message}" if self.rank else f"note: {message}")
+        """Something the report will lack (a metric or method skipped): a warning, not a failure."""
+        logger.warning(f"[rank {self.rank}] {message}" if self.rank else message)
 
     def _generate(self, prompt: str, steps: int, seed: int) -> np.ndarray:
         kwargs: dict[str, Any] = {"num_inference_steps": steps, "output_type": "np",
@@ -215,12 +224,16 @@ class _Worker:
         record = {**base, "status": "done", **measured, "image": str(image_path.relative_to(options.out)),
                   "expected_passes": method.expected_passes(options.steps)}
         reference_image = None if reference is None else np.asarray(Image.open(options.out / reference["image"]).convert("RGB"))
-        if method.kind == "full" or reference_image is None:
+        if method.kind == "full":
+            self.full_seconds[index] = record["seconds"]
             # The reference against itself: PSNR would be inf, so quality is left out (the paper's "-").
-            record.update(psnr=None, ssim=None, speedup=1.0 if method.kind == "full" else None)
+            record.update(psnr=None, ssim=None, reference_seconds=record["seconds"], speedup=1.0)
+        elif reference_image is None:
+            record.update(psnr=None, ssim=None, speedup=None)
         else:
+            reference_seconds = self._full_seconds(index, prompt, seed)
             record.update(psnr=psnr(to_nchw(image), to_nchw(reference_image)), ssim=ssim(to_nchw(image), to_nchw(reference_image)),
-                          speedup=reference["seconds"] / record["seconds"])
+                          reference_seconds=reference_seconds, speedup=reference_seconds / record["seconds"])
             if not np.isfinite(record["psnr"]):
                 record["psnr"] = None
                 record["identical_to_reference"] = True
@@ -234,6 +247,13 @@ class _Worker:
                           checker_accuracy=score.accuracy)
         record["finished_at"] = time.time()
         return record
+
+    def _full_seconds(self, index: int, prompt: str, seed: int) -> float:
+        """The full sampler's time on this prompt in this process; timed again here when its record
+        comes from an earlier run (a rerun adding methods), whose conditions may have differed."""
+        if index not in self.full_seconds:
+            self.full_seconds[index] = self._measure(Method("full", "full"), prompt, seed)["seconds"]
+        return self.full_seconds[index]
 
     def _measure(self, method: Method, prompt: str, seed: int) -> dict[str, Any]:
         """Run ``repeats`` times with the method freshly switched on; quality, passes and memory from
@@ -256,7 +276,8 @@ class _Worker:
             times.append(seconds)
             if repeat == 0:
                 result = {"image": image, "passes": round(counter.passes(steps), 3), "denoiser_calls": counter.calls,
-                          "block_passes": counter.block_passes, "peak_memory_mib": round(memory["peak_mib"], 1),
+                          "block_passes": counter.block_passes,
+                          "peak_memory_mib": None if memory["peak_mib"] is None else round(memory["peak_mib"], 1),
                           "memory_kind": memory["kind"]}
                 if schedule is not None:
                     result["computed_steps"] = schedule
@@ -278,20 +299,27 @@ def _resolve_device(name: str | None, state: Any) -> torch.device:
     return device
 
 
+def _distributed_state(device: str | None) -> Any:
+    """accelerate's PartialState for this process. On CPU it must be asked for by name: without
+    ``cpu=True`` accelerate sets up no process group when there is no GPU, so under torchrun every
+    process believes it is rank 0 of 1 and runs everything."""
+    from accelerate import PartialState
+
+    on_cpu = torch.device(device).type == "cpu" if device is not None else not torch.cuda.is_available()
+    return PartialState(cpu=on_cpu)
+
+
 def run_bench(options: BenchOptions) -> dict[str, Any]:
     """Run (or finish) the benchmark; on the main process also write the report. Returns a dict with
     the process's ``ran`` and ``skipped`` item counts and, on the main process, the summary ``rows``."""
-    from accelerate import PartialState
-
+    from ..loading import cpu_threads
     from .report import write_report
 
-    state = PartialState(cpu=options.device == "cpu")
+    state = _distributed_state(options.device)
     device = _resolve_device(options.device, state)
     check_run_key(options)
-    threads = options.threads or (1 if options.model is None else max(1, torch.get_num_threads() // state.num_processes))
     if device.type == "cpu":
-        # The embedded model is tiny: one thread per process is fastest and does not fight for cores.
-        torch.set_num_threads(threads)
+        torch.set_num_threads(cpu_threads(options.threads, options.model, state.num_processes))
     options.out.mkdir(parents=True, exist_ok=True)
     if state.is_main_process and not (options.out / "run.json").exists():
         _write_json(options.out / "run.json", options.run_key())
@@ -303,17 +331,22 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             if finished_record(options.out, i, m, options.prompts[i]) is not None}
     pending = [(i, m) for i in my_prompts for m in options.methods if (i, m.name) not in done]
     if pending:
-        worker.ensure_loaded()  # before the progress bar, so a model that cannot load fails cleanly
+        from ..errors import exit_at_once_on_interrupt
+
+        with exit_at_once_on_interrupt():  # loading is start-up: Ctrl-C there ends the process at once
+            worker.ensure_loaded()  # before the progress bar, so a model that cannot load fails cleanly
     ran = 0
-    bar = tqdm(pending, desc=f"bench rank {state.process_index}" if state.num_processes > 1 else "bench",
-               position=state.process_index, unit="image", dynamic_ncols=True)
-    for index, method in bar:
-        bar.set_postfix_str(f"prompt {index} {method.name}")
-        reference = finished_record(options.out, index, Method("full", "full"), options.prompts[index])
-        record = worker.run_item(index, method, reference)
-        _write_json(record_path(options.out, index, method), record)
-        ran += 1
-    bar.close()
+    # Log lines (the notes above) go through tqdm, so they never cut a progress bar in half.
+    with logging_redirect_tqdm(loggers=[logging.getLogger(PACKAGE_LOGGER)]):
+        bar = tqdm(pending, desc=f"bench rank {state.process_index}" if state.num_processes > 1 else "bench",
+                   position=state.process_index, unit="image", dynamic_ncols=True)
+        for index, method in bar:
+            bar.set_postfix_str(f"prompt {index} {method.name}")
+            reference = finished_record(options.out, index, Method("full", "full"), options.prompts[index])
+            record = worker.run_item(index, method, reference)
+            _write_json(record_path(options.out, index, method), record)
+            ran += 1
+        bar.close()
 
     state.wait_for_everyone()
     result: dict[str, Any] = {"ran": ran, "skipped": len(done), "rank": state.process_index}

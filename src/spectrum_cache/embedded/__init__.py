@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+    from .pipeline import EmbeddedPipeline
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
@@ -22,18 +26,28 @@ def weights_path() -> Path:
     return WEIGHTS_DIR
 
 
-def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  weights: str | os.PathLike | None = None) -> "EmbeddedPipeline":
+def load_pipeline(device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                  weights: str | os.PathLike | None = None) -> EmbeddedPipeline:
     """Load the shipped (or `weights`) pipeline offline, cast to dtype and moved to device.
 
     Weights are stored in fp16; float32 is the default because CPU matmuls in fp16 are slow.
     """
+    import torch
+
     from .pipeline import EmbeddedPipeline
 
+    dtype = torch.float32 if dtype is None else dtype
     pipe = EmbeddedPipeline.from_pretrained(os.fspath(weights or WEIGHTS_DIR), dtype=dtype, local_files_only=True)
     return pipe.to(device)
 
 
-from .pipeline import EmbeddedPipeline  # noqa: E402  (after the helpers: the import pulls in diffusers)
+def __getattr__(name: str) -> object:
+    # EmbeddedPipeline pulls in diffusers (seconds); the vocabulary and data (numpy, PIL) must not.
+    if name == "EmbeddedPipeline":
+        from .pipeline import EmbeddedPipeline
+
+        return EmbeddedPipeline
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["EmbeddedPipeline", "WEIGHTS_DIR", "load_pipeline", "weights_path"]

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import copy
 import functools
+import types
 from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry
+from diffusers.utils.logging import get_logger
 from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
 from .hooks import DENOISER_HOOK, HEAD_HOOK, HeadHook, SpectrumHook, register_hook, remove_hook
 from .summary import SpectrumSummary
+
+logger = get_logger(__name__)
+# Instance attributes Spectrum sets on a denoiser: diffusers' disable_cache() routed to disable_spectrum,
+# and the last report, kept readable after disable_spectrum.
+_DISABLE_CACHE_ATTR = "disable_cache"
+_LAST_REPORT_ATTR = "_spectrum_last_report"
 
 # Hooks from diffusers' own caches, found by the module that defines them.
 _DIFFUSERS_CACHE_MODULES = (
@@ -141,11 +149,22 @@ def _attach(
     if adapter is not None:
         register_hook(adapter.head, HeadHook(owner.slot), HEAD_HOOK)
     HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
+    module.__dict__.pop(_LAST_REPORT_ATTR, None)  # a new run: the old report no longer applies
     if hasattr(module, "_cache_config"):
-        # diffusers' enable_cache then refuses to stack a second cache on top of Spectrum.
+        # diffusers' enable_cache then refuses to stack a second cache on top of Spectrum, and its
+        # disable_cache (which dispatches on diffusers' own config classes and would raise "Cache config
+        # SpectrumConfig is not supported") is routed to disable_spectrum for this module.
         module._cache_config = config
+        setattr(module, _DISABLE_CACHE_ATTR, types.MethodType(_disable_cache, module))
     # copy.deepcopy looks __deepcopy__ up on the instance: see _deepcopy_enabled.
     module.__deepcopy__ = functools.partial(_deepcopy_enabled, module)
+    logger.info(f"Spectrum enabled on {name} ({type(module).__name__}): {config}")
+
+
+def _disable_cache(module: torch.nn.Module) -> None:
+    """``module.disable_cache()`` while Spectrum is on: what disable_spectrum does for this module."""
+    logger.info(f"{type(module).__name__}.disable_cache(): removing Spectrum (the same as disable_spectrum)")
+    _detach(module)
 
 
 def _deepcopy_enabled(module: torch.nn.Module, memo: dict) -> torch.nn.Module:
@@ -182,6 +201,9 @@ def disable_spectrum(target: Any) -> None:
 
 
 def _detach(module: torch.nn.Module) -> None:
+    hook = _denoiser_hook(module)
+    if isinstance(hook, SpectrumHook):  # not the inert placeholder a deepcopy of the hook is
+        setattr(module, _LAST_REPORT_ATTR, tuple(hook.summaries()))
     for submodule in module.modules():
         if hasattr(submodule, "_diffusers_hook"):
             for hook_name in (DENOISER_HOOK, HEAD_HOOK):
@@ -190,13 +212,19 @@ def _detach(module: torch.nn.Module) -> None:
     if isinstance(getattr(module, "_cache_config", None), SpectrumConfig):
         module._cache_config = None
     module.__dict__.pop("__deepcopy__", None)
+    module.__dict__.pop(_DISABLE_CACHE_ATTR, None)  # diffusers' own disable_cache again
 
 
 def spectrum_summary(target: Any) -> SpectrumSummary:
-    """Per denoiser and CFG branch, what the last generation of ``target`` computed and forecast (for
-    a bare denoiser: the last generation run on it by anyone)."""
-    hooks = [hook for _, module in _denoisers(target, "spectrum_summary") if (hook := _denoiser_hook(module))]
-    if not hooks:
-        raise ValueError(f"Spectrum is not enabled on {type(target).__name__}; call enable_spectrum first.")
-    pipeline = None if isinstance(target, torch.nn.Module) else target
-    return SpectrumSummary(tuple(summary for hook in hooks for summary in hook.summaries(pipeline)))
+    """Per denoiser and CFG branch, what the last generation of ``target`` computed and forecast (for a
+    bare denoiser: the last generation run on it by anyone); after disable_spectrum, what the last
+    generation with Spectrum did (``enabled`` is then False)."""
+    modules = [module for _, module in _denoisers(target, "spectrum_summary")]
+    hooks = [hook for module in modules if (hook := _denoiser_hook(module)) is not None]
+    if hooks:
+        pipeline = None if isinstance(target, torch.nn.Module) else target
+        return SpectrumSummary(tuple(summary for hook in hooks for summary in hook.summaries(pipeline)))
+    kept = [module.__dict__[_LAST_REPORT_ATTR] for module in modules if _LAST_REPORT_ATTR in module.__dict__]
+    if kept:
+        return SpectrumSummary(tuple(summary for report in kept for summary in report), enabled=False)
+    raise ValueError(f"Spectrum is not enabled on {type(target).__name__}; call enable_spectrum first.")

@@ -33,9 +33,11 @@ class BranchSummary:
 
 @dataclass(frozen=True)
 class SpectrumSummary:
-    """Returned by ``spectrum_summary``; prints as a small table."""
+    """Returned by ``spectrum_summary``; prints as a small table. ``enabled`` is False for the report
+    kept after ``disable_spectrum``."""
 
     branches: tuple[BranchSummary, ...]
+    enabled: bool = True
 
     @property
     def passes_saved(self) -> int:
@@ -49,7 +51,7 @@ class SpectrumSummary:
 
     def __str__(self) -> str:
         if not self.branches:
-            return "Spectrum: enabled, no denoising steps run yet."
+            return "Spectrum: enabled, no denoising steps run yet." if self.enabled else "Spectrum: disabled before any step ran."
         header = ("denoiser", "branch", "steps", "computed", "forecast", "saved", "ideal speedup", "peak held")
         rows = [header]
         for b in self.branches:
@@ -70,6 +72,8 @@ class SpectrumSummary:
         lines.append(f"total: {self.passes_saved} network passes saved, ideal speedup {self.ideal_speedup:.2f}x")
         for b in self.branches:
             lines.append(f"{b.denoiser}/{b.branch} computed steps: {list(b.computed_steps)}")
+        if not self.enabled:
+            lines.append("(the last generation with Spectrum; it has been disabled since)")
         return "\n".join(lines)
 
 

@@ -1,0 +1,202 @@
+"""Loading a pipeline for the command line: the embedded model or any diffusers pipeline, the device
+it runs on, and how many CPU threads it gets.
+
+Shared by ``spectrum-cache generate`` (cli.py) and ``spectrum-cache bench`` (bench/), which both sit
+on top of this module. Problems are reported as CommandError (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import CommandError, usage_error
+
+EMBEDDED_CLASS_NAME = "EmbeddedPipeline"
+# Device types a pipeline can run on; "meta" and the like allocate nothing and would fail later.
+SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+# What diffusers appends to a hub error whose cause it does not show.
+_STACKTRACE_HINT = "Please check out the root cause in the stacktrace above."
+
+
+def available_devices() -> list[str]:
+    """The devices this torch build can use here, e.g. ['cpu', 'cuda:0', 'cuda:1']."""
+    import torch
+
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        devices += [f"xpu:{i}" for i in range(torch.xpu.device_count())]
+    return devices
+
+
+def resolve_device(name: str | None, option: str = "--device") -> str:
+    """``name`` checked against this machine (None: cuda if available, else cpu); a one-line usage
+    error naming what is available where it is not usable."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    available = available_devices()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise usage_error(f"{option} {name!r} is not a device name; available here: {', '.join(available)}") from None
+    if device.type not in SUPPORTED_DEVICE_TYPES:
+        raise usage_error(f"{option} {name!r}: pipelines run on {', '.join(SUPPORTED_DEVICE_TYPES)}; "
+                          f"available here: {', '.join(available)}")
+    # Asked by type, not by allocating: a backend torch was not built for answers an allocation with
+    # pages of dispatcher internals.
+    usable = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+        "xpu": hasattr(torch, "xpu") and torch.xpu.is_available() and (device.index or 0) < torch.xpu.device_count(),
+    }[device.type]
+    if not usable:
+        raise usage_error(f"{option} {name!r} is not available here (torch {torch.__version__}); "
+                          f"available: {', '.join(available)}")
+    return name
+
+
+def pipeline_class_name(model: str) -> str | None:
+    """The ``_class_name`` of a local pipeline folder's model_index.json, None for anything else."""
+    index = Path(model) / "model_index.json"
+    if not index.is_file():
+        return None
+    try:
+        return json.loads(index.read_text()).get("_class_name")
+    except (OSError, ValueError):
+        return None
+
+
+def is_embedded(model: str | None) -> bool:
+    """The embedded model, or a folder holding an EmbeddedPipeline (e.g. one retrained here)."""
+    return model is None or pipeline_class_name(model) == EMBEDDED_CLASS_NAME
+
+
+def check_model(model: str | None, option: str = "--model") -> None:
+    """Before anything loads: a local folder must exist (and be one), anything else must be a valid hub
+    id. Whether the hub has it is only known when loading."""
+    if model is None:
+        return
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise usage_error(f"{option} {model!r} is a file; pass a pipeline folder (with model_index.json) or a hub id")
+        if not (path / "model_index.json").is_file():
+            raise usage_error(f"{option} {model!r} is a folder without model_index.json; pass a diffusers pipeline folder")
+        return
+    looks_like_path = model.startswith((".", "/", "~")) or "\\" in model or model.count("/") > 1
+    if looks_like_path:
+        raise usage_error(f"{option} {model!r}: no such folder")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        raise usage_error(f"{option} {model!r} is neither a folder nor a hub id like black-forest-labs/FLUX.1-dev") from None
+
+
+def cpu_threads(requested: int | None, model: str | None, processes: int = 1) -> int:
+    """CPU threads per process: ``requested``, else 1 for the embedded model (it is so small that more
+    threads only add synchronisation, and on a shared machine they fight other jobs for cores), else
+    torch's default shared out between the processes."""
+    import torch
+
+    if requested is not None:
+        return requested
+    if is_embedded(model):
+        return 1
+    return max(1, torch.get_num_threads() // processes)
+
+
+def _error_chain(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def describe_load_error(error: BaseException) -> str:
+    """One line for a failed ``from_pretrained``: diffusers' message without its pointer to a stack
+    trace the user never sees, or, when the hub could not be reached, that and the network's reason."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    chain = _error_chain(error)
+    if any(isinstance(e, OfflineModeIsEnabled) for e in chain):
+        return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
+    network = [e for e in chain if isinstance(e, (ConnectionError, socket.gaierror, TimeoutError))]
+    if network:
+        return f"not in the local Hugging Face cache, and the hub cannot be reached ({_first_line(network[-1])})"
+    message = _first_line(error).replace(_STACKTRACE_HINT, "").strip()
+    if len(chain) > 1:
+        message += f" (cause: {type(chain[-1]).__name__}: {_first_line(chain[-1])})"
+    return message
+
+
+@contextlib.contextmanager
+def _held_diffusers_log() -> Iterator[list[logging.LogRecord]]:
+    """Hold diffusers' log records during a load: replayed if it succeeds, dropped if it fails (the
+    one-line error then says what went wrong, without "will try the local cache" chatter before it)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    logger = diffusers_logging.get_logger("diffusers")
+    records: list[logging.LogRecord] = []
+
+    class Hold(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    saved_handlers, saved_propagate = logger.handlers[:], logger.propagate
+    logger.handlers[:] = [Hold()]
+    logger.propagate = False
+    try:
+        yield records
+    finally:
+        logger.handlers[:] = saved_handlers
+        logger.propagate = saved_propagate
+
+
+def load_model(model: str | None, device: str) -> Any:
+    """The embedded pipeline, or any diffusers pipeline by id or folder, on ``device``; a one-line
+    CommandError if it cannot be loaded.
+
+    A folder holding an EmbeddedPipeline (e.g. one retrained with ``spectrum_cache.embedded.train``)
+    loads through our own class, which diffusers cannot look up by name.
+    """
+    import torch
+    from diffusers.utils.logging import get_logger
+
+    from .embedded import load_pipeline
+
+    get_logger(__name__).info(f"loading {model or 'the embedded model'} on {device}")
+    if model is None:
+        return load_pipeline(device=device)
+    from diffusers import DiffusionPipeline
+
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    with _held_diffusers_log() as records:
+        try:
+            if is_embedded(model):
+                pipe = load_pipeline(device=device, weights=model)
+            else:
+                pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype).to(device)
+        except Exception as error:  # hub, network, format: all are "cannot load" to the user
+            raise CommandError(f"cannot load --model {model!r}: {describe_load_error(error)}") from None
+    for record in records:
+        logging.getLogger(record.name).handle(record)
+    return pipe

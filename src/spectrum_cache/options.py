@@ -1,0 +1,59 @@
+"""argparse options and option types shared by ``generate`` (cli.py) and ``bench`` (bench/cli.py).
+
+Each raises ArgumentTypeError with what is allowed, so argparse prints "argument --steps: must be an
+integer >= 1, got 'ten'" rather than the function's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+# torch.Generator.manual_seed takes seeds in [0, 2**64).
+MAX_SEED = 2**64 - 1
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An integer in [0, 2**64): what torch.Generator.manual_seed accepts."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**64-1, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**64-1, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite number (nan and inf would run and give nonsense)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def guidance_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> None:
+    """``-v``: informational log messages of spectrum-cache and diffusers, not only warnings."""
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show informational messages")
