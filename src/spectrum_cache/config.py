@@ -15,6 +15,8 @@ _SPEEDUP_WINDOW_SIZES = (2, 1)
 # for_speedup searches flex_window on this grid: fine enough to reach every pass count for N <= 100.
 _FLEX_WINDOW_RESOLUTION = 0.001
 FORECASTERS = ("chebyshev", "reuse", "taylor1", "taylor2")
+GUIDANCE_FORECASTS = ("paired", "independent")
+DIFFERENCE_FORECASTERS = ("reuse", "linear", "chebyshev")
 # The highest Chebyshev degree accepted. Each degree keeps one more float32 copy of the feature (X^T H),
 # so memory grows as (M + 1) x the feature's size (about 50 MB per degree for FLUX at 1024x1024), and
 # a fit can only pin down as many coefficients as there are recorded steps (10 to 20 in practice;
@@ -69,6 +71,16 @@ class SpectrumConfig:
             (finite-difference Taylor forecasts of order 1 and 2, TaylorSeer-style).
         forecast_output: forecast the denoiser's output instead of the output head's input. Opt-in
             fallback for models without a known layout; the head is then skipped too.
+        guidance_forecast: how the two branches of classifier-free guidance are forecast.
+            ``"independent"``: each branch by its own forecaster (the paper). ``"paired"``: the cond
+            branch by the forecaster, the uncond branch as that forecast plus a forecast of the
+            difference uncond - cond, so the guidance term g (cond - uncond) does not amplify two
+            different extrapolation errors. The pairing comes from the pipeline (``cache_context``
+            names ``cond``/``uncond``, or the adapter table's CFG layout); where it is unknown the
+            branches are forecast independently, with a warning.
+        difference_forecaster: in ``"paired"`` mode, the forecaster of the branch difference:
+            ``"reuse"`` (the last measured difference), ``"linear"`` (extrapolated from the last two) or
+            ``"chebyshev"`` (degree 2, ridge_lambda 10).
     """
 
     num_inference_steps: int | None = None
@@ -80,6 +92,8 @@ class SpectrumConfig:
     blend_weight: float = 0.5
     forecaster: str = "chebyshev"
     forecast_output: bool = False
+    guidance_forecast: str = "independent"
+    difference_forecaster: str = "reuse"
 
     def __post_init__(self) -> None:
         # Normalised to Python numbers so numpy scalars behave like the ints and floats they stand for.
@@ -99,6 +113,11 @@ class SpectrumConfig:
             raise ValueError(f"forecaster must be one of {', '.join(FORECASTERS)}; got {self.forecaster!r}.")
         if not isinstance(self.forecast_output, bool):
             raise ValueError(f"forecast_output must be True or False, got {self.forecast_output!r}.")
+        if self.guidance_forecast not in GUIDANCE_FORECASTS:
+            raise ValueError(f"guidance_forecast must be one of {', '.join(GUIDANCE_FORECASTS)}; got {self.guidance_forecast!r}.")
+        if self.difference_forecaster not in DIFFERENCE_FORECASTERS:
+            raise ValueError(f"difference_forecaster must be one of {', '.join(DIFFERENCE_FORECASTERS)}; "
+                             f"got {self.difference_forecaster!r}.")
 
     def replace(self, **changes: object) -> SpectrumConfig:
         """A copy with ``changes`` applied (and validated)."""

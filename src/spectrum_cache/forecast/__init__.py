@@ -5,13 +5,16 @@ from __future__ import annotations
 from .base import FeatureForecaster
 from .baselines import ReuseForecaster, TaylorForecaster
 from .chebyshev import SpectrumForecaster, chebyshev_basis
-from .pairing import PRIMARY, SECONDARY, PairedForecaster
+from .pairing import PRIMARY, SECONDARY, BatchedPair, PairBranch, PairedForecaster
 
 __all__ = [
+    "BatchedPair",
     "FeatureForecaster",
     "PRIMARY",
+    "PairBranch",
     "PairedForecaster",
     "SECONDARY",
+    "make_difference_forecaster",
     "ReuseForecaster",
     "SpectrumForecaster",
     "TaylorForecaster",
@@ -35,3 +38,19 @@ def make_forecaster(
     if kind in ("taylor1", "taylor2"):
         return TaylorForecaster(int(kind[-1]), num_inference_steps)
     raise ValueError(f"forecaster must be one of chebyshev, reuse, taylor1, taylor2; got {kind!r}.")
+
+
+DIFFERENCE_FORECASTERS = ("reuse", "linear", "chebyshev")
+
+
+def make_difference_forecaster(kind: str, num_inference_steps: int) -> FeatureForecaster:
+    """The forecaster of the difference between two CFG branches: ``reuse`` (the last measured
+    difference), ``linear`` (extrapolated from the last two) or ``chebyshev`` (a degree-2 Chebyshev
+    fit with a strong ridge penalty, lambda = 10, so it stays close to a slowly varying mean)."""
+    if kind == "reuse":
+        return ReuseForecaster(num_inference_steps)
+    if kind == "linear":
+        return TaylorForecaster(1, num_inference_steps)
+    if kind == "chebyshev":
+        return SpectrumForecaster(degree=2, ridge_lambda=10.0, blend_weight=1.0, num_inference_steps=num_inference_steps)
+    raise ValueError(f"difference forecaster must be one of {', '.join(DIFFERENCE_FORECASTERS)}; got {kind!r}.")

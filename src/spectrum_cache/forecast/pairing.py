@@ -109,3 +109,89 @@ class PairedForecaster:
 def _minus(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """b - a, computed in float32 so that two close low-precision features do not cancel to zero."""
     return (b.float() - a.float()).to(b.dtype)
+
+
+class PairBranch(FeatureForecaster):
+    """One branch of a ``PairedForecaster``, with the interface of a forecaster of its own.
+
+    The two branches' views share the pair; the pair is cleared once both views have been reset (each
+    branch finishes its trajectory on its own call of the last step).
+    """
+
+    def __init__(self, pair: PairedForecaster, branch: int, partner_done: list[bool] | None = None) -> None:
+        PairedForecaster._check_branch(branch)
+        super().__init__(pair.num_inference_steps)
+        self.pair = pair
+        self.branch = branch
+        self._done = partner_done if partner_done is not None else [False, False]
+
+    @classmethod
+    def views(cls, pair: PairedForecaster) -> tuple[PairBranch, PairBranch]:
+        """The primary's and the secondary's views of ``pair``."""
+        done = [False, False]
+        return cls(pair, PRIMARY, done), cls(pair, SECONDARY, done)
+
+    @property
+    def num_recorded(self) -> int:
+        """Steps this branch can forecast from: 0 until the pair has what ``predict`` needs."""
+        return self._num_recorded if self.pair.ready(self.branch) else 0
+
+    @property
+    def ridge_jitter(self) -> float:
+        return float(getattr(self.pair.primary, "ridge_jitter", 0.0)) if self.branch == PRIMARY else 0.0
+
+    def _record(self, step: int, feature: torch.Tensor) -> None:
+        self._done[self.branch] = False
+        self.pair.update(self.branch, step, feature)
+
+    def _forecast(self, step: int) -> torch.Tensor:
+        return self.pair.predict(self.branch, step)
+
+    def _clear(self) -> None:
+        if not hasattr(self, "pair"):
+            return  # FeatureForecaster.__init__ has not set the pair yet
+        self._done[self.branch] = True
+        if all(self._done):
+            self.pair.reset()
+
+    def _tensors(self) -> list[torch.Tensor | None]:
+        own = self.pair.primary if self.branch == PRIMARY else self.pair.difference
+        pending = self.pair._pending.get(self.branch)
+        return [*own._tensors(), pending[1] if pending is not None else None]
+
+
+class BatchedPair(FeatureForecaster):
+    """A ``PairedForecaster`` over a batch that stacks the two branches along dim 0 (batched CFG).
+
+    Args:
+        pair: the pair; its primary forecasts the half at ``primary_half`` (0: the first half).
+        primary_half: which half of the batch is the primary branch.
+    """
+
+    def __init__(self, pair: PairedForecaster, primary_half: int) -> None:
+        if primary_half not in (0, 1):
+            raise ValueError(f"primary_half must be 0 or 1, got {primary_half!r}.")
+        super().__init__(pair.num_inference_steps)
+        self.pair = pair
+        self.primary_half = primary_half
+
+    @property
+    def ridge_jitter(self) -> float:
+        return float(getattr(self.pair.primary, "ridge_jitter", 0.0))
+
+    def _record(self, step: int, feature: torch.Tensor) -> None:
+        if feature.shape[0] % 2:
+            raise ValueError(f"a batched pair needs an even batch, got {feature.shape[0]}.")
+        halves = feature.chunk(2, dim=0)
+        self.pair.update_batched(step, halves[self.primary_half], halves[1 - self.primary_half])
+
+    def _forecast(self, step: int) -> torch.Tensor:
+        primary, secondary = self.pair.predict(PRIMARY, step), self.pair.predict(SECONDARY, step)
+        return torch.cat((primary, secondary) if self.primary_half == 0 else (secondary, primary), dim=0)
+
+    def _clear(self) -> None:
+        if hasattr(self, "pair"):
+            self.pair.reset()
+
+    def _tensors(self) -> list[torch.Tensor | None]:
+        return [*self.pair.primary._tensors(), *self.pair.difference._tensors()]

@@ -64,6 +64,38 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "ZImageTransformer2DModel": DenoiserAdapter(head_path=_z_image_head),
 }
 
+@dataclass(frozen=True)
+class GuidanceLayout:
+    """How a pipeline family runs classifier-free guidance, for pairing the branches' forecasts.
+
+    Attributes:
+        kind: ``"batched"``, both branches in one call stacked along the batch, or ``"calls"``, two
+            denoiser calls per step without ``cache_context`` names. (Pipelines that call in
+            ``cache_context("cond")`` / ``("uncond")`` need no entry: the names say it.)
+        cond_first: the cond branch is the first half of the batch, or the first of the two calls.
+    """
+
+    kind: str
+    cond_first: bool
+
+
+# Pipeline class names (regular expressions) and how they run CFG, read from their __call__ in diffusers
+# 0.42: the batched ones concatenate [negative, positive] prompt embeddings (Z-Image: positive first).
+GUIDANCE_LAYOUTS: tuple[tuple[re.Pattern, GuidanceLayout], ...] = (
+    (re.compile(r"StableDiffusion3\w*Pipeline|StableDiffusionXL\w*Pipeline|PixArt\w*Pipeline|Sana\w*Pipeline"
+                r"|CogVideoX\w*Pipeline|LTX\w*Pipeline|Mochi\w*Pipeline|HiDreamImage\w*Pipeline"),
+     GuidanceLayout("batched", cond_first=False)),
+    (re.compile(r"ZImage\w*Pipeline"), GuidanceLayout("batched", cond_first=True)),
+    (re.compile(r"Chroma\w*Pipeline|Lumina2\w*Pipeline|Cosmos\w*Pipeline"), GuidanceLayout("calls", cond_first=True)),
+)
+
+
+def guidance_layout(pipeline: object) -> GuidanceLayout | None:
+    """The CFG layout of ``pipeline``'s family, or None where the table does not know it."""
+    name = type(pipeline).__name__
+    return next((layout for pattern, layout in GUIDANCE_LAYOUTS if pattern.fullmatch(name)), None)
+
+
 # Pipeline components that are denoisers, in the order pipelines use them.
 DENOISER_COMPONENTS = ("transformer", "transformer_2", "unet")
 

@@ -23,9 +23,18 @@ from typing import Any
 import torch
 
 from ..config import SpectrumConfig
-from ..forecast import FeatureForecaster, make_forecaster
+from ..forecast import (
+    PRIMARY,
+    SECONDARY,
+    BatchedPair,
+    FeatureForecaster,
+    PairBranch,
+    PairedForecaster,
+    make_difference_forecaster,
+    make_forecaster,
+)
 from ..schedule import compute_steps
-from .adapters import TimestepRange
+from .adapters import GuidanceLayout, TimestepRange, guidance_layout
 from .summary import BranchSummary
 
 
@@ -71,12 +80,16 @@ class BranchState:
 class Generation:
     """One generation of one denoiser: its step count, schedule and per-branch trajectories."""
 
-    def __init__(self, config: SpectrumConfig, denoiser: str, clock: SchedulerClock | BareClock, pipeline: Any) -> None:
+    def __init__(self, config: SpectrumConfig, denoiser: str, clock: SchedulerClock | BareClock, pipeline: Any,
+                 uses_cfg: bool | None = None) -> None:
         self.config = config
         self.denoiser = denoiser
         self.clock = clock
         self.pipeline = pipeline  # the pipeline object whose call this is (None for a bare loop)
+        self.uses_cfg = uses_cfg  # the pipeline call's own CFG decision, None if unknown
+        self.layout: GuidanceLayout | None = guidance_layout(pipeline) if pipeline is not None else None
         self.branches: dict[str, BranchState] = {}
+        self._pairs: dict[object, tuple[tuple[PairBranch, PairBranch], list[bool]]] = {}
         self.compute_steps = frozenset(compute_steps(config, clock.num_steps)) if clock.num_steps else frozenset()
 
     @property
@@ -89,6 +102,54 @@ class Generation:
     def new_forecaster(self) -> FeatureForecaster:
         c = self.config
         return make_forecaster(c.forecaster, self.num_steps, c.degree, c.ridge_lambda, c.blend_weight)
+
+    def forecaster_for(self, branch: str, slot: int, batch: int | None) -> tuple[FeatureForecaster, str | None]:
+        """The forecaster of a new trajectory, and a note when paired forecasting was asked for and
+        cannot pair this one. Pairs come from the pipeline: ``cache_context`` branches named ``cond``
+        and ``uncond``; else the adapter table's layout of the running pipeline, when the call runs CFG."""
+        if self.config.guidance_forecast != "paired":
+            return self.new_forecaster(), None
+        if branch in ("cond", "uncond"):
+            return self._pair_view(("contexts", slot), PRIMARY if branch == "cond" else SECONDARY), None
+        layout, order = self.layout, getattr(getattr(self.pipeline, "scheduler", None), "order", 1)
+        if self.pipeline is None or self.uses_cfg is False:
+            return self.new_forecaster(), None  # a bare loop, or no guidance: nothing to pair
+        who = type(self.pipeline).__name__
+        if layout is None:
+            if self.uses_cfg:
+                return self.new_forecaster(), (
+                    f"{who} runs classifier-free guidance in a layout the adapter table does not list, so its "
+                    "branches are forecast independently (guidance_forecast='paired' needs it: add the pipeline to "
+                    "spectrum_cache.integrations.adapters.GUIDANCE_LAYOUTS).")
+            return self.new_forecaster(), None
+        if self.uses_cfg is None:
+            return self.new_forecaster(), (f"{who} does not say whether this call runs classifier-free guidance, "
+                                           "so its branches are forecast independently.")
+        if layout.kind == "calls":
+            if order != 1:
+                return self.new_forecaster(), (f"{who} calls the denoiser more than twice per step (a scheduler of "
+                                               f"order {order}), so the CFG branches are forecast independently.")
+            if slot > 1:
+                return self.new_forecaster(), None
+            primary = (slot == 0) == layout.cond_first
+            return self._pair_view(("calls",), PRIMARY if primary else SECONDARY), None
+        if batch is None or batch % 2:
+            return self.new_forecaster(), (f"{who}'s batched CFG call has an odd batch ({batch}), so it is "
+                                           "forecast as one.")
+        pair = PairedForecaster(self.new_forecaster(), make_difference_forecaster(self.config.difference_forecaster, self.num_steps))
+        return BatchedPair(pair, primary_half=0 if layout.cond_first else 1), None
+
+    def _pair_view(self, key: object, branch: int) -> PairBranch:
+        """The view of ``branch`` on the pair for ``key``; a new pair once that branch has one already
+        (its trajectory started over)."""
+        entry = self._pairs.get(key)
+        if entry is None or entry[1][branch]:
+            pair = PairedForecaster(self.new_forecaster(),
+                                    make_difference_forecaster(self.config.difference_forecaster, self.num_steps))
+            entry = (PairBranch.views(pair), [False, False])
+            self._pairs[key] = entry
+        entry[1][branch] = True
+        return entry[0][branch]
 
     def close(self) -> None:
         """Free every forecaster's tensors; the summary stays."""

@@ -298,7 +298,10 @@ class SpectrumHook(_Unpicklable, ModelHook):
             branch.retired.append((slot, trajectory))
             trajectory = None
         if trajectory is None:
-            trajectory = Trajectory(generation.new_forecaster(), key, first_step=step)
+            forecaster, note = generation.forecaster_for(self.contexts.name(), slot, _batch_size(arguments))
+            if note:
+                self._warn("pairing", note)
+            trajectory = Trajectory(forecaster, key, first_step=step)
             branch.trajectories[slot] = trajectory
 
         compute = _Call(step, trajectory, final=step == generation.num_steps - 1)
@@ -364,7 +367,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
     def _step_source(self) -> tuple[Any, Any, str | None]:
         """(pipeline, scheduler, component name) that set this call's step count; no scheduler means
         the configured num_inference_steps."""
-        pipeline, component = running_pipeline(self.module)
+        pipeline, component, self._call_uses_cfg = running_pipeline(self.module)
         if pipeline is not None:
             if getattr(pipeline, "scheduler", None) is None:
                 raise Unplaced("no-scheduler", f"{type(pipeline).__name__} has no scheduler, so the step count is "
@@ -389,7 +392,8 @@ class SpectrumHook(_Unpicklable, ModelHook):
         alive = {t.ident for t in threading.enumerate()}
         for gone in [t for t in self._generations if t not in alive]:
             self._end_generation(gone)
-        generation = Generation(self.config, self.denoiser_name, clock, pipeline)
+        uses_cfg = getattr(self, "_call_uses_cfg", None) if pipeline is not None else None
+        generation = Generation(self.config, self.denoiser_name, clock, pipeline, uses_cfg)
         self._generations[thread] = generation
         return generation
 
@@ -513,6 +517,12 @@ class HeadHook(_Unpicklable, ModelHook):
         return args, kwargs
 
 
+def _batch_size(arguments: dict[str, Any]) -> int | None:
+    """The batch of the call: the first dimension of its first tensor argument (the latents)."""
+    first = next((v for v in arguments.values() if isinstance(v, torch.Tensor) and v.ndim > 0), None)
+    return int(first.shape[0]) if first is not None else None
+
+
 class _FirstInput(torch.nn.Module):
     """Stands in for a single skipped block (the SDXL UNet's mid_block): returns its first input."""
 
@@ -521,9 +531,10 @@ class _FirstInput(torch.nn.Module):
 
 
 # -- the running pipeline ----------------------------------------------------------------------
-def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None]:
-    """The pipeline whose call is running ``denoiser`` in this thread, and the component name it has
-    there: the nearest caller frame whose ``self`` is a DiffusionPipeline holding the denoiser."""
+def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, bool | None]:
+    """The pipeline whose call is running ``denoiser`` in this thread, the component name it has there
+    (the nearest caller frame whose ``self`` is a DiffusionPipeline holding the denoiser), and whether
+    that call runs classifier-free guidance (None if it does not say)."""
     frame = sys._getframe(1)
     for _ in range(_MAX_CALLER_FRAMES):
         if frame is None:
@@ -534,6 +545,19 @@ def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None]:
             if isinstance(owner, DiffusionPipeline):
                 for name in DENOISER_COMPONENTS:
                     if unwrap_module(getattr(owner, name, None)) is denoiser:
-                        return owner, name
+                        return owner, name, _uses_cfg(owner, frame.f_locals)
         frame = frame.f_back
-    return None, None
+    return None, None, None
+
+
+def _uses_cfg(pipeline: Any, call_locals: dict[str, Any]) -> bool | None:
+    """The pipeline call's own decision to run CFG: its ``do_classifier_free_guidance`` local (PixArt,
+    CogVideoX keep it there), else the property most pipelines define."""
+    flag = call_locals.get("do_classifier_free_guidance")
+    if isinstance(flag, bool):
+        return flag
+    try:
+        flag = getattr(pipeline, "do_classifier_free_guidance", None)
+    except Exception:  # a property reading state the call has not set
+        return None
+    return flag if isinstance(flag, bool) else None
