@@ -12,6 +12,7 @@ from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enab
 
 EVERY_STEP = SpectrumConfig(warmup_steps=STEPS)
 REAL = SpectrumConfig(warmup_steps=3, flex_window=0.75)
+MODES = ("independent", "paired")
 
 
 def run(pipe, kwargs, seed: int = 0) -> torch.Tensor:
@@ -68,14 +69,16 @@ def pipe(case):
     disable_spectrum(case.pipe)
 
 
-def test_every_step_schedule_is_identical_to_baseline(case, pipe):
-    enable_spectrum(pipe, EVERY_STEP)
+@pytest.mark.parametrize("mode", MODES)
+def test_every_step_schedule_is_identical_to_baseline(case, pipe, mode):
+    enable_spectrum(pipe, EVERY_STEP.replace(guidance_forecast=mode))
     torch.testing.assert_close(run(pipe, case.kwargs), case.baseline, rtol=0, atol=0)
     summary = spectrum_summary(pipe)
     assert summary.passes_saved == 0 and summary.branches
 
 
-def test_real_schedule_skips_blocks_and_changes_output(case, pipe):
+@pytest.mark.parametrize("mode", MODES)
+def test_real_schedule_skips_blocks_and_changes_output(case, pipe, mode):
     counters, handles = {}, []
     for name in case.family.denoisers:
         counters[name], handle = block_pass_counter(pipe, name)
@@ -85,7 +88,7 @@ def test_real_schedule_skips_blocks_and_changes_output(case, pipe):
         full = {name: c[0] for name, c in counters.items()}
         for c in counters.values():
             c[0] = 0
-        enable_spectrum(pipe, REAL)
+        enable_spectrum(pipe, REAL.replace(guidance_forecast=mode))
         out = run(pipe, case.kwargs)
     finally:
         for handle in handles:
@@ -119,8 +122,45 @@ def test_disable_restores_baseline_and_removes_hooks(case, pipe):
     torch.testing.assert_close(run(pipe, case.kwargs), case.baseline, rtol=0, atol=0)
 
 
-def test_consecutive_generations_are_identical(case, pipe):
-    enable_spectrum(pipe, REAL)
+@pytest.mark.parametrize("mode", MODES)
+def test_consecutive_generations_are_identical(case, pipe, mode):
+    enable_spectrum(pipe, REAL.replace(guidance_forecast=mode))
     first = run(pipe, case.kwargs)
     second = run(pipe, case.kwargs)
     torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+def _held_bytes(pipe, kwargs, mode: str) -> tuple[torch.Tensor, int]:
+    enable_spectrum(pipe, REAL.replace(guidance_forecast=mode))
+    out = run(pipe, kwargs)
+    held = sum(b.peak_bytes for b in spectrum_summary(pipe).branches)
+    disable_spectrum(pipe)
+    return out, held
+
+
+def test_paired_mode_pairs_the_branches_the_pipeline_runs(case, pipe):
+    """Paired, the second CFG branch holds one difference tensor, not a forecaster of its own: less
+    memory for every family that runs CFG (batched, named contexts, two unnamed calls), the same
+    forecasts for those that do not."""
+    independent, independent_bytes = _held_bytes(pipe, case.kwargs, "independent")
+    paired, paired_bytes = _held_bytes(pipe, case.kwargs, "paired")
+    if case.family.cfg is None:
+        assert paired_bytes == independent_bytes
+        torch.testing.assert_close(paired, independent, rtol=0, atol=0)
+    else:
+        assert paired_bytes < independent_bytes, case.family.name
+        assert not torch.allclose(paired, independent)
+
+
+def test_paired_equals_independent_when_the_branches_are_identical(case, pipe):
+    if case.family.cfg is None:
+        pytest.skip("no CFG branches")
+    kwargs = dict(case.kwargs)
+    for name in [k for k in kwargs if k.startswith("negative_")]:
+        positive = name.removeprefix("negative_")
+        if positive in kwargs:
+            value = kwargs[positive]
+            kwargs[name] = [v.clone() for v in value] if isinstance(value, list) else value.clone()
+    independent, _ = _held_bytes(pipe, kwargs, "independent")
+    paired, _ = _held_bytes(pipe, kwargs, "paired")
+    torch.testing.assert_close(paired, independent, rtol=1e-4, atol=1e-4)

@@ -35,6 +35,14 @@ class FeatureForecaster(ABC):
         return self._last_step
 
     @property
+    def last_feature(self) -> torch.Tensor | None:
+        """The feature recorded at ``last_recorded_step`` (the forecaster's own copy), or None."""
+        return self._last_feature() if self._num_recorded else None
+
+    def _last_feature(self) -> torch.Tensor | None:
+        raise NotImplementedError(f"{type(self).__name__} does not keep its last feature")
+
+    @property
     def feature_shape(self) -> torch.Size | None:
         """The shape of the recorded features, or None before the first ``update()``."""
         return self._shape

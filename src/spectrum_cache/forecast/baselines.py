@@ -18,6 +18,9 @@ class ReuseForecaster(FeatureForecaster):
     def _tensors(self) -> list[torch.Tensor | None]:
         return [self._last]
 
+    def _last_feature(self) -> torch.Tensor | None:
+        return self._last
+
     def _record(self, step: int, feature: torch.Tensor) -> None:
         self._last = feature.clone()
 
@@ -46,6 +49,9 @@ class TaylorForecaster(FeatureForecaster):
 
     def _tensors(self) -> list[torch.Tensor | None]:
         return list(self._factors)
+
+    def _last_feature(self) -> torch.Tensor | None:
+        return self._factors[0].to(self._dtype) if self._factors else None
 
     def _record(self, step: int, feature: torch.Tensor) -> None:
         factors = [feature.to(torch.float32, copy=True)]

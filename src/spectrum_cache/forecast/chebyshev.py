@@ -78,6 +78,9 @@ class SpectrumForecaster(FeatureForecaster):
     def _tensors(self) -> list[torch.Tensor | None]:
         return [self._gram, self._moments, self._last, self._prev]
 
+    def _last_feature(self) -> torch.Tensor | None:
+        return self._last
+
     def _record(self, step: int, feature: torch.Tensor) -> None:
         basis = chebyshev_basis(self.tau(step), self.degree)
         row = torch.tensor(basis, dtype=torch.float64)

@@ -68,22 +68,25 @@ class PairedForecaster:
     def update(self, branch: int, step: int, feature: torch.Tensor) -> None:
         """Record branch ``branch``'s feature, computed by the network at ``step``.
 
-        Raises ValueError for a step already recorded for this branch; a step the other branch never
-        recorded leaves the difference unchanged (the caller decides whether to stay paired).
+        The primary's feature goes to its forecaster, which keeps its last feature; a secondary
+        feature recorded before the primary's of the same step waits for it. The difference is
+        recorded when both branches have been recorded at one step; a step only one branch recorded
+        leaves it unchanged.
         """
         self._check_branch(branch)
-        other = SECONDARY if branch == PRIMARY else PRIMARY
+        self._cached = None
         if branch == PRIMARY:
             self.primary.update(step, feature)
-        if branch in self._pending and self._pending[branch][0] >= step:
-            raise ValueError(f"branch {branch} already recorded step {self._pending[branch][0]}, got step {step}.")
-        pending = self._pending.pop(other, None)
-        if pending is not None and pending[0] == step:
-            a, b = (feature, pending[1]) if branch == PRIMARY else (pending[1], feature)
-            self.difference.update(step, _minus(b, a))
+            pending = self._pending.pop(SECONDARY, None)
+            if pending is not None and pending[0] == step:
+                self.difference.update(step, _minus(pending[1], feature))
+            return
+        if SECONDARY in self._pending and self._pending[SECONDARY][0] >= step:
+            raise ValueError(f"branch {branch} already recorded step {self._pending[SECONDARY][0]}, got step {step}.")
+        if self.primary.last_recorded_step == step:
+            self.difference.update(step, _minus(feature, self.primary.last_feature))
         else:
-            self._pending[branch] = (step, feature.detach())
-        self._cached = None
+            self._pending[SECONDARY] = (step, feature.detach())
 
     def update_batched(self, step: int, primary: torch.Tensor, secondary: torch.Tensor) -> None:
         """Record both branches of one step at once."""
