@@ -349,3 +349,19 @@ def test_measure_works_without_the_resource_module(monkeypatch: pytest.MonkeyPat
         monkeypatch.undo()
         importlib.reload(measure)
     assert measure.lifetime_peak_rss_mib() > 0
+
+
+def test_pair_suffix_selects_guidance_aware_forecasting() -> None:
+    from spectrum_cache.bench.methods import parse_method
+
+    plain = parse_method("spectrum-a0.75-w0.5")
+    assert plain.spectrum.guidance_forecast == "independent"  # the paper's, whatever the library default
+    paired = parse_method("spectrum-a3-w1-pair")
+    assert (paired.name, paired.spectrum.guidance_forecast, paired.spectrum.difference_forecaster) == (
+        "spectrum-a3.0-w1.0-pair", "paired", "reuse")
+    assert parse_method("spectrum-a3-w1-pair-reuse").name == "spectrum-a3.0-w1.0-pair"
+    linear = parse_method("taylor1-a3-pair-linear")
+    assert linear.spectrum.forecaster == "taylor1" and linear.spectrum.difference_forecaster == "linear"
+    assert paired.expected_passes(50) == plain.expected_passes(50) - 4  # a3.0: 10 passes, a0.75: 14
+    with pytest.raises(ValueError):
+        parse_method("spectrum-a3-w1-pair-quadratic")

@@ -9,7 +9,10 @@ Names (the ``--methods`` list):
   schedule for ALPHA (FORA-style reuse, TaylorSeer-style finite differences of order 1 and 2);
 - either may end in ``-winW`` and/or ``-warmK`` for another starting window W and warm-up K
   (``-a0.0-win4-warm3`` is a fixed every-4th-step schedule after 3 warm-up steps, TaylorSeer's), and
-  in ``-out`` to forecast the denoiser's output instead of the head's input (forecast_output);
+  in ``-out`` to forecast the denoiser's output instead of the head's input (forecast_output), and in
+  ``-pair`` for guidance-aware forecasting (guidance_forecast="paired": the uncond branch as the cond
+  forecast plus the last measured difference; ``-pair-linear`` / ``-pair-chebyshev`` forecast that
+  difference instead). Without ``-pair`` the branches are forecast independently, as in the paper;
 - ``diffusers-taylorseer[-iK]``, ``diffusers-fbc[-tT]``, ``diffusers-mag[-tT][-sK][-rR]``, ``diffusers-sea[-tT]``:
   diffusers' own caches (TaylorSeer refreshing every K steps, First Block Cache, MagCache calibrated on
   one run, SeaCache), with an optional interval K or threshold T; MagCache also takes its cap on
@@ -66,11 +69,12 @@ CACHE_DIT_DEFAULTS = tuple(f"cachedit-{c}-a{a}" for c in CALIBRATORS for a in PA
     "cachedit-dbcache-ultra", "cachedit-taylorseer-ultra")
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
+_PAIR = r"(-pair(?:-(?:reuse|linear|chebyshev))?)?"
 _PATTERNS = {
     "full": re.compile(r"full"),
     "steps": re.compile(r"steps-(\d+)"),
-    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?"),
-    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?"),
+    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?{_PAIR}"),
+    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?{_PAIR}"),
     "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?(?:-s(\d+))?(?:-r{_NUMBER})?"),
     "cachedit": re.compile(rf"cachedit-({'|'.join(CALIBRATORS)})-(?:a{_NUMBER}|({'|'.join(MASK_POLICIES)})|t{_NUMBER})"
                            r"(?:-f(\d+)b(\d+))?"),
@@ -126,9 +130,11 @@ def _number(text: str) -> float:
     return float(text)
 
 
-def _schedule(window: str | None, warmup: str | None, output: str | None) -> tuple[dict[str, Any], str]:
-    """SpectrumConfig fields and the canonical name suffix for the optional -winW / -warmK / -out parts."""
-    fields: dict[str, Any] = {}
+def _schedule(window: str | None, warmup: str | None, output: str | None,
+              pair: str | None = None) -> tuple[dict[str, Any], str]:
+    """SpectrumConfig fields and the canonical name suffix for the optional -winW / -warmK / -out /
+    -pair parts."""
+    fields: dict[str, Any] = {"guidance_forecast": "independent"}
     suffix = ""
     if window is not None:
         fields["window_size"] = _number(window)
@@ -139,6 +145,10 @@ def _schedule(window: str | None, warmup: str | None, output: str | None) -> tup
     if output is not None:
         fields["forecast_output"] = True
         suffix += "-out"
+    if pair is not None:
+        difference = pair.removeprefix("-pair").removeprefix("-") or "reuse"
+        fields.update(guidance_forecast="paired", difference_forecaster=difference)
+        suffix += "-pair" if difference == "reuse" else f"-pair-{difference}"
     return fields, suffix
 
 
@@ -155,12 +165,12 @@ def parse_method(name: str) -> Method:
     try:
         if match := _PATTERNS["spectrum"].fullmatch(name):
             alpha, weight = _number(match.group(1)), _number(match.group(2))
-            schedule, suffix = _schedule(*match.group(3, 4, 5))
+            schedule, suffix = _schedule(*match.group(3, 4, 5, 6))
             config = SpectrumConfig(flex_window=alpha, blend_weight=weight, **schedule)
             return Method(f"spectrum-a{alpha}-w{weight}{suffix}", "spectrum", spectrum=config)
         if match := _PATTERNS["in-house"].fullmatch(name):
             forecaster, alpha = match.group(1), _number(match.group(2))
-            schedule, suffix = _schedule(*match.group(3, 4, 5))
+            schedule, suffix = _schedule(*match.group(3, 4, 5, 6))
             config = SpectrumConfig(flex_window=alpha, forecaster=forecaster, **schedule)
             return Method(f"{forecaster}-a{alpha}{suffix}", "spectrum", spectrum=config)
     except ValueError as error:  # e.g. a blend weight above 1
@@ -226,7 +236,7 @@ def default_methods(num_inference_steps: int) -> list[Method]:
     mirrored = {len(compute_steps(c, num_inference_steps)) for c in schedules}
     mirrored |= {taylorseer_passes(num_inference_steps, k) for k in TAYLORSEER_INTERVALS}
     names += [f"steps-{p}" for p in sorted(mirrored, reverse=True) if p < num_inference_steps]
-    names += [f"spectrum-a{a}-w{w}" for a in PAPER_ALPHAS for w in PAPER_BLEND_WEIGHTS]
+    names += [f"spectrum-a{a}-w{w}{pair}" for a in PAPER_ALPHAS for w in PAPER_BLEND_WEIGHTS for pair in ("", "-pair")]
     names += [f"{f}-a{a}" for f in IN_HOUSE for a in PAPER_ALPHAS]
     names += [f"diffusers-taylorseer-i{k}" for k in TAYLORSEER_INTERVALS]
     names += ["diffusers-fbc", "diffusers-mag", "diffusers-sea", *DIFFUSERS_AT_SPEEDUPS]
