@@ -134,8 +134,8 @@ class Generation:
             primary = (slot == 0) == layout.cond_first
             return self._pair_view(("calls",), PRIMARY if primary else SECONDARY), None
         if batch is None or batch % 2:
-            return self.new_forecaster(), (f"{who}'s batched CFG call has an odd batch ({batch}), so it is "
-                                           "forecast as one.")
+            # Not the two branches stacked (Z-Image's cfg_truncation drops the uncond half late in a run).
+            return self.new_forecaster(), None
         pair = PairedForecaster(self.new_forecaster(), make_difference_forecaster(self.config.difference_forecaster, self.num_steps))
         return BatchedPair(pair, primary_half=0 if layout.cond_first else 1), None
 
