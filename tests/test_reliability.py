@@ -61,17 +61,21 @@ def _offload(pipe, kind: str) -> None:
         add_hook_to_module(pipe.transformer, AlignDevicesHook(io_same_device=True), append=True)
 
 
-@pytest.mark.parametrize("kind", ["model", "sequential", "group"])
-@pytest.mark.parametrize("order", ["offload-then-enable", "enable-then-offload"])
-def test_every_generation_forecasts_with_offload_in_either_order(kind, order):
-    pipe, kwargs = flux()
-    baseline = latents(pipe, kwargs)
+def _offload_and_enable(pipe, kind: str, order: str) -> None:
     if order == "offload-then-enable":
         _offload(pipe, kind)
         enable_spectrum(pipe, REAL)
     else:
         enable_spectrum(pipe, REAL)
         _offload(pipe, kind)
+
+
+@pytest.mark.parametrize("kind", ["model", "sequential", "group"])
+@pytest.mark.parametrize("order", ["offload-then-enable", "enable-then-offload"])
+def test_every_generation_forecasts_with_offload_in_either_order(kind, order):
+    pipe, kwargs = flux()
+    baseline = latents(pipe, kwargs)
+    _offload_and_enable(pipe, kind, order)
     passes = block_passes(pipe.transformer)
     outputs = []
     for _ in range(3):
@@ -89,12 +93,7 @@ def test_disable_leaves_accelerate_offload_working(kind, order, monkeypatch):
 
     pipe, kwargs = flux()
     baseline = latents(pipe, kwargs)
-    if order == "offload-then-enable":
-        _offload(pipe, kind)
-        enable_spectrum(pipe, REAL)
-    else:
-        enable_spectrum(pipe, REAL)
-        _offload(pipe, kind)
+    _offload_and_enable(pipe, kind, order)
     latents(pipe, kwargs)
     disable_spectrum(pipe)
 

@@ -13,26 +13,25 @@ import math
 MAX_SEED = 2**64 - 1
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
+def _int_in(text: str, low: int, high: float, allowed: str) -> int:
+    """``text`` as an integer in [low, high], or an argparse error saying what is ``allowed``."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+        value = None
+    if value is None or not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    return _int_in(text, 1, math.inf, "an integer >= 1")
 
 
 def seed_int(text: str) -> int:
     """An integer in [0, 2**64): what torch.Generator.manual_seed accepts."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**64-1, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**64-1, got {text!r}")
-    return value
+    return _int_in(text, 0, MAX_SEED, "an integer from 0 to 2**64-1")
 
 
 def finite_float(text: str) -> float:
