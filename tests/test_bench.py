@@ -365,3 +365,16 @@ def test_pair_suffix_selects_guidance_aware_forecasting() -> None:
     assert paired.expected_passes(50) == plain.expected_passes(50) - 4  # a3.0: 10 passes, a0.75: 14
     with pytest.raises(ValueError):
         parse_method("spectrum-a3-w1-pair-quadratic")
+
+
+def test_the_plot_marks_the_quality_speedup_frontier() -> None:
+    from spectrum_cache.bench.report import FRONTIER_LABEL, pareto_frontier, quality_figure
+
+    points = [(1.0, 40.0, "a"), (2.0, 35.0, "b"), (2.0, 30.0, "c"), (3.0, 36.0, "d"), (4.0, 20.0, "e"), (0.5, 39.0, "f")]
+    # c loses to b and d; b to d (faster and better); f to a.
+    assert [p[2] for p in pareto_frontier(points)] == ["a", "d", "e"]
+    rows = [{"method": m, "status": "done", "speedup": x, "psnr": q, "ssim": q / 50} for x, q, m in points]
+    rows.append({"method": "full", "status": "done", "speedup": 1.0, "psnr": None, "ssim": None})
+    figure = quality_figure(rows, "t")
+    lines = [line for line in figure.axes[0].get_lines() if line.get_label() == FRONTIER_LABEL]
+    assert len(lines) == 1 and list(lines[0].get_xdata()) == [1.0, 3.0, 4.0]

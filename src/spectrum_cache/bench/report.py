@@ -139,7 +139,20 @@ _LABEL_SPOTS = (
       for dx, ha in ((0, "center"), (8, "left"), (-8, "right"))),
 )
 PLOT_COLORS = {"steps": "tab:gray", "spectrum": "tab:red", "reuse": "tab:blue", "taylor1": "tab:green",
-               "taylor2": "tab:olive", "diffusers": "tab:purple"}
+               "taylor2": "tab:olive", "diffusers": "tab:purple", "cachedit": "tab:brown"}
+FRONTIER_LABEL = "frontier"
+
+
+def pareto_frontier(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """The (speedup, quality, name) points no other point beats on both (at least as fast and at least
+    as good, better in one), sorted by speedup: the best quality one can have at each speed."""
+    ordered = sorted(points, key=lambda p: (-p[0], -p[1]))
+    frontier, best = [], float("-inf")
+    for point in ordered:  # fastest first: a point is on the frontier if it beats every faster one
+        if point[1] > best:
+            frontier.append(point)
+            best = point[1]
+    return frontier[::-1]
 
 
 def _place_labels(ax: Any, points: list[tuple[float, float, str]], fontsize: float = 7) -> None:
@@ -228,12 +241,17 @@ def quality_figure(rows: list[dict[str, Any]], title: str) -> Any:
             ax.axhline(full[key], color="black", linestyle="--", linewidth=0.8)
         for r in points:
             ax.scatter(r["speedup"], r[key], color=PLOT_COLORS.get(_family(r["method"]), "black"), s=30, zorder=3)
+        if key != "checker_accuracy":
+            frontier = pareto_frontier([(r["speedup"], r[key], r["method"]) for r in points])
+            ax.plot([p[0] for p in frontier], [p[1] for p in frontier], color="0.35", linewidth=1.0, zorder=2,
+                    drawstyle="steps-pre", label=FRONTIER_LABEL)
         ax.margins(x=0.15, y=0.12)  # room for the labels at the edges
         labelled.append((ax, [(r["speedup"], r[key], r["method"]) for r in points]))
     handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=f) for f, c in PLOT_COLORS.items()
                if any(_family(r["method"]) == f for r in done)]
     if any(r["method"] == "full" for r in done):
         handles.append(plt.Line2D([], [], color="black", linestyle="--", linewidth=0.8, label="full sampler"))
+    handles.append(plt.Line2D([], [], color="0.35", linewidth=1.0, label="frontier (best quality at each speed)"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
