@@ -552,3 +552,32 @@ def test_nan_and_huge_latents_fail_closed(value):
         out = latents(pipe, kwargs, latents=nan)
     torch.testing.assert_close(out, baseline, rtol=0, atol=0, equal_nan=True)
     assert spectrum_summary(pipe).passes_saved == 0
+
+
+def test_lora_add_set_fuse_unfuse_unload_keep_forecasting() -> None:
+    peft = pytest.importorskip("peft")
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    passes = block_passes(pipe.transformer)
+    plain = latents(pipe, kwargs)
+    config = peft.LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False)
+    pipe.transformer.add_adapter(config, adapter_name="style")
+    outputs = {}
+    for step in ("added", "set", "fused", "unfused", "unloaded"):
+        if step == "set":
+            pipe.transformer.set_adapters(["style"], weights=[0.5])
+        elif step == "fused":
+            pipe.transformer.fuse_lora(lora_scale=1.0)
+        elif step == "unfused":
+            pipe.transformer.unfuse_lora()
+        elif step == "unloaded":
+            pipe.transformer.unload_lora()
+        passes[0] = 0
+        outputs[step] = latents(pipe, kwargs)
+        assert passes[0] == EXPECTED_PASSES, step  # Spectrum still forecasts after every change
+    assert not torch.allclose(outputs["added"], plain)  # the adapter takes part in the computed steps
+    assert not torch.allclose(outputs["set"], outputs["added"])  # and its weight too
+    torch.testing.assert_close(outputs["fused"], outputs["set"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(outputs["unfused"], outputs["set"], rtol=1e-5, atol=1e-5)
+    # Unfusing restores the weights by subtraction, so back to the plain output up to its rounding.
+    torch.testing.assert_close(outputs["unloaded"], plain, rtol=1e-5, atol=1e-5)
