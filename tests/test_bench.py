@@ -303,10 +303,11 @@ def test_psnr_matches_torchmetrics() -> None:
     assert psnr(a, a) == float("inf")
 
 
-# Runs the command with the bench extra's packages unimportable, as on a base install.
+# Runs the command with the bench extra's packages unimportable, as on a base install (and peft, which
+# diffusers imports when it is there and which needs accelerate: a base install cannot have it).
 WITHOUT_BENCH_EXTRA = (
     "import sys\n"
-    "for name in ('accelerate', 'matplotlib', 'torchmetrics'):\n"
+    "for name in ('accelerate', 'matplotlib', 'torchmetrics', 'peft'):\n"
     "    sys.modules[name] = None\n"
     "from spectrum_cache.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
