@@ -174,8 +174,16 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
     probe = transformer.single_transformer_blocks[-1].attn.to_q
     rows: list[dict[str, Any]] = []
 
+    def fresh_run(timer: CallTimer | None = None) -> None:
+        # As a pipeline does after every call (maybe_free_model_hooks): stateful caches start over, so
+        # diffusers' TaylorSeer counts its warm-up steps again instead of carrying on from the last run.
+        registry = getattr(transformer, "_diffusers_hook", None)
+        if registry is not None:
+            registry.reset_stateful_hooks()
+        sample(transformer, inputs, steps, timer)
+
     def measure(label: str) -> dict[str, Any]:
-        sample(transformer, inputs, steps)  # untimed: first-call costs, and a forecaster's first fit
+        fresh_run()  # untimed: first-call costs, and a forecaster's first fit
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -184,7 +192,7 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
         for _ in range(repeats):
             timer = CallTimer(device, probe)
             start = time.perf_counter()
-            sample(transformer, inputs, steps, timer)
+            fresh_run(timer)
             seconds = timer.seconds()
             totals.append(time.perf_counter() - start)
             calls.append(list(zip(seconds, timer.ran)))
