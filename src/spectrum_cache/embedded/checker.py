@@ -17,12 +17,11 @@ Attributes of an object whose colour is missing count as wrong.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
-
-from collections.abc import Sequence
 
 from .data import COLORS, IMAGE_SIZE, CaptionObject, Scene
 

@@ -217,6 +217,7 @@ def sample_split_scene(seed: int, held_out: bool) -> Scene:
 
 
 _GRID = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) + 0.5  # (2, H, W): y, x of pixel centres
+_GRID.setflags(write=False)  # shared by every render: never written
 
 
 def object_mask(obj: SceneObject) -> np.ndarray:

@@ -38,7 +38,8 @@ class PairedForecaster:
             raise ValueError("primary and difference must be two forecaster objects, got the same one twice.")
         self.primary = primary
         self.difference = difference
-        self._pending: dict[int, tuple[int, torch.Tensor]] = {}
+        # The secondary's feature of a step whose primary feature has not come yet: (step, feature).
+        self._waiting: tuple[int, torch.Tensor] | None = None
         self._cached: tuple[int, torch.Tensor] | None = None  # the primary's forecast of one step
 
     @property
@@ -48,7 +49,7 @@ class PairedForecaster:
     @property
     def nbytes(self) -> int:
         """Bytes of the tensors held (both forecasters and a feature waiting for its pair)."""
-        pending = sum(t.numel() * t.element_size() for _, t in self._pending.values())
+        pending = self._waiting[1].numel() * self._waiting[1].element_size() if self._waiting is not None else 0
         return self.primary.nbytes + self.difference.nbytes + pending
 
     def ready(self, branch: int) -> bool:
@@ -62,7 +63,7 @@ class PairedForecaster:
         """Forget every recorded step of both branches."""
         self.primary.reset()
         self.difference.reset()
-        self._pending.clear()
+        self._waiting = None
         self._cached = None
 
     def update(self, branch: int, step: int, feature: torch.Tensor) -> None:
@@ -77,16 +78,16 @@ class PairedForecaster:
         self._cached = None
         if branch == PRIMARY:
             self.primary.update(step, feature)
-            pending = self._pending.pop(SECONDARY, None)
-            if pending is not None and pending[0] == step:
-                self.difference.update(step, _minus(pending[1], feature))
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None and waiting[0] == step:
+                self.difference.update(step, _minus(waiting[1], feature))
             return
-        if SECONDARY in self._pending and self._pending[SECONDARY][0] >= step:
-            raise ValueError(f"branch {branch} already recorded step {self._pending[SECONDARY][0]}, got step {step}.")
+        if self._waiting is not None and self._waiting[0] >= step:
+            raise ValueError(f"branch {branch} already recorded step {self._waiting[0]}, got step {step}.")
         if self.primary.last_recorded_step == step:
             self.difference.update(step, _minus(feature, self.primary.last_feature))
         else:
-            self._pending[SECONDARY] = (step, feature.detach())
+            self._waiting = (step, feature.detach())
 
     def update_batched(self, step: int, primary: torch.Tensor, secondary: torch.Tensor) -> None:
         """Record both branches of one step at once."""
@@ -110,7 +111,7 @@ class PairedForecaster:
 
 
 def _minus(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """b - a, computed in float32 so that two close low-precision features do not cancel to zero."""
+    """b - a in b's dtype, computed in float32 so that it is rounded once (a and b may differ in dtype)."""
     return (b.float() - a.float()).to(b.dtype)
 
 
@@ -159,8 +160,8 @@ class PairBranch(FeatureForecaster):
 
     def _tensors(self) -> list[torch.Tensor | None]:
         own = self.pair.primary if self.branch == PRIMARY else self.pair.difference
-        pending = self.pair._pending.get(self.branch)
-        return [*own._tensors(), pending[1] if pending is not None else None]
+        waiting = self.pair._waiting if self.branch == SECONDARY else None
+        return [*own._tensors(), waiting[1] if waiting is not None else None]
 
 
 class BatchedPair(FeatureForecaster):

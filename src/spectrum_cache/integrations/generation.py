@@ -136,17 +136,18 @@ class Generation:
         if batch is None or batch % 2:
             # Not the two branches stacked (Z-Image's cfg_truncation drops the uncond half late in a run).
             return self.new_forecaster(), None
-        pair = PairedForecaster(self.new_forecaster(), make_difference_forecaster(self.config.difference_forecaster, self.num_steps))
-        return BatchedPair(pair, primary_half=0 if layout.cond_first else 1), None
+        return BatchedPair(self._new_pair(), primary_half=0 if layout.cond_first else 1), None
+
+    def _new_pair(self) -> PairedForecaster:
+        return PairedForecaster(self.new_forecaster(),
+                                make_difference_forecaster(self.config.difference_forecaster, self.num_steps))
 
     def _pair_view(self, key: object, branch: int) -> PairBranch:
         """The view of ``branch`` on the pair for ``key``; a new pair once that branch has one already
         (its trajectory started over)."""
         entry = self._pairs.get(key)
         if entry is None or entry[1][branch]:
-            pair = PairedForecaster(self.new_forecaster(),
-                                    make_difference_forecaster(self.config.difference_forecaster, self.num_steps))
-            entry = (PairBranch.views(pair), [False, False])
+            entry = (PairBranch.views(self._new_pair()), [False, False])
             self._pairs[key] = entry
         entry[1][branch] = True
         return entry[0][branch]

@@ -338,7 +338,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
         """This thread's generation, a new one when the running pipeline or its timesteps changed."""
         thread = threading.get_ident()
         current = self._generations.get(thread)
-        pipeline, scheduler, component = self._step_source()
+        pipeline, scheduler, component, call_locals = self._step_source()
         if scheduler is None:
             if current is None or not isinstance(current.clock, BareClock):
                 current = self._start(thread, BareClock(self.config.num_inference_steps), None)
@@ -362,19 +362,22 @@ class SpectrumHook(_Unpicklable, ModelHook):
         if wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange():
             self._warn("count", f"SpectrumConfig.num_inference_steps={wanted} but the pipeline runs "
                        f"{clock.num_steps} steps; the schedule follows the pipeline.")
-        return self._start(thread, clock, pipeline)
+        # Whether the call runs CFG is read once per generation, from the running pipeline's call only.
+        uses_cfg = _uses_cfg(pipeline, call_locals) if call_locals is not None else None
+        return self._start(thread, clock, pipeline, uses_cfg)
 
-    def _step_source(self) -> tuple[Any, Any, str | None]:
-        """(pipeline, scheduler, component name) that set this call's step count; no scheduler means
-        the configured num_inference_steps."""
-        pipeline, component, self._call_uses_cfg = running_pipeline(self.module)
+    def _step_source(self) -> tuple[Any, Any, str | None, dict[str, Any] | None]:
+        """(pipeline, scheduler, component name, the running pipeline call's locals) that set this call's
+        step count; no scheduler means the configured num_inference_steps, no locals a call that does not
+        come from a running pipeline."""
+        pipeline, component, call_locals = running_pipeline(self.module)
         if pipeline is not None:
             if getattr(pipeline, "scheduler", None) is None:
                 raise Unplaced("no-scheduler", f"{type(pipeline).__name__} has no scheduler, so the step count is "
                                "unknown; running the network.")
-            return pipeline, pipeline.scheduler, component
+            return pipeline, pipeline.scheduler, component, call_locals
         if self.scheduler is not None:
-            return None, self.scheduler, None
+            return None, self.scheduler, None, None
         if self.pipeline_ref is not None:
             pipeline = self.pipeline_ref()
             if pipeline is None:
@@ -384,15 +387,15 @@ class SpectrumHook(_Unpicklable, ModelHook):
                     "pipeline, so the step count is unknown; running the network. Enable Spectrum on the pipeline "
                     "you run, or on the bare denoiser with scheduler=... or num_inference_steps.",
                 )
-            return pipeline, pipeline.scheduler, self.denoiser_name
-        return None, None, None
+            return pipeline, pipeline.scheduler, self.denoiser_name, None
+        return None, None, None, None
 
-    def _start(self, thread: int, clock: SchedulerClock | BareClock, pipeline: Any) -> Generation:
+    def _start(self, thread: int, clock: SchedulerClock | BareClock, pipeline: Any,
+               uses_cfg: bool | None = None) -> Generation:
         self._end_generation(thread)
         alive = {t.ident for t in threading.enumerate()}
         for gone in [t for t in self._generations if t not in alive]:
             self._end_generation(gone)
-        uses_cfg = getattr(self, "_call_uses_cfg", None) if pipeline is not None else None
         generation = Generation(self.config, self.denoiser_name, clock, pipeline, uses_cfg)
         self._generations[thread] = generation
         return generation
@@ -531,10 +534,10 @@ class _FirstInput(torch.nn.Module):
 
 
 # -- the running pipeline ----------------------------------------------------------------------
-def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, bool | None]:
+def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[str, Any] | None]:
     """The pipeline whose call is running ``denoiser`` in this thread, the component name it has there
-    (the nearest caller frame whose ``self`` is a DiffusionPipeline holding the denoiser), and whether
-    that call runs classifier-free guidance (None if it does not say)."""
+    (the nearest caller frame whose ``self`` is a DiffusionPipeline holding the denoiser), and that
+    frame's locals (None where no pipeline is running)."""
     frame = sys._getframe(1)
     for _ in range(_MAX_CALLER_FRAMES):
         if frame is None:
@@ -545,7 +548,7 @@ def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, bool |
             if isinstance(owner, DiffusionPipeline):
                 for name in DENOISER_COMPONENTS:
                     if unwrap_module(getattr(owner, name, None)) is denoiser:
-                        return owner, name, _uses_cfg(owner, frame.f_locals)
+                        return owner, name, frame.f_locals
         frame = frame.f_back
     return None, None, None
 
