@@ -2,7 +2,7 @@
 
 A caption names every object's colour and shape, and only sometimes its position or size. The rest is
 random: where each object sits, how large it is, its rotation, its texture (solid, stripes, checks,
-dots, noise, a shading gradient) and the background (a tinted grey with a gradient, grain and faint
+dots, smooth noise, a shading gradient) and the background (a tinted grey with a gradient, grain and faint
 stripes). So one caption has many right pictures, as a prompt to a large text-to-image model does,
 and the sampler's path has to choose among them as the noise goes away: the flow curves. Objects may
 overlap, textures put detail at the scale of a few pixels, and gradients at the scale of the image.
@@ -261,7 +261,16 @@ def _texture_weight(obj: SceneObject) -> np.ndarray:
         dv = (across / period) % 1 - 0.5
         t = (du * du + dv * dv < 0.09).astype(np.float32)
     elif obj.texture == "noise":
-        t = np.random.default_rng(int(noise_seed)).random(x.shape).astype(np.float32)
+        # Value noise with cells of `period` pixels: random at the scale of the other textures, not per
+        # pixel. Per-pixel noise cannot be predicted from the caption or from its neighbours, so it
+        # only taught the model to scatter noise over every object.
+        cells = np.random.default_rng(int(noise_seed)).random((IMAGE_SIZE + 2, IMAGE_SIZE + 2)).astype(np.float32)
+        gx, gy = x / period, y / period
+        i, j = np.floor(gx).astype(int), np.floor(gy).astype(int)
+        fx, fy = gx - i, gy - j
+        top = cells[j, i] * (1 - fx) + cells[j, i + 1] * fx
+        bottom = cells[j + 1, i] * (1 - fx) + cells[j + 1, i + 1] * fx
+        t = top * (1 - fy) + bottom * fy
     elif obj.texture == "shaded":
         cx, cy = obj.center
         t = np.clip(((x - cx) * math.cos(angle) + (y - cy) * math.sin(angle)) / (2 * obj.radius) + 0.5, 0, 1)

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="pipeline folder to export the final weights into")
     p.add_argument("--ckpt-dir", default="runs/embedded_ckpt", help="checkpoint folder (git-ignored /runs/)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --ckpt-dir")
-    p.add_argument("--steps", type=int, default=6500, help="stop after this many optimizer steps ...")
+    p.add_argument("--steps", type=int, default=10000, help="stop after this many optimizer steps ...")
     p.add_argument("--max-minutes", type=float, default=97.0, help="... or this much training time, if sooner")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -50,9 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--text-layers", type=int, default=2)
     p.add_argument("--text-heads", type=int, default=4)
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    # One thread: for a model this small it is nearly as fast as two, and it does not stall at
-    # OpenMP barriers when other processes share the machine's two cores.
-    p.add_argument("--threads", type=int, default=1)
+    # Both cores: 0.55 s a step against 0.90 with one, on an idle machine. Leave the machine idle while
+    # it trains; with other work on the cores, --threads 1 stalls less at OpenMP barriers.
+    p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
 
 
