@@ -17,6 +17,7 @@ _FLEX_WINDOW_RESOLUTION = 0.001
 FORECASTERS = ("chebyshev", "reuse", "taylor1", "taylor2")
 GUIDANCE_FORECASTS = ("paired", "independent")
 DIFFERENCE_FORECASTERS = ("reuse", "linear", "chebyshev")
+TIME_AXES = ("step", "sigma")
 # The highest Chebyshev degree accepted. Each degree keeps one more float32 copy of the feature (X^T H),
 # so memory grows as (M + 1) x the feature's size (about 50 MB per degree for FLUX at 1024x1024), and
 # a fit can only pin down as many coefficients as there are recorded steps (10 to 20 in practice;
@@ -81,6 +82,12 @@ class SpectrumConfig:
         difference_forecaster: in ``"paired"`` mode, the forecaster of the branch difference:
             ``"reuse"`` (the last measured difference), ``"linear"`` (extrapolated from the last two) or
             ``"chebyshev"`` (degree 2, ridge_lambda 10).
+        time_axis: what the forecast is a function of. ``"step"``: the step index s (the paper).
+            ``"sigma"``: the scheduler's noise level (its ``sigmas``, else its timesteps), mapped
+            linearly onto [0, N - 1], so the fit and the extrapolation follow the noise level where a
+            sampler spaces it unevenly (FLUX and SD3 shift their sigmas). On an unshifted flow-matching
+            schedule the two are the same. Needs a scheduler; a bare loop falls back to ``"step"`` with
+            a warning.
     """
 
     num_inference_steps: int | None = None
@@ -94,6 +101,7 @@ class SpectrumConfig:
     forecast_output: bool = False
     guidance_forecast: str = "independent"
     difference_forecaster: str = "reuse"
+    time_axis: str = "step"
 
     def __post_init__(self) -> None:
         # Normalised to Python numbers so numpy scalars behave like the ints and floats they stand for.
@@ -118,6 +126,8 @@ class SpectrumConfig:
         if self.difference_forecaster not in DIFFERENCE_FORECASTERS:
             raise ValueError(f"difference_forecaster must be one of {', '.join(DIFFERENCE_FORECASTERS)}; "
                              f"got {self.difference_forecaster!r}.")
+        if self.time_axis not in TIME_AXES:
+            raise ValueError(f"time_axis must be one of {', '.join(TIME_AXES)}; got {self.time_axis!r}.")
 
     def replace(self, **changes: object) -> SpectrumConfig:
         """A copy with ``changes`` applied (and validated)."""

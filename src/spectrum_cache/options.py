@@ -53,6 +53,14 @@ def guidance_float(text: str) -> float:
     return value
 
 
+def shift_float(text: str) -> float:
+    """A finite number > 0 (a scheduler's sigma shift)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
 def add_verbose(parser: argparse.ArgumentParser) -> None:
     """``-v``: informational log messages of spectrum-cache and diffusers, not only warnings."""
     parser.add_argument("-v", "--verbose", action="store_true", help="also show informational messages")

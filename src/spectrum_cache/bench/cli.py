@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CommandError, exit_at_once_on_interrupt, usage_error
-from ..options import MAX_SEED, add_verbose, guidance_float, positive_int, seed_int
+from ..options import MAX_SEED, add_verbose, guidance_float, positive_int, seed_int, shift_float
 
 DEFAULT_OUT = Path("results/bench")
 
@@ -41,6 +41,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--guidance-scale", type=guidance_float, default=None, metavar="G",
                    help="classifier-free guidance scale (default: the pipeline's)")
+    p.add_argument("--scheduler-shift", type=shift_float, default=None, metavar="S",
+                   help="shift a flow-matching scheduler's sigmas by S, as SD3 (3) and FLUX do, so the noise level is "
+                        "not linear in the step (default: the pipeline's schedule; the embedded model's is linear)")
     p.add_argument("--repeats", type=positive_int, default=1, metavar="N",
                    help="time each item this many times, keep the fastest (default 1)")
     p.add_argument("--extra-metrics", choices=("auto", "off"), default="auto",
@@ -96,7 +99,7 @@ def _options(args: argparse.Namespace) -> Any:
     return BenchOptions(
         out=args.out, methods=tuple(methods), prompts=tuple(prompts), steps=args.steps, seed=args.seed,
         model=args.model, device=args.device, guidance_scale=args.guidance_scale, repeats=args.repeats,
-        extra_metrics=args.extra_metrics == "auto", threads=args.threads,
+        extra_metrics=args.extra_metrics == "auto", threads=args.threads, scheduler_shift=args.scheduler_shift,
     )
 
 

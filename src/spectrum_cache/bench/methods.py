@@ -4,7 +4,8 @@ Names (the ``--methods`` list):
 
 - ``full``: the full sampler, the reference for every quality metric;
 - ``steps-N``: the plain sampler with N steps (as many network passes as a cached method);
-- ``spectrum-aALPHA-wW``: Spectrum with flex_window ALPHA and blend_weight W;
+- ``spectrum-aALPHA-wW[-dD][-lL]``: Spectrum with flex_window ALPHA and blend_weight W, and optionally
+  degree D and ridge_lambda L (default 4 and 0.1);
 - ``reuse-aALPHA``, ``taylor1-aALPHA``, ``taylor2-aALPHA``: the in-house forecasters on Spectrum's
   schedule for ALPHA (FORA-style reuse, TaylorSeer-style finite differences of order 1 and 2);
 - either may end in ``-winW`` and/or ``-warmK`` for another starting window W and warm-up K
@@ -12,7 +13,9 @@ Names (the ``--methods`` list):
   in ``-out`` to forecast the denoiser's output instead of the head's input (forecast_output), and in
   ``-pair`` for guidance-aware forecasting (guidance_forecast="paired": the uncond branch as the cond
   forecast plus the last measured difference; ``-pair-linear`` / ``-pair-chebyshev`` forecast that
-  difference instead). Without ``-pair`` the branches are forecast independently, as in the paper;
+  difference instead). Without ``-pair`` the branches are forecast independently, as in the paper.
+  A final ``-sigma`` makes the forecast a function of the scheduler's noise level instead of the step
+  index (time_axis="sigma"); it differs only on a schedule whose sigmas are not linear in the step;
 - ``diffusers-taylorseer[-iK]``, ``diffusers-fbc[-tT]``, ``diffusers-mag[-tT][-sK][-rR]``, ``diffusers-sea[-tT]``:
   diffusers' own caches (TaylorSeer refreshing every K steps, First Block Cache, MagCache calibrated on
   one run, SeaCache), with an optional interval K or threshold T; MagCache also takes its cap on
@@ -70,11 +73,12 @@ CACHE_DIT_DEFAULTS = tuple(f"cachedit-{c}-a{a}" for c in CALIBRATORS for a in PA
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _PAIR = r"(-pair(?:-(?:reuse|linear|chebyshev))?)?"
+_TAIL = rf"(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?{_PAIR}(-sigma)?"
 _PATTERNS = {
     "full": re.compile(r"full"),
     "steps": re.compile(r"steps-(\d+)"),
-    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?{_PAIR}"),
-    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?{_PAIR}"),
+    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-d(\d+))?(?:-l{_NUMBER})?{_TAIL}"),
+    "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}{_TAIL}"),
     "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?(?:-s(\d+))?(?:-r{_NUMBER})?"),
     "cachedit": re.compile(rf"cachedit-({'|'.join(CALIBRATORS)})-(?:a{_NUMBER}|({'|'.join(MASK_POLICIES)})|t{_NUMBER})"
                            r"(?:-f(\d+)b(\d+))?"),
@@ -131,9 +135,9 @@ def _number(text: str) -> float:
 
 
 def _schedule(window: str | None, warmup: str | None, output: str | None,
-              pair: str | None = None) -> tuple[dict[str, Any], str]:
+              pair: str | None = None, sigma: str | None = None) -> tuple[dict[str, Any], str]:
     """SpectrumConfig fields and the canonical name suffix for the optional -winW / -warmK / -out /
-    -pair parts."""
+    -pair / -sigma parts."""
     fields: dict[str, Any] = {"guidance_forecast": "independent"}
     suffix = ""
     if window is not None:
@@ -149,6 +153,9 @@ def _schedule(window: str | None, warmup: str | None, output: str | None,
         difference = pair.removeprefix("-pair").removeprefix("-") or "reuse"
         fields.update(guidance_forecast="paired", difference_forecaster=difference)
         suffix += "-pair" if difference == "reuse" else f"-pair-{difference}"
+    if sigma is not None:
+        fields["time_axis"] = "sigma"
+        suffix += "-sigma"
     return fields, suffix
 
 
@@ -165,12 +172,19 @@ def parse_method(name: str) -> Method:
     try:
         if match := _PATTERNS["spectrum"].fullmatch(name):
             alpha, weight = _number(match.group(1)), _number(match.group(2))
-            schedule, suffix = _schedule(*match.group(3, 4, 5, 6))
-            config = SpectrumConfig(flex_window=alpha, blend_weight=weight, **schedule)
-            return Method(f"spectrum-a{alpha}-w{weight}{suffix}", "spectrum", spectrum=config)
+            fit: dict[str, Any] = {}
+            if match.group(3) is not None:
+                fit["degree"] = int(match.group(3))
+            if match.group(4) is not None:
+                fit["ridge_lambda"] = _number(match.group(4))
+            schedule, suffix = _schedule(*match.group(5, 6, 7, 8, 9))
+            config = SpectrumConfig(flex_window=alpha, blend_weight=weight, **fit, **schedule)
+            fit_suffix = (f"-d{config.degree}" if "degree" in fit else "") + (
+                f"-l{config.ridge_lambda}" if "ridge_lambda" in fit else "")
+            return Method(f"spectrum-a{alpha}-w{weight}{fit_suffix}{suffix}", "spectrum", spectrum=config)
         if match := _PATTERNS["in-house"].fullmatch(name):
             forecaster, alpha = match.group(1), _number(match.group(2))
-            schedule, suffix = _schedule(*match.group(3, 4, 5, 6))
+            schedule, suffix = _schedule(*match.group(3, 4, 5, 6, 7))
             config = SpectrumConfig(flex_window=alpha, forecaster=forecaster, **schedule)
             return Method(f"{forecaster}-a{alpha}{suffix}", "spectrum", spectrum=config)
     except ValueError as error:  # e.g. a blend weight above 1
@@ -206,7 +220,7 @@ def parse_method(name: str) -> Method:
             raise ValueError(f"method {name!r}: {error}") from None
         return Method(settings.name, "cachedit", peer=settings)
     raise ValueError(
-        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW, reuse-aALPHA, taylor1-aALPHA, "
+        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL], reuse-aALPHA, taylor1-aALPHA, "
         f"taylor2-aALPHA, diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT][-sK][-rR], diffusers-sea[-tT], "
         f"cachedit-{{{'|'.join(CALIBRATORS)}}}-{{aALPHA|{'|'.join(MASK_POLICIES)}|tT}}[-fFbB]"
     )

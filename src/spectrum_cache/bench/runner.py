@@ -60,12 +60,13 @@ class BenchOptions:
     repeats: int = 1
     extra_metrics: bool = True
     threads: int | None = None
+    scheduler_shift: float | None = None  # a flow-matching scheduler's sigma shift (None: the pipeline's)
 
     def run_key(self) -> dict[str, Any]:
         """What must stay the same for records in one folder to be comparable. The prompts are not part
         of it: each record keeps its prompt, and one whose prompt changed is simply run again."""
         return {"model": self.model or "embedded", "weights": weights_fingerprint(self.model), "steps": self.steps,
-                "seed": self.seed, "guidance_scale": self.guidance_scale}
+                "seed": self.seed, "guidance_scale": self.guidance_scale, "scheduler_shift": self.scheduler_shift}
 
 
 def weights_fingerprint(model: str | None) -> str | None:
@@ -157,6 +158,8 @@ class _Worker:
 
         self.pipe = load_model(self.options.model, str(self.device))
         self.pipe.set_progress_bar_config(disable=True)
+        if self.options.scheduler_shift is not None:
+            self.pipe.scheduler = shifted_scheduler(self.pipe.scheduler, self.options.scheduler_shift)
         self.extra = ExtraMetrics.load(self.device, self.options.extra_metrics)
         for note in self.extra.notes:
             self._note(note)
@@ -288,6 +291,16 @@ class _Worker:
         from ..integrations import spectrum_summary
 
         return list(spectrum_summary(self.pipe).branches[0].computed_steps)
+
+
+def shifted_scheduler(scheduler: Any, shift: float) -> Any:
+    """A copy of a flow-matching scheduler whose sigmas are shifted, sigma' = S sigma / (1 + (S - 1) sigma),
+    as SD3 (S = 3) and FLUX (dynamic S) do: more steps at high noise, so the noise level is no longer
+    linear in the step index."""
+    if "shift" not in scheduler.config:
+        raise BenchError(f"--scheduler-shift: the pipeline's {type(scheduler).__name__} has no sigma shift "
+                         "(it needs a flow-matching scheduler such as FlowMatchEulerDiscreteScheduler)")
+    return type(scheduler).from_config(scheduler.config, shift=shift, use_dynamic_shifting=False)
 
 
 def _resolve_device(name: str | None, state: Any) -> torch.device:

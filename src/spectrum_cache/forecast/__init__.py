@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .base import FeatureForecaster
 from .baselines import ReuseForecaster, TaylorForecaster
 from .chebyshev import SpectrumForecaster, chebyshev_basis
@@ -29,28 +31,31 @@ def make_forecaster(
     degree: int = 4,
     ridge_lambda: float = 0.1,
     blend_weight: float = 0.5,
+    time_points: Sequence[float] | None = None,
 ) -> FeatureForecaster:
-    """A new forecaster by name: ``chebyshev`` (Spectrum), ``reuse``, ``taylor1`` or ``taylor2``."""
+    """A new forecaster by name: ``chebyshev`` (Spectrum), ``reuse``, ``taylor1`` or ``taylor2``;
+    ``time_points`` as in FeatureForecaster."""
     if kind == "chebyshev":
-        return SpectrumForecaster(degree, ridge_lambda, blend_weight, num_inference_steps)
+        return SpectrumForecaster(degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
     if kind == "reuse":
-        return ReuseForecaster(num_inference_steps)
+        return ReuseForecaster(num_inference_steps, time_points)
     if kind in ("taylor1", "taylor2"):
-        return TaylorForecaster(int(kind[-1]), num_inference_steps)
+        return TaylorForecaster(int(kind[-1]), num_inference_steps, time_points)
     raise ValueError(f"forecaster must be one of chebyshev, reuse, taylor1, taylor2; got {kind!r}.")
 
 
 DIFFERENCE_FORECASTERS = ("reuse", "linear", "chebyshev")
 
 
-def make_difference_forecaster(kind: str, num_inference_steps: int) -> FeatureForecaster:
+def make_difference_forecaster(kind: str, num_inference_steps: int,
+                               time_points: Sequence[float] | None = None) -> FeatureForecaster:
     """The forecaster of the difference between two CFG branches: ``reuse`` (the last measured
     difference), ``linear`` (extrapolated from the last two) or ``chebyshev`` (a degree-2 Chebyshev
     fit with a strong ridge penalty, lambda = 10, so it stays close to a slowly varying mean)."""
     if kind == "reuse":
-        return ReuseForecaster(num_inference_steps)
+        return ReuseForecaster(num_inference_steps, time_points)
     if kind == "linear":
-        return TaylorForecaster(1, num_inference_steps)
+        return TaylorForecaster(1, num_inference_steps, time_points)
     if kind == "chebyshev":
-        return SpectrumForecaster(degree=2, ridge_lambda=10.0, blend_weight=1.0, num_inference_steps=num_inference_steps)
+        return SpectrumForecaster(2, 10.0, 1.0, num_inference_steps, time_points)
     raise ValueError(f"difference forecaster must be one of {', '.join(DIFFERENCE_FORECASTERS)}; got {kind!r}.")

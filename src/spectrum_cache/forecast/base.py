@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import torch
 
@@ -14,16 +15,35 @@ class FeatureForecaster(ABC):
 
     Subclasses keep a fixed amount of state whatever the number of recorded steps; they implement
     ``_record`` and ``_forecast`` and list their tensors in ``_tensors``.
+
+    Args:
+        num_inference_steps: N, the trajectory's step count.
+        time_points: where each of the N steps sits on the time axis the forecast is made along, in
+            step units (strictly increasing, within [0, N)); ``None`` is the step index itself. A
+            sampler whose noise level is not linear in the step (FLUX and SD3 shift their sigmas) can
+            pass its steps' noise levels mapped onto [0, N - 1] here.
     """
 
-    def __init__(self, num_inference_steps: int = 50) -> None:
+    def __init__(self, num_inference_steps: int = 50, time_points: Sequence[float] | None = None) -> None:
         steps = num_inference_steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
         self.num_inference_steps = int(num_inference_steps)
+        self.time_points = _checked_time_points(time_points, self.num_inference_steps)
         self._shape: torch.Size | None = None
         self._last_step: int | None = None
         self._num_recorded = 0
+
+    def time(self, step: float) -> float:
+        """The position of ``step`` on the forecast's time axis (the step itself without time_points;
+        between two steps, linearly interpolated)."""
+        if self.time_points is None:
+            return float(step)
+        low = min(int(math.floor(step)), self.num_inference_steps - 1)
+        if low == step or low + 1 >= self.num_inference_steps:
+            return self.time_points[low]
+        frac = step - low
+        return (1 - frac) * self.time_points[low] + frac * self.time_points[low + 1]
 
     @property
     def num_recorded(self) -> int:
@@ -108,3 +128,16 @@ class FeatureForecaster(ABC):
 
     @abstractmethod
     def _tensors(self) -> list[torch.Tensor | None]: ...
+
+
+def _checked_time_points(points: Sequence[float] | None, n: int) -> tuple[float, ...] | None:
+    if points is None:
+        return None
+    values = tuple(float(p) for p in points)
+    if len(values) != n:
+        raise ValueError(f"time_points must have one value per step ({n}), got {len(values)}.")
+    if not all(math.isfinite(v) and 0 <= v < n for v in values):
+        raise ValueError(f"time_points must be finite and within [0, {n}), got {values!r}.")
+    if any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(f"time_points must be strictly increasing, got {values!r}.")
+    return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -37,10 +38,10 @@ class TaylorForecaster(FeatureForecaster):
     Its error grows like (s - s_last)^(order+1), which is what Spectrum's global fit avoids.
     """
 
-    def __init__(self, order: int = 1, num_inference_steps: int = 50) -> None:
+    def __init__(self, order: int = 1, num_inference_steps: int = 50, time_points: Sequence[float] | None = None) -> None:
         if isinstance(order, bool) or not isinstance(order, int) or order < 0:
             raise ValueError(f"order must be an integer >= 0, got {order!r}.")
-        super().__init__(num_inference_steps)
+        super().__init__(num_inference_steps, time_points)
         self.order = order
         self._clear()
 
@@ -56,14 +57,14 @@ class TaylorForecaster(FeatureForecaster):
     def _record(self, step: int, feature: torch.Tensor) -> None:
         factors = [feature.to(torch.float32, copy=True)]
         if self._last_step is not None:
-            distance = float(step - self._last_step)
+            distance = self.time(step) - self.time(self._last_step)
             for i in range(min(self.order, len(self._factors))):
                 factors.append((factors[i] - self._factors[i]) / distance)
         self._factors = factors
         self._dtype = feature.dtype
 
     def _forecast(self, step: int) -> torch.Tensor:
-        delta = float(step - self._last_step)
+        delta = self.time(step) - self.time(self._last_step)
         out = self._factors[0].clone()
         for i, factor in enumerate(self._factors[1:], start=1):
             out.add_(factor, alpha=delta**i / math.factorial(i))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from .base import FeatureForecaster
@@ -40,6 +42,8 @@ class SpectrumForecaster(FeatureForecaster):
         ridge_lambda: lambda, the ridge penalty.
         blend_weight: w; 1 is the pure spectral forecast, 0 the pure linear one.
         num_inference_steps: N, the trajectory's step count, which sets tau.
+        time_points: the steps' positions on the time axis (see FeatureForecaster); s above is the
+            step's position, so tau and k follow the noise level rather than the step index.
     """
 
     def __init__(
@@ -48,12 +52,13 @@ class SpectrumForecaster(FeatureForecaster):
         ridge_lambda: float = 0.1,
         blend_weight: float = 0.5,
         num_inference_steps: int = 50,
+        time_points: Sequence[float] | None = None,
     ) -> None:
         # Validated through the config so the messages are the same everywhere.
         from ..config import SpectrumConfig
 
         checked = SpectrumConfig(degree=degree, ridge_lambda=ridge_lambda, blend_weight=blend_weight)
-        super().__init__(num_inference_steps)
+        super().__init__(num_inference_steps, time_points)
         self.degree = checked.degree
         self.ridge_lambda = checked.ridge_lambda
         self.blend_weight = checked.blend_weight
@@ -61,7 +66,7 @@ class SpectrumForecaster(FeatureForecaster):
 
     def tau(self, step: float) -> float:
         """The step's position on the Chebyshev axis [-1, 1]."""
-        return 2.0 * step / self.num_inference_steps - 1.0
+        return 2.0 * self.time(step) / self.num_inference_steps - 1.0
 
     def _clear(self) -> None:
         size = self.degree + 1
@@ -103,7 +108,8 @@ class SpectrumForecaster(FeatureForecaster):
             if self._prev is None:
                 out.add_(last, alpha=1 - w)
             else:
-                k = (step - self._last_step) / (self._last_step - self._prev_step)
+                last_time = self.time(self._last_step)
+                k = (self.time(step) - last_time) / (last_time - self.time(self._prev_step))
                 out.add_(last, alpha=(1 - w) * (1 + k))
                 out.add_(self._prev.reshape(-1), alpha=-(1 - w) * k)
         return out.reshape(self._last.shape).to(self._last.dtype)

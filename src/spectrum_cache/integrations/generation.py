@@ -91,6 +91,11 @@ class Generation:
         self.branches: dict[str, BranchState] = {}
         self._pairs: dict[object, tuple[tuple[PairBranch, PairBranch], list[bool]]] = {}
         self.compute_steps = frozenset(compute_steps(config, clock.num_steps)) if clock.num_steps else frozenset()
+        # The forecasts' time axis; a note says why a sigma axis was asked for and cannot be had.
+        self.time_points: list[float] | None = None
+        self.time_axis_note: str | None = None
+        if config.time_axis == "sigma" and clock.num_steps:
+            self.time_points, self.time_axis_note = clock.sigma_positions()
 
     @property
     def num_steps(self) -> int | None:
@@ -101,7 +106,7 @@ class Generation:
 
     def new_forecaster(self) -> FeatureForecaster:
         c = self.config
-        return make_forecaster(c.forecaster, self.num_steps, c.degree, c.ridge_lambda, c.blend_weight)
+        return make_forecaster(c.forecaster, self.num_steps, c.degree, c.ridge_lambda, c.blend_weight, self.time_points)
 
     def forecaster_for(self, branch: str, slot: int, batch: int | None) -> tuple[FeatureForecaster, str | None]:
         """The forecaster of a new trajectory, and a note when paired forecasting was asked for and
@@ -140,7 +145,8 @@ class Generation:
 
     def _new_pair(self) -> PairedForecaster:
         return PairedForecaster(self.new_forecaster(),
-                                make_difference_forecaster(self.config.difference_forecaster, self.num_steps))
+                                make_difference_forecaster(self.config.difference_forecaster, self.num_steps,
+                                                           self.time_points))
 
     def _pair_view(self, key: object, branch: int) -> PairBranch:
         """The view of ``branch`` on the pair for ``key``; a new pair once that branch has one already
@@ -204,6 +210,33 @@ class SchedulerClock:
         self.num_steps = step + 1 if step >= 0 else None
         self._last_index: dict[str, int] = {}
 
+    def sigma_positions(self) -> tuple[list[float] | None, str | None]:
+        """Each step's noise level (the scheduler's ``sigmas``, else its timesteps, at the step's first
+        index) mapped linearly onto [0, N - 1]: the first step at 0, the last at N - 1. Returns
+        (positions, None), or (None, why not) where the noise level does not fall strictly from step
+        to step."""
+        sigmas = getattr(self.scheduler, "sigmas", None)
+        if sigmas is not None and len(sigmas) >= len(self.timesteps):
+            values = torch.as_tensor(sigmas).detach().float().cpu().tolist()  # once per generation
+            source = "sigmas"
+        else:
+            values, source = self.timesteps, "timesteps"
+        first: dict[int, float] = {}
+        for index, step in enumerate(self.step_of_index):
+            if step is not None and step not in first:
+                first[step] = values[index]
+        levels = [first[s] for s in range(self.num_steps)]
+        if len(levels) == 1:
+            return [0.0], None
+        span = levels[0] - levels[-1]
+        if not all(a > b for a, b in zip(levels, levels[1:])) or span <= 0:
+            return None, (f"time_axis='sigma': the scheduler's {source} do not fall strictly from step to step, "
+                          "so the forecasts use the step index.")
+        last = len(levels) - 1
+        positions = [last * (levels[0] - v) / span for v in levels]
+        positions[-1] = float(last)  # exactly, whatever the rounding
+        return positions, None
+
     def place(self, branch: str, timestep: Any) -> int:
         if self.by_index:
             index = self.scheduler.step_index
@@ -245,6 +278,10 @@ class BareClock:
 
     def __init__(self, num_steps: int) -> None:
         self.num_steps = num_steps
+
+    def sigma_positions(self) -> tuple[list[float] | None, str | None]:
+        return None, ("time_axis='sigma' needs the scheduler's noise levels, and this loop runs without one "
+                      "(pass scheduler= to enable_spectrum), so the forecasts use the step index.")
 
     def place(self, branch: BranchState, timestep: Any) -> int | None:
         """The call's step (N or more past the end), or None when the timesteps started over."""

@@ -398,6 +398,8 @@ class SpectrumHook(_Unpicklable, ModelHook):
             self._end_generation(gone)
         generation = Generation(self.config, self.denoiser_name, clock, pipeline, uses_cfg)
         self._generations[thread] = generation
+        if generation.time_axis_note:
+            self._warn("time-axis", generation.time_axis_note)
         return generation
 
     def _end_generation(self, thread: int) -> None:
