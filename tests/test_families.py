@@ -164,3 +164,36 @@ def test_paired_equals_independent_when_the_branches_are_identical(case, pipe):
     independent, _ = _held_bytes(pipe, kwargs, "independent")
     paired, _ = _held_bytes(pipe, kwargs, "paired")
     torch.testing.assert_close(paired, independent, rtol=1e-4, atol=1e-4)
+
+
+def test_forecast_steps_skip_the_input_embedders_and_change_nothing(case, pipe, monkeypatch):
+    """The adapter table's input_paths run only on compute steps, and skipping them on forecast steps
+    gives exactly the images of running them."""
+    import dataclasses
+
+    from spectrum_cache.integrations import adapters
+
+    skipped = run_counted = None
+    for name in case.family.denoisers:
+        layout = adapters.resolve_adapter(getattr(pipe, name))
+        if not layout.input_slots:
+            continue
+        parent, child = layout.input_slots[0]
+        calls = [0]
+        handle = parent._modules[child].register_forward_hook(lambda *a, calls=calls: calls.__setitem__(0, calls[0] + 1))
+        enable_spectrum(pipe, REAL)
+        skipped = run(pipe, case.kwargs)
+        handle.remove()
+        branches = [b for b in spectrum_summary(pipe).branches if b.denoiser == name]
+        # Batched CFG runs one call per step; separate branches one call each.
+        assert calls[0] == sum(len(b.computed_steps) for b in branches)
+        disable_spectrum(pipe)
+        run_counted = True
+    if run_counted is None:
+        pytest.skip(f"{case.family.name}: the adapter table lists no input modules to skip")
+    for name in case.family.denoisers:
+        cls = type(getattr(pipe, name)).__name__
+        adapter = adapters.ADAPTERS.get(cls, adapters.DenoiserAdapter())
+        monkeypatch.setitem(adapters.ADAPTERS, cls, dataclasses.replace(adapter, input_paths=()))
+    enable_spectrum(pipe, REAL)
+    torch.testing.assert_close(skipped, run(pipe, case.kwargs), rtol=0, atol=0)

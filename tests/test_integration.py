@@ -3,6 +3,8 @@ paths, the diffusers cache contract, and state isolation."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -235,6 +237,38 @@ def test_non_finite_forecast_runs_the_network(monkeypatch):
     torch.testing.assert_close(out, baseline, rtol=0, atol=0)
     (branch,) = spectrum_summary(pipe).branches
     assert branch.forecast_steps == ()
+
+
+def test_on_an_accelerator_finiteness_is_checked_once_per_trajectory(monkeypatch):
+    """Where a check would stall the host (monkeypatched here to look like an accelerator), non-finite
+    features are not caught per call: they are found once, when the trajectory ends, and said."""
+    from spectrum_cache.integrations import hooks
+
+    pipe, kwargs = flux()
+    monkeypatch.setattr(hooks, "checks_on_host", lambda tensor: False)
+    checked = []
+    real_update = SpectrumForecaster.update
+
+    def update(self, step, feature, check_finite=None):
+        checked.append(check_finite)
+        return real_update(self, step, feature, check_finite)
+
+    monkeypatch.setattr(SpectrumForecaster, "update", update)
+    enable_spectrum(pipe, REAL)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        latents(pipe, kwargs)
+    assert checked and not any(checked)
+    assert not [w for w in caught if issubclass(w.category, SpectrumWarning)]
+    # A feature with a NaN: recorded without a per-call check, said once at the end.
+    real_forward = pipe.transformer.norm_out.forward
+    monkeypatch.setattr(pipe.transformer.norm_out, "forward",
+                        lambda x, *a, **k: real_forward(torch.full_like(x, float("nan")), *a, **k))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        latents(pipe, kwargs)
+    notes = [str(w.message) for w in caught if issubclass(w.category, SpectrumWarning)]
+    assert len(notes) == 1 and "NaN or Inf features" in notes[0]
 
 
 def test_model_cpu_offload():

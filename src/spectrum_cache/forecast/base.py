@@ -79,11 +79,14 @@ class FeatureForecaster(ABC):
         self._num_recorded = 0
         self._clear()
 
-    def update(self, step: int, feature: torch.Tensor) -> None:
+    def update(self, step: int, feature: torch.Tensor, check_finite: bool | None = None) -> None:
         """Record ``feature``, computed by the network at ``step``.
 
         Raises ValueError, leaving the state untouched, for a step outside [0, N) or not after the
-        last recorded one, a shape other than the first recorded feature's, or a NaN or Inf value.
+        last recorded one, a shape other than the first recorded feature's, or (when checked) a NaN or
+        Inf value. ``check_finite`` None checks features on the CPU only: on an accelerator the check
+        would make the host wait for the device on every call, so the caller checks there (the diffusers
+        integration does, once per trajectory).
         """
         self._check_step("step", step)
         if self._last_step is not None and step <= self._last_step:
@@ -98,7 +101,9 @@ class FeatureForecaster(ABC):
                 f"feature shape {tuple(feature.shape)} differs from the first recorded shape "
                 f"{tuple(self._shape)}; call reset() before recording a new shape."
             )
-        if not bool(torch.isfinite(feature).all()):
+        if check_finite is None:
+            check_finite = feature.device.type == "cpu"
+        if check_finite and not bool(torch.isfinite(feature).all()):
             raise ValueError(f"feature at step {step} contains NaN or Inf values; refusing to record it.")
         self._record(step, feature.detach())
         self._shape = feature.shape

@@ -117,7 +117,12 @@ class SpectrumForecaster(FeatureForecaster):
     def _chebyshev(self, step: int) -> torch.Tensor:
         target = torch.tensor(chebyshev_basis(self.tau(step), self.degree), dtype=torch.float64)
         weights, self.ridge_jitter = _ridge_solve(self._gram, self.ridge_lambda, target)
-        return weights.to(torch.float32).to(self._moments.device) @ self._moments
+        weights = weights.to(torch.float32)
+        if self._moments.device.type != "cpu":
+            # The solve depends only on the steps, so it runs on the host; a plain copy to the device
+            # would wait for the device's queue, a pinned asynchronous one does not.
+            weights = weights.pin_memory().to(self._moments.device, non_blocking=True)
+        return weights @ self._moments
 
 
 def _ridge_solve(gram: torch.Tensor, ridge_lambda: float, rhs: torch.Tensor) -> tuple[torch.Tensor, float]:

@@ -33,11 +33,19 @@ class DenoiserAdapter:
             e.g. FLUX's ``norm_out``). ``None`` means the first of ``HEAD_NAMES`` the model has.
         timestep_arg: the forward argument holding the timestep; ``None`` means the first of
             ``TIMESTEP_ARGS`` in the forward signature.
+        input_paths: modules whose outputs feed only the skipped blocks (patch and text embedders,
+            rotary position embeddings). On forecast steps each is swapped, like the blocks, for a
+            stand-in that returns its first input, so a forecast step runs only the time embedding
+            and the head. A module belongs here only if the forward does nothing with its output but
+            hand it to the blocks (PixArt and Sana reshape the text embedding by the image embedding's
+            width, so theirs cannot go); tests/test_families.py checks every entry gives the same images.
+            Paths the model lacks are ignored.
     """
 
     block_paths: tuple[str, ...] | None = None
     head_path: str | Callable[[nn.Module], str] | None = None
     timestep_arg: str | None = None
+    input_paths: tuple[str, ...] = ()
 
 
 # Top-level ModuleLists whose outputs only flow towards the head: the transformer blocks, and the
@@ -55,13 +63,29 @@ def _z_image_head(model: nn.Module) -> str:
     return f"all_final_layer.{key}"
 
 
+_FLUX_INPUTS = ("x_embedder", "context_embedder", "pos_embed")
+
 ADAPTERS: dict[str, DenoiserAdapter] = {
     # SD/SDXL UNets: the down, mid and up blocks; the feature is the last up-block's output.
     "UNet2DConditionModel": DenoiserAdapter(
-        block_paths=("down_blocks", "mid_block", "up_blocks"), head_path="conv_norm_out"
+        block_paths=("down_blocks", "mid_block", "up_blocks"), head_path="conv_norm_out", input_paths=("conv_in",)
     ),
     # Z-Image keeps one output layer per patch size; the first configured one is used.
     "ZImageTransformer2DModel": DenoiserAdapter(head_path=_z_image_head),
+    # The rest follow the common layout and list only the modules a forecast step can skip.
+    "FluxTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
+    "Flux2Transformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
+    "ChromaTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
+    "SD3Transformer2DModel": DenoiserAdapter(input_paths=("pos_embed", "context_embedder")),
+    "WanTransformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding")),
+    "QwenImageTransformer2DModel": DenoiserAdapter(input_paths=("img_in", "txt_norm", "txt_in", "pos_embed")),
+    "HunyuanVideoTransformer3DModel": DenoiserAdapter(input_paths=("x_embedder", "context_embedder", "rope")),
+    "LTXVideoTransformer3DModel": DenoiserAdapter(input_paths=("rope",)),
+    "MochiTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope")),
+    "CosmosTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope", "learnable_pos_embed")),
+    "CogVideoXTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed",)),
+    "HiDreamImageTransformer2DModel": DenoiserAdapter(input_paths=("x_embedder", "pe_embedder")),
+    "Lumina2Transformer2DModel": DenoiserAdapter(input_paths=("x_embedder",)),
 }
 
 @dataclass(frozen=True)
@@ -112,6 +136,7 @@ class ResolvedAdapter:
     block_slots: tuple[tuple[nn.Module, str], ...]
     head: nn.Module
     timestep_arg: str
+    input_slots: tuple[tuple[nn.Module, str], ...] = ()  # the adapter's input_paths, as (parent, child)
 
     @property
     def blocks(self) -> tuple[nn.Module, ...]:
@@ -165,7 +190,12 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     if head_path is None or not isinstance(modules.get(head_path), nn.Module):
         raise UnsupportedModelError(f"{hint}: no output head found.")
 
-    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model))
+    inputs = []
+    for path in adapter.input_paths:
+        if isinstance(modules.get(path), nn.Module) and path:
+            parent_path, _, child = path.rpartition(".")
+            inputs.append((modules[parent_path], child))
+    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), tuple(inputs))
 
 
 def timestep_argument(model: nn.Module) -> str:

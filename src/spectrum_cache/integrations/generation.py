@@ -59,6 +59,14 @@ class Trajectory:
     forecast: list[int] = field(default_factory=list)
     peak_bytes: int = 0
     output_layout: Any = None  # forecast_output mode: how to rebuild the denoiser's output
+    # Accelerator features only: whether every feature recorded so far was finite, as a device tensor
+    # (checked once, when the trajectory ends, instead of a host-device sync per call).
+    finite: torch.Tensor | None = None
+
+    def note_finite(self, feature: torch.Tensor) -> None:
+        """Fold ``feature``'s finiteness into ``finite`` without waiting for the device."""
+        ok = torch.isfinite(feature).all()
+        self.finite = ok if self.finite is None else torch.logical_and(self.finite, ok)
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 ``SpectrumHook`` sits on the denoiser. Per call it works out the branch (diffusers' ``cache_context``),
 the step and whether the network runs. On a forecast step it swaps the model's block lists for empty
-ones for the length of the call, so the model's own forward runs its embeddings and output head but
-no block, and ``HeadHook`` swaps the head's input for the forecast. On a compute step ``HeadHook``
+ones, and the embedders that only feed them (the adapter's ``input_paths``) for pass-throughs, for
+the length of the call, so the model's own forward runs its time embedding and output head and
+nothing else, and ``HeadHook`` swaps the head's input for the forecast. On a compute step ``HeadHook``
 hands the head's input back to be recorded.
 
 Where the state lives. The hooks hold configuration only. The state of a generation is a
@@ -186,7 +187,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
         self.stand_ins = [
             (parent, name, torch.nn.ModuleList() if isinstance(parent._modules[name], torch.nn.ModuleList) else _FirstInput())
             for parent, name in (layout.block_slots if layout is not None else ())
-        ]
+        ] + [(parent, name, _FirstInput()) for parent, name in (layout.input_slots if layout is not None else ())]
         self._swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
         self._lock = threading.RLock()
         self._generations: dict[int, Generation] = {}  # per thread
@@ -321,7 +322,9 @@ class SpectrumHook(_Unpicklable, ModelHook):
                 f"{self.config.degree}, ridge_lambda={self.config.ridge_lambda:g}, {forecaster.num_recorded} recorded "
                 "steps): the forecast rests on the jitter, not the data. Lower degree or raise ridge_lambda.",
             )
-        if not bool(torch.isfinite(prediction).all()):
+        # On the CPU the check is free; on an accelerator it would stall the host every forecast step.
+        # There a forecast can only be non-finite if a recorded feature was, which _record catches.
+        if checks_on_host(prediction) and not bool(torch.isfinite(prediction).all()):
             self._warn("nonfinite", f"non-finite forecast at step {step}; running the network.")
             return compute
         replacement = rebuild_output(trajectory.output_layout, prediction) if self.config.forecast_output else None
@@ -469,13 +472,20 @@ class SpectrumHook(_Unpicklable, ModelHook):
             else:
                 self._warn("head", "the output head was not called; nothing recorded.")
             if feature is not None:
+                on_host = checks_on_host(feature)
                 try:
-                    trajectory.forecaster.update(call.step, feature)
+                    trajectory.forecaster.update(call.step, feature, check_finite=on_host)
                 except ValueError as error:
                     self._warn("record", f"not recorded: {error}")
+                else:
+                    if not on_host:
+                        trajectory.note_finite(feature)
                 trajectory.peak_bytes = max(trajectory.peak_bytes, trajectory.forecaster.nbytes)
         (trajectory.forecast if call.prediction is not None else trajectory.computed).append(call.step)
         if call.final:
+            if trajectory.finite is not None and not bool(trajectory.finite):  # one sync per trajectory
+                self._warn("nonfinite", "the network produced NaN or Inf features in this generation, and the "
+                           "forecasts made from them are not finite either.")
             trajectory.forecaster.reset()  # the trajectory is complete: free its tensors
 
     def _warn(self, kind: str, message: str) -> None:
@@ -522,6 +532,12 @@ class HeadHook(_Unpicklable, ModelHook):
         return args, kwargs
 
 
+def checks_on_host(tensor: torch.Tensor) -> bool:
+    """Whether finiteness checks on ``tensor`` run at once: on the CPU they cost nothing extra; on an
+    accelerator each would make the host wait for the device."""
+    return tensor.device.type == "cpu"
+
+
 def _batch_size(arguments: dict[str, Any]) -> int | None:
     """The batch of the call: the first dimension of its first tensor argument (the latents)."""
     first = next((v for v in arguments.values() if isinstance(v, torch.Tensor) and v.ndim > 0), None)
@@ -529,7 +545,8 @@ def _batch_size(arguments: dict[str, Any]) -> int | None:
 
 
 class _FirstInput(torch.nn.Module):
-    """Stands in for a single skipped block (the SDXL UNet's mid_block): returns its first input."""
+    """Stands in for a single skipped block (the SDXL UNet's mid_block) or an input embedder whose
+    output only the skipped blocks would read: returns its first input."""
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return args[0] if args else next(iter(kwargs.values()))
