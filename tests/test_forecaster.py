@@ -201,3 +201,70 @@ def test_taylor_forecasters_extrapolate_polynomials_of_their_order():
 def test_taylor_rejects_bad_order():
     with pytest.raises(ValueError, match="order must be an integer >= 0"):
         TaylorForecaster(order=-1)
+
+
+# -- the lower-memory fit to the last K steps ------------------------------------------------------
+def _windowed_case(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    steps = [0, 1, 2, 3, 4, 6, 8, 11, 15, 20]
+    return steps, [torch.randn(4, 8, generator=gen) for _ in steps]
+
+
+@pytest.mark.parametrize("w", [0.0, 0.5, 1.0])
+def test_windowed_fit_with_the_whole_history_is_the_full_fit(w):
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    steps, feats = _windowed_case()
+    full = SpectrumForecaster(blend_weight=w, num_inference_steps=50)
+    windowed = WindowedSpectrumForecaster(len(steps), blend_weight=w, num_inference_steps=50)
+    for s, x in zip(steps, feats):
+        full.update(s, x)
+        windowed.update(s, x)
+    for target in (21, 30, 49):
+        torch.testing.assert_close(windowed.predict(target), full.predict(target), rtol=1e-5, atol=1e-5)
+
+
+def test_windowed_fit_uses_only_the_last_k_steps():
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    steps, feats = _windowed_case(1)
+    k, n, lam = 5, 50, 0.1
+    windowed = WindowedSpectrumForecaster(k, 4, lam, blend_weight=1.0, num_inference_steps=n)
+    for s, x in zip(steps, feats):
+        windowed.update(s, x)
+    for target in (21, 35):
+        ref = numpy_ridge_forecast(steps[-k:], [x.numpy() for x in feats[-k:]], target, n, 4, lam)
+        got = windowed.predict(target).double().numpy().reshape(-1)
+        assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-5
+    # The linear part is the same as the full forecaster's: the last two features.
+    linear = WindowedSpectrumForecaster(k, blend_weight=0.0, num_inference_steps=n)
+    full = SpectrumForecaster(blend_weight=0.0, num_inference_steps=n)
+    for s, x in zip(steps, feats):
+        linear.update(s, x)
+        full.update(s, x)
+    torch.testing.assert_close(linear.predict(30), full.predict(30))
+
+
+def test_windowed_fit_holds_k_features_in_their_dtype():
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    steps, feats = _windowed_case(2)
+    windowed = WindowedSpectrumForecaster(4, num_inference_steps=50)
+    full = SpectrumForecaster(num_inference_steps=50)
+    for s, x in zip(steps, feats):
+        windowed.update(s, x.bfloat16())
+        full.update(s, x.bfloat16())
+    numel = feats[0].numel()
+    assert windowed.nbytes == 4 * 2 * numel  # K x bfloat16
+    assert full.nbytes >= (5 * 4 + 2 * 2) * numel  # float32 moments and two bfloat16 features
+    assert windowed.predict(25).dtype == torch.bfloat16
+
+
+def test_windowed_history_must_be_at_least_two():
+    from spectrum_cache import SpectrumConfig
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    with pytest.raises(ValueError, match="history must be an integer >= 2"):
+        WindowedSpectrumForecaster(1)
+    with pytest.raises(ValueError, match="history must be an integer >= 2"):
+        SpectrumConfig(history=0)

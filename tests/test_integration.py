@@ -466,3 +466,18 @@ def test_summary_before_enable_raises():
     pipe, _ = flux()
     with pytest.raises(ValueError, match="Spectrum is not enabled on FluxPipeline"):
         spectrum_summary(pipe)
+
+
+def test_history_caps_the_forecaster_memory():
+    pipe, kwargs = flux()
+    held = {}
+    for history in (None, 3):
+        enable_spectrum(pipe, REAL.replace(history=history))
+        latents(pipe, kwargs)
+        (branch,) = spectrum_summary(pipe).branches
+        held[history] = branch.peak_bytes
+        disable_spectrum(pipe)
+    # FLUX's head input here: 1 x 4 tokens (32 x 32 pixels, VAE factor 8, 2 x 2 patches) x 16 channels, float32.
+    numel = 4 * 16
+    assert held[3] == 3 * 4 * numel
+    assert held[None] == (5 * 4 + 2 * 4) * numel + 25 * 8  # moments, two features, the float64 Gram matrix

@@ -88,6 +88,11 @@ class SpectrumConfig:
             sampler spaces it unevenly (FLUX and SD3 shift their sigmas). On an unshifted flow-matching
             schedule the two are the same. Needs a scheduler; a bare loop falls back to ``"step"`` with
             a warning.
+        history: K, fit the Chebyshev forecast to the last K recorded steps only, keeping those features
+            in their own dtype instead of float32 moments: K x (bytes per element) per feature element
+            instead of 4 (M + 1) + 2 x (bytes per element), e.g. 8 instead of 24 bytes for bfloat16
+            features with K = 4. ``None`` (the default) fits every recorded step, as the paper does.
+            See the README for what it costs in quality.
     """
 
     num_inference_steps: int | None = None
@@ -102,6 +107,7 @@ class SpectrumConfig:
     guidance_forecast: str = "independent"
     difference_forecaster: str = "reuse"
     time_axis: str = "step"
+    history: int | None = None
 
     def __post_init__(self) -> None:
         # Normalised to Python numbers so numpy scalars behave like the ints and floats they stand for.
@@ -126,6 +132,8 @@ class SpectrumConfig:
         if self.difference_forecaster not in DIFFERENCE_FORECASTERS:
             raise ValueError(f"difference_forecaster must be one of {', '.join(DIFFERENCE_FORECASTERS)}; "
                              f"got {self.difference_forecaster!r}.")
+        if self.history is not None:
+            object.__setattr__(self, "history", check_int("history", self.history, 2))
         if self.time_axis not in TIME_AXES:
             raise ValueError(f"time_axis must be one of {', '.join(TIME_AXES)}; got {self.time_axis!r}.")
 

@@ -4,8 +4,8 @@ Names (the ``--methods`` list):
 
 - ``full``: the full sampler, the reference for every quality metric;
 - ``steps-N``: the plain sampler with N steps (as many network passes as a cached method);
-- ``spectrum-aALPHA-wW[-dD][-lL]``: Spectrum with flex_window ALPHA and blend_weight W, and optionally
-  degree D and ridge_lambda L (default 4 and 0.1);
+- ``spectrum-aALPHA-wW[-dD][-lL][-hK]``: Spectrum with flex_window ALPHA and blend_weight W, and optionally
+  degree D and ridge_lambda L (default 4 and 0.1) and the lower-memory fit to the last K recorded steps;
 - ``reuse-aALPHA``, ``taylor1-aALPHA``, ``taylor2-aALPHA``: the in-house forecasters on Spectrum's
   schedule for ALPHA (FORA-style reuse, TaylorSeer-style finite differences of order 1 and 2);
 - either may end in ``-winW`` and/or ``-warmK`` for another starting window W and warm-up K
@@ -77,7 +77,7 @@ _TAIL = rf"(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?{_PAIR}(-sigma)?"
 _PATTERNS = {
     "full": re.compile(r"full"),
     "steps": re.compile(r"steps-(\d+)"),
-    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-d(\d+))?(?:-l{_NUMBER})?{_TAIL}"),
+    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-d(\d+))?(?:-l{_NUMBER})?(?:-h(\d+))?{_TAIL}"),
     "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}{_TAIL}"),
     "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?(?:-s(\d+))?(?:-r{_NUMBER})?"),
     "cachedit": re.compile(rf"cachedit-({'|'.join(CALIBRATORS)})-(?:a{_NUMBER}|({'|'.join(MASK_POLICIES)})|t{_NUMBER})"
@@ -177,10 +177,13 @@ def parse_method(name: str) -> Method:
                 fit["degree"] = int(match.group(3))
             if match.group(4) is not None:
                 fit["ridge_lambda"] = _number(match.group(4))
-            schedule, suffix = _schedule(*match.group(5, 6, 7, 8, 9))
+            if match.group(5) is not None:
+                fit["history"] = int(match.group(5))
+            schedule, suffix = _schedule(*match.group(6, 7, 8, 9, 10))
             config = SpectrumConfig(flex_window=alpha, blend_weight=weight, **fit, **schedule)
             fit_suffix = (f"-d{config.degree}" if "degree" in fit else "") + (
-                f"-l{config.ridge_lambda}" if "ridge_lambda" in fit else "")
+                f"-l{config.ridge_lambda}" if "ridge_lambda" in fit else "") + (
+                f"-h{config.history}" if "history" in fit else "")
             return Method(f"spectrum-a{alpha}-w{weight}{fit_suffix}{suffix}", "spectrum", spectrum=config)
         if match := _PATTERNS["in-house"].fullmatch(name):
             forecaster, alpha = match.group(1), _number(match.group(2))
@@ -220,7 +223,7 @@ def parse_method(name: str) -> Method:
             raise ValueError(f"method {name!r}: {error}") from None
         return Method(settings.name, "cachedit", peer=settings)
     raise ValueError(
-        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL], reuse-aALPHA, taylor1-aALPHA, "
+        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL][-hK], reuse-aALPHA, taylor1-aALPHA, "
         f"taylor2-aALPHA, diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT][-sK][-rR], diffusers-sea[-tT], "
         f"cachedit-{{{'|'.join(CALIBRATORS)}}}-{{aALPHA|{'|'.join(MASK_POLICIES)}|tT}}[-fFbB]"
     )

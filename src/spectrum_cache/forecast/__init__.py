@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from .base import FeatureForecaster
 from .baselines import ReuseForecaster, TaylorForecaster
-from .chebyshev import SpectrumForecaster, chebyshev_basis
+from .chebyshev import SpectrumForecaster, WindowedSpectrumForecaster, chebyshev_basis
 from .pairing import PRIMARY, SECONDARY, BatchedPair, PairBranch, PairedForecaster
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "ReuseForecaster",
     "SpectrumForecaster",
     "TaylorForecaster",
+    "WindowedSpectrumForecaster",
     "chebyshev_basis",
     "make_forecaster",
 ]
@@ -32,9 +33,12 @@ def make_forecaster(
     ridge_lambda: float = 0.1,
     blend_weight: float = 0.5,
     time_points: Sequence[float] | None = None,
+    history: int | None = None,
 ) -> FeatureForecaster:
-    """A new forecaster by name: ``chebyshev`` (Spectrum), ``reuse``, ``taylor1`` or ``taylor2``;
-    ``time_points`` as in FeatureForecaster."""
+    """A new forecaster by name: ``chebyshev`` (Spectrum; fitted to the last ``history`` recorded steps
+    when that is set), ``reuse``, ``taylor1`` or ``taylor2``; ``time_points`` as in FeatureForecaster."""
+    if kind == "chebyshev" and history is not None:
+        return WindowedSpectrumForecaster(history, degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
     if kind == "chebyshev":
         return SpectrumForecaster(degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
     if kind == "reuse":

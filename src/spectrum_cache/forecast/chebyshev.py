@@ -125,6 +125,74 @@ class SpectrumForecaster(FeatureForecaster):
         return weights @ self._moments
 
 
+class WindowedSpectrumForecaster(SpectrumForecaster):
+    """Spectrum's forecast fitted to the last ``history`` recorded steps only: the lower-memory variant.
+
+    It keeps those features as they came (bfloat16 stays bfloat16) instead of the float32 moments
+    X^T H, so it holds K x (bytes per element) per feature element instead of 4 (M + 1) + 2 x (bytes
+    per element): for bfloat16 features and the paper's M = 4, 2K bytes against 24. A forecast then
+    builds one float32 feature (4 more bytes per element, freed after the call). With K at least the
+    number of recorded steps it is the full fit (up to float32 rounding); with fewer, older steps no
+    longer pull on the fit.
+
+    Args:
+        history: K >= 2, how many of the most recent recorded steps the fit uses.
+        (the rest as in SpectrumForecaster)
+    """
+
+    def __init__(
+        self,
+        history: int,
+        degree: int = 4,
+        ridge_lambda: float = 0.1,
+        blend_weight: float = 0.5,
+        num_inference_steps: int = 50,
+        time_points: Sequence[float] | None = None,
+    ) -> None:
+        from ..config import check_int
+
+        self.history = check_int("history", history, 2)
+        super().__init__(degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
+
+    def _clear(self) -> None:
+        super()._clear()
+        self._window: list[tuple[int, torch.Tensor]] = []  # (step, feature), oldest first
+
+    def _tensors(self) -> list[torch.Tensor | None]:
+        return [feature for _, feature in self._window]
+
+    def _last_feature(self) -> torch.Tensor | None:
+        return self._window[-1][1] if self._window else None
+
+    def _record(self, step: int, feature: torch.Tensor) -> None:
+        self._window.append((step, feature.clone()))
+        del self._window[: -self.history]
+
+    def _forecast(self, step: int) -> torch.Tensor:
+        steps = [s for s, _ in self._window]
+        rows = torch.tensor([chebyshev_basis(self.tau(s), self.degree) for s in steps], dtype=torch.float64)
+        weights = torch.zeros(len(steps), dtype=torch.float64)
+        w = self.blend_weight
+        if w > 0:
+            # T(tau)^T C with C = (X^T X + lambda I)^-1 X^T H is a^T X^T H: one weight per recorded feature.
+            target = torch.tensor(chebyshev_basis(self.tau(step), self.degree), dtype=torch.float64)
+            a, self.ridge_jitter = _ridge_solve(rows.T @ rows, self.ridge_lambda, target)
+            weights += w * (rows @ a)
+        if w < 1:
+            if len(steps) == 1:
+                weights[-1] += 1 - w
+            else:
+                last_time = self.time(steps[-1])
+                k = (self.time(step) - last_time) / (last_time - self.time(steps[-2]))
+                weights[-1] += (1 - w) * (1 + k)
+                weights[-2] -= (1 - w) * k
+        last = self._window[-1][1]
+        out = torch.zeros(last.shape, dtype=torch.float32, device=last.device)
+        for weight, (_, feature) in zip(weights.tolist(), self._window):
+            out.add_(feature, alpha=weight)
+        return out.to(last.dtype)
+
+
 def _ridge_solve(gram: torch.Tensor, ridge_lambda: float, rhs: torch.Tensor) -> tuple[torch.Tensor, float]:
     """(gram + lambda I)^-1 rhs by Cholesky, adding diagonal jitter while the matrix is singular; also
     returns the jitter that was added (0.0 when none was needed)."""
