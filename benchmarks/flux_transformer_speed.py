@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import FluxTransformer2DModel
+from diffusers import DiffusionPipeline, FluxTransformer2DModel
 
 from spectrum_cache import SpectrumConfig, compute_steps
 from spectrum_cache.integrations import disable_spectrum, enable_spectrum, spectrum_summary
@@ -67,6 +67,8 @@ FULL_SIZE = Setting("FLUX.1-dev, 1024x1024", FLUX_DEV, image_side=64, text_token
 MID_SIZE = Setting("mid-size FLUX (4+8 blocks, width 512)", MID, image_side=16, text_tokens=64)
 SMOKE_SIZE = Setting("smoke (scaled-down FLUX)", SMOKE, image_side=8, text_tokens=16)
 SETTINGS = {"flux-dev": FULL_SIZE, "mid": MID_SIZE, "smoke": SMOKE_SIZE}
+# cache-dit's DBCache on Spectrum's two schedules (its first block runs on every step; Fn=1, Bn=0).
+DEFAULT_CACHEDIT = ("cachedit-dbcache-a0.75", "cachedit-taylorseer-a3.0")
 
 
 def build_transformer(config: dict[str, Any], device: torch.device, dtype: torch.dtype) -> FluxTransformer2DModel:
@@ -162,28 +164,40 @@ def sample(transformer: torch.nn.Module, inputs: dict[str, torch.Tensor], steps:
     return x
 
 
+class LoopPipeline(DiffusionPipeline):
+    """The same loop as a pipeline call: cache-dit resets its cache context per pipeline call, so it is
+    measured through one (Spectrum is enabled on the bare transformer and counts steps itself)."""
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        super().__init__()
+        self.register_modules(transformer=transformer)
+
+    def __call__(self, inputs: dict[str, torch.Tensor], steps: int, timer: CallTimer | None = None) -> torch.Tensor:
+        return sample(self.transformer, inputs, steps, timer)
+
+
 def median(values: list[float]) -> float:
     return float(torch.tensor(values, dtype=torch.float64).median()) if values else float("nan")
 
 
 def run(setting: Setting, steps: int, alphas: list[float], device: torch.device, dtype: torch.dtype,
-        repeats: int, taylorseer: list[int]) -> list[dict[str, Any]]:
+        repeats: int, taylorseer: list[int], histories: list[int] = (), cachedit: list[str] = ()) -> list[dict[str, Any]]:
     """One row per method: passes, per-call medians, r, and measured against ideal speedup."""
     transformer = build_transformer(setting.config, device, dtype)
     inputs = make_inputs(setting, device, dtype)
     probe = transformer.single_transformer_blocks[-1].attn.to_q
     rows: list[dict[str, Any]] = []
 
-    def fresh_run(timer: CallTimer | None = None) -> None:
+    def fresh_run(timer: CallTimer | None = None, through: Callable[..., Any] | None = None) -> None:
         # As a pipeline does after every call (maybe_free_model_hooks): stateful caches start over, so
         # diffusers' TaylorSeer counts its warm-up steps again instead of carrying on from the last run.
         registry = getattr(transformer, "_diffusers_hook", None)
         if registry is not None:
             registry.reset_stateful_hooks()
-        sample(transformer, inputs, steps, timer)
+        (through or sample)(transformer, inputs, steps, timer)
 
-    def measure(label: str) -> dict[str, Any]:
-        fresh_run()  # untimed: first-call costs, and a forecaster's first fit
+    def measure(label: str, through: Callable[..., Any] | None = None) -> dict[str, Any]:
+        fresh_run(through=through)  # untimed: first-call costs, and a forecaster's first fit
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
@@ -192,7 +206,7 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
         for _ in range(repeats):
             timer = CallTimer(device, probe)
             start = time.perf_counter()
-            fresh_run(timer)
+            fresh_run(timer, through)
             seconds = timer.seconds()
             totals.append(time.perf_counter() - start)
             calls.append(list(zip(seconds, timer.ran)))
@@ -203,17 +217,21 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
 
     full = measure("full")
     full_call = median([t for run_calls in full["calls"] for t, _ in run_calls])
+    # The forecast feature: the head's input, image tokens x width.
+    feature_elements = setting.image_side**2 * setting.config["num_attention_heads"] * setting.config["attention_head_dim"]
     for alpha in alphas:
-        config = SpectrumConfig(num_inference_steps=steps, flex_window=alpha)
-        enable_spectrum(transformer, config)
-        try:
-            row = measure(f"spectrum alpha={alpha}")
-            summary = spectrum_summary(transformer)
-            row["expected_passes"] = len(compute_steps(config))
-            row["held_bytes"] = max(b.peak_bytes for b in summary.branches)
-            assert len(summary.branches[0].computed_steps) == row["expected_passes"], summary
-        finally:
-            disable_spectrum(transformer)
+        for history in (None, *histories):
+            config = SpectrumConfig(num_inference_steps=steps, flex_window=alpha, history=history)
+            enable_spectrum(transformer, config)
+            try:
+                row = measure(f"spectrum alpha={alpha}" + (f" history={history}" if history else ""))
+                summary = spectrum_summary(transformer)
+                row["expected_passes"] = len(compute_steps(config))
+                row["held_bytes"] = max(b.peak_bytes for b in summary.branches)
+                row["bytes_per_element"] = row["held_bytes"] / feature_elements
+                assert len(summary.branches[0].computed_steps) == row["expected_passes"], summary
+            finally:
+                disable_spectrum(transformer)
     for interval in taylorseer:
         from diffusers import TaylorSeerCacheConfig
 
@@ -223,6 +241,21 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
             measure(f"diffusers TaylorSeer N={interval} O=1")
         finally:
             transformer.disable_cache()
+
+    if cachedit:
+        from spectrum_cache.bench.methods import parse_method
+        from spectrum_cache.bench.peers import cache_dit_applied
+
+        pipe = LoopPipeline(transformer)
+        for name in cachedit:
+            settings = parse_method(name).peer
+
+            def through(transformer, inputs, steps, timer, settings=settings):
+                with cache_dit_applied(pipe, settings, steps, guidance_scale=1.0):
+                    pipe(inputs, steps, timer)
+
+            row = measure(f"cache-dit {settings.name.removeprefix('cachedit-')}", through)
+            row["expected_passes"] = settings.expected_passes(steps)
 
     for row in rows:
         passes = [t for run_calls in row["calls"] for t, ran in run_calls if ran]
@@ -250,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alphas", default="0.75,3.0", help="Spectrum flex_window values (default 0.75,3.0)")
     parser.add_argument("--taylorseer", default="4,6",
                         help="diffusers TaylorSeer cache intervals to include ('' for none; default 4,6)")
+    parser.add_argument("--history", default="",
+                        help="also time Spectrum's lower-memory fit to the last K recorded steps, e.g. 4,6 (default none)")
+    parser.add_argument("--cachedit", default=None,
+                        help="cache-dit methods as bench names (default cachedit-dbcache-a0.75,cachedit-taylorseer-a3.0 "
+                             "where cache-dit is installed; '' for none)")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                         help="default: bfloat16 on a GPU (as FLUX ships), float32 on a CPU")
@@ -272,18 +310,31 @@ def main(argv: list[str] | None = None) -> int:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{setting.name}: {tokens}, {args.steps} steps, {str(dtype).removeprefix('torch.')}, {where}, "
           f"{'CUDA events' if device.type == 'cuda' else 'perf_counter'} per call")
-    rows = run(setting, args.steps, alphas, device, dtype, args.repeats, intervals)
+    histories = [int(k) for k in args.history.split(",") if k]
+    if args.cachedit is None:
+        import importlib.util
 
-    print("| method | passes | ideal speedup (N/passes) | pass ms (median) | forecast ms (median) | r | "
-          "speedup from per-call medians | of ideal | whole-run speedup | forecaster MiB | peak GiB |")
+        cachedit = list(DEFAULT_CACHEDIT) if importlib.util.find_spec("cache_dit") else []
+        if not cachedit:
+            print("cache-dit is not installed (pip install -e '.[peers]'): no cache-dit rows")
+    else:
+        cachedit = [m for m in args.cachedit.split(",") if m]
+    rows = run(setting, args.steps, alphas, device, dtype, args.repeats, intervals, histories, cachedit)
+
+    print("| method | passes | ideal speedup (N/passes) | pass ms (median) | cheap call ms (median) | r | "
+          "speedup from per-call medians | of ideal | whole-run speedup | forecaster MiB (bytes per element) | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
-        held = f"{r['held_bytes'] / 2**20:.1f}" if "held_bytes" in r else "-"
+        held = f"{r['held_bytes'] / 2**20:.1f} ({r['bytes_per_element']:.1f} B)" if "held_bytes" in r else "-"
         forecast = "-" if r["forecast_ms"] is None else f"{r['forecast_ms']:.2f}"
         print(f"| {r['method']} | {r['passes']} | {r['ideal']:.2f}x | {r['pass_ms']:.1f} | {forecast} | "
               f"{r['r']:.2%} | {r['per_call_speedup']:.2f}x | {r['of_ideal']:.1%} | {r['total_speedup']:.2f}x | "
               f"{held} | {peak} |")
+    if device.type == "cpu":
+        import resource
+
+        print(f"peak resident memory of this process (all methods): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     return 0
 
 
