@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import FeatureForecaster
+from .base import FeatureForecaster, all_finite
 from .baselines import ReuseForecaster, TaylorForecaster
 from .chebyshev import SpectrumForecaster, WindowedSpectrumForecaster, chebyshev_basis
 from .pairing import PRIMARY, SECONDARY, BatchedPair, PairBranch, PairedForecaster
 
 __all__ = [
+    "all_finite",
     "BatchedPair",
     "FeatureForecaster",
     "PRIMARY",

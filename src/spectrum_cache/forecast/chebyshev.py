@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from .base import FeatureForecaster
@@ -100,29 +101,33 @@ class SpectrumForecaster(FeatureForecaster):
 
     def _forecast(self, step: int) -> torch.Tensor:
         w = self.blend_weight
-        out = torch.zeros(self._last.numel(), dtype=torch.float32, device=self._last.device)
+        last = self._last.reshape(-1)
+        # The linear step's coefficients on h_last and h_prev.
+        on_last, on_prev = 1.0 - w, 0.0
+        if w < 1 and self._prev is not None:
+            last_time = self.time(self._last_step)
+            k = (self.time(step) - last_time) / (last_time - self.time(self._prev_step))
+            on_last, on_prev = (1 - w) * (1 + k), -(1 - w) * k
         if w > 0:
-            out.add_(self._chebyshev(step), alpha=w)
-        if w < 1:
-            last = self._last.reshape(-1)
-            if self._prev is None:
-                out.add_(last, alpha=1 - w)
-            else:
-                last_time = self.time(self._last_step)
-                k = (self.time(step) - last_time) / (last_time - self.time(self._prev_step))
-                out.add_(last, alpha=(1 - w) * (1 + k))
-                out.add_(self._prev.reshape(-1), alpha=-(1 - w) * k)
+            # One fused pass: on_last * h_last + (X^T H)^T (w a), in float32.
+            out = torch.addmv(last.to(torch.float32), self._moments.T, self._spectral_weights(step, w), beta=on_last)
+        else:
+            out = last.to(torch.float32) * on_last
+        if on_prev:
+            out.add_(self._prev.reshape(-1), alpha=on_prev)
         return out.reshape(self._last.shape).to(self._last.dtype)
 
-    def _chebyshev(self, step: int) -> torch.Tensor:
-        target = torch.tensor(chebyshev_basis(self.tau(step), self.degree), dtype=torch.float64)
-        weights, self.ridge_jitter = _ridge_solve(self._gram, self.ridge_lambda, target)
-        weights = weights.to(torch.float32)
+    def _spectral_weights(self, step: int, scale: float = 1.0) -> torch.Tensor:
+        """scale * a, with a = (X^T X + lambda I)^-1 T(tau): the weights of the moments' rows whose sum
+        is the Chebyshev forecast T(tau)^T C, as float32 on the moments' device."""
+        target = np.asarray(chebyshev_basis(self.tau(step), self.degree), dtype=np.float64)
+        weights, self.ridge_jitter = _ridge_solve(self._gram.numpy(), self.ridge_lambda, target)
+        weights = torch.from_numpy(weights * scale).to(torch.float32)
         if self._moments.device.type != "cpu":
             # The solve depends only on the steps, so it runs on the host; a plain copy to the device
             # would wait for the device's queue, a pinned asynchronous one does not.
             weights = weights.pin_memory().to(self._moments.device, non_blocking=True)
-        return weights @ self._moments
+        return weights
 
 
 class WindowedSpectrumForecaster(SpectrumForecaster):
@@ -175,9 +180,9 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         w = self.blend_weight
         if w > 0:
             # T(tau)^T C with C = (X^T X + lambda I)^-1 X^T H is a^T X^T H: one weight per recorded feature.
-            target = torch.tensor(chebyshev_basis(self.tau(step), self.degree), dtype=torch.float64)
-            a, self.ridge_jitter = _ridge_solve(rows.T @ rows, self.ridge_lambda, target)
-            weights += w * (rows @ a)
+            target = np.asarray(chebyshev_basis(self.tau(step), self.degree), dtype=np.float64)
+            a, self.ridge_jitter = _ridge_solve((rows.T @ rows).numpy(), self.ridge_lambda, target)
+            weights += w * (rows @ torch.from_numpy(a))
         if w < 1:
             if len(steps) == 1:
                 weights[-1] += 1 - w
@@ -193,17 +198,19 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         return out.to(last.dtype)
 
 
-def _ridge_solve(gram: torch.Tensor, ridge_lambda: float, rhs: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _ridge_solve(gram: np.ndarray, ridge_lambda: float, rhs: np.ndarray) -> tuple[np.ndarray, float]:
     """(gram + lambda I)^-1 rhs by Cholesky, adding diagonal jitter while the matrix is singular; also
-    returns the jitter that was added (0.0 when none was needed)."""
-    size = gram.shape[0]
-    eye = torch.eye(size, dtype=gram.dtype)
+    returns the jitter that was added (0.0 when none was needed). In NumPy: the system is (M+1) x (M+1),
+    where torch's per-call overhead would cost more than the arithmetic."""
+    eye = np.eye(gram.shape[0])
     matrix = gram + ridge_lambda * eye
     scale = max(float(matrix.diagonal().mean()), 1.0)
     jitter = 0.0
     for attempt in range(_JITTER_RETRIES + 1):
-        factor, info = torch.linalg.cholesky_ex(matrix + jitter * eye)
-        if int(info) == 0:
-            return torch.cholesky_solve(rhs.unsqueeze(1), factor).squeeze(1), jitter
-        jitter = scale * _JITTER_START * 10**attempt
+        try:
+            factor = np.linalg.cholesky(matrix + jitter * eye)
+        except np.linalg.LinAlgError:
+            jitter = scale * _JITTER_START * 10**attempt
+            continue
+        return np.linalg.solve(factor.T, np.linalg.solve(factor, rhs)), jitter
     raise RuntimeError("the ridge system stayed singular after adding jitter; its inputs are not finite")

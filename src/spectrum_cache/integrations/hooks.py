@@ -46,6 +46,7 @@ from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManag
 from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
+from ..forecast import all_finite
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, TimestepRange, has_extra_inputs, steps_run_by
 from .generation import BareClock, BranchState, Generation, SchedulerClock, Trajectory, Unplaced
 from .outputs import input_key, rebuild_output, split_output
@@ -324,7 +325,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
             )
         # On the CPU the check is free; on an accelerator it would stall the host every forecast step.
         # There a forecast can only be non-finite if a recorded feature was, which _record catches.
-        if checks_on_host(prediction) and not bool(torch.isfinite(prediction).all()):
+        if checks_on_host(prediction) and not all_finite(prediction):
             self._warn("nonfinite", f"non-finite forecast at step {step}; running the network.")
             return compute
         replacement = rebuild_output(trajectory.output_layout, prediction) if self.config.forecast_output else None
