@@ -305,3 +305,27 @@ def test_training_runs_and_resumes_exactly(tmp_path: Path) -> None:
     # The third step really updated the weights.
     moved = [not torch.equal(after_two["transformer"][n], v) for n, v in resumed["transformer"].items()]
     assert any(moved)
+
+
+def test_sample_prediction_trains_and_its_pipeline_recovers_the_velocity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--prediction sample: the transformer predicts x0 and the pipeline steps with (x_t - x0) / sigma, so a
+    model that always predicts the same image lands exactly on it."""
+    from spectrum_cache.embedded.model import pack, unpack
+    from spectrum_cache.embedded.train import main
+
+    out = tmp_path / "pipe"
+    summary = main(["--out", str(out), "--ckpt-dir", str(tmp_path / "c"), "--steps", "2", "--prediction", "sample", *TINY])
+    assert np.isfinite(summary["final_loss_last100"])
+    with pytest.raises(SystemExit, match="--prediction velocity"):
+        main(["--out", str(out), "--ckpt-dir", str(tmp_path / "c"), "--steps", "3", "--resume", *TINY])
+    pipe = EmbeddedPipeline.from_pretrained(out, dtype=torch.float32)
+    assert pipe.config.prediction_type == "sample"
+    size = pipe.config.sample_size
+    target = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    patch = int((pipe.transformer.config.in_channels // 3) ** 0.5)
+    monkeypatch.setattr(pipe.transformer, "forward", lambda *a, **k: (pack(target, patch),))
+    image = pipe("a red circle", num_inference_steps=7, guidance_scale=1.0, output_type="pt").images
+    torch.testing.assert_close(image, unpack(pack(target, patch), size, size, patch).mul(0.5).add(0.5).clamp(0, 1),
+                               rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="prediction_type must be one of velocity, sample"):
+        EmbeddedPipeline(pipe.transformer, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, prediction_type="x0")

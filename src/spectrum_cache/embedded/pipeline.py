@@ -31,6 +31,9 @@ from .text_encoder import TinyTextEncoder
 from .tokenizer import WordTokenizer
 
 
+PREDICTION_TYPES = ("velocity", "sample")
+
+
 def make_scheduler() -> FlowMatchEulerDiscreteScheduler:
     """The sampler the model is trained for (see the module docstring for the shift choice)."""
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
@@ -48,11 +51,16 @@ class EmbeddedPipeline(DiffusionPipeline):
         tokenizer: WordTokenizer,
         scheduler: FlowMatchEulerDiscreteScheduler,
         sample_size: int = IMAGE_SIZE,
+        prediction_type: str = "velocity",
     ) -> None:
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}.")
         super().__init__()
         self.register_modules(transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
-        # The resolution the model was trained at, saved in model_index.json (the first embedded model: 32).
-        self.register_to_config(sample_size=sample_size)
+        # The resolution the model was trained at, saved in model_index.json (the first embedded model: 32),
+        # and what the transformer predicts: the velocity noise - x0 (the shipped weights), or the clean
+        # image x0 ("sample"), from which the velocity is (x_t - x0) / sigma.
+        self.register_to_config(sample_size=sample_size, prediction_type=prediction_type)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +72,7 @@ class EmbeddedPipeline(DiffusionPipeline):
 
     def _denoise(self, latents: torch.Tensor, seq: torch.Tensor, pooled: torch.Tensor, t: torch.Tensor,
                  img_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
-        return self.transformer(
+        out = self.transformer(
             hidden_states=latents,
             encoder_hidden_states=seq,
             pooled_projections=pooled,
@@ -73,6 +81,10 @@ class EmbeddedPipeline(DiffusionPipeline):
             txt_ids=txt_ids,
             return_dict=False,
         )[0]
+        if self.config.get("prediction_type", "velocity") == "sample":
+            sigma = (t / 1000).to(out.dtype).view(-1, 1, 1)
+            return (latents - out) / sigma
+        return out
 
     @torch.no_grad()
     def __call__(

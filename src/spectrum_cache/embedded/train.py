@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--ema", type=float, default=0.998, help="EMA decay of the exported weights")
+    p.add_argument("--prediction", choices=("velocity", "sample"), default="velocity",
+                   help="what the transformer predicts: the velocity noise - x0 (the shipped weights), or the clean "
+                        "image x0, trained through the velocity it implies (x_t - x0) / t, with t at least 0.05 there")
     p.add_argument("--caption-dropout", type=float, default=0.1, help="fraction of empty captions (for CFG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=192, help="transformer width (heads * head_dim)")
@@ -76,8 +79,10 @@ def training_batch(step: int, args: argparse.Namespace, tokenizer: WordTokenizer
     return {"x0": x0, "noise": noise, "t": t, "input_ids": tokenizer.ids(captions)}
 
 
-def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Rectified flow: x_t = (1-t) x0 + t noise; predict the velocity noise - x0 (FLUX's convention)."""
+def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch: dict[str, torch.Tensor],
+              prediction: str = "velocity") -> torch.Tensor:
+    """Rectified flow: x_t = (1-t) x0 + t noise; the loss is on the velocity noise - x0 (FLUX's
+    convention), predicted directly or, for ``prediction="sample"``, through the predicted x0."""
     x0, noise, t = batch["x0"], batch["noise"], batch["t"]
     tt = t.view(-1, 1, 1, 1)
     xt = (1 - tt) * x0 + tt * noise
@@ -91,6 +96,9 @@ def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch
         img_ids=image_ids(h, w),
         txt_ids=text_ids(seq.shape[1]),
     ).sample
+    if prediction == "sample":
+        # Li and He 2025 ("Back to Basics"): high-dimensional pixel patches are learnt far better as x0.
+        pred = (pack(xt) - pred) / t.clamp(min=0.05).view(-1, 1, 1)
     return F.mse_loss(pred, pack(noise - x0))
 
 
@@ -101,7 +109,8 @@ def save_state(path: str, state: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: WordTokenizer) -> None:
+def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: WordTokenizer,
+                    prediction: str = "velocity") -> None:
     """Save a diffusers pipeline folder with fp16 weights (halves the shipped size)."""
     from .pipeline import EmbeddedPipeline, make_scheduler
 
@@ -110,6 +119,7 @@ def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.
         text_encoder=copy.deepcopy(text_encoder).half(),
         tokenizer=tokenizer,
         scheduler=make_scheduler(),
+        prediction_type=prediction,
     )
     pipe.save_pretrained(out, safe_serialization=True)
 
@@ -131,6 +141,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     step, elapsed, losses = 0, 0.0, []
     if args.resume:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
+        trained_for = state.get("args", {}).get("prediction", "velocity")
+        if trained_for != args.prediction:
+            raise SystemExit(f"--prediction {args.prediction}: the checkpoint in {ckpt_dir} was trained with "
+                             f"--prediction {trained_for}")
         transformer.load_state_dict(state["transformer"])
         text_encoder.load_state_dict(state["text_encoder"])
         ema_t.load_state_dict(state["ema_transformer"])
@@ -153,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     while step < args.steps and elapsed < 60 * args.max_minutes:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args)
-        loss = flow_loss(transformer, text_encoder, training_batch(step, args, tokenizer))
+        loss = flow_loss(transformer, text_encoder, training_batch(step, args, tokenizer), args.prediction)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -173,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             last_ckpt = time.time()
     bar.close()
     checkpoint()
-    export_pipeline(args.out, ema_t, ema_e, tokenizer)
+    export_pipeline(args.out, ema_t, ema_e, tokenizer, args.prediction)
     tail = losses[-100:]
     summary = {"steps": step, "wall_time_s": round(elapsed, 1), "final_loss_last100": sum(tail) / max(1, len(tail))}
     with open(os.path.join(ckpt_dir, "summary.json"), "w") as f:
