@@ -81,7 +81,7 @@ class EmbeddedPipeline(DiffusionPipeline):
             txt_ids=txt_ids,
             return_dict=False,
         )[0]
-        if self.config.get("prediction_type", "velocity") == "sample":
+        if self.config.prediction_type == "sample":
             sigma = (t / 1000).to(out.dtype).view(-1, 1, 1)
             return (latents - out) / sigma
         return out

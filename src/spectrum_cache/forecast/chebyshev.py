@@ -102,12 +102,7 @@ class SpectrumForecaster(FeatureForecaster):
     def _forecast(self, step: int) -> torch.Tensor:
         w = self.blend_weight
         last = self._last.reshape(-1)
-        # The linear step's coefficients on h_last and h_prev.
-        on_last, on_prev = 1.0 - w, 0.0
-        if w < 1 and self._prev is not None:
-            last_time = self.time(self._last_step)
-            k = (self.time(step) - last_time) / (last_time - self.time(self._prev_step))
-            on_last, on_prev = (1 - w) * (1 + k), -(1 - w) * k
+        on_last, on_prev = self._linear_coefficients(step, self._prev_step if self._prev is not None else None)
         if w > 0:
             # One fused pass: on_last * h_last + (X^T H)^T (w a), in float32.
             out = torch.addmv(last.to(torch.float32), self._moments.T, self._spectral_weights(step, w), beta=on_last)
@@ -117,12 +112,27 @@ class SpectrumForecaster(FeatureForecaster):
             out.add_(self._prev.reshape(-1), alpha=on_prev)
         return out.reshape(self._last.shape).to(self._last.dtype)
 
-    def _spectral_weights(self, step: int, scale: float = 1.0) -> torch.Tensor:
-        """scale * a, with a = (X^T X + lambda I)^-1 T(tau): the weights of the moments' rows whose sum
-        is the Chebyshev forecast T(tau)^T C, as float32 on the moments' device."""
+    def _linear_coefficients(self, step: int, prev_step: int | None) -> tuple[float, float]:
+        """The blend's linear part, (1 - w) (h_last + k (h_last - h_prev)), as coefficients on h_last and
+        h_prev; with no previous step (``prev_step`` None) it holds h_last."""
+        w = self.blend_weight
+        if w >= 1 or prev_step is None:
+            return 1.0 - w, 0.0
+        last_time = self.time(self._last_step)
+        k = (self.time(step) - last_time) / (last_time - self.time(prev_step))
+        return (1 - w) * (1 + k), -(1 - w) * k
+
+    def _ridge_weights(self, gram: np.ndarray, step: int) -> np.ndarray:
+        """a = (X^T X + lambda I)^-1 T(tau) for the Gram matrix X^T X, so that the Chebyshev forecast
+        T(tau)^T C is a^T X^T H; notes the jitter the solve needed in ``ridge_jitter``."""
         target = np.asarray(chebyshev_basis(self.tau(step), self.degree), dtype=np.float64)
-        weights, self.ridge_jitter = _ridge_solve(self._gram.numpy(), self.ridge_lambda, target)
-        weights = torch.from_numpy(weights * scale).to(torch.float32)
+        weights, self.ridge_jitter = _ridge_solve(gram, self.ridge_lambda, target)
+        return weights
+
+    def _spectral_weights(self, step: int, scale: float = 1.0) -> torch.Tensor:
+        """scale * a (see _ridge_weights): the weights of the moments' rows whose sum is the Chebyshev
+        forecast, as float32 on the moments' device."""
+        weights = torch.from_numpy(self._ridge_weights(self._gram.numpy(), step) * scale).to(torch.float32)
         if self._moments.device.type != "cpu":
             # The solve depends only on the steps, so it runs on the host; a plain copy to the device
             # would wait for the device's queue, a pinned asynchronous one does not.
@@ -179,18 +189,12 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         weights = torch.zeros(len(steps), dtype=torch.float64)
         w = self.blend_weight
         if w > 0:
-            # T(tau)^T C with C = (X^T X + lambda I)^-1 X^T H is a^T X^T H: one weight per recorded feature.
-            target = np.asarray(chebyshev_basis(self.tau(step), self.degree), dtype=np.float64)
-            a, self.ridge_jitter = _ridge_solve((rows.T @ rows).numpy(), self.ridge_lambda, target)
-            weights += w * (rows @ torch.from_numpy(a))
-        if w < 1:
-            if len(steps) == 1:
-                weights[-1] += 1 - w
-            else:
-                last_time = self.time(steps[-1])
-                k = (self.time(step) - last_time) / (last_time - self.time(steps[-2]))
-                weights[-1] += (1 - w) * (1 + k)
-                weights[-2] -= (1 - w) * k
+            # a^T X^T H with X the window's rows: one weight per recorded feature, w X a.
+            weights += w * (rows @ torch.from_numpy(self._ridge_weights((rows.T @ rows).numpy(), step)))
+        on_last, on_prev = self._linear_coefficients(step, steps[-2] if len(steps) > 1 else None)
+        weights[-1] += on_last
+        if on_prev:
+            weights[-2] += on_prev
         last = self._window[-1][1]
         out = torch.zeros(last.shape, dtype=torch.float32, device=last.device)
         for weight, (_, feature) in zip(weights.tolist(), self._window):
