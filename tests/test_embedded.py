@@ -274,7 +274,7 @@ def test_prompt_embeds_match_prompt(pipe: EmbeddedPipeline) -> None:
 
 
 TINY = ["--width", "32", "--heads", "2", "--dual", "1", "--single", "1", "--text-width", "32",
-        "--text-layers", "1", "--text-heads", "2", "--batch-size", "4", "--warmup", "2"]
+        "--text-layers", "1", "--text-heads", "2", "--batch-size", "4", "--warmup", "2", "--no-compile"]
 
 
 def _state(ckpt: Path) -> dict:

@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--cooldown", type=float, default=0.2,
+                   help="fraction of the budget (--steps or --max-minutes, whichever runs out first) over which the "
+                        "learning rate falls linearly to 0 at the end; 0 keeps it constant")
     p.add_argument("--ema", type=float, default=0.998, help="EMA decay of the exported weights")
     p.add_argument("--prediction", choices=("velocity", "sample"), default="velocity",
                    help="what the transformer predicts: the velocity noise - x0 (the shipped weights), or the clean "
@@ -56,13 +59,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Both cores: 0.55 s a step against 0.90 with one, on an idle machine. Leave the machine idle while
     # it trains; with other work on the cores, --threads 1 stalls less at OpenMP barriers.
     p.add_argument("--threads", type=int, default=2)
-    return p.parse_args(argv)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.compile the transformer for training (about 1.3x faster a step here, after about "
+                        "100 s of compiling, which counts as training time)")
+    args = p.parse_args(argv)
+    if not 0.0 <= args.cooldown < 1.0:
+        p.error(f"--cooldown must be in [0, 1), got {args.cooldown}")
+    return args
 
 
-def lr_at(step: int, args: argparse.Namespace) -> float:
-    """Linear warmup, then constant: the run may stop at any step (--max-minutes), and the EMA of
-    the weights, not a decaying learning rate, is what smooths the exported model."""
-    return args.lr * min(1.0, (step + 1) / args.warmup)
+def lr_at(step: int, elapsed: float, args: argparse.Namespace) -> float:
+    """Linear warmup, constant, then a linear cooldown to 0 over the last --cooldown of the budget.
+
+    The run stops on --steps or on --max-minutes, whichever comes first, so progress is the larger of
+    the two fractions used; the cooldown then ends exactly where the run does. A time-limited run's
+    length already depends on the machine's speed; the cooldown adds no other dependence.
+    """
+    warm = min(1.0, (step + 1) / args.warmup)
+    if args.cooldown <= 0:
+        return args.lr * warm
+    progress = max(step / args.steps, elapsed / (60 * args.max_minutes))
+    return args.lr * min(warm, max(0.0, (1.0 - progress) / args.cooldown))
 
 
 def training_batch(step: int, args: argparse.Namespace, tokenizer: WordTokenizer) -> dict[str, torch.Tensor]:
@@ -152,6 +169,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
     ema_params = list(ema_t.parameters()) + list(ema_e.parameters())
+    # The compiled wrapper shares the transformer's parameters; checkpoints and the EMA use the module itself.
+    forward_model = torch.compile(transformer) if args.compile else transformer
 
     def checkpoint() -> None:
         save_state(state_path, {
@@ -166,8 +185,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bar = tqdm(total=args.steps, initial=step, desc="train", dynamic_ncols=True, mininterval=5.0)
     while step < args.steps and elapsed < 60 * args.max_minutes:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, args)
-        loss = flow_loss(transformer, text_encoder, training_batch(step, args, tokenizer), args.prediction)
+            group["lr"] = lr_at(step, elapsed, args)
+        loss = flow_loss(forward_model, text_encoder, training_batch(step, args, tokenizer), args.prediction)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
