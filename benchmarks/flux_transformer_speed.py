@@ -176,6 +176,41 @@ class LoopPipeline(DiffusionPipeline):
         return sample(self.transformer, inputs, steps, timer)
 
 
+@torch.no_grad()
+def forecast_floor(transformer: FluxTransformer2DModel, inputs: dict[str, torch.Tensor], steps: int, device: torch.device,
+                   calls: int = 60) -> float:
+    """Median seconds of the part of a forecast step Spectrum cannot skip, called directly with no hooks:
+    the time embedding, the forecast itself (the default fit, from seven recorded features) and the
+    output head. Spectrum's own forecast calls cost this plus the integration around it."""
+    from spectrum_cache.forecast import SpectrumForecaster
+
+    hidden = transformer.norm_out.linear.in_features
+    tokens = inputs["hidden_states"].shape[1]
+    dtype = inputs["hidden_states"].dtype
+    forecaster = SpectrumForecaster(num_inference_steps=steps)
+    generator = torch.Generator("cpu").manual_seed(1)
+    for step in range(7):
+        forecaster.update(step, torch.randn(1, tokens, hidden, generator=generator).to(device, dtype))
+    timestep = torch.full((1,), 0.5, device=device, dtype=dtype)
+    guidance = inputs.get("guidance") if transformer.config.guidance_embeds else None
+
+    def step() -> torch.Tensor:
+        # As FluxTransformer2DModel.forward computes its time embedding and head.
+        t = timestep.to(dtype) * 1000
+        if guidance is None:
+            temb = transformer.time_text_embed(t, inputs["pooled_projections"])
+        else:
+            temb = transformer.time_text_embed(t, guidance.to(dtype) * 1000, inputs["pooled_projections"])
+        return transformer.proj_out(transformer.norm_out(forecaster.predict(20), temb))
+
+    timer = CallTimer(device, transformer.norm_out)
+    for _ in range(5):
+        step()
+    for _ in range(calls):
+        timer(step)
+    return median(timer.seconds())
+
+
 def median(values: list[float]) -> float:
     return float(torch.tensor(values, dtype=torch.float64).median()) if values else float("nan")
 
@@ -257,7 +292,10 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
             row = measure(f"cache-dit {settings.name.removeprefix('cachedit-')}", through)
             row["expected_passes"] = settings.expected_passes(steps)
 
+    floor = forecast_floor(transformer, inputs, steps, device)
     for row in rows:
+        row["floor_ms"] = 1000 * floor
+        row["floor_r"] = floor / full_call
         passes = [t for run_calls in row["calls"] for t, ran in run_calls if ran]
         forecasts = [t for run_calls in row["calls"] for t, ran in run_calls if not ran]
         row["passes"] = sum(ran for _, ran in row["calls"][0])
@@ -331,6 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['method']} | {r['passes']} | {r['ideal']:.2f}x | {r['pass_ms']:.1f} | {forecast} | "
               f"{r['r']:.2%} | {r['per_call_speedup']:.2f}x | {r['of_ideal']:.1%} | {r['total_speedup']:.2f}x | "
               f"{held} | {peak} |")
+    spectrum = [r for r in rows if r["method"].startswith("spectrum") and "history" not in r["method"]]
+    if spectrum:
+        floor = spectrum[0]
+        best = ", ".join(f"{r['passes'] / (r['passes'] + (args.steps - r['passes']) * floor['floor_r']):.1%} at "
+                         f"{r['method'].removeprefix('spectrum ')}" for r in spectrum)
+        print(f"forecast-step floor (time embedding + forecast + head, no hooks): {floor['floor_ms']:.2f} ms, "
+              f"r {floor['floor_r']:.2%}; the most of ideal any forecast step this cheap allows: {best}")
     if device.type == "cpu":
         import resource
 

@@ -36,5 +36,11 @@ def test_flux_speed_smoke_mode() -> None:
         # A forecast call is far cheaper than a pass, so the per-call speedup is most of the ideal.
         assert 0 < float(forecast_ms) < float(pass_ms) and 0 < float(r) < 50
         assert 1 < float(speedup) <= float(ideal) and 0 < float(of_ideal) <= 100
+    # The floor (time embedding + forecast + head without hooks) is positive and below a network pass, and the
+    # most-of-ideal it allows is printed for both schedules.
+    floor = re.search(r"^forecast-step floor .*: ([\d.]+) ms, r ([\d.]+)%; .*: ([\d.]+)% at alpha=0.75, ([\d.]+)% at alpha=3.0$",
+                      done.stdout, re.M)
+    assert floor is not None, done.stdout
+    assert 0 < float(floor.group(1)) < float(rows["full"][2]) and 0 < float(floor.group(3)) <= 100
     # TaylorSeer's passes are counted by the probe, not assumed: fewer than 50, more than 0.
     assert 0 < int(rows["diffusers TaylorSeer N=4 O=1"][0]) < 50
