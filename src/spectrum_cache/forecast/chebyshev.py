@@ -80,6 +80,9 @@ class SpectrumForecaster(FeatureForecaster):
         # system was singular, e.g. ridge_lambda = 0 with fewer recorded steps than coefficients, and
         # the forecast rests on the jitter rather than on the data; callers may warn about it.
         self.ridge_jitter = 0.0
+        # (gram bytes, (X^T X + lambda I)^-1, jitter): the system changes only when a step is recorded,
+        # while every forecast step between two records solves it again.
+        self._inverse: tuple[bytes, np.ndarray, float] | None = None
 
     def _tensors(self) -> list[torch.Tensor | None]:
         return [self._gram, self._moments, self._last, self._prev]
@@ -126,8 +129,11 @@ class SpectrumForecaster(FeatureForecaster):
         """a = (X^T X + lambda I)^-1 T(tau) for the Gram matrix X^T X, so that the Chebyshev forecast
         T(tau)^T C is a^T X^T H; notes the jitter the solve needed in ``ridge_jitter``."""
         target = np.asarray(chebyshev_basis(self.tau(step), self.degree), dtype=np.float64)
-        weights, self.ridge_jitter = _ridge_solve(gram, self.ridge_lambda, target)
-        return weights
+        key = gram.tobytes()
+        if self._inverse is None or self._inverse[0] != key:
+            self._inverse = (key, *_ridge_inverse(gram, self.ridge_lambda))
+        _, inverse, self.ridge_jitter = self._inverse
+        return inverse @ target
 
     def _spectral_weights(self, step: int, scale: float = 1.0) -> torch.Tensor:
         """scale * a (see _ridge_weights): the weights of the moments' rows whose sum is the Chebyshev
@@ -202,8 +208,8 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         return out.to(last.dtype)
 
 
-def _ridge_solve(gram: np.ndarray, ridge_lambda: float, rhs: np.ndarray) -> tuple[np.ndarray, float]:
-    """(gram + lambda I)^-1 rhs by Cholesky, adding diagonal jitter while the matrix is singular; also
+def _ridge_inverse(gram: np.ndarray, ridge_lambda: float) -> tuple[np.ndarray, float]:
+    """(gram + lambda I)^-1 by Cholesky, adding diagonal jitter while the matrix is singular; also
     returns the jitter that was added (0.0 when none was needed). In NumPy: the system is (M+1) x (M+1),
     where torch's per-call overhead would cost more than the arithmetic."""
     eye = np.eye(gram.shape[0])
@@ -216,5 +222,5 @@ def _ridge_solve(gram: np.ndarray, ridge_lambda: float, rhs: np.ndarray) -> tupl
         except np.linalg.LinAlgError:
             jitter = scale * _JITTER_START * 10**attempt
             continue
-        return np.linalg.solve(factor.T, np.linalg.solve(factor, rhs)), jitter
+        return np.linalg.solve(factor.T, np.linalg.solve(factor, eye)), jitter
     raise RuntimeError("the ridge system stayed singular after adding jitter; its inputs are not finite")
