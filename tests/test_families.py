@@ -197,3 +197,36 @@ def test_forecast_steps_skip_the_input_embedders_and_change_nothing(case, pipe, 
         monkeypatch.setitem(adapters.ADAPTERS, cls, dataclasses.replace(adapter, input_paths=()))
     enable_spectrum(pipe, REAL)
     torch.testing.assert_close(skipped, run(pipe, case.kwargs), rtol=0, atol=0)
+
+
+def test_forecast_steps_reuse_the_constant_modules_and_change_nothing(case, pipe, monkeypatch):
+    """The adapter table's constant_paths (the pooled-text projection) run on compute steps and once per
+    trajectory on forecast steps, and reusing their output gives exactly the images of running them."""
+    import dataclasses
+
+    from spectrum_cache.integrations import adapters
+
+    counted = None
+    for name in case.family.denoisers:
+        layout = adapters.resolve_adapter(getattr(pipe, name))
+        if not layout.constant_slots:
+            continue
+        parent, child, _ = layout.constant_slots[0]
+        calls = [0]
+        handle = parent._modules[child].register_forward_hook(lambda *a, calls=calls: calls.__setitem__(0, calls[0] + 1))
+        enable_spectrum(pipe, REAL)
+        reused = run(pipe, case.kwargs)
+        handle.remove()
+        branches = [b for b in spectrum_summary(pipe).branches if b.denoiser == name]
+        assert any(b.forecast_steps for b in branches)
+        assert calls[0] == sum(len(b.computed_steps) + bool(b.forecast_steps) for b in branches)
+        disable_spectrum(pipe)
+        counted = True
+    if counted is None:
+        pytest.skip(f"{case.family.name}: the adapter table lists no constant modules")
+    for name in case.family.denoisers:
+        cls = type(getattr(pipe, name)).__name__
+        adapter = adapters.ADAPTERS.get(cls, adapters.DenoiserAdapter())
+        monkeypatch.setitem(adapters.ADAPTERS, cls, dataclasses.replace(adapter, constant_paths=()))
+    enable_spectrum(pipe, REAL)
+    torch.testing.assert_close(reused, run(pipe, case.kwargs), rtol=0, atol=0)

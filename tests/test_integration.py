@@ -481,3 +481,49 @@ def test_history_caps_the_forecaster_memory():
     numel = 4 * 16
     assert held[3] == 3 * 4 * numel
     assert held[None] == (5 * 4 + 2 * 4) * numel + 25 * 8  # moments, two features, the float64 Gram matrix
+
+
+# -- constant modules (the adapter's constant_paths) ---------------------------------------------------
+@torch.no_grad()
+def _loop_changing_pooled(transformer, n, inputs, change):
+    """denoise_loop whose pooled_projections change at step n // 2: in place, or as a new tensor."""
+    x, pooled = inputs["hidden_states"], inputs["pooled_projections"].clone()
+    rest = {k: v for k, v in inputs.items() if k not in ("hidden_states", "pooled_projections")}
+    for i in range(n):
+        if i == n // 2:
+            if change == "in place":
+                pooled.mul_(-2.0)
+            else:
+                pooled = pooled * -2.0
+        v = transformer(hidden_states=x, timestep=torch.tensor([1.0 - i / n]), pooled_projections=pooled, **rest)[0]
+        x = x - v / n
+    return x
+
+
+@pytest.mark.parametrize("change", ["in place", "new tensor"])
+def test_a_constant_module_is_recomputed_when_its_input_changes(change, monkeypatch):
+    """The pooled-text projection is reused only while the call passes the same, unmodified tensor: a change
+    in place or a new tensor mid-generation gives exactly what running it on every call gives."""
+    import dataclasses
+
+    from spectrum_cache.integrations import adapters
+
+    pipe, _ = flux()
+    transformer = pipe.transformer
+    inputs = flux_inputs(transformer)
+    config = SpectrumConfig(num_inference_steps=12, warmup_steps=2, window_size=2, flex_window=5)
+    projection = transformer.time_text_embed.text_embedder
+    calls = [0]
+    projection.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    enable_spectrum(transformer, config)
+    reused = _loop_changing_pooled(transformer, 12, inputs, change)
+    (branch,) = spectrum_summary(transformer).branches
+    disable_spectrum(transformer)
+    # The change lands on a forecast step (6 of 12): the projection runs on every compute step, on the first
+    # forecast step, and on the first forecast step after the change.
+    assert 6 in branch.forecast_steps and branch.forecast_steps[0] < 6
+    assert calls[0] == len(branch.computed_steps) + 2
+    adapter = adapters.ADAPTERS["FluxTransformer2DModel"]
+    monkeypatch.setitem(adapters.ADAPTERS, "FluxTransformer2DModel", dataclasses.replace(adapter, constant_paths=()))
+    enable_spectrum(transformer, config)
+    torch.testing.assert_close(reused, _loop_changing_pooled(transformer, 12, inputs, change), rtol=0, atol=0)

@@ -40,12 +40,19 @@ class DenoiserAdapter:
             hand it to the blocks (PixArt and Sana reshape the text embedding by the image embedding's
             width, so theirs cannot go); tests/test_families.py checks every entry gives the same images.
             Paths the model lacks are ignored.
+        constant_paths: (module path, forward argument) pairs: modules that the forward calls on that
+            argument exactly as it was passed, and whose output depends on nothing else (the pooled-text
+            projection of the time embedding). Pipelines pass the same tensor on every step, so on
+            forecast steps the output is computed once per trajectory and reused while the call passes
+            that same tensor unmodified (checked on the host by identity and version counter, never by
+            value). Paths the model lacks are ignored.
     """
 
     block_paths: tuple[str, ...] | None = None
     head_path: str | Callable[[nn.Module], str] | None = None
     timestep_arg: str | None = None
     input_paths: tuple[str, ...] = ()
+    constant_paths: tuple[tuple[str, str], ...] = ()
 
 
 # Top-level ModuleLists whose outputs only flow towards the head: the transformer blocks, and the
@@ -64,6 +71,9 @@ def _z_image_head(model: nn.Module) -> str:
 
 
 _FLUX_INPUTS = ("x_embedder", "context_embedder", "pos_embed")
+# CombinedTimestep(Guidance)TextProjEmbeddings and HunyuanVideoConditionEmbedding project the forward's
+# pooled_projections as they are.
+_POOLED_TEXT = (("time_text_embed.text_embedder", "pooled_projections"),)
 
 ADAPTERS: dict[str, DenoiserAdapter] = {
     # SD/SDXL UNets: the down, mid and up blocks; the feature is the last up-block's output.
@@ -73,13 +83,14 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     # Z-Image keeps one output layer per patch size; the first configured one is used.
     "ZImageTransformer2DModel": DenoiserAdapter(head_path=_z_image_head),
     # The rest follow the common layout and list only the modules a forecast step can skip.
-    "FluxTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
+    "FluxTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS, constant_paths=_POOLED_TEXT),
     "Flux2Transformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
     "ChromaTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
-    "SD3Transformer2DModel": DenoiserAdapter(input_paths=("pos_embed", "context_embedder")),
+    "SD3Transformer2DModel": DenoiserAdapter(input_paths=("pos_embed", "context_embedder"), constant_paths=_POOLED_TEXT),
     "WanTransformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding")),
     "QwenImageTransformer2DModel": DenoiserAdapter(input_paths=("img_in", "txt_norm", "txt_in", "pos_embed")),
-    "HunyuanVideoTransformer3DModel": DenoiserAdapter(input_paths=("x_embedder", "context_embedder", "rope")),
+    "HunyuanVideoTransformer3DModel": DenoiserAdapter(input_paths=("x_embedder", "context_embedder", "rope"),
+                                                      constant_paths=_POOLED_TEXT),
     "LTXVideoTransformer3DModel": DenoiserAdapter(input_paths=("rope",)),
     "MochiTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope")),
     "CosmosTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope", "learnable_pos_embed")),
@@ -137,6 +148,7 @@ class ResolvedAdapter:
     head: nn.Module
     timestep_arg: str
     input_slots: tuple[tuple[nn.Module, str], ...] = ()  # the adapter's input_paths, as (parent, child)
+    constant_slots: tuple[tuple[nn.Module, str, str], ...] = ()  # constant_paths, as (parent, child, argument)
 
     @property
     def blocks(self) -> tuple[nn.Module, ...]:
@@ -195,7 +207,12 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
         if isinstance(modules.get(path), nn.Module) and path:
             parent_path, _, child = path.rpartition(".")
             inputs.append((modules[parent_path], child))
-    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), tuple(inputs))
+    constants = []
+    for path, argument in adapter.constant_paths:
+        if isinstance(modules.get(path), nn.Module) and path:
+            parent_path, _, child = path.rpartition(".")
+            constants.append((modules[parent_path], child, argument))
+    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), tuple(inputs), tuple(constants))
 
 
 def timestep_argument(model: nn.Module) -> str:

@@ -62,6 +62,8 @@ class Trajectory:
     # Accelerator features only: whether every feature recorded so far was finite, as a device tensor
     # (checked once, when the trajectory ends, instead of a host-device sync per call).
     finite: torch.Tensor | None = None
+    # The adapter's constant_paths outputs, by slot index: (input, its version, output, its version).
+    constants: dict[int, tuple[torch.Tensor, int, torch.Tensor, int]] = field(default_factory=dict)
 
     def note_finite(self, feature: torch.Tensor) -> None:
         """Fold ``feature``'s finiteness into ``finite`` without waiting for the device."""

@@ -5,7 +5,9 @@ the step and whether the network runs. On a forecast step it swaps the model's b
 ones, and the embedders that only feed them (the adapter's ``input_paths``) for pass-throughs, for
 the length of the call, so the model's own forward runs its time embedding and output head and
 nothing else, and ``HeadHook`` swaps the head's input for the forecast. On a compute step ``HeadHook``
-hands the head's input back to be recorded.
+hands the head's input back to be recorded. Modules whose output is a function of one unchanging
+argument (the adapter's ``constant_paths``, the pooled-text projection) run once per trajectory on
+forecast steps; later forecast steps read their output from the call slot.
 
 Where the state lives. The hooks hold configuration only. The state of a generation is a
 ``Generation`` (generation.py) owned by the thread running it, and the call in flight is one
@@ -129,6 +131,7 @@ class CallSlot:
         self.prediction: torch.Tensor | None = None  # the head's input on a forecast step
         self.feature: torch.Tensor | None = None  # the head's input on a compute step
         self.head_seen = False
+        self.constants: list[torch.Tensor | None] = []  # forecast steps: the constant modules' outputs
 
 
 @dataclass
@@ -140,6 +143,7 @@ class _Call:
     prediction: torch.Tensor | None = None  # set on forecast steps
     replacement: Any = None  # forecast_output mode: the denoiser output to return instead
     final: bool = False  # the generation's last step: the trajectory is complete after it
+    constants: list[torch.Tensor | None] | None = None  # forecast steps: outputs of the constant modules
     args: tuple = ()
     kwargs: dict | None = None
 
@@ -189,6 +193,10 @@ class SpectrumHook(_Unpicklable, ModelHook):
             (parent, name, torch.nn.ModuleList() if isinstance(parent._modules[name], torch.nn.ModuleList) else _FirstInput())
             for parent, name in (layout.block_slots if layout is not None else ())
         ] + [(parent, name, _FirstInput()) for parent, name in (layout.input_slots if layout is not None else ())]
+        self.constant_stand_ins = [
+            (parent, name, argument, _SlotConstant(self.slot, index))
+            for index, (parent, name, argument) in enumerate(layout.constant_slots if layout is not None else ())
+        ]
         self._swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
         self._lock = threading.RLock()
         self._generations: dict[int, Generation] = {}  # per thread
@@ -240,6 +248,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
             self.slot.prediction = call.prediction if self.slot.active else None
             if self.slot.prediction is not None:
                 self._swap_blocks()
+                self._swap_constants(call.constants or [])
             return call
         except BaseException:
             self._abort()
@@ -271,6 +280,13 @@ class SpectrumHook(_Unpicklable, ModelHook):
         for parent, name, stand_in in self.stand_ins:
             self._swapped.append((parent, name, parent._modules[name]))
             parent._modules[name] = stand_in
+
+    def _swap_constants(self, values: list[torch.Tensor | None]) -> None:
+        self.slot.constants = values
+        for (parent, name, _, stand_in), value in zip(self.constant_stand_ins, values):
+            if value is not None:
+                self._swapped.append((parent, name, parent._modules[name]))
+                parent._modules[name] = stand_in
 
     def _restore_blocks(self) -> None:
         while self._swapped:
@@ -328,8 +344,39 @@ class SpectrumHook(_Unpicklable, ModelHook):
         if checks_on_host(prediction) and not all_finite(prediction):
             self._warn("nonfinite", f"non-finite forecast at step {step}; running the network.")
             return compute
-        replacement = rebuild_output(trajectory.output_layout, prediction) if self.config.forecast_output else None
-        return _Call(step, trajectory, prediction, replacement, compute.final)
+        if self.config.forecast_output:
+            return _Call(step, trajectory, prediction, rebuild_output(trajectory.output_layout, prediction), compute.final)
+        return _Call(step, trajectory, prediction, None, compute.final, constants=self._constants(trajectory, arguments))
+
+    def _constants(self, trajectory: Trajectory, arguments: dict[str, Any]) -> list[torch.Tensor | None]:
+        """The outputs of the adapter's constant modules for this forecast call, computed once per
+        trajectory and reused while the call passes the same unmodified argument; None runs the module."""
+        values: list[torch.Tensor | None] = []
+        for index, (parent, name, argument, _) in enumerate(self.constant_stand_ins):
+            value = arguments.get(argument)
+            values.append(self._constant(trajectory, index, parent._modules[name], value))
+        return values
+
+    @staticmethod
+    def _constant(trajectory: Trajectory, index: int, module: torch.nn.Module, value: Any) -> torch.Tensor | None:
+        # Inference-mode tensors keep no version counter, so a change in place could not be seen.
+        if not isinstance(value, torch.Tensor) or value.is_inference():
+            return None
+        # Weights elsewhere than the input (offloaded, with a hook that loads them later in the call) are
+        # left to the model's own call.
+        weight = next(module.parameters(), None)
+        if weight is not None and weight.device != value.device:
+            return None
+        memo = trajectory.constants.get(index)
+        if memo is not None:
+            source, version, output, output_version = memo
+            if source is value and value._version == version and output._version == output_version:
+                return output
+        output = module(value)
+        if not isinstance(output, torch.Tensor) or output.is_inference():
+            return None
+        trajectory.constants[index] = (value, value._version, output, output._version)
+        return output
 
     def _arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         bound = self._signature.bind_partial(*args, **kwargs).arguments
@@ -543,6 +590,19 @@ def _batch_size(arguments: dict[str, Any]) -> int | None:
     """The batch of the call: the first dimension of its first tensor argument (the latents)."""
     first = next((v for v in arguments.values() if isinstance(v, torch.Tensor) and v.ndim > 0), None)
     return int(first.shape[0]) if first is not None else None
+
+
+class _SlotConstant(torch.nn.Module):
+    """Stands in for a constant module (the adapter's constant_paths) on forecast steps: returns the
+    output the hook computed for this call, read from the call slot as the head's forecast is."""
+
+    def __init__(self, slot: CallSlot, index: int) -> None:
+        super().__init__()
+        self.slot = slot
+        self.index = index
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.slot.constants[self.index]
 
 
 class _FirstInput(torch.nn.Module):
