@@ -39,9 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--cooldown", type=float, default=0.2,
+    # Defaults of --cooldown and --compile: as the shipped weights were trained (TRAINING.md).
+    p.add_argument("--cooldown", type=float, default=0.0,
                    help="fraction of the budget (--steps or --max-minutes, whichever runs out first) over which the "
-                        "learning rate falls linearly to 0 at the end; 0 keeps it constant")
+                        "learning rate falls linearly to 0 at the end; 0 (the default) keeps it constant")
     p.add_argument("--ema", type=float, default=0.998, help="EMA decay of the exported weights")
     p.add_argument("--prediction", choices=("velocity", "sample"), default="velocity",
                    help="what the transformer predicts: the velocity noise - x0 (the shipped weights), or the clean "
@@ -59,9 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Both cores: 0.55 s a step against 0.90 with one, on an idle machine. Leave the machine idle while
     # it trains; with other work on the cores, --threads 1 stalls less at OpenMP barriers.
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile the transformer for training (about 1.3x faster a step here, after about "
-                        "100 s of compiling, which counts as training time)")
+                        "100 s of compiling, which counts as training time; off by default)")
     args = p.parse_args(argv)
     if not 0.0 <= args.cooldown < 1.0:
         p.error(f"--cooldown must be in [0, 1), got {args.cooldown}")

@@ -1,0 +1,100 @@
+"""Why does the embedded model miss the checker's target? Two probes, no cache involved.
+
+    python benchmarks/checker_diagnostics.py                       # the shipped weights
+    python benchmarks/checker_diagnostics.py --weights FOLDER      # any embedded-pipeline folder
+
+1. Does the shape word move the drawing? "a large red circle / square / triangle", a few seeds each: the
+   mean compactness of the red mask per shape word (renders: about 0.92, 0.79 and 0.57).
+2. Is the checker the limit? The held-out evaluation scored as the checker does, with holes in each
+   colour's mask filled, with only its largest connected region kept, and with both; and the same for
+   ground-truth renders of those scenes.
+
+Needs scipy (in the dev extra) for the mask clean-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from spectrum_cache.embedded import checker, evaluate, load_pipeline  # noqa: E402
+from spectrum_cache.embedded.data import SHAPES, render_array  # noqa: E402
+
+VARIANTS = ("as the checker", "holes filled", "largest region", "both")
+
+
+def shape_word_compactness(pipe, seeds: int, steps: int, guidance: float) -> dict[str, tuple[int, float]]:
+    """Per shape word: (images where red was found, mean compactness of the red mask)."""
+    out = {}
+    for shape in SHAPES:
+        gens = [torch.Generator().manual_seed(i) for i in range(seeds)]
+        images = pipe([f"a large red {shape}"] * seeds, num_inference_steps=steps, guidance_scale=guidance,
+                      generator=gens, output_type="pil").images
+        found = [checker.describe(checker.color_mask(checker._as_array(im), "red")) for im in images]
+        values = [f["compactness"] for f in found if f is not None]
+        out[shape] = (len(values), float(np.mean(values)) if values else float("nan"))
+    return out
+
+
+def _cleaned(mask: np.ndarray, variant: str) -> np.ndarray:
+    if variant in ("holes filled", "both"):
+        mask = ndimage.binary_fill_holes(mask)
+    if variant in ("largest region", "both"):
+        labels, count = ndimage.label(mask)
+        if count > 1:
+            sizes = ndimage.sum(mask, labels, range(1, count + 1))
+            mask = labels == 1 + int(np.argmax(sizes))
+    return mask
+
+
+def score(images: list[np.ndarray], scenes: list, variant: str) -> float:
+    """Checker accuracy with each colour mask cleaned by ``variant`` before it is described."""
+    describe = checker.describe
+    if variant != VARIANTS[0]:
+        checker.describe = lambda mask: describe(_cleaned(mask, variant))
+    try:
+        total = checker.Score()
+        for image, scene in zip(images, scenes):
+            total.add(checker.score_image(image, scene))
+        return total.accuracy
+    finally:
+        checker.describe = describe
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=None, help="pipeline folder (default: the shipped weights)")
+    p.add_argument("--seeds", type=int, default=8, help="images per shape word")
+    p.add_argument("--num", type=int, default=32, help="held-out captions to score")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pipe = load_pipeline(weights=args.weights)
+    pipe.set_progress_bar_config(disable=True)
+    print(f"shape word -> compactness of the drawn red mask ({args.seeds} seeds, {args.steps} steps, guidance {args.guidance:g}):")
+    for shape, (found, mean) in shape_word_compactness(pipe, args.seeds, args.steps, args.guidance).items():
+        print(f"  {shape}: {mean:.3f} ({found} of {args.seeds} found)")
+    scenes = evaluate.eval_scenes(args.num)
+    images = []
+    for start in range(0, args.num, 16):
+        chunk = scenes[start:start + 16]
+        gens = [torch.Generator().manual_seed(start + i) for i in range(len(chunk))]
+        images += [np.asarray(im) for im in pipe([s.caption for s in chunk], num_inference_steps=args.steps,
+                                                 guidance_scale=args.guidance, generator=gens, output_type="pil").images]
+    truth = [np.round(render_array(s)).astype(np.uint8) for s in scenes]
+    print(f"checker accuracy on {args.num} held-out captions (model / ground-truth renders):")
+    for variant in VARIANTS:
+        print(f"  {variant}: {score(images, scenes, variant):.3f} / {score(truth, scenes, variant):.3f}")
+
+
+if __name__ == "__main__":
+    main()
