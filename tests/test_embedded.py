@@ -329,3 +329,17 @@ def test_sample_prediction_trains_and_its_pipeline_recovers_the_velocity(tmp_pat
                                rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="prediction_type must be one of velocity, sample"):
         EmbeddedPipeline(pipe.transformer, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, prediction_type="x0")
+
+
+def test_training_with_another_patch_side_exports_a_pipeline_that_samples(tmp_path: Path) -> None:
+    """--patch 4: 144 tokens of 4x4 pixels; the exported pipeline reads the patch side back and samples."""
+    from spectrum_cache.embedded.train import main
+
+    out = tmp_path / "pipe"
+    main(["--out", str(out), "--ckpt-dir", str(tmp_path / "p"), "--steps", "1", "--patch", "4", *TINY])
+    pipe = EmbeddedPipeline.from_pretrained(out, dtype=torch.float32)
+    assert pipe.transformer.config.in_channels == 3 * 4 * 4
+    image = pipe("a red circle", num_inference_steps=2, guidance_scale=1.0, output_type="pt").images
+    assert image.shape == (1, 3, 48, 48) and torch.isfinite(image).all()
+    with pytest.raises(SystemExit):
+        main(["--out", str(out), "--ckpt-dir", str(tmp_path / "q"), "--steps", "1", "--patch", "5", *TINY])

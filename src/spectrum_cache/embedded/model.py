@@ -20,14 +20,16 @@ PATCH = 6
 CHANNELS = 3
 
 
-def transformer_config(width: int = 192, heads: int = 6, dual: int = 2, single: int = 4, text_dim: int = 128) -> dict[str, Any]:
-    """FluxTransformer2DModel kwargs; head_dim = width / heads, split over the RoPE axes (t, y, x)."""
+def transformer_config(width: int = 192, heads: int = 6, dual: int = 2, single: int = 4, text_dim: int = 128,
+                       patch: int = PATCH) -> dict[str, Any]:
+    """FluxTransformer2DModel kwargs; head_dim = width / heads, split over the RoPE axes (t, y, x); tokens
+    are patch x patch RGB pixel patches."""
     head_dim = width // heads
     # RoPE axis dims must be even. The t axis is always 0 (as in FLUX), so give most of the head to y, x.
     axis = (head_dim * 3 // 8) // 2 * 2
     return dict(
         patch_size=1,
-        in_channels=CHANNELS * PATCH * PATCH,
+        in_channels=CHANNELS * patch * patch,
         num_layers=dual,
         num_single_layers=single,
         attention_head_dim=head_dim,

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import make_batch
-from .model import build_models, image_ids, pack, text_encoder_config, text_ids, transformer_config
+from .data import IMAGE_SIZE
+from .model import PATCH, build_models, image_ids, pack, patch_size_of, text_encoder_config, text_ids, transformer_config
 from .tokenizer import WordTokenizer
 
 STATE_FILE = "state.pt"
@@ -53,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--heads", type=int, default=6)
     p.add_argument("--dual", type=int, default=2, help="dual-stream (MM-DiT) blocks")
     p.add_argument("--single", type=int, default=4, help="single-stream blocks")
+    p.add_argument("--patch", type=int, default=PATCH,
+                   help=f"side of the RGB pixel patch one token carries (default {PATCH}: 64 tokens of 48x48 pixels)")
     p.add_argument("--text-width", type=int, default=128)
     p.add_argument("--text-layers", type=int, default=2)
     p.add_argument("--text-heads", type=int, default=4)
@@ -66,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0.0 <= args.cooldown < 1.0:
         p.error(f"--cooldown must be in [0, 1), got {args.cooldown}")
+    if args.patch < 1 or IMAGE_SIZE % args.patch:
+        p.error(f"--patch must divide the image side {IMAGE_SIZE}, got {args.patch}")
     return args
 
 
@@ -106,18 +111,19 @@ def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch
     xt = (1 - tt) * x0 + tt * noise
     seq, pooled = text_encoder(batch["input_ids"])
     h, w = x0.shape[-2:]
+    patch = patch_size_of(transformer)
     pred = transformer(
-        hidden_states=pack(xt),
+        hidden_states=pack(xt, patch),
         encoder_hidden_states=seq,
         pooled_projections=pooled,
         timestep=t,  # FluxTransformer2DModel multiplies by 1000 inside, as the FLUX pipeline expects
-        img_ids=image_ids(h, w),
+        img_ids=image_ids(h, w, patch=patch),
         txt_ids=text_ids(seq.shape[1]),
     ).sample
     if prediction == "sample":
         # Li and He 2025 ("Back to Basics"): high-dimensional pixel patches are learnt far better as x0.
-        pred = (pack(xt) - pred) / t.clamp(min=0.05).view(-1, 1, 1)
-    return F.mse_loss(pred, pack(noise - x0))
+        pred = (pack(xt, patch) - pred) / t.clamp(min=0.05).view(-1, 1, 1)
+    return F.mse_loss(pred, pack(noise - x0, patch))
 
 
 def save_state(path: str, state: dict[str, Any]) -> None:
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ckpt_dir = args.ckpt_dir
     state_path = os.path.join(ckpt_dir, STATE_FILE)
     tokenizer = WordTokenizer()
-    tcfg = transformer_config(args.width, args.heads, args.dual, args.single, args.text_width)
+    tcfg = transformer_config(args.width, args.heads, args.dual, args.single, args.text_width, args.patch)
     ecfg = text_encoder_config(len(tokenizer), args.text_width, args.text_layers, args.text_heads, tokenizer.model_max_length)
     torch.manual_seed(args.seed)  # parameter initialisation
     transformer, text_encoder = build_models(tcfg, ecfg)
