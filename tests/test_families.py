@@ -166,67 +166,67 @@ def test_paired_equals_independent_when_the_branches_are_identical(case, pipe):
     torch.testing.assert_close(paired, independent, rtol=1e-4, atol=1e-4)
 
 
-def test_forecast_steps_skip_the_input_embedders_and_change_nothing(case, pipe, monkeypatch):
-    """The adapter table's input_paths run only on compute steps, and skipping them on forecast steps
-    gives exactly the images of running them."""
+def _counted_run(case, pipe, name: str, module: torch.nn.Module) -> tuple[torch.Tensor, int, list]:
+    """Images with Spectrum on, how often ``module`` ran, and the branches of denoiser ``name``."""
+    calls = [0]
+    handle = module.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    enable_spectrum(pipe, REAL)
+    try:
+        images = run(pipe, case.kwargs)
+    finally:
+        handle.remove()
+    branches = [b for b in spectrum_summary(pipe).branches if b.denoiser == name]
+    disable_spectrum(pipe)
+    return images, calls[0], branches
+
+
+def _run_without(case, pipe, monkeypatch, field: str) -> torch.Tensor:
+    """Images with Spectrum on and the adapter table's ``field`` emptied for every denoiser."""
     import dataclasses
 
     from spectrum_cache.integrations import adapters
 
-    skipped = run_counted = None
-    for name in case.family.denoisers:
-        layout = adapters.resolve_adapter(getattr(pipe, name))
-        if not layout.input_slots:
-            continue
-        parent, child = layout.input_slots[0]
-        calls = [0]
-        handle = parent._modules[child].register_forward_hook(lambda *a, calls=calls: calls.__setitem__(0, calls[0] + 1))
-        enable_spectrum(pipe, REAL)
-        skipped = run(pipe, case.kwargs)
-        handle.remove()
-        branches = [b for b in spectrum_summary(pipe).branches if b.denoiser == name]
-        # Batched CFG runs one call per step; separate branches one call each.
-        assert calls[0] == sum(len(b.computed_steps) for b in branches)
-        disable_spectrum(pipe)
-        run_counted = True
-    if run_counted is None:
-        pytest.skip(f"{case.family.name}: the adapter table lists no input modules to skip")
     for name in case.family.denoisers:
         cls = type(getattr(pipe, name)).__name__
         adapter = adapters.ADAPTERS.get(cls, adapters.DenoiserAdapter())
-        monkeypatch.setitem(adapters.ADAPTERS, cls, dataclasses.replace(adapter, input_paths=()))
+        monkeypatch.setitem(adapters.ADAPTERS, cls, dataclasses.replace(adapter, **{field: ()}))
     enable_spectrum(pipe, REAL)
-    torch.testing.assert_close(skipped, run(pipe, case.kwargs), rtol=0, atol=0)
+    return run(pipe, case.kwargs)
+
+
+def test_forecast_steps_skip_the_input_embedders_and_change_nothing(case, pipe, monkeypatch):
+    """The adapter table's input_paths run only on compute steps, and skipping them on forecast steps
+    gives exactly the images of running them."""
+    from spectrum_cache.integrations.adapters import resolve_adapter
+
+    skipped = None
+    for name in case.family.denoisers:
+        layout = resolve_adapter(getattr(pipe, name))
+        if not layout.input_slots:
+            continue
+        parent, child = layout.input_slots[0]
+        skipped, calls, branches = _counted_run(case, pipe, name, parent._modules[child])
+        # Batched CFG runs one call per step; separate branches one call each.
+        assert calls == sum(len(b.computed_steps) for b in branches)
+    if skipped is None:
+        pytest.skip(f"{case.family.name}: the adapter table lists no input modules to skip")
+    torch.testing.assert_close(skipped, _run_without(case, pipe, monkeypatch, "input_paths"), rtol=0, atol=0)
 
 
 def test_forecast_steps_reuse_the_constant_modules_and_change_nothing(case, pipe, monkeypatch):
     """The adapter table's constant_paths (the pooled-text projection) run on compute steps and once per
     trajectory on forecast steps, and reusing their output gives exactly the images of running them."""
-    import dataclasses
+    from spectrum_cache.integrations.adapters import resolve_adapter
 
-    from spectrum_cache.integrations import adapters
-
-    counted = None
+    reused = None
     for name in case.family.denoisers:
-        layout = adapters.resolve_adapter(getattr(pipe, name))
+        layout = resolve_adapter(getattr(pipe, name))
         if not layout.constant_slots:
             continue
         parent, child, _ = layout.constant_slots[0]
-        calls = [0]
-        handle = parent._modules[child].register_forward_hook(lambda *a, calls=calls: calls.__setitem__(0, calls[0] + 1))
-        enable_spectrum(pipe, REAL)
-        reused = run(pipe, case.kwargs)
-        handle.remove()
-        branches = [b for b in spectrum_summary(pipe).branches if b.denoiser == name]
+        reused, calls, branches = _counted_run(case, pipe, name, parent._modules[child])
         assert any(b.forecast_steps for b in branches)
-        assert calls[0] == sum(len(b.computed_steps) + bool(b.forecast_steps) for b in branches)
-        disable_spectrum(pipe)
-        counted = True
-    if counted is None:
+        assert calls == sum(len(b.computed_steps) + bool(b.forecast_steps) for b in branches)
+    if reused is None:
         pytest.skip(f"{case.family.name}: the adapter table lists no constant modules")
-    for name in case.family.denoisers:
-        cls = type(getattr(pipe, name)).__name__
-        adapter = adapters.ADAPTERS.get(cls, adapters.DenoiserAdapter())
-        monkeypatch.setitem(adapters.ADAPTERS, cls, dataclasses.replace(adapter, constant_paths=()))
-    enable_spectrum(pipe, REAL)
-    torch.testing.assert_close(reused, run(pipe, case.kwargs), rtol=0, atol=0)
+    torch.testing.assert_close(reused, _run_without(case, pipe, monkeypatch, "constant_paths"), rtol=0, atol=0)
