@@ -234,8 +234,10 @@ def median(values: list[float]) -> float:
 
 
 def run(setting: Setting, steps: int, alphas: list[float], device: torch.device, dtype: torch.dtype,
-        repeats: int, taylorseer: list[int], histories: list[int] = (), cachedit: list[str] = ()) -> list[dict[str, Any]]:
-    """One row per method: passes, per-call medians, r, and measured against ideal speedup."""
+        repeats: int, taylorseer: list[int], histories: list[int] = (), cachedit: list[str] = ()
+        ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """One row per method (passes, per-call medians, r, and measured against ideal speedup), and the
+    forecast-step floor: its median ms and its r against the same network pass."""
     transformer = build_transformer(setting.config, device, dtype)
     inputs = make_inputs(setting, device, dtype)
     probe = transformer.single_transformer_blocks[-1].attn.to_q
@@ -310,10 +312,9 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
             row = measure(f"cache-dit {settings.name.removeprefix('cachedit-')}", through)
             row["expected_passes"] = settings.expected_passes(steps)
 
-    floor = forecast_floor(transformer, inputs, steps, device)
+    floor_seconds = forecast_floor(transformer, inputs, steps, device)
+    floor = {"ms": 1000 * floor_seconds, "r": floor_seconds / full_call}
     for row in rows:
-        row["floor_ms"] = 1000 * floor
-        row["floor_r"] = floor / full_call
         passes = [t for run_calls in row["calls"] for t, ran in run_calls if ran]
         forecasts = [t for run_calls in row["calls"] for t, ran in run_calls if not ran]
         row["passes"] = sum(ran for _, ran in row["calls"][0])
@@ -327,7 +328,7 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
         row["per_call_speedup"] = steps / (p + (steps - p) * row["r"])
         row["of_ideal"] = row["per_call_speedup"] / row["ideal"]
         row["total_speedup"] = full["total"] / row["total"]
-    return rows
+    return rows, floor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             print("cache-dit is not installed (pip install -e '.[peers]'): no cache-dit rows")
     else:
         cachedit = [m for m in args.cachedit.split(",") if m]
-    rows = run(setting, args.steps, alphas, device, dtype, args.repeats, intervals, histories, cachedit)
+    rows, floor = run(setting, args.steps, alphas, device, dtype, args.repeats, intervals, histories, cachedit)
 
     print("| method | passes | ideal speedup (N/passes) | pass ms (median) | cheap call ms (median) | r | "
           "speedup from per-call medians | of ideal | whole-run speedup | forecaster MiB (bytes per element) | peak GiB |")
@@ -389,11 +390,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{held} | {peak} |")
     spectrum = [r for r in rows if r["method"].startswith("spectrum") and "history" not in r["method"]]
     if spectrum:
-        floor = spectrum[0]
-        best = ", ".join(f"{r['passes'] / (r['passes'] + (args.steps - r['passes']) * floor['floor_r']):.1%} at "
+        best = ", ".join(f"{r['passes'] / (r['passes'] + (args.steps - r['passes']) * floor['r']):.1%} at "
                          f"{r['method'].removeprefix('spectrum ')}" for r in spectrum)
-        print(f"forecast-step floor (time embedding less its pooled-text part + forecast + head, no hooks): {floor['floor_ms']:.2f} ms, "
-              f"r {floor['floor_r']:.2%}; the most of ideal any forecast step this cheap allows: {best}")
+        print(f"forecast-step floor (time embedding less its pooled-text part + forecast + head, no hooks): {floor['ms']:.2f} ms, "
+              f"r {floor['r']:.2%}; the most of ideal any forecast step this cheap allows: {best}")
     if device.type == "cpu":
         import resource
 

@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import make_batch
-from .data import IMAGE_SIZE
+from .data import IMAGE_SIZE, make_batch
 from .model import PATCH, build_models, image_ids, pack, patch_size_of, text_encoder_config, text_ids, transformer_config
 from .tokenizer import WordTokenizer
 

@@ -202,17 +202,16 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     if head_path is None or not isinstance(modules.get(head_path), nn.Module):
         raise UnsupportedModelError(f"{hint}: no output head found.")
 
-    inputs = []
-    for path in adapter.input_paths:
-        if isinstance(modules.get(path), nn.Module) and path:
-            parent_path, _, child = path.rpartition(".")
-            inputs.append((modules[parent_path], child))
-    constants = []
-    for path, argument in adapter.constant_paths:
-        if isinstance(modules.get(path), nn.Module) and path:
-            parent_path, _, child = path.rpartition(".")
-            constants.append((modules[parent_path], child, argument))
-    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), tuple(inputs), tuple(constants))
+    def slot(path: str) -> tuple[nn.Module, str] | None:
+        """(parent, child name) of the module at ``path``; None where the model lacks it."""
+        if not path or not isinstance(modules.get(path), nn.Module):
+            return None
+        parent_path, _, child = path.rpartition(".")
+        return modules[parent_path], child
+
+    inputs = tuple(found for found in map(slot, adapter.input_paths) if found is not None)
+    constants = tuple((*found, argument) for path, argument in adapter.constant_paths if (found := slot(path)) is not None)
+    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), inputs, constants)
 
 
 def timestep_argument(model: nn.Module) -> str:

@@ -276,17 +276,19 @@ class SpectrumHook(_Unpicklable, ModelHook):
         self.slot.clear()
         self._lock.release()
 
+    def _swap(self, parent: torch.nn.Module, name: str, stand_in: torch.nn.Module) -> None:
+        self._swapped.append((parent, name, parent._modules[name]))
+        parent._modules[name] = stand_in
+
     def _swap_blocks(self) -> None:
         for parent, name, stand_in in self.stand_ins:
-            self._swapped.append((parent, name, parent._modules[name]))
-            parent._modules[name] = stand_in
+            self._swap(parent, name, stand_in)
 
     def _swap_constants(self, values: list[torch.Tensor | None]) -> None:
         self.slot.constants = values
         for (parent, name, _, stand_in), value in zip(self.constant_stand_ins, values):
             if value is not None:
-                self._swapped.append((parent, name, parent._modules[name]))
-                parent._modules[name] = stand_in
+                self._swap(parent, name, stand_in)
 
     def _restore_blocks(self) -> None:
         while self._swapped:
