@@ -343,3 +343,37 @@ def test_training_with_another_patch_side_exports_a_pipeline_that_samples(tmp_pa
     assert image.shape == (1, 3, 48, 48) and torch.isfinite(image).all()
     with pytest.raises(SystemExit):
         main(["--out", str(out), "--ckpt-dir", str(tmp_path / "q"), "--steps", "1", "--patch", "5", *TINY])
+
+
+def test_pixel_position_unit_reaches_the_transformer_and_survives_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--position-unit pixel: the exported pipeline says so in its config and feeds the transformer RoPE
+    positions of row * patch, col * patch; a checkpoint refuses to resume under another unit or patch."""
+    from spectrum_cache.embedded.model import image_ids
+    from spectrum_cache.embedded.train import main
+
+    out = tmp_path / "pipe"
+    main(["--out", str(out), "--ckpt-dir", str(tmp_path / "u"), "--steps", "1", "--patch", "4",
+          "--position-unit", "pixel", *TINY])
+    pipe = EmbeddedPipeline.from_pretrained(out, dtype=torch.float32)
+    assert pipe.config.position_unit == "pixel"
+    seen: list[torch.Tensor] = []
+    forward = pipe.transformer.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["img_ids"].clone())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    pipe("a red circle", num_inference_steps=2, guidance_scale=1.0, output_type="pt")
+    assert len(seen) == 2
+    tokens = image_ids(48, 48, patch=4)
+    torch.testing.assert_close(seen[0], 4 * tokens, rtol=0, atol=0)
+    assert seen[0][:, 1:].max() == 44  # the last row and column of 4x4 patches start at pixel 44
+    for flag in (["--position-unit", "token"], ["--patch", "6"]):
+        with pytest.raises(SystemExit, match=flag[0]):
+            main(["--out", str(out), "--ckpt-dir", str(tmp_path / "u"), "--steps", "2", "--resume", "--patch", "4",
+                  "--position-unit", "pixel", *TINY, *flag])
+    with pytest.raises(ValueError, match="position_unit must be one of token, pixel"):
+        image_ids(48, 48, patch=4, position_unit="pixels")
+    with pytest.raises(ValueError, match="position_unit must be one of token, pixel"):
+        EmbeddedPipeline(pipe.transformer, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, position_unit="px")

@@ -18,6 +18,7 @@ from .text_encoder import TinyTextEncoder
 
 PATCH = 6
 CHANNELS = 3
+POSITION_UNITS = ("token", "pixel")
 
 
 def transformer_config(width: int = 192, heads: int = 6, dual: int = 2, single: int = 4, text_dim: int = 128,
@@ -82,12 +83,21 @@ def unpack(tokens: torch.Tensor, height: int, width: int, patch: int = PATCH) ->
 
 
 def image_ids(height: int, width: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-              patch: int = PATCH) -> torch.Tensor:
-    """(N, 3) RoPE positions (0, row, col) of the patch tokens, as FLUX's _prepare_latent_image_ids."""
+              patch: int = PATCH, position_unit: str = "token") -> torch.Tensor:
+    """(N, 3) RoPE positions (0, row, col) of the patch tokens, as FLUX's _prepare_latent_image_ids.
+
+    position_unit "token" counts patches, as FLUX does; "pixel" counts pixels (row * patch). FLUX's RoPE
+    (theta 10000) turns its fastest pair of dims by 1 radian per position and each next pair about 4.6x
+    slower: over FLUX.1's 64 positions at 1024 px most pairs tell places apart, over our 8 only the two
+    fastest of six do. Pixel units stretch the grid to 48 positions, close to FLUX's span.
+    """
+    if position_unit not in POSITION_UNITS:
+        raise ValueError(f"position_unit must be one of {', '.join(POSITION_UNITS)}, got {position_unit!r}")
     rows, cols = height // patch, width // patch
+    step = patch if position_unit == "pixel" else 1
     ids = torch.zeros(rows, cols, 3)
-    ids[..., 1] = torch.arange(rows)[:, None]
-    ids[..., 2] = torch.arange(cols)[None, :]
+    ids[..., 1] = step * torch.arange(rows)[:, None]
+    ids[..., 2] = step * torch.arange(cols)[None, :]
     return ids.reshape(rows * cols, 3).to(device=device, dtype=dtype)
 
 

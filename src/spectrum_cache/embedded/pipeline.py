@@ -26,7 +26,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from .data import IMAGE_SIZE
-from .model import image_ids, pack, patch_size_of, text_ids, unpack
+from .model import POSITION_UNITS, image_ids, pack, patch_size_of, text_ids, unpack
 from .text_encoder import TinyTextEncoder
 from .tokenizer import WordTokenizer
 
@@ -52,15 +52,19 @@ class EmbeddedPipeline(DiffusionPipeline):
         scheduler: FlowMatchEulerDiscreteScheduler,
         sample_size: int = IMAGE_SIZE,
         prediction_type: str = "velocity",
+        position_unit: str = "token",
     ) -> None:
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}.")
+        if position_unit not in POSITION_UNITS:
+            raise ValueError(f"position_unit must be one of {', '.join(POSITION_UNITS)}, got {position_unit!r}.")
         super().__init__()
         self.register_modules(transformer=transformer, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
         # The resolution the model was trained at, saved in model_index.json (the first embedded model: 32),
         # and what the transformer predicts: the velocity noise - x0 (the shipped weights), or the clean
-        # image x0 ("sample"), from which the velocity is (x_t - x0) / sigma.
-        self.register_to_config(sample_size=sample_size, prediction_type=prediction_type)
+        # image x0 ("sample"), from which the velocity is (x_t - x0) / sigma; and the unit of the image
+        # tokens' RoPE positions (model.image_ids: "token" for the first models, or "pixel").
+        self.register_to_config(sample_size=sample_size, prediction_type=prediction_type, position_unit=position_unit)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +142,7 @@ class EmbeddedPipeline(DiffusionPipeline):
                 noise = torch.randn(shape, generator=generator, device="cpu")
             latents = pack(noise, patch)
         latents = latents.to(device, dtype)
-        img_ids = image_ids(height, width, device, dtype, patch)
+        img_ids = image_ids(height, width, device, dtype, patch, self.config.get("position_unit", "token"))
         txt_ids = text_ids(prompt_embeds.shape[1], device, dtype)
 
         # Every call resets the scheduler, so caches keyed on its step index see a fresh run.

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import IMAGE_SIZE, make_batch
-from .model import PATCH, build_models, image_ids, pack, patch_size_of, text_encoder_config, text_ids, transformer_config
+from .model import PATCH, POSITION_UNITS, build_models, image_ids, pack, patch_size_of, text_encoder_config, text_ids, transformer_config
 from .tokenizer import WordTokenizer
 
 STATE_FILE = "state.pt"
@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prediction", choices=("velocity", "sample"), default="velocity",
                    help="what the transformer predicts: the velocity noise - x0 (the shipped weights), or the clean "
                         "image x0, trained through the velocity it implies (x_t - x0) / t, with t at least 0.05 there")
+    p.add_argument("--position-unit", choices=POSITION_UNITS, default="token",
+                   help="unit of the image tokens' RoPE positions: patches as in FLUX (the shipped weights), or pixels "
+                        "(model.image_ids says why)")
     p.add_argument("--caption-dropout", type=float, default=0.1, help="fraction of empty captions (for CFG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=192, help="transformer width (heads * head_dim)")
@@ -102,7 +105,7 @@ def training_batch(step: int, args: argparse.Namespace, tokenizer: WordTokenizer
 
 
 def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch: dict[str, torch.Tensor],
-              prediction: str = "velocity") -> torch.Tensor:
+              prediction: str = "velocity", position_unit: str = "token") -> torch.Tensor:
     """Rectified flow: x_t = (1-t) x0 + t noise; the loss is on the velocity noise - x0 (FLUX's
     convention), predicted directly or, for ``prediction="sample"``, through the predicted x0."""
     x0, noise, t = batch["x0"], batch["noise"], batch["t"]
@@ -116,7 +119,7 @@ def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch
         encoder_hidden_states=seq,
         pooled_projections=pooled,
         timestep=t,  # FluxTransformer2DModel multiplies by 1000 inside, as the FLUX pipeline expects
-        img_ids=image_ids(h, w, patch=patch),
+        img_ids=image_ids(h, w, patch=patch, position_unit=position_unit),
         txt_ids=text_ids(seq.shape[1]),
     ).sample
     if prediction == "sample":
@@ -133,7 +136,7 @@ def save_state(path: str, state: dict[str, Any]) -> None:
 
 
 def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: WordTokenizer,
-                    prediction: str = "velocity") -> None:
+                    prediction: str = "velocity", position_unit: str = "token") -> None:
     """Save a diffusers pipeline folder with fp16 weights (halves the shipped size)."""
     from .pipeline import EmbeddedPipeline, make_scheduler
 
@@ -143,6 +146,7 @@ def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.
         tokenizer=tokenizer,
         scheduler=make_scheduler(),
         prediction_type=prediction,
+        position_unit=position_unit,
     )
     pipe.save_pretrained(out, safe_serialization=True)
 
@@ -164,10 +168,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     step, elapsed, losses = 0, 0.0, []
     if args.resume:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        trained_for = state.get("args", {}).get("prediction", "velocity")
-        if trained_for != args.prediction:
-            raise SystemExit(f"--prediction {args.prediction}: the checkpoint in {ckpt_dir} was trained with "
-                             f"--prediction {trained_for}")
+        for flag, default in (("prediction", "velocity"), ("position_unit", "token"), ("patch", PATCH)):
+            trained_for, asked = state.get("args", {}).get(flag, default), getattr(args, flag)
+            if trained_for != asked:
+                option = "--" + flag.replace("_", "-")
+                raise SystemExit(f"{option} {asked}: the checkpoint in {ckpt_dir} was trained with {option} {trained_for}")
         transformer.load_state_dict(state["transformer"])
         text_encoder.load_state_dict(state["text_encoder"])
         ema_t.load_state_dict(state["ema_transformer"])
@@ -192,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     while step < args.steps and elapsed < 60 * args.max_minutes:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, elapsed, args)
-        loss = flow_loss(forward_model, text_encoder, training_batch(step, args, tokenizer), args.prediction)
+        loss = flow_loss(forward_model, text_encoder, training_batch(step, args, tokenizer), args.prediction,
+                         args.position_unit)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -212,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             last_ckpt = time.time()
     bar.close()
     checkpoint()
-    export_pipeline(args.out, ema_t, ema_e, tokenizer, args.prediction)
+    export_pipeline(args.out, ema_t, ema_e, tokenizer, args.prediction, args.position_unit)
     tail = losses[-100:]
     summary = {"steps": step, "wall_time_s": round(elapsed, 1), "final_loss_last100": sum(tail) / max(1, len(tail))}
     with open(os.path.join(ckpt_dir, "summary.json"), "w") as f:
