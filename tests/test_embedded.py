@@ -377,3 +377,47 @@ def test_pixel_position_unit_reaches_the_transformer_and_survives_export(tmp_pat
         image_ids(48, 48, patch=4, position_unit="pixels")
     with pytest.raises(ValueError, match="position_unit must be one of token, pixel"):
         EmbeddedPipeline(pipe.transformer, pipe.text_encoder, pipe.tokenizer, pipe.scheduler, position_unit="px")
+
+
+def test_position_channels_give_the_transformer_coordinates_and_spectrum_still_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--position-channels 8: every input token carries sin/cos of its patch centre after its pixels
+    (in_channels 48 + 8, out_channels 48); sampling, export and Spectrum work on such a model."""
+    from spectrum_cache import SpectrumConfig, enable_spectrum
+    from spectrum_cache.embedded.model import position_features
+    from spectrum_cache.embedded.train import main
+
+    out = tmp_path / "pipe"
+    main(["--out", str(out), "--ckpt-dir", str(tmp_path / "k"), "--steps", "1", "--patch", "4",
+          "--position-channels", "8", *TINY])
+    pipe = EmbeddedPipeline.from_pretrained(out, dtype=torch.float32)
+    assert (pipe.transformer.config.in_channels, pipe.transformer.config.out_channels) == (56, 48)
+    feats = position_features(48, 48, 4, 8)
+    assert feats.shape == (144, 8)
+    # Token (row 0, col 11): x of its centre is 46/48 of the side, y is 2/48; frequency pi then 2 pi.
+    x, y = 46 / 48, 2 / 48
+    expected = [np.sin(np.pi * x), np.sin(2 * np.pi * x), np.cos(np.pi * x), np.cos(2 * np.pi * x),
+                np.sin(np.pi * y), np.sin(2 * np.pi * y), np.cos(np.pi * y), np.cos(2 * np.pi * y)]
+    np.testing.assert_allclose(feats[11].numpy(), expected, atol=1e-6)
+    seen: list[torch.Tensor] = []
+    forward = pipe.transformer.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["hidden_states"].clone())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    gen = torch.Generator().manual_seed(0)
+    plain = pipe("a red circle", num_inference_steps=8, guidance_scale=1.0, output_type="pt", generator=gen).images
+    assert seen[0].shape == (1, 144, 56)
+    torch.testing.assert_close(seen[0][0, :, 48:], feats, rtol=0, atol=0)
+    monkeypatch.undo()
+    enable_spectrum(pipe, SpectrumConfig(num_inference_steps=8, warmup_steps=2, window_size=2))
+    cached = pipe("a red circle", num_inference_steps=8, guidance_scale=1.0, output_type="pt",
+                  generator=torch.Generator().manual_seed(0)).images
+    assert cached.shape == plain.shape and torch.isfinite(cached).all()
+    assert not torch.equal(cached, plain)  # some steps were forecast
+    for bad in (["--position-channels", "6"], ["--position-channels", "-4"]):
+        with pytest.raises(SystemExit):
+            main(["--out", str(out), "--ckpt-dir", str(tmp_path / "z"), "--steps", "1", *TINY, *bad])
+    with pytest.raises(SystemExit, match="--position-channels"):
+        main(["--out", str(out), "--ckpt-dir", str(tmp_path / "k"), "--steps", "2", "--resume", "--patch", "4", *TINY])

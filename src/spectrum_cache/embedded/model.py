@@ -3,8 +3,10 @@
 The denoiser is diffusers' FluxTransformer2DModel itself (dual-stream then single-stream MM-DiT blocks,
 3-axis RoPE, AdaLN), only small. There is no VAE: like FLUX packs 2x2 latent patches into one token,
 we pack PATCHxPATCH RGB pixel patches (6x6x3 = 108 channels) into one token, so a 48x48 image is an
-8x8 grid of 64 tokens. The patch size of a model is read from its in_channels (patch_size_of), so the
-first embedded model (32x32 pixels, 4x4 patches) still loads and samples.
+8x8 grid of 64 tokens. The patch size of a model is read from its output channels (patch_size_of), so
+the first embedded model (32x32 pixels, 4x4 patches) still loads and samples. A model may also take
+coordinate channels after each token's pixels (position_features); their count is in_channels less
+out_channels.
 """
 
 from __future__ import annotations
@@ -22,15 +24,19 @@ POSITION_UNITS = ("token", "pixel")
 
 
 def transformer_config(width: int = 192, heads: int = 6, dual: int = 2, single: int = 4, text_dim: int = 128,
-                       patch: int = PATCH) -> dict[str, Any]:
+                       patch: int = PATCH, position_channels: int = 0) -> dict[str, Any]:
     """FluxTransformer2DModel kwargs; head_dim = width / heads, split over the RoPE axes (t, y, x); tokens
-    are patch x patch RGB pixel patches."""
+    are patch x patch RGB pixel patches, followed by `position_channels` coordinate features (see
+    position_features) on the input only."""
+    if position_channels < 0 or position_channels % 4:
+        raise ValueError(f"position_channels must be a non-negative multiple of 4, got {position_channels}")
     head_dim = width // heads
     # RoPE axis dims must be even. The t axis is always 0 (as in FLUX), so give most of the head to y, x.
     axis = (head_dim * 3 // 8) // 2 * 2
     return dict(
         patch_size=1,
-        in_channels=CHANNELS * patch * patch,
+        in_channels=CHANNELS * patch * patch + position_channels,
+        out_channels=CHANNELS * patch * patch,
         num_layers=dual,
         num_single_layers=single,
         attention_head_dim=head_dim,
@@ -61,11 +67,54 @@ def build_models(tcfg: dict[str, Any], ecfg: dict[str, Any]) -> tuple[FluxTransf
 
 
 def patch_size_of(transformer: FluxTransformer2DModel) -> int:
-    """Pixel patch side of a model: its token has CHANNELS * patch**2 channels."""
-    patch = round((transformer.config.in_channels / CHANNELS) ** 0.5)
-    if CHANNELS * patch * patch != transformer.config.in_channels:
-        raise ValueError(f"in_channels {transformer.config.in_channels} is not {CHANNELS} * patch**2")
+    """Pixel patch side of a model: its output token has CHANNELS * patch**2 channels."""
+    channels = transformer.config.out_channels or transformer.config.in_channels
+    patch = round((channels / CHANNELS) ** 0.5)
+    if CHANNELS * patch * patch != channels:
+        raise ValueError(f"out_channels {channels} is not {CHANNELS} * patch**2")
     return patch
+
+
+def position_channels_of(transformer: FluxTransformer2DModel) -> int:
+    """Coordinate channels a model's input tokens carry after the pixels (0 for the first models)."""
+    return transformer.config.in_channels - CHANNELS * patch_size_of(transformer) ** 2
+
+
+def position_features(height: int, width: int, patch: int, channels: int, device: torch.device | str = "cpu",
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, channels) sin/cos of each patch centre's x and y (fractions of the image side) at
+    channels / 4 frequencies (pi, 2 pi, ...), to be appended to the pixel tokens.
+
+    FLUX's only absolute position signal is RoPE between image queries and text keys, which sit at
+    position 0; our small model did not learn it (the same seed drew "on the left" and "on the right"
+    in the same place). FLUX.1 Fill and its Canny/Depth models append conditioning channels to the
+    packed latents the same way (in_channels > out_channels), so the transformer's code path is FLUX's.
+    """
+    if channels < 0 or channels % 4:
+        raise ValueError(f"position channels must be a non-negative multiple of 4, got {channels}")
+    rows, cols = height // patch, width // patch
+    y = (torch.arange(rows, dtype=torch.float64) + 0.5) * patch / height
+    x = (torch.arange(cols, dtype=torch.float64) + 0.5) * patch / width
+    yy, xx = (g.reshape(-1, 1) for g in torch.meshgrid(y, x, indexing="ij"))
+    freqs = torch.pi * torch.arange(1, channels // 4 + 1, dtype=torch.float64)
+    feats = [torch.sin(xx * freqs), torch.cos(xx * freqs), torch.sin(yy * freqs), torch.cos(yy * freqs)]
+    return torch.cat(feats, dim=1).to(device=device, dtype=dtype)
+
+
+def model_position_features(transformer: FluxTransformer2DModel, height: int, width: int,
+                            device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor | None:
+    """The coordinate channels `transformer` takes after the pixels of each token, or None if it takes none."""
+    channels = position_channels_of(transformer)
+    if channels == 0:
+        return None
+    return position_features(height, width, patch_size_of(transformer), channels, device, dtype)
+
+
+def denoiser_input(tokens: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+    """The transformer's hidden_states: the pixel tokens, with the coordinate channels (if any) appended."""
+    if features is None:
+        return tokens
+    return torch.cat([tokens, features.expand(tokens.shape[0], -1, -1)], dim=-1)
 
 
 def pack(images: torch.Tensor, patch: int = PATCH) -> torch.Tensor:

@@ -8,7 +8,8 @@ on FLUX.1, with two differences that matter for caches:
   inside `transformer.cache_context("cond")` and the unconditional one inside `cache_context("uncond")`
   (never batched), so per-branch cache state stays separate;
 - there is no VAE: tokens are RGB pixel patches (6x6 for the shipped model; the side is read from
-  the transformer's in_channels, so the first 32x32 model with 4x4 patches loads too).
+  the transformer's output channels, so the first 32x32 model with 4x4 patches loads too), followed
+  on the input by the coordinate channels a model was trained with, if any (model.position_features).
 
 Scheduler choice: FlowMatchEulerDiscreteScheduler with a static shift of 1.0 and
 use_dynamic_shifting=False. FLUX shifts by image size because large latents stay recognisable at high
@@ -26,7 +27,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
 from .data import IMAGE_SIZE
-from .model import POSITION_UNITS, image_ids, pack, patch_size_of, text_ids, unpack
+from .model import POSITION_UNITS, denoiser_input, image_ids, model_position_features, pack, patch_size_of, text_ids, unpack
 from .text_encoder import TinyTextEncoder
 from .tokenizer import WordTokenizer
 
@@ -75,9 +76,9 @@ class EmbeddedPipeline(DiffusionPipeline):
         return seq.to(dtype), pooled.to(dtype)
 
     def _denoise(self, latents: torch.Tensor, seq: torch.Tensor, pooled: torch.Tensor, t: torch.Tensor,
-                 img_ids: torch.Tensor, txt_ids: torch.Tensor) -> torch.Tensor:
+                 img_ids: torch.Tensor, txt_ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         out = self.transformer(
-            hidden_states=latents,
+            hidden_states=denoiser_input(latents, features),
             encoder_hidden_states=seq,
             pooled_projections=pooled,
             timestep=t / 1000,
@@ -144,6 +145,7 @@ class EmbeddedPipeline(DiffusionPipeline):
         latents = latents.to(device, dtype)
         img_ids = image_ids(height, width, device, dtype, patch, self.config.get("position_unit", "token"))
         txt_ids = text_ids(prompt_embeds.shape[1], device, dtype)
+        features = model_position_features(self.transformer, height, width, device, dtype)
 
         # Every call resets the scheduler, so caches keyed on its step index see a fresh run.
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
@@ -157,10 +159,10 @@ class EmbeddedPipeline(DiffusionPipeline):
                 # Where the loop is, for caches that need it (diffusers' SeaCache); Spectrum reads the scheduler.
                 where = {"step_index": i, "sigma": float(self.scheduler.sigmas[i]), "num_inference_steps": len(timesteps)}
                 with self.transformer.cache_context("cond", **where):
-                    velocity = self._denoise(latents, prompt_embeds, pooled_prompt_embeds, tt, img_ids, txt_ids)
+                    velocity = self._denoise(latents, prompt_embeds, pooled_prompt_embeds, tt, img_ids, txt_ids, features)
                 if do_cfg:
                     with self.transformer.cache_context("uncond", **where):
-                        uncond = self._denoise(latents, neg_embeds, neg_pooled, tt, img_ids, txt_ids)
+                        uncond = self._denoise(latents, neg_embeds, neg_pooled, tt, img_ids, txt_ids, features)
                     velocity = uncond + guidance_scale * (velocity - uncond)
                 latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
                 bar.update()

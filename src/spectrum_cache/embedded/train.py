@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import IMAGE_SIZE, make_batch
-from .model import PATCH, POSITION_UNITS, build_models, image_ids, pack, patch_size_of, text_encoder_config, text_ids, transformer_config
+from .model import PATCH, POSITION_UNITS, build_models, denoiser_input, model_position_features, image_ids, pack, patch_size_of, text_encoder_config, text_ids, transformer_config
 from .tokenizer import WordTokenizer
 
 STATE_FILE = "state.pt"
@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--single", type=int, default=4, help="single-stream blocks")
     p.add_argument("--patch", type=int, default=PATCH,
                    help=f"side of the RGB pixel patch one token carries (default {PATCH}: 64 tokens of 48x48 pixels)")
+    p.add_argument("--position-channels", type=int, default=0,
+                   help="coordinate channels (sin/cos of x and y, a multiple of 4) appended to every input token; 0 (the "
+                        "shipped weights) leaves absolute position to RoPE alone (model.position_features says why)")
     p.add_argument("--text-width", type=int, default=128)
     p.add_argument("--text-layers", type=int, default=2)
     p.add_argument("--text-heads", type=int, default=4)
@@ -71,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0.0 <= args.cooldown < 1.0:
         p.error(f"--cooldown must be in [0, 1), got {args.cooldown}")
+    if args.position_channels < 0 or args.position_channels % 4:
+        p.error(f"--position-channels must be a non-negative multiple of 4, got {args.position_channels}")
     if args.patch < 1 or IMAGE_SIZE % args.patch:
         p.error(f"--patch must divide the image side {IMAGE_SIZE}, got {args.patch}")
     return args
@@ -114,8 +119,9 @@ def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch
     seq, pooled = text_encoder(batch["input_ids"])
     h, w = x0.shape[-2:]
     patch = patch_size_of(transformer)
+    features = model_position_features(transformer, h, w)
     pred = transformer(
-        hidden_states=pack(xt, patch),
+        hidden_states=denoiser_input(pack(xt, patch), features),
         encoder_hidden_states=seq,
         pooled_projections=pooled,
         timestep=t,  # FluxTransformer2DModel multiplies by 1000 inside, as the FLUX pipeline expects
@@ -158,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ckpt_dir = args.ckpt_dir
     state_path = os.path.join(ckpt_dir, STATE_FILE)
     tokenizer = WordTokenizer()
-    tcfg = transformer_config(args.width, args.heads, args.dual, args.single, args.text_width, args.patch)
+    tcfg = transformer_config(args.width, args.heads, args.dual, args.single, args.text_width, args.patch,
+                              args.position_channels)
     ecfg = text_encoder_config(len(tokenizer), args.text_width, args.text_layers, args.text_heads, tokenizer.model_max_length)
     torch.manual_seed(args.seed)  # parameter initialisation
     transformer, text_encoder = build_models(tcfg, ecfg)
@@ -168,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     step, elapsed, losses = 0, 0.0, []
     if args.resume:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
-        for flag, default in (("prediction", "velocity"), ("position_unit", "token"), ("patch", PATCH)):
+        for flag, default in (("prediction", "velocity"), ("position_unit", "token"), ("patch", PATCH),
+                              ("position_channels", 0)):
             trained_for, asked = state.get("args", {}).get(flag, default), getattr(args, flag)
             if trained_for != asked:
                 option = "--" + flag.replace("_", "-")
