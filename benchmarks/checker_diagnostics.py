@@ -1,11 +1,15 @@
-"""Why does the embedded model miss the checker's target? Two probes, no cache involved.
+"""Why does the embedded model miss the checker's target? Three probes, no cache involved.
 
     python benchmarks/checker_diagnostics.py                       # the shipped weights
     python benchmarks/checker_diagnostics.py --weights FOLDER      # any embedded-pipeline folder
 
 1. Does the shape word move the drawing? "a large red circle / square / triangle", a few seeds each: the
    mean compactness of the red mask per shape word (renders: about 0.92, 0.79 and 0.57).
-2. Is the checker the limit? The held-out evaluation scored as the checker does, with holes in each
+2. Do the position and size words move the drawing? "a red circle on the left / on the right / at the
+   top / at the bottom / in the center" and "a small / large red circle", the same seeds for every
+   phrase: the red mask's mean centroid (x, y as fractions of the image) and mean r95 in pixels,
+   beside the middle of the region the data draws each position from.
+3. Is the checker the limit? The held-out evaluation scored as the checker does, with holes in each
    colour's mask filled, with only its largest connected region kept, and with both; and the same for
    ground-truth renders of those scenes.
 
@@ -25,21 +29,36 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from spectrum_cache.embedded import checker, evaluate, load_pipeline  # noqa: E402
-from spectrum_cache.embedded.data import SHAPES, render_array  # noqa: E402
+from spectrum_cache.embedded.data import POSITION_PHRASES, POSITIONS, SHAPES, SIZES, render_array  # noqa: E402
 
 VARIANTS = ("as the checker", "holes filled", "largest region", "both")
+
+
+def _red_masks(pipe, caption: str, seeds: int, steps: int, guidance: float) -> list[dict[str, float]]:
+    gens = [torch.Generator().manual_seed(i) for i in range(seeds)]
+    images = pipe([caption] * seeds, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                  output_type="pil").images
+    found = [checker.describe(checker.color_mask(checker._as_array(im), "red")) for im in images]
+    return [f for f in found if f is not None]
 
 
 def shape_word_compactness(pipe, seeds: int, steps: int, guidance: float) -> dict[str, tuple[int, float]]:
     """Per shape word: (images where red was found, mean compactness of the red mask)."""
     out = {}
     for shape in SHAPES:
-        gens = [torch.Generator().manual_seed(i) for i in range(seeds)]
-        images = pipe([f"a large red {shape}"] * seeds, num_inference_steps=steps, guidance_scale=guidance,
-                      generator=gens, output_type="pil").images
-        found = [checker.describe(checker.color_mask(checker._as_array(im), "red")) for im in images]
-        values = [f["compactness"] for f in found if f is not None]
+        values = [f["compactness"] for f in _red_masks(pipe, f"a large red {shape}", seeds, steps, guidance)]
         out[shape] = (len(values), float(np.mean(values)) if values else float("nan"))
+    return out
+
+
+def position_and_size_words(pipe, seeds: int, steps: int, guidance: float) -> dict[str, tuple[int, float, float, float]]:
+    """Per caption: (images where red was found, mean centroid x, mean centroid y, mean r95 in pixels)."""
+    captions = [f"a red circle {POSITION_PHRASES[p]}" for p in POSITIONS] + [f"a {s} red circle" for s in SIZES]
+    out = {}
+    for caption in captions:
+        found = _red_masks(pipe, caption, seeds, steps, guidance)
+        means = [float(np.mean([f[k] for f in found])) if found else float("nan") for k in ("x", "y", "radius")]
+        out[caption] = (len(found), *means)
     return out
 
 
@@ -83,6 +102,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"shape word -> compactness of the drawn red mask ({args.seeds} seeds, {args.steps} steps, guidance {args.guidance:g}):")
     for shape, (found, mean) in shape_word_compactness(pipe, args.seeds, args.steps, args.guidance).items():
         print(f"  {shape}: {mean:.3f} ({found} of {args.seeds} found)")
+    print("position / size word -> the drawn red mask (same seeds for every caption; data: middle of the region):")
+    for caption, (found, x, y, r95) in position_and_size_words(pipe, args.seeds, args.steps, args.guidance).items():
+        word = caption.split()[-1] if caption.split()[-1] in POSITIONS else None
+        region = f", data ({np.mean(POSITIONS[word][:2]):.2f}, {np.mean(POSITIONS[word][2:]):.2f})" if word else ""
+        print(f"  {caption}: x {x:.2f}, y {y:.2f}, r95 {r95:.1f} px ({found} of {args.seeds} found{region})")
     scenes = evaluate.eval_scenes(args.num)
     images = []
     for start in range(0, args.num, 16):

@@ -19,6 +19,13 @@ def test_checker_diagnostics_smoke() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     shapes = re.findall(r"^  (circle|square|triangle): (nan|[\d.]+) \((\d) of 2 found\)$", done.stdout, re.M)
     assert [s[0] for s in shapes] == ["circle", "square", "triangle"], done.stdout
+    words = re.findall(r"^  (a [a-z ]+): x (nan|[\d.]+), y (nan|[\d.]+), r95 (nan|[\d.]+) px \((\d) of 2 found(, data \(([\d.]+), ([\d.]+)\))?\)$",
+                       done.stdout, re.M)
+    assert [w[0] for w in words] == ["a red circle on the left", "a red circle on the right", "a red circle at the top",
+                                     "a red circle at the bottom", "a red circle in the center", "a small red circle",
+                                     "a large red circle"], done.stdout
+    assert [(w[6], w[7]) for w in words[:2]] == [("0.24", "0.50"), ("0.76", "0.50")], done.stdout  # the data's regions
+    assert all(w[5] == "" for w in words[5:]), done.stdout
     rows = re.findall(r"^  ([a-z ]+): ([\d.]+) / ([\d.]+)$", done.stdout, re.M)
     scores = {name: (float(model), float(truth)) for name, model, truth in rows}
     assert set(scores) == {"as the checker", "holes filled", "largest region", "both"}, done.stdout
