@@ -421,3 +421,18 @@ def test_position_channels_give_the_transformer_coordinates_and_spectrum_still_r
             main(["--out", str(out), "--ckpt-dir", str(tmp_path / "z"), "--steps", "1", *TINY, *bad])
     with pytest.raises(SystemExit, match="--position-channels"):
         main(["--out", str(out), "--ckpt-dir", str(tmp_path / "k"), "--steps", "2", "--resume", "--patch", "4", *TINY])
+
+
+def test_timestep_shift_moves_training_toward_high_noise() -> None:
+    """--timestep-shift s maps each step's logit-normal t to s t / (1 + (s - 1) t), nothing else changes."""
+    from spectrum_cache.embedded.train import parse_args, training_batch
+
+    tokenizer = WordTokenizer()
+    plain = training_batch(7, parse_args(["--out", "x", "--batch-size", "64"]), tokenizer)
+    shifted = training_batch(7, parse_args(["--out", "x", "--batch-size", "64", "--timestep-shift", "3"]), tokenizer)
+    torch.testing.assert_close(shifted["t"], 3 * plain["t"] / (1 + 2 * plain["t"]))
+    assert (shifted["t"] > plain["t"]).all() and (shifted["t"] < 1).all()
+    for key in ("x0", "noise", "input_ids"):
+        assert torch.equal(shifted[key], plain[key]), key
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--timestep-shift", "0"])

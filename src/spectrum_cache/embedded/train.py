@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--position-unit", choices=POSITION_UNITS, default="token",
                    help="unit of the image tokens' RoPE positions: patches as in FLUX (the shipped weights), or pixels "
                         "(model.image_ids says why)")
+    p.add_argument("--timestep-shift", type=float, default=1.0,
+                   help="SD3's shift of the logit-normal timesteps, t -> s t / (1 + (s - 1) t): above 1 trains more at "
+                        "high noise, where the layout is decided; 1 (the shipped weights) leaves them as drawn")
     p.add_argument("--caption-dropout", type=float, default=0.1, help="fraction of empty captions (for CFG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=192, help="transformer width (heads * head_dim)")
@@ -74,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0.0 <= args.cooldown < 1.0:
         p.error(f"--cooldown must be in [0, 1), got {args.cooldown}")
+    if args.timestep_shift <= 0:
+        p.error(f"--timestep-shift must be positive, got {args.timestep_shift}")
     if args.position_channels < 0 or args.position_channels % 4:
         p.error(f"--position-channels must be a non-negative multiple of 4, got {args.position_channels}")
     if args.patch < 1 or IMAGE_SIZE % args.patch:
@@ -106,6 +111,7 @@ def training_batch(step: int, args: argparse.Namespace, tokenizer: WordTokenizer
     noise = torch.randn(x0.shape, generator=gen)
     # Logit-normal timesteps (SD3): most weight on mid noise levels, where composition is decided.
     t = torch.sigmoid(torch.randn(x0.shape[0], generator=gen))
+    t = args.timestep_shift * t / (1 + (args.timestep_shift - 1) * t)
     return {"x0": x0, "noise": noise, "t": t, "input_ids": tokenizer.ids(captions)}
 
 
@@ -176,7 +182,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.resume:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         for flag, default in (("prediction", "velocity"), ("position_unit", "token"), ("patch", PATCH),
-                              ("position_channels", 0)):
+                              ("position_channels", 0), ("timestep_shift", 1.0)):
             trained_for, asked = state.get("args", {}).get(flag, default), getattr(args, flag)
             if trained_for != asked:
                 option = "--" + flag.replace("_", "-")
