@@ -436,3 +436,31 @@ def test_timestep_shift_moves_training_toward_high_noise() -> None:
         assert torch.equal(shifted[key], plain[key]), key
     with pytest.raises(SystemExit):
         parse_args(["--out", "x", "--timestep-shift", "0"])
+
+
+def test_frozen_text_encoder_keeps_its_seeded_weights(tmp_path: Path) -> None:
+    """--freeze-text-encoder: the exported text encoder is the seeded initialisation, the transformer
+    trains, and a checkpoint refuses to resume without the flag."""
+    from spectrum_cache.embedded.train import main
+
+    for name, flag in (("frozen", ["--freeze-text-encoder"]), ("joint", [])):
+        main(["--out", str(tmp_path / name), "--ckpt-dir", str(tmp_path / f"{name}_ckpt"), "--steps", "2", *TINY, *flag])
+    frozen, joint = _state(tmp_path / "frozen_ckpt"), _state(tmp_path / "joint_ckpt")
+    for key in ("text_encoder", "ema_text_encoder"):
+        moved = [n for n, v in joint[key].items() if not torch.equal(v, frozen[key][n])]
+        assert moved, key  # the joint run trained its text encoder; the frozen one kept the seeded one
+    from spectrum_cache.embedded.model import build_models, text_encoder_config, transformer_config
+
+    torch.manual_seed(0)
+    tokenizer = WordTokenizer()
+    seeded_transformer, seeded = build_models(transformer_config(32, 2, 1, 1, 32),
+                                              text_encoder_config(len(tokenizer), 32, 1, 2, tokenizer.model_max_length))
+    for n, v in seeded.state_dict().items():
+        assert torch.equal(frozen["text_encoder"][n], v), n
+        assert torch.equal(frozen["ema_text_encoder"][n], v), n
+    assert any(not torch.equal(v, frozen["transformer"][n]) for n, v in seeded_transformer.state_dict().items())
+    exported = EmbeddedPipeline.from_pretrained(tmp_path / "frozen", dtype=torch.float32)
+    for n, v in exported.text_encoder.state_dict().items():
+        torch.testing.assert_close(v, seeded.state_dict()[n].half().float(), rtol=0, atol=0)
+    with pytest.raises(SystemExit, match="--freeze-text-encoder"):
+        main(["--out", str(tmp_path / "frozen"), "--ckpt-dir", str(tmp_path / "frozen_ckpt"), "--steps", "3", "--resume", *TINY])

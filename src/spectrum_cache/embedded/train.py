@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timestep-shift", type=float, default=1.0,
                    help="SD3's shift of the logit-normal timesteps, t -> s t / (1 + (s - 1) t): above 1 trains more at "
                         "high noise, where the layout is decided; 1 (the shipped weights) leaves them as drawn")
+    p.add_argument("--freeze-text-encoder", action="store_true",
+                   help="keep the text encoder at its seeded random initialisation and train the transformer alone "
+                        "(off for the shipped weights, whose text encoder was trained jointly)")
     p.add_argument("--caption-dropout", type=float, default=0.1, help="fraction of empty captions (for CFG)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=192, help="transformer width (heads * head_dim)")
@@ -175,14 +178,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ecfg = text_encoder_config(len(tokenizer), args.text_width, args.text_layers, args.text_heads, tokenizer.model_max_length)
     torch.manual_seed(args.seed)  # parameter initialisation
     transformer, text_encoder = build_models(tcfg, ecfg)
-    params = list(transformer.parameters()) + list(text_encoder.parameters())
+    # A frozen text encoder keeps its seeded random weights: trained jointly, ours learnt colour words
+    # and lost position words (TRAINING.md, "What stops the model following position words").
+    text_encoder.requires_grad_(not args.freeze_text_encoder)
+    params = list(transformer.parameters()) + [p for p in text_encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     ema_t, ema_e = copy.deepcopy(transformer).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     step, elapsed, losses = 0, 0.0, []
     if args.resume:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         for flag, default in (("prediction", "velocity"), ("position_unit", "token"), ("patch", PATCH),
-                              ("position_channels", 0), ("timestep_shift", 1.0)):
+                              ("position_channels", 0), ("timestep_shift", 1.0),
+                              ("freeze_text_encoder", False)):
             trained_for, asked = state.get("args", {}).get(flag, default), getattr(args, flag)
             if trained_for != asked:
                 option = "--" + flag.replace("_", "-")
@@ -193,7 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ema_e.load_state_dict(state["ema_text_encoder"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
-    ema_params = list(ema_t.parameters()) + list(ema_e.parameters())
+    ema_params = list(ema_t.parameters()) + ([] if args.freeze_text_encoder else list(ema_e.parameters()))
     # The compiled wrapper shares the transformer's parameters; checkpoints and the EMA use the module itself.
     forward_model = torch.compile(transformer) if args.compile else transformer
 
