@@ -345,6 +345,19 @@ def test_training_with_another_patch_side_exports_a_pipeline_that_samples(tmp_pa
         main(["--out", str(out), "--ckpt-dir", str(tmp_path / "q"), "--steps", "1", "--patch", "5", *TINY])
 
 
+def _record_transformer_argument(pipe: EmbeddedPipeline, monkeypatch: pytest.MonkeyPatch, name: str) -> list[torch.Tensor]:
+    """Copies of the keyword argument `name` of every transformer call the pipeline makes from now on."""
+    seen: list[torch.Tensor] = []
+    forward = pipe.transformer.forward
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs[name].clone())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    return seen
+
+
 def test_pixel_position_unit_reaches_the_transformer_and_survives_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--position-unit pixel: the exported pipeline says so in its config and feeds the transformer RoPE
     positions of row * patch, col * patch; a checkpoint refuses to resume under another unit or patch."""
@@ -356,14 +369,7 @@ def test_pixel_position_unit_reaches_the_transformer_and_survives_export(tmp_pat
           "--position-unit", "pixel", *TINY])
     pipe = EmbeddedPipeline.from_pretrained(out, dtype=torch.float32)
     assert pipe.config.position_unit == "pixel"
-    seen: list[torch.Tensor] = []
-    forward = pipe.transformer.forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["img_ids"].clone())
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    seen = _record_transformer_argument(pipe, monkeypatch, "img_ids")
     pipe("a red circle", num_inference_steps=2, guidance_scale=1.0, output_type="pt")
     assert len(seen) == 2
     tokens = image_ids(48, 48, patch=4)
@@ -398,14 +404,7 @@ def test_position_channels_give_the_transformer_coordinates_and_spectrum_still_r
     expected = [np.sin(np.pi * x), np.sin(2 * np.pi * x), np.cos(np.pi * x), np.cos(2 * np.pi * x),
                 np.sin(np.pi * y), np.sin(2 * np.pi * y), np.cos(np.pi * y), np.cos(2 * np.pi * y)]
     np.testing.assert_allclose(feats[11].numpy(), expected, atol=1e-6)
-    seen: list[torch.Tensor] = []
-    forward = pipe.transformer.forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["hidden_states"].clone())
-        return forward(*args, **kwargs)
-
-    monkeypatch.setattr(pipe.transformer, "forward", spy)
+    seen = _record_transformer_argument(pipe, monkeypatch, "hidden_states")
     gen = torch.Generator().manual_seed(0)
     plain = pipe("a red circle", num_inference_steps=8, guidance_scale=1.0, output_type="pt", generator=gen).images
     assert seen[0].shape == (1, 144, 56)
