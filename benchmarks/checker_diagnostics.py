@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {shape}: {mean:.3f} ({found} of {args.seeds} found)")
     print("position / size word -> the drawn red mask (same seeds for every caption; data: middle of the region):")
     for caption, (found, x, y, r95) in position_and_size_words(pipe, args.seeds, args.steps, args.guidance).items():
-        word = caption.split()[-1] if caption.split()[-1] in POSITIONS else None
-        region = f", data ({np.mean(POSITIONS[word][:2]):.2f}, {np.mean(POSITIONS[word][2:]):.2f})" if word else ""
+        word = caption.rsplit(" ", 1)[-1]
+        region = f", data ({np.mean(POSITIONS[word][:2]):.2f}, {np.mean(POSITIONS[word][2:]):.2f})" if word in POSITIONS else ""
         print(f"  {caption}: x {x:.2f}, y {y:.2f}, r95 {r95:.1f} px ({found} of {args.seeds} found{region})")
     scenes = evaluate.eval_scenes(args.num)
     images = []

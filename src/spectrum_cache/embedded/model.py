@@ -23,13 +23,17 @@ CHANNELS = 3
 POSITION_UNITS = ("token", "pixel")
 
 
+def _check_position_channels(channels: int) -> None:
+    if channels < 0 or channels % 4:
+        raise ValueError(f"position_channels must be a non-negative multiple of 4, got {channels}")
+
+
 def transformer_config(width: int = 192, heads: int = 6, dual: int = 2, single: int = 4, text_dim: int = 128,
                        patch: int = PATCH, position_channels: int = 0) -> dict[str, Any]:
     """FluxTransformer2DModel kwargs; head_dim = width / heads, split over the RoPE axes (t, y, x); tokens
     are patch x patch RGB pixel patches, followed by `position_channels` coordinate features (see
     position_features) on the input only."""
-    if position_channels < 0 or position_channels % 4:
-        raise ValueError(f"position_channels must be a non-negative multiple of 4, got {position_channels}")
+    _check_position_channels(position_channels)
     head_dim = width // heads
     # RoPE axis dims must be even. The t axis is always 0 (as in FLUX), so give most of the head to y, x.
     axis = (head_dim * 3 // 8) // 2 * 2
@@ -85,13 +89,13 @@ def position_features(height: int, width: int, patch: int, channels: int, device
     """(N, channels) sin/cos of each patch centre's x and y (fractions of the image side) at
     channels / 4 frequencies (pi, 2 pi, ...), to be appended to the pixel tokens.
 
-    FLUX's only absolute position signal is RoPE between image queries and text keys, which sit at
-    position 0; our small model did not learn it (the same seed drew "on the left" and "on the right"
-    in the same place). FLUX.1 Fill and its Canny/Depth models append conditioning channels to the
-    packed latents the same way (in_channels > out_channels), so the transformer's code path is FLUX's.
+    They give each token its absolute position directly, where FLUX has only RoPE between image queries
+    and text keys (at position 0). They were added while tracing why our model ignores position words;
+    alone they did not fix that (TRAINING.md). FLUX.1 Fill and its Canny/Depth models append conditioning
+    channels to the packed latents the same way (in_channels > out_channels), so the transformer's code
+    path is FLUX's.
     """
-    if channels < 0 or channels % 4:
-        raise ValueError(f"position channels must be a non-negative multiple of 4, got {channels}")
+    _check_position_channels(channels)
     rows, cols = height // patch, width // patch
     y = (torch.arange(rows, dtype=torch.float64) + 0.5) * patch / height
     x = (torch.arange(cols, dtype=torch.float64) + 0.5) * patch / width

@@ -143,7 +143,7 @@ class EmbeddedPipeline(DiffusionPipeline):
                 noise = torch.randn(shape, generator=generator, device="cpu")
             latents = pack(noise, patch)
         latents = latents.to(device, dtype)
-        img_ids = image_ids(height, width, device, dtype, patch, self.config.get("position_unit", "token"))
+        img_ids = image_ids(height, width, device, dtype, patch, self.config.position_unit)
         txt_ids = text_ids(prompt_embeds.shape[1], device, dtype)
         features = model_position_features(self.transformer, height, width, device, dtype)
 
