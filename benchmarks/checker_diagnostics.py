@@ -12,6 +12,11 @@
 3. Is the checker the limit? The held-out evaluation scored as the checker does, with holes in each
    colour's mask filled, with only its largest connected region kept, and with both; and the same for
    ground-truth renders of those scenes.
+4. Where is the picture lost? (`--from-truth 1,0.7,0.5,0.3`) The held-out scenes' ground-truth renders
+   noised to t0 (x = (1 - t0) x0 + t0 noise), then sampled to 0 with the pipeline's Euler steps and CFG
+   (round(steps * t0) of them), and scored by the checker. t0 = 1 is plain sampling; the lower t0, the
+   more of the true layout the model is given, so the t0 at which the score recovers says whether the
+   model fails at composing the scene (high noise) or at drawing it (low noise).
 
 Needs scipy (in the dev extra) for the mask clean-up.
 """
@@ -29,7 +34,10 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from spectrum_cache.embedded import checker, evaluate, load_pipeline  # noqa: E402
-from spectrum_cache.embedded.data import POSITION_PHRASES, POSITIONS, SHAPES, SIZES, render_array  # noqa: E402
+from spectrum_cache.embedded.data import POSITION_PHRASES, POSITIONS, SHAPES, SIZES, render_array, to_tensor_array  # noqa: E402
+from spectrum_cache.embedded.model import (  # noqa: E402
+    image_ids, model_position_features, pack, patch_size_of, text_ids, unpack,
+)
 
 VARIANTS = ("as the checker", "holes filled", "largest region", "both")
 
@@ -87,6 +95,34 @@ def score(images: list[np.ndarray], scenes: list, variant: str) -> float:
         checker.describe = describe
 
 
+@torch.no_grad()
+def from_truth(pipe, scenes: list, t0: float, steps: int, guidance: float, seed: int = 0) -> checker.Score:
+    """Checker score of samples started from the scenes' renders noised to t0 (SDEdit), same noise per t0."""
+    x0 = torch.tensor(np.stack([to_tensor_array(np.round(render_array(s))) for s in scenes]))
+    size, patch = x0.shape[-1], patch_size_of(pipe.transformer)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    latents = pack((1 - t0) * x0 + t0 * noise, patch)
+    cond, cond_pooled = pipe.encode_prompt([s.caption for s in scenes])
+    uncond, uncond_pooled = pipe.encode_prompt([""] * len(scenes))
+    img_ids = image_ids(size, size, "cpu", latents.dtype, patch, pipe.config.position_unit)
+    txt_ids = text_ids(cond.shape[1], "cpu", latents.dtype)
+    features = model_position_features(pipe.transformer, size, size, "cpu", latents.dtype)
+    # The pipeline's own schedule (sigmas evenly spaced, Euler) restricted to [0, t0].
+    sigmas = np.linspace(t0, 0.0, max(1, round(steps * t0)) + 1)
+    for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:]):
+        t = torch.full((len(scenes),), 1000.0 * sigma)
+        velocity = pipe._denoise(latents, cond, cond_pooled, t, img_ids, txt_ids, features)
+        if guidance > 1:
+            free = pipe._denoise(latents, uncond, uncond_pooled, t, img_ids, txt_ids, features)
+            velocity = free + guidance * (velocity - free)
+        latents = latents + (next_sigma - sigma) * velocity
+    images = unpack(latents, size, size, patch).mul(0.5).add(0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    total = checker.Score()
+    for image, scene in zip(images, scenes):
+        total.add(checker.score_image(image, scene))
+    return total
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=None, help="pipeline folder (default: the shipped weights)")
@@ -95,7 +131,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--from-truth", default="", metavar="T0,...",
+                   help="also probe 4: start the sampler from the renders noised to these t0 in (0, 1]")
     args = p.parse_args(argv)
+    try:
+        starts = [float(v) for v in args.from_truth.split(",")] if args.from_truth else []
+    except ValueError:
+        p.error(f"--from-truth takes comma-separated numbers in (0, 1], got {args.from_truth!r}")
+    if any(not 0 < t0 <= 1 for t0 in starts):
+        p.error(f"--from-truth takes comma-separated numbers in (0, 1], got {args.from_truth!r}")
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(weights=args.weights)
     pipe.set_progress_bar_config(disable=True)
@@ -118,6 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"checker accuracy on {args.num} held-out captions (model / ground-truth renders):")
     for variant in VARIANTS:
         print(f"  {variant}: {score(images, scenes, variant):.3f} / {score(truth, scenes, variant):.3f}")
+    if starts:
+        print(f"started from the renders noised to t0 ({args.num} held-out captions, guidance {args.guidance:g}):")
+    for t0 in starts:
+        total = from_truth(pipe, scenes, t0, args.steps, args.guidance)
+        parts = " ".join(f"{a} {total.correct[a] / max(1, total.total[a]):.3f}" for a in checker.ATTRIBUTES)
+        print(f"  t0 {t0:g}: {total.accuracy:.3f} ({parts})")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""benchmarks/checker_diagnostics.py: both probes run and print their figures; cleaning the masks keeps
-ground-truth renders scoring as the checker does."""
+"""benchmarks/checker_diagnostics.py: the probes run and print their figures; cleaning the masks keeps
+ground-truth renders scoring as the checker does; a sampler started from a barely noised render gives
+the render back."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "checker_diagnosti
 
 def test_checker_diagnostics_smoke() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--seeds", "2", "--num", "8", "--steps", "3", "--threads", "1"],
+    done = subprocess.run([sys.executable, str(SCRIPT), "--seeds", "2", "--num", "8", "--steps", "3", "--threads", "1",
+                           "--from-truth", "1,0.02"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     shapes = re.findall(r"^  (circle|square|triangle): (nan|[\d.]+) \((\d) of 2 found\)$", done.stdout, re.M)
@@ -33,3 +35,16 @@ def test_checker_diagnostics_smoke() -> None:
         assert 0.0 <= model <= 1.0
         # Renders have solid, single-region masks: cleaning them must not cost the checker its accuracy.
         assert truth >= 0.9, done.stdout
+    starts = dict(re.findall(r"^  t0 ([\d.]+): ([\d.]+) \(color [\d.]+ shape [\d.]+ position [\d.]+ size [\d.]+\)$",
+                             done.stdout, re.M))
+    assert set(starts) == {"1", "0.02"}, done.stdout
+    assert 0.0 <= float(starts["1"]) <= 1.0
+    # One Euler step from t0 = 0.02 changes the render by about 2% of a velocity: the checker must see the
+    # truth again (a wrong scale, packing or sign in the probe would not).
+    assert float(starts["0.02"]) >= 0.9, done.stdout
+
+
+def test_checker_diagnostics_rejects_bad_from_truth() -> None:
+    for bad in ("0", "1.5", "a"):
+        done = subprocess.run([sys.executable, str(SCRIPT), "--from-truth", bad], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "--from-truth takes comma-separated numbers in (0, 1]" in done.stderr, done.stderr
