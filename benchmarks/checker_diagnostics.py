@@ -1,4 +1,4 @@
-"""Why does the embedded model miss the checker's target? Three probes, no cache involved.
+"""Why does the embedded model miss the checker's target? Four probes, no cache involved.
 
     python benchmarks/checker_diagnostics.py                       # the shipped weights
     python benchmarks/checker_diagnostics.py --weights FOLDER      # any embedded-pipeline folder
