@@ -13,10 +13,12 @@
    colour's mask filled, with only its largest connected region kept, and with both; and the same for
    ground-truth renders of those scenes.
 4. Where is the picture lost? (`--from-truth 1,0.7,0.5,0.3`) The held-out scenes' ground-truth renders
-   noised to t0 (x = (1 - t0) x0 + t0 noise), then sampled to 0 with the pipeline's Euler steps and CFG
-   (round(steps * t0) of them), and scored by the checker. t0 = 1 is plain sampling; the lower t0, the
-   more of the true layout the model is given, so the t0 at which the score recovers says whether the
-   model fails at composing the scene (high noise) or at drawing it (low noise).
+   noised to t0 (x = (1 - t0) x0 + t0 noise), then sampled to 0 by the pipeline itself (image-to-image
+   with strength t0: the last steps * t0 steps of its schedule, with CFG), and scored by the checker.
+   steps * t0 must be a whole number, so that t0 is on the schedule.
+   t0 = 1 is plain sampling; the lower t0, the more of the true layout the model is given, so the t0 at
+   which the score recovers says whether the model fails at composing the scene (high noise) or at
+   drawing it (low noise).
 
 Needs scipy (in the dev extra) for the mask clean-up.
 """
@@ -34,10 +36,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from spectrum_cache.embedded import checker, evaluate, load_pipeline  # noqa: E402
-from spectrum_cache.embedded.data import POSITION_PHRASES, POSITIONS, SHAPES, SIZES, render_array, to_tensor_array  # noqa: E402
-from spectrum_cache.embedded.model import (  # noqa: E402
-    image_ids, model_position_features, pack, patch_size_of, text_ids, unpack,
-)
+from spectrum_cache.embedded.data import POSITION_PHRASES, POSITIONS, SHAPES, SIZES, render_array  # noqa: E402
 
 VARIANTS = ("as the checker", "holes filled", "largest region", "both")
 
@@ -95,28 +94,11 @@ def score(images: list[np.ndarray], scenes: list, variant: str) -> float:
         checker.describe = describe
 
 
-@torch.no_grad()
 def from_truth(pipe, scenes: list, t0: float, steps: int, guidance: float, seed: int = 0) -> checker.Score:
     """Checker score of samples started from the scenes' renders noised to t0 (SDEdit), same noise per t0."""
-    x0 = torch.tensor(np.stack([to_tensor_array(np.round(render_array(s))) for s in scenes]))
-    size, patch = x0.shape[-1], patch_size_of(pipe.transformer)
-    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
-    latents = pack((1 - t0) * x0 + t0 * noise, patch)
-    cond, cond_pooled = pipe.encode_prompt([s.caption for s in scenes])
-    uncond, uncond_pooled = pipe.encode_prompt([""] * len(scenes))
-    img_ids = image_ids(size, size, "cpu", latents.dtype, patch, pipe.config.position_unit)
-    txt_ids = text_ids(cond.shape[1], "cpu", latents.dtype)
-    features = model_position_features(pipe.transformer, size, size, "cpu", latents.dtype)
-    # The pipeline's own schedule (sigmas evenly spaced, Euler) restricted to [0, t0].
-    sigmas = np.linspace(t0, 0.0, max(1, round(steps * t0)) + 1)
-    for sigma, next_sigma in zip(sigmas[:-1], sigmas[1:]):
-        t = torch.full((len(scenes),), 1000.0 * sigma)
-        velocity = pipe._denoise(latents, cond, cond_pooled, t, img_ids, txt_ids, features)
-        if guidance > 1:
-            free = pipe._denoise(latents, uncond, uncond_pooled, t, img_ids, txt_ids, features)
-            velocity = free + guidance * (velocity - free)
-        latents = latents + (next_sigma - sigma) * velocity
-    images = unpack(latents, size, size, patch).mul(0.5).add(0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    renders = np.stack([np.round(render_array(s)) / 255 for s in scenes]).astype(np.float32)
+    images = pipe([s.caption for s in scenes], image=renders, strength=t0, num_inference_steps=steps,
+                  guidance_scale=guidance, generator=torch.Generator().manual_seed(seed), output_type="np").images
     total = checker.Score()
     for image, scene in zip(images, scenes):
         total.add(checker.score_image(image, scene))
@@ -140,6 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--from-truth takes comma-separated numbers in (0, 1], got {args.from_truth!r}")
     if any(not 0 < t0 <= 1 for t0 in starts):
         p.error(f"--from-truth takes comma-separated numbers in (0, 1], got {args.from_truth!r}")
+    off_grid = [t0 for t0 in starts if abs(args.steps * t0 - round(args.steps * t0)) > 1e-6]
+    if off_grid:
+        # The pipeline starts image-to-image on a step of its schedule; elsewhere it would not start at t0.
+        p.error(f"--from-truth: --steps times each t0 must be a whole number; {off_grid[0]:g} x {args.steps} is not")
     torch.set_num_threads(args.threads)
     pipe = load_pipeline(weights=args.weights)
     pipe.set_progress_bar_config(disable=True)

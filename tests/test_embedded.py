@@ -270,6 +270,83 @@ def test_prompt_embeds_match_prompt(pipe: EmbeddedPipeline) -> None:
     assert torch.allclose(a, b)
 
 
+
+def _render_batch(scenes: list[Scene]) -> np.ndarray:
+    return np.stack([np.round(render_array(s)) / 255 for s in scenes]).astype(np.float32)
+
+
+def test_image_to_image_starts_from_the_noised_image(pipe: EmbeddedPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = sample_scene(3)
+    render = _render_batch([scene])
+    # strength 1 starts from pure noise: the image has no weight, so it is plain text-to-image.
+    plain = pipe(scene.caption, num_inference_steps=4, guidance_scale=1.0, output_type="np",
+                 generator=torch.Generator().manual_seed(5)).images
+    full = pipe(scene.caption, image=render, strength=1.0, num_inference_steps=4, guidance_scale=1.0,
+                output_type="np", generator=torch.Generator().manual_seed(5)).images
+    assert np.allclose(plain, full, atol=1e-6)
+    # One step from sigma 1/50 hands the picture back nearly unchanged; text-to-image does not.
+    kept = pipe(scene.caption, image=render, strength=0.02, num_inference_steps=50, guidance_scale=4.0,
+                output_type="np", generator=torch.Generator().manual_seed(5)).images
+    assert np.abs(kept - render).mean() < 0.02 < np.abs(plain - render).mean()
+    # strength 0.5 of 10 steps runs the schedule's last 5, from t = 500, and says so to the caches.
+    timesteps, where = [], []
+    forward, context = pipe.transformer.forward, pipe.transformer.cache_context
+
+    def recording_forward(*args, **kwargs):
+        timesteps.append(round(float(kwargs["timestep"][0]) * 1000))
+        return forward(*args, **kwargs)
+
+    @contextmanager
+    def recording_context(name: str, **loop_position):
+        where.append(loop_position)
+        with context(name):
+            yield
+
+    monkeypatch.setattr(pipe.transformer, "forward", recording_forward)
+    monkeypatch.setattr(pipe.transformer, "cache_context", recording_context)
+    pipe(scene.caption, image=render, strength=0.5, num_inference_steps=10, guidance_scale=1.0)
+    assert timesteps == [500, 400, 300, 200, 100]
+    assert [w["step_index"] for w in where] == [0, 1, 2, 3, 4]
+    assert all(w["num_inference_steps"] == 5 for w in where)
+    assert [round(w["sigma"], 4) for w in where] == [0.5, 0.4, 0.3, 0.2, 0.1]
+
+
+def test_image_to_image_with_spectrum_plans_only_the_steps_it_runs() -> None:
+    from spectrum_cache import SpectrumConfig, enable_spectrum, spectrum_summary
+    from spectrum_cache.schedule import compute_steps
+
+    pipe = load_pipeline(dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    config = SpectrumConfig(warmup_steps=3)
+    enable_spectrum(pipe, config)
+    scene = sample_scene(4)
+    pipe(scene.caption, image=_render_batch([scene]), strength=0.6, num_inference_steps=20, guidance_scale=1.0)
+    (branch,) = spectrum_summary(pipe).branches
+    assert branch.num_inference_steps == 12
+    assert list(branch.computed_steps) == compute_steps(config, 12)
+    assert branch.forecast_steps  # it did skip passes
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"strength": 0.0, "with_image": True}, "strength must be in"),
+        ({"strength": 1.5, "with_image": True}, "strength must be in"),
+        ({"strength": 0.5}, "needs an image"),
+        ({"with_image": True, "latents": torch.zeros(1, 64, 108)}, "not both"),
+        ({"with_image": True, "prompt": ["a red circle"] * 2}, "image has 1 pictures for a batch of 2"),
+        ({"num_inference_steps": 0}, "num_inference_steps must be a positive"),
+    ],
+)
+def test_image_to_image_bad_input(pipe: EmbeddedPipeline, kwargs: dict, message: str) -> None:
+    kwargs = dict(kwargs)
+    if kwargs.pop("with_image", False):
+        kwargs["image"] = _render_batch([sample_scene(0)])
+    kwargs.setdefault("prompt", "a red circle")
+    with pytest.raises(ValueError, match=message):
+        pipe(num_inference_steps=kwargs.pop("num_inference_steps", 2), **kwargs)
+
+
 # ---------------------------------------------------------------- training
 
 

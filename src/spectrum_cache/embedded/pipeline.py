@@ -23,6 +23,7 @@ import os
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
 
@@ -105,6 +106,8 @@ class EmbeddedPipeline(DiffusionPipeline):
         pooled_prompt_embeds: torch.Tensor | None = None,
         latents: torch.Tensor | None = None,
         return_dict: bool = True,
+        image: PipelineImageInput | None = None,
+        strength: float = 1.0,
     ) -> ImagePipelineOutput | tuple:
         """Generate images.
 
@@ -112,6 +115,12 @@ class EmbeddedPipeline(DiffusionPipeline):
         training resolution (config.sample_size, 48) and must be multiples of the patch side P (6). output_type:
         "pil", "np" (float in [0, 1], NHWC) or "pt" (float in [0, 1], NCHW). `latents`, if given, is the
         initial noise already packed into tokens, shape (B, H/P * W/P, 3*P*P) (see model.pack).
+
+        `image` and `strength` make it image-to-image as in diffusers' FluxImg2ImgPipeline: the image
+        (PIL, NHWC numpy or NCHW tensor in [0, 1], resized to height x width) is noised to the schedule's
+        sigma at step t_start = int(N - N * strength), sigma * noise + (1 - sigma) * image, and sampled
+        from there, so N - t_start steps run. With the even grid used here that sigma is 1 - t_start / N,
+        which is `strength` itself whenever N * strength is a whole number.
         """
         height = height or self.config.sample_size
         width = width or self.config.sample_size
@@ -120,6 +129,16 @@ class EmbeddedPipeline(DiffusionPipeline):
             raise ValueError(f"height and width must be multiples of {patch}, got {height}x{width}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength!r}")
+        if image is None and strength != 1.0:
+            raise ValueError("strength below 1 needs an image to start from")
+        if image is not None and latents is not None:
+            raise ValueError("pass image (with the generator for its noise) or latents, not both")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive whole number, got {num_inference_steps!r}")
+        # Below num_inference_steps for every strength > 0, so at least one step runs.
+        t_start = int(num_inference_steps - num_inference_steps * strength)
         if prompt_embeds is None:
             if prompt is None:
                 raise ValueError("pass prompt or prompt_embeds")
@@ -134,6 +153,10 @@ class EmbeddedPipeline(DiffusionPipeline):
         if do_cfg:
             neg_embeds, neg_pooled = self.encode_prompt([""] * batch)
 
+        if image is not None:
+            start_image = VaeImageProcessor(vae_scale_factor=patch).preprocess(image, height, width)
+            if start_image.shape[0] != batch:
+                raise ValueError(f"image has {start_image.shape[0]} pictures for a batch of {batch} prompts")
         if latents is None:
             shape = (batch, 3, height, width)
             if isinstance(generator, list):
@@ -150,14 +173,21 @@ class EmbeddedPipeline(DiffusionPipeline):
         # Every call resets the scheduler, so caches keyed on its step index see a fresh run.
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
         self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas)
-        timesteps = self.scheduler.timesteps
+        if image is not None:
+            self.scheduler.set_begin_index(t_start)
+        timesteps = self.scheduler.timesteps[t_start:]
         self._num_timesteps = len(timesteps)
+        if image is not None:
+            noise = unpack(latents, height, width, patch)
+            start = self.scheduler.scale_noise(start_image.to(device, dtype), timesteps[:1].repeat(batch), noise)
+            latents = pack(start, patch)
 
-        with self.progress_bar(total=num_inference_steps) as bar:
+        with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
                 tt = t.expand(batch).to(dtype)
-                # Where the loop is, for caches that need it (diffusers' SeaCache); Spectrum reads the scheduler.
-                where = {"step_index": i, "sigma": float(self.scheduler.sigmas[i]), "num_inference_steps": len(timesteps)}
+                # Where the loop is, for caches that need it (diffusers' SeaCache), counted within this call's
+                # steps (image-to-image runs fewer); Spectrum reads the scheduler.
+                where = {"step_index": i, "sigma": float(self.scheduler.sigmas[t_start + i]), "num_inference_steps": len(timesteps)}
                 with self.transformer.cache_context("cond", **where):
                     velocity = self._denoise(latents, prompt_embeds, pooled_prompt_embeds, tt, img_ids, txt_ids, features)
                 if do_cfg:
