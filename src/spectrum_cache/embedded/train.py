@@ -166,18 +166,24 @@ def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run (or resume) training, export the pipeline, and return a summary."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    ckpt_dir = args.ckpt_dir
-    state_path = os.path.join(ckpt_dir, STATE_FILE)
+def models_for(args: argparse.Namespace) -> tuple[WordTokenizer, torch.nn.Module, torch.nn.Module]:
+    """The tokenizer and the freshly initialised (seeded) transformer and text encoder that ``args`` train."""
     tokenizer = WordTokenizer()
     tcfg = transformer_config(args.width, args.heads, args.dual, args.single, args.text_width, args.patch,
                               args.position_channels)
     ecfg = text_encoder_config(len(tokenizer), args.text_width, args.text_layers, args.text_heads, tokenizer.model_max_length)
     torch.manual_seed(args.seed)  # parameter initialisation
     transformer, text_encoder = build_models(tcfg, ecfg)
+    return tokenizer, transformer, text_encoder
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) training, export the pipeline, and return a summary."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    ckpt_dir = args.ckpt_dir
+    state_path = os.path.join(ckpt_dir, STATE_FILE)
+    tokenizer, transformer, text_encoder = models_for(args)
     # A frozen text encoder keeps its seeded random weights: trained jointly, ours learnt colour words
     # and lost position words (TRAINING.md, "What stops the model following position words").
     text_encoder.requires_grad_(not args.freeze_text_encoder)
