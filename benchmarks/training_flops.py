@@ -11,6 +11,7 @@ median time of a few steps on this machine, for the achieved rate. Nothing is tr
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -24,12 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 from spectrum_cache.embedded import train  # noqa: E402
 
 
-def step_flops(argv: list[str]) -> tuple[int, float, int]:
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """embedded.train's flags; --steps defaults to the shipped run's 9502."""
+    if "--steps" not in argv:
+        argv = [*argv, "--steps", "9502"]
+    return train.parse_args(["--out", "unused", *argv])
+
+
+def step_flops(args: argparse.Namespace) -> tuple[int, float, int]:
     """(FLOPs of one training step, median seconds of one, transformer parameters) for train's flags."""
-    args = train.parse_args(["--out", "unused", *argv])
     torch.set_num_threads(args.threads)
     tokenizer, transformer, text_encoder = train.models_for(args)
-    text_encoder.requires_grad_(not args.freeze_text_encoder)
 
     def one_step(step: int) -> None:
         batch = train.training_batch(step, args, tokenizer)
@@ -46,15 +52,12 @@ def step_flops(argv: list[str]) -> tuple[int, float, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if "--steps" not in argv:
-        argv = [*argv, "--steps", "9502"]  # the shipped run's length
-    steps = train.parse_args(["--out", "unused", *argv]).steps
-    flops, seconds, params = step_flops(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    flops, seconds, params = step_flops(args)
     print(f"transformer: {params / 1e6:.2f} M parameters")
     print(f"one training step: {flops / 1e9:.1f} GFLOP (median {seconds:.2f} s of forward and backward here, "
           f"{flops / seconds / 1e9:.0f} GFLOP/s)")
-    print(f"{steps} steps: {flops * steps / 1e15:.2f} PFLOP")
+    print(f"{args.steps} steps: {flops * args.steps / 1e15:.2f} PFLOP")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
+import importlib.util
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +23,17 @@ def _quiet_diffusers():
     logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     yield
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """Imports a script of benchmarks/ by name (they are scripts, not a package)."""
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

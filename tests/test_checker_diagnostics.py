@@ -41,12 +41,8 @@ def test_checker_diagnostics_smoke() -> None:
     assert all(0.0 <= float(v) <= 1.0 for v in starts.values())
 
 
-def test_from_truth_at_low_noise_gives_the_render_back() -> None:
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import checker_diagnostics
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+def test_from_truth_at_low_noise_gives_the_render_back(load_benchmark) -> None:
+    checker_diagnostics = load_benchmark("checker_diagnostics")
     from spectrum_cache.embedded import evaluate, load_pipeline
 
     pipe = load_pipeline()

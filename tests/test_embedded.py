@@ -270,7 +270,6 @@ def test_prompt_embeds_match_prompt(pipe: EmbeddedPipeline) -> None:
     assert torch.allclose(a, b)
 
 
-
 def _render_batch(scenes: list[Scene]) -> np.ndarray:
     return np.stack([np.round(render_array(s)) / 255 for s in scenes]).astype(np.float32)
 

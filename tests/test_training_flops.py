@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(scope="module")
-def training_flops():
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        import training_flops
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return training_flops
+def training_flops(load_benchmark):
+    return load_benchmark("training_flops")
 
 
 def test_flops_follow_the_batch_and_the_token_count(training_flops) -> None:
-    small, seconds, params = training_flops.step_flops(["--batch-size", "4", "--threads", "1"])
-    double, _, _ = training_flops.step_flops(["--batch-size", "8", "--threads", "1"])
+    small, seconds, params = training_flops.step_flops(training_flops.parse_args(["--batch-size", "4", "--threads", "1"]))
+    double, _, _ = training_flops.step_flops(training_flops.parse_args(["--batch-size", "8", "--threads", "1"]))
     assert params > 1_000_000 and seconds > 0
     assert 1.9 < double / small < 2.1  # the same model on twice the images
     # 4x4 patches: 144 image tokens instead of 64 beside the 32 text tokens (176 against 96 in all).
-    finer, _, _ = training_flops.step_flops(["--batch-size", "4", "--threads", "1", "--patch", "4"])
+    finer, _, _ = training_flops.step_flops(training_flops.parse_args(["--batch-size", "4", "--threads", "1", "--patch", "4"]))
     assert 1.6 < finer / small < 2.2
 
 

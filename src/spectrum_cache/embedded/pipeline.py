@@ -173,11 +173,10 @@ class EmbeddedPipeline(DiffusionPipeline):
         # Every call resets the scheduler, so caches keyed on its step index see a fresh run.
         sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
         self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas)
-        if image is not None:
-            self.scheduler.set_begin_index(t_start)
         timesteps = self.scheduler.timesteps[t_start:]
         self._num_timesteps = len(timesteps)
         if image is not None:
+            self.scheduler.set_begin_index(t_start)
             noise = unpack(latents, height, width, patch)
             start = self.scheduler.scale_noise(start_image.to(device, dtype), timesteps[:1].repeat(batch), noise)
             latents = pack(start, patch)

@@ -167,13 +167,17 @@ def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.
 
 
 def models_for(args: argparse.Namespace) -> tuple[WordTokenizer, torch.nn.Module, torch.nn.Module]:
-    """The tokenizer and the freshly initialised (seeded) transformer and text encoder that ``args`` train."""
+    """The tokenizer and the freshly initialised (seeded) transformer and text encoder that ``args`` train,
+    the text encoder frozen if ``args.freeze_text_encoder``."""
     tokenizer = WordTokenizer()
     tcfg = transformer_config(args.width, args.heads, args.dual, args.single, args.text_width, args.patch,
                               args.position_channels)
     ecfg = text_encoder_config(len(tokenizer), args.text_width, args.text_layers, args.text_heads, tokenizer.model_max_length)
     torch.manual_seed(args.seed)  # parameter initialisation
     transformer, text_encoder = build_models(tcfg, ecfg)
+    # A frozen text encoder keeps its seeded random weights: trained jointly, ours learnt colour words
+    # and lost position words (TRAINING.md, "What stops the model following position words").
+    text_encoder.requires_grad_(not args.freeze_text_encoder)
     return tokenizer, transformer, text_encoder
 
 
@@ -184,9 +188,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ckpt_dir = args.ckpt_dir
     state_path = os.path.join(ckpt_dir, STATE_FILE)
     tokenizer, transformer, text_encoder = models_for(args)
-    # A frozen text encoder keeps its seeded random weights: trained jointly, ours learnt colour words
-    # and lost position words (TRAINING.md, "What stops the model following position words").
-    text_encoder.requires_grad_(not args.freeze_text_encoder)
     params = list(transformer.parameters()) + [p for p in text_encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     ema_t, ema_e = copy.deepcopy(transformer).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
