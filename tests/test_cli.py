@@ -145,6 +145,8 @@ def places(tmp_path: Path) -> dict[str, str]:
         (["--guidance-scale", "nan"], "argument --guidance-scale: must be a finite number, got 'nan'"),
         (["--speedup", "inf"], "argument --speedup: must be a finite number"),
         (["--speedup", "40"], "--speedup: speedup must be a number in [1,"),
+        (["--steps", "4", "--speedup", "2"], "speedup must be a number in [1, 1], got 2.0. At 4 steps every one of the "
+                                             "4 steps is a warm-up step"),
         (["--threads", "0"], "argument --threads: must be an integer >= 1"),
         (["--device", "mps"], "--device 'mps' is not available here"),
         (["--no-spectrum", "--compare"], "--compare needs Spectrum on"),
@@ -243,7 +245,8 @@ def test_python_dash_m_reports_user_errors_in_one_line(module: str) -> None:
     proc = subprocess.run([sys.executable, "-m", module, "generate", PROMPT, "--speedup", "99"],
                           capture_output=True, text=True, env=cli_env(), timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["spectrum-cache: error: --speedup: speedup must be a number in [1, 8.333], got 99.0."]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("spectrum-cache: error: --speedup: speedup must be a number in [1, 8.333], got 99.0. At 50 steps")
 
 
 def test_main_returns_the_exit_status_of_argparse_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -38,3 +38,39 @@ def test_config_is_immutable_and_replace_validates():
     assert c.replace(degree=3).degree == 3
     with pytest.raises(ValueError, match="degree"):
         c.replace(degree=-2)
+
+
+def test_fields_are_keyword_only_and_a_positional_call_says_so():
+    # The first field is N: SpectrumConfig(0.75) used to fail as a bad num_inference_steps.
+    with pytest.raises(TypeError, match=r"keyword arguments only, e\.g\. SpectrumConfig\(flex_window=0\.75\).*got positional 0\.75"):
+        SpectrumConfig(0.75)
+    with pytest.raises(TypeError, match="keyword arguments only"):
+        SpectrumConfig(50, 5)
+    assert SpectrumConfig(flex_window=0.5).flex_window == 0.5
+
+
+def test_copies_and_pickles_survive_the_keyword_only_constructor():
+    import copy
+    import pickle
+
+    c = SpectrumConfig(flex_window=3.0, history=4)
+    assert copy.deepcopy(c) == c and pickle.loads(pickle.dumps(c)) == c and c.replace(degree=3).flex_window == 3.0
+
+
+@pytest.mark.parametrize(
+    "speedup, steps, reason",
+    [
+        (2, 4, r"in \[1, 1\], got 2\. At 4 steps every one of the 4 steps is a warm-up step \(warmup_steps=5\).*"
+               r"highest speedup is 4 / 4 = 1; use more than 5 steps"),
+        (99, 50, r"in \[1, 8\.333\], got 99\. At 50 steps the first 5 steps \(warmup_steps\) always run the network "
+                 r"and the sparsest schedule runs 1 more after them, so at least 6 of 50 run"),
+    ],
+)
+def test_for_speedup_out_of_reach_says_why(speedup, steps, reason):
+    with pytest.raises(ValueError, match=reason):
+        SpectrumConfig.for_speedup(speedup, steps)
+
+
+def test_for_speedup_below_one_has_no_ceiling_explanation():
+    with pytest.raises(ValueError, match=r"got 0\.5\.$"):
+        SpectrumConfig.for_speedup(0.5, 50)

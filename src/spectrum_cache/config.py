@@ -48,7 +48,7 @@ def check_real(name: str, value: object, minimum: float, maximum: float = math.i
     return float(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SpectrumConfig:
     """Settings of Spectrum (Han et al., CVPR 2026, arXiv 2603.01623).
 
@@ -93,7 +93,21 @@ class SpectrumConfig:
             instead of 4 (M + 1) + 2 x (bytes per element), e.g. 8 instead of 24 bytes for bfloat16
             features with K = 4. ``None`` (the default) fits every recorded step, as the paper does.
             See the README for what it costs in quality.
+
+    Every field is keyword-only: ``SpectrumConfig(flex_window=0.75)``, never ``SpectrumConfig(0.75)``
+    (the first field is N, so a positional alpha would be read as a step count).
     """
+
+    def __new__(cls, *args: object, **kwargs: object) -> SpectrumConfig:
+        # Runs before the generated __init__, whose own message ("takes 1 positional argument but 2
+        # were given") names neither the fields nor the fix.
+        if args:
+            shown = ", ".join(map(repr, args))
+            raise TypeError(
+                f"SpectrumConfig takes keyword arguments only, e.g. SpectrumConfig(flex_window=0.75) or "
+                f"SpectrumConfig.for_speedup(4, 50); got positional {shown}."
+            )
+        return super().__new__(cls)
 
     num_inference_steps: int | None = None
     warmup_steps: int = 5
@@ -155,7 +169,12 @@ class SpectrumConfig:
         base = cls(num_inference_steps=num_inference_steps, **overrides)
         n = base.num_inference_steps
         fewest_passes = len(adaptive_schedule(n, base.warmup_steps, 2, n))
-        check_real("speedup", speedup, 1, n / fewest_passes)
+        try:
+            check_real("speedup", speedup, 1, n / fewest_passes)
+        except ValueError as error:
+            if isinstance(speedup, numbers.Real) and speedup > 1:  # too high: say where the ceiling comes from
+                raise ValueError(f"{error} {_speedup_limit_reason(n, base.warmup_steps, fewest_passes)}") from None
+            raise
         max_passes = math.floor(n / speedup + 1e-9)
 
         best: tuple[int, float, float] | None = None  # (passes, window_size, flex_window)
@@ -168,6 +187,20 @@ class SpectrumConfig:
                 best = (passes, window_size, flex_window)
         assert best is not None  # window 2 with a huge alpha reaches fewest_passes <= max_passes
         return dataclasses.replace(base, window_size=best[1], flex_window=best[2])
+
+
+def _speedup_limit_reason(n: int, warmup_steps: int, fewest_passes: int) -> str:
+    """Why N / fewest_passes is the highest ideal speedup at ``n`` steps, in one sentence."""
+    if n <= warmup_steps:
+        runs = f"every one of the {n} steps is a warm-up step (warmup_steps={warmup_steps}), which always runs the network"
+        fix = f"use more than {warmup_steps} steps or a lower warmup_steps"
+    else:
+        runs = f"the first {warmup_steps} steps (warmup_steps) always run the network"
+        if fewest_passes > warmup_steps:
+            runs += f" and the sparsest schedule runs {fewest_passes - warmup_steps} more after them"
+        fix = "use more steps for a higher speedup"
+    return f"At {n} steps {runs}, so at least {fewest_passes} of {n} run and the highest speedup is " \
+           f"{n} / {fewest_passes} = {n / fewest_passes:.4g}; {fix}."
 
 
 def _smallest_flex_window(n: int, warmup_steps: int, window_size: float, max_passes: int) -> float | None:
