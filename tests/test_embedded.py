@@ -171,6 +171,9 @@ def test_tokenizer_round_trip(tmp_path: Path) -> None:
     assert (ids[1, 1:] == tok.pad_token_id).all()  # empty caption = [BOS] only (CFG's negative)
     assert tok.decode(ids[0], skip_special_tokens=True) == text
     assert tok.ids("a red zebra")[0, 3] == tok.unk_token_id
+    # Case and punctuation are not part of a word: the ids are the plain caption's.
+    assert torch.equal(tok.ids("A Large RED circle, on the left!"), tok.ids("a large red circle on the left"))
+    assert tok.tokenize("red-circle... (blue); don't") == ["red", "circle", "blue", "don't"]
     tok.save_pretrained(tmp_path)
     vocab = json.loads((tmp_path / "vocab.json").read_text())
     assert vocab == tok.get_vocab()
@@ -344,6 +347,124 @@ def test_image_to_image_bad_input(pipe: EmbeddedPipeline, kwargs: dict, message:
     kwargs.setdefault("prompt", "a red circle")
     with pytest.raises(ValueError, match=message):
         pipe(num_inference_steps=kwargs.pop("num_inference_steps", 2), **kwargs)
+
+
+def _np(pipe: EmbeddedPipeline, prompt: str | list[str], seed: int | list[int] = 0, **kwargs) -> np.ndarray:
+    generator = [torch.Generator().manual_seed(s) for s in seed] if isinstance(seed, list) else torch.Generator().manual_seed(seed)
+    return pipe(prompt, generator=generator, output_type="np", **kwargs).images
+
+
+def test_num_images_per_prompt_makes_each_prompts_images_in_order(pipe: EmbeddedPipeline) -> None:
+    prompts = ["a large red circle", "a small blue square"]
+    images = _np(pipe, prompts, [0, 1, 2, 3], num_images_per_prompt=2, num_inference_steps=3)
+    assert images.shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
+    # diffusers' order: the first prompt's images, then the second's, each from its own generator.
+    for index, (prompt, seed) in enumerate([(prompts[0], 0), (prompts[0], 1), (prompts[1], 2), (prompts[1], 3)]):
+        assert np.allclose(images[index], _np(pipe, prompt, seed, num_inference_steps=3)[0], atol=1e-5), index
+    assert not np.allclose(images[0], images[1], atol=1e-2)  # two seeds, two pictures
+    assert len(pipe("a red circle", num_images_per_prompt=3, num_inference_steps=1).images) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_images_per_prompt": 0}, "num_images_per_prompt must be a whole number >= 1, got 0"),
+        ({"num_images_per_prompt": 2, "generator": [torch.Generator()] * 3}, "a list of 3 generators for 2 images"),
+        ({"callback_on_step_end": lambda *a: {}, "callback_on_step_end_tensor_inputs": ["noise"]},
+         "callback_on_step_end_tensor_inputs: 'noise' not among latents, prompt_embeds"),
+        ({"callback_on_step_end": "latents"}, "callback_on_step_end must be callable"),
+    ],
+)
+def test_batch_and_callback_bad_input(pipe: EmbeddedPipeline, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        pipe("a red circle", num_inference_steps=2, **kwargs)
+
+
+def test_callback_on_step_end_sees_each_step_and_its_tensors_replace_the_loops(pipe: EmbeddedPipeline) -> None:
+    seen: list[tuple[int, float, tuple, tuple]] = []
+
+    def record(p: EmbeddedPipeline, i: int, t: torch.Tensor, tensors: dict) -> dict:
+        assert p is pipe
+        seen.append((i, float(t), tuple(tensors["latents"].shape), tuple(tensors["prompt_embeds"].shape)))
+        return {}
+
+    plain = _np(pipe, "a large red circle", num_inference_steps=4)
+    recorded = _np(pipe, "a large red circle", num_inference_steps=4, callback_on_step_end=record,
+                   callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"])
+    assert np.array_equal(plain, recorded)  # a callback that returns nothing changes nothing
+    assert [(i, t) for i, t, _, _ in seen] == [(0, 1000.0), (1, 750.0), (2, 500.0), (3, 250.0)]
+    assert seen[0][2] == (1, 64, 108) and seen[0][3][0] == 1
+
+    def zero_at_the_end(p: EmbeddedPipeline, i: int, t: torch.Tensor, tensors: dict) -> dict:
+        assert set(tensors) == {"latents"}  # the default tensor inputs
+        return {"latents": torch.zeros_like(tensors["latents"])} if i == p.num_timesteps - 1 else {}
+
+    grey = _np(pipe, "a large red circle", num_inference_steps=4, callback_on_step_end=zero_at_the_end)
+    assert np.allclose(grey, 0.5)  # the returned latents are the loop's: zero pixels decode to mid-grey
+
+
+def test_a_callback_can_interrupt_the_loop(pipe: EmbeddedPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    forward = pipe.transformer.forward
+    monkeypatch.setattr(pipe.transformer, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+
+    def stop_after_two(p: EmbeddedPipeline, i: int, t: torch.Tensor, tensors: dict) -> dict:
+        if i == 1:
+            p._interrupt = True
+        return {}
+
+    pipe("a red circle", num_inference_steps=6, guidance_scale=1.0, callback_on_step_end=stop_after_two)
+    assert len(calls) == 2 and pipe.interrupt
+    calls.clear()
+    pipe("a red circle", num_inference_steps=3, guidance_scale=1.0)
+    assert len(calls) == 3  # the next call starts uninterrupted
+
+
+def _other_schedulers(pipe: EmbeddedPipeline) -> dict:
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchHeunDiscreteScheduler
+
+    return {
+        "heun": FlowMatchHeunDiscreteScheduler.from_config(pipe.scheduler.config),
+        "dpm++ flow": DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_flow_sigmas=True,
+                                                               prediction_type="flow_prediction"),
+    }
+
+
+@pytest.mark.parametrize("name", ["heun", "dpm++ flow"])
+def test_other_flow_schedulers_sample_the_same_picture_with_and_without_spectrum(name: str) -> None:
+    """Schedulers whose set_timesteps takes no sigmas (it used to fail: "unexpected keyword argument
+    'sigmas'") sample on their own grid, land near the Euler sampler's picture, and Spectrum plans the
+    steps, not Heun's two evaluations per step."""
+    from spectrum_cache import SpectrumConfig, enable_spectrum, spectrum_summary
+    from spectrum_cache.schedule import compute_steps
+
+    pipe = load_pipeline(dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    prompt = "a large red circle"
+    euler = _np(pipe, prompt, 0, num_inference_steps=50)
+    other_seed = _np(pipe, prompt, 1, num_inference_steps=50)
+    pipe.scheduler = _other_schedulers(pipe)[name]
+    calls: list[int] = []
+    counting = pipe.transformer.register_forward_pre_hook(lambda *_: calls.append(1))
+    _np(pipe, prompt, 0, num_inference_steps=20, guidance_scale=1.0)
+    counting.remove()
+    assert len(calls) == (2 * 20 - 1 if name == "heun" else 20)  # Heun: two evaluations but on the last step
+    image = _np(pipe, prompt, 0, num_inference_steps=20)
+    assert np.isfinite(image).all() and np.abs(image - euler).mean() < 0.5 * np.abs(other_seed - euler).mean()
+    enable_spectrum(pipe, SpectrumConfig())
+    cached = _np(pipe, prompt, 0, num_inference_steps=20)
+    branch = spectrum_summary(pipe).branches[0]
+    assert branch.num_inference_steps == 20 and list(branch.computed_steps) == compute_steps(SpectrumConfig(), 20)
+    assert 0 < np.abs(cached - image).mean() < 0.5 * np.abs(other_seed - euler).mean()
+
+
+def test_image_to_image_refuses_a_scheduler_without_scale_noise(pipe: EmbeddedPipeline) -> None:
+    import copy
+
+    other = copy.copy(pipe)
+    other.scheduler = _other_schedulers(pipe)["dpm++ flow"]
+    with pytest.raises(ValueError, match="image-to-image needs a scheduler with scale_noise.*DPMSolverMultistepScheduler has none"):
+        other("a red circle", image=_render_batch([sample_scene(0)]), strength=0.5, num_inference_steps=4)
 
 
 # ---------------------------------------------------------------- training

@@ -18,11 +18,14 @@ noise; at 48x48 pixels there is nothing to compensate, so the plain sigma grid 1
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.image_processor import PipelineImageInput, VaeImageProcessor
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from PIL import Image
@@ -45,6 +48,8 @@ class EmbeddedPipeline(DiffusionPipeline):
     """Text-to-image for the embedded model: components transformer, text_encoder, tokenizer, scheduler."""
 
     model_cpu_offload_seq = "text_encoder->transformer"
+    # What callback_on_step_end may read and replace (diffusers' convention).
+    _callback_tensor_inputs = ["latents", "prompt_embeds"]
 
     def __init__(
         self,
@@ -92,6 +97,29 @@ class EmbeddedPipeline(DiffusionPipeline):
             return (latents - out) / sigma
         return out
 
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` from a step-end callback to stop after that step, as in diffusers."""
+        return self._interrupt
+
+    def _set_timesteps(self, num_inference_steps: int, device: torch.device) -> None:
+        """The even sigma grid 1 -> 1/N the model is trained for, where the scheduler takes custom sigmas
+        (as FluxPipeline's retrieve_timesteps checks); otherwise the scheduler's own grid from its config
+        (FlowMatchHeunDiscreteScheduler, DPMSolverMultistepScheduler with use_flow_sigmas)."""
+        if "sigmas" in inspect.signature(self.scheduler.set_timesteps).parameters:
+            sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+            self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas)
+        else:
+            self.scheduler.set_timesteps(num_inference_steps, device=device)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -108,6 +136,10 @@ class EmbeddedPipeline(DiffusionPipeline):
         return_dict: bool = True,
         image: PipelineImageInput | None = None,
         strength: float = 1.0,
+        num_images_per_prompt: int = 1,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict]
+        | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Generate images.
 
@@ -116,11 +148,22 @@ class EmbeddedPipeline(DiffusionPipeline):
         "pil", "np" (float in [0, 1], NHWC) or "pt" (float in [0, 1], NCHW). `latents`, if given, is the
         initial noise already packed into tokens, shape (B, H/P * W/P, 3*P*P) (see model.pack).
 
+        `num_images_per_prompt` images are made for each prompt, in diffusers' order (all of the first
+        prompt's, then the second's); a list of generators then has one per image. As in diffusers,
+        `callback_on_step_end(pipe, i, t, tensors)` is called after each step with the tensors named in
+        `callback_on_step_end_tensor_inputs` (of ``_callback_tensor_inputs``; default ["latents"]) and
+        may return replacements for them; setting ``pipe._interrupt = True`` there stops the loop.
+
+        The scheduler can be swapped as on any diffusers pipeline (``FlowMatchHeunDiscreteScheduler.from_config``,
+        ``DPMSolverMultistepScheduler`` with ``use_flow_sigmas=True, prediction_type="flow_prediction"``);
+        one without custom sigmas uses its own grid (see _set_timesteps).
+
         `image` and `strength` make it image-to-image as in diffusers' FluxImg2ImgPipeline: the image
         (PIL, NHWC numpy or NCHW tensor in [0, 1], resized to height x width) is noised to the schedule's
         sigma at step t_start = int(N - N * strength), sigma * noise + (1 - sigma) * image, and sampled
         from there, so N - t_start steps run. With the even grid used here that sigma is 1 - t_start / N,
-        which is `strength` itself whenever N * strength is a whole number.
+        which is `strength` itself whenever N * strength is a whole number. It needs a scheduler with
+        ``scale_noise`` (the flow-matching Euler and Heun ones).
         """
         height = height or self.config.sample_size
         width = width or self.config.sample_size
@@ -135,8 +178,25 @@ class EmbeddedPipeline(DiffusionPipeline):
             raise ValueError("strength below 1 needs an image to start from")
         if image is not None and latents is not None:
             raise ValueError("pass image (with the generator for its noise) or latents, not both")
+        if image is not None and not hasattr(self.scheduler, "scale_noise"):
+            raise ValueError(f"image-to-image needs a scheduler with scale_noise (FlowMatchEulerDiscreteScheduler, "
+                             f"FlowMatchHeunDiscreteScheduler); {type(self.scheduler).__name__} has none")
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive whole number, got {num_inference_steps!r}")
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a whole number >= 1, got {num_images_per_prompt!r}")
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if callback_on_step_end_tensor_inputs is None:
+            callback_on_step_end_tensor_inputs = ["latents"]
+        unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs: {', '.join(map(repr, unknown))} not among "
+                             f"{', '.join(self._callback_tensor_inputs)}")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise ValueError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
+        self._guidance_scale = guidance_scale
+        self._interrupt = False
         # Below num_inference_steps for every strength > 0, so at least one step runs.
         t_start = int(num_inference_steps - num_inference_steps * strength)
         if prompt_embeds is None:
@@ -145,7 +205,14 @@ class EmbeddedPipeline(DiffusionPipeline):
             prompt_embeds, pooled_prompt_embeds = self.encode_prompt(prompt)
         elif pooled_prompt_embeds is None:
             raise ValueError("prompt_embeds needs pooled_prompt_embeds")
+        prompts = prompt_embeds.shape[0]
+        # As FluxPipeline.encode_prompt: each prompt's embeddings repeated for its images, in order.
+        prompt_embeds = prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
+        pooled_prompt_embeds = pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0)
         batch = prompt_embeds.shape[0]
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"generator: a list of {len(generator)} generators for {batch} images "
+                             f"({prompts} prompts x num_images_per_prompt {num_images_per_prompt}); pass one per image")
         device, dtype = self._execution_device, self.transformer.dtype
         prompt_embeds = prompt_embeds.to(device, dtype)
         pooled_prompt_embeds = pooled_prompt_embeds.to(device, dtype)
@@ -155,8 +222,9 @@ class EmbeddedPipeline(DiffusionPipeline):
 
         if image is not None:
             start_image = VaeImageProcessor(vae_scale_factor=patch).preprocess(image, height, width)
-            if start_image.shape[0] != batch:
-                raise ValueError(f"image has {start_image.shape[0]} pictures for a batch of {batch} prompts")
+            if start_image.shape[0] != prompts:
+                raise ValueError(f"image has {start_image.shape[0]} pictures for a batch of {prompts} prompts")
+            start_image = start_image.repeat_interleave(num_images_per_prompt, dim=0)
         if latents is None:
             shape = (batch, 3, height, width)
             if isinstance(generator, list):
@@ -165,28 +233,34 @@ class EmbeddedPipeline(DiffusionPipeline):
                 # Noise drawn on the CPU so a seed gives the same image on every device.
                 noise = torch.randn(shape, generator=generator, device="cpu")
             latents = pack(noise, patch)
+        elif latents.shape[0] != batch:
+            raise ValueError(f"latents has {latents.shape[0]} images for a batch of {batch}")
         latents = latents.to(device, dtype)
         img_ids = image_ids(height, width, device, dtype, patch, self.config.position_unit)
         txt_ids = text_ids(prompt_embeds.shape[1], device, dtype)
         features = model_position_features(self.transformer, height, width, device, dtype)
 
-        # Every call resets the scheduler, so caches keyed on its step index see a fresh run.
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        self.scheduler.set_timesteps(num_inference_steps, device=device, sigmas=sigmas)
-        timesteps = self.scheduler.timesteps[t_start:]
+        # Every call resets the scheduler, so caches keyed on its step index see a fresh run. A second-order
+        # scheduler (Heun) lists each step's timesteps `order` times, as in FluxImg2ImgPipeline.get_timesteps.
+        self._set_timesteps(num_inference_steps, device)
+        first = t_start * self.scheduler.order
+        timesteps = self.scheduler.timesteps[first:]
         self._num_timesteps = len(timesteps)
         if image is not None:
-            self.scheduler.set_begin_index(t_start)
+            self.scheduler.set_begin_index(first)
             noise = unpack(latents, height, width, patch)
             start = self.scheduler.scale_noise(start_image.to(device, dtype), timesteps[:1].repeat(batch), noise)
             latents = pack(start, patch)
 
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
+                if self.interrupt:
+                    continue
                 tt = t.expand(batch).to(dtype)
-                # Where the loop is, for caches that need it (diffusers' SeaCache), counted within this call's
-                # steps (image-to-image runs fewer); Spectrum reads the scheduler.
-                where = {"step_index": i, "sigma": float(self.scheduler.sigmas[t_start + i]), "num_inference_steps": len(timesteps)}
+                # Where the loop is, for caches that need it (diffusers' SeaCache), counted in this call's
+                # transformer evaluations (image-to-image runs fewer); the sigma is the model's own t / 1000.
+                # Spectrum reads the scheduler.
+                where = {"step_index": i, "sigma": float(t) / 1000, "num_inference_steps": len(timesteps)}
                 with self.transformer.cache_context("cond", **where):
                     velocity = self._denoise(latents, prompt_embeds, pooled_prompt_embeds, tt, img_ids, txt_ids, features)
                 if do_cfg:
@@ -194,6 +268,11 @@ class EmbeddedPipeline(DiffusionPipeline):
                         uncond = self._denoise(latents, neg_embeds, neg_pooled, tt, img_ids, txt_ids, features)
                     velocity = uncond + guidance_scale * (velocity - uncond)
                 latents = self.scheduler.step(velocity, t, latents, return_dict=False)[0]
+                if callback_on_step_end is not None:
+                    tensors = {"latents": latents, "prompt_embeds": prompt_embeds}
+                    returned = callback_on_step_end(self, i, t, {k: tensors[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = returned.pop("latents", latents)
+                    prompt_embeds = returned.pop("prompt_embeds", prompt_embeds)
                 bar.update()
 
         images = unpack(latents.float(), height, width, patch).mul(0.5).add(0.5).clamp(0, 1)

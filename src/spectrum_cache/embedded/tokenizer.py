@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import torch
 from transformers import PreTrainedTokenizer
@@ -17,6 +18,10 @@ from .data import vocabulary
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[BOS]", "[UNK]")
 VOCAB_FILE = "vocab.json"
 MAX_LENGTH = 32  # [BOS] + the longest caption (31 words: four objects, each with size and position)
+# A word is a run of letters or digits (with inner apostrophes, "don't"): punctuation and hyphens split
+# words and are dropped, as a word-level tokenizer's pre-tokenizer does, so "circle," is "circle".
+# The training captions are plain space-separated words, so their ids do not change.
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 
 
 def default_vocab() -> dict[str, int]:
@@ -25,7 +30,7 @@ def default_vocab() -> dict[str, int]:
 
 
 class WordTokenizer(PreTrainedTokenizer):
-    """Lower-cases, splits on whitespace, maps words to ids and prepends [BOS].
+    """Lower-cases, splits into words (punctuation dropped), maps words to ids and prepends [BOS].
 
     Unknown words map to [UNK] rather than failing, so any prompt can be encoded. An empty prompt is
     just [BOS], the unconditional input of classifier-free guidance.
@@ -54,7 +59,7 @@ class WordTokenizer(PreTrainedTokenizer):
         return dict(self.vocab)
 
     def _tokenize(self, text: str, **kwargs: object) -> list[str]:
-        return text.lower().split()
+        return _WORD.findall(text.lower())
 
     def _convert_token_to_id(self, token: str) -> int:
         return self.vocab.get(token, self.vocab["[UNK]"])
