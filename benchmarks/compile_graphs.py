@@ -43,10 +43,10 @@ def main() -> None:
         calls = [{}, {}]
     else:
         pipe.transformer.compile_repeated_blocks(fullgraph=True, backend="eager")
-        negative = {"negative_prompt_embeds": torch.randn(1, 6, 24), "negative_pooled_prompt_embeds": torch.randn(1, 16)}
+        negative = {"negative_prompt_embeds": torch.randn(1, 6, 24), "negative_pooled_prompt_embeds": torch.randn(1, 20)}
         calls = [
             {"height": 16, "width": 16},
-            {"height": 24, "width": 24, "num_images_per_prompt": 2},
+            {"height": 24, "width": 24, "num_images_per_prompt": 1},  # another batch: the builder runs 2
             {"height": 16, "width": 16, "true_cfg_scale": 2.0, **negative},
             {"height": 32, "width": 32},
         ]

@@ -40,7 +40,7 @@ def flux_inputs(transformer, batch=1, tokens=4, seed=0):
     return dict(
         hidden_states=torch.randn(batch, tokens, 16, generator=gen),
         encoder_hidden_states=torch.randn(batch, 6, 24, generator=gen),
-        pooled_projections=torch.randn(batch, 16, generator=gen),
+        pooled_projections=torch.randn(batch, 20, generator=gen),
         img_ids=torch.zeros(tokens, 3),
         txt_ids=torch.zeros(6, 3),
         return_dict=False,
@@ -203,7 +203,7 @@ def test_controlnet_residuals_force_every_step():
     pipe, _ = flux()
     transformer = pipe.transformer
     inputs = flux_inputs(transformer)
-    residual = [torch.zeros(1, 4, 16)]
+    residual = [torch.zeros(1, 4, 32)]  # the inner width
     baseline = denoise_loop(transformer, 10, controlnet_block_samples=residual, **dict(inputs))
     enable_spectrum(transformer, SpectrumConfig(num_inference_steps=10, warmup_steps=2))
     passes = block_passes(transformer)
@@ -477,8 +477,9 @@ def test_history_caps_the_forecaster_memory():
         (branch,) = spectrum_summary(pipe).branches
         held[history] = branch.peak_bytes
         disable_spectrum(pipe)
-    # FLUX's head input here: 1 x 4 tokens (32 x 32 pixels, VAE factor 8, 2 x 2 patches) x 16 channels, float32.
-    numel = 4 * 16
+    # FLUX's head input here: 2 images x 6 tokens (32 x 48 pixels, VAE factor 8, 2 x 2 patches) x 32 channels
+    # (the inner width), float32.
+    numel = 2 * 6 * 32
     assert held[3] == 3 * 4 * numel
     assert held[None] == (5 * 4 + 2 * 4) * numel + 25 * 8  # moments, two features, the float64 Gram matrix
 

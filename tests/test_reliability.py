@@ -308,10 +308,10 @@ def test_regional_compile_with_fullgraph_across_shapes_and_cfg(fresh_dynamo):
     pipe, kwargs = flux()
     enable_spectrum(pipe, SpectrumConfig(warmup_steps=1))
     pipe.transformer.compile_repeated_blocks(fullgraph=True, backend="eager")
-    negative = {"negative_prompt_embeds": torch.randn(1, 6, 24), "negative_pooled_prompt_embeds": torch.randn(1, 16)}
+    negative = {"negative_prompt_embeds": torch.randn(1, 6, 24), "negative_pooled_prompt_embeds": torch.randn(1, 20)}
     calls = [
         {"height": 16, "width": 16},
-        {"height": 24, "width": 24, "num_images_per_prompt": 2},  # another resolution and batch
+        {"height": 24, "width": 24, "num_images_per_prompt": 1},  # another resolution and batch (the builder runs 2)
         {"height": 16, "width": 16, "true_cfg_scale": 2.0, **negative},  # cond and uncond contexts
     ]
     for overrides in calls:
