@@ -33,19 +33,23 @@ class DenoiserAdapter:
             e.g. FLUX's ``norm_out``). ``None`` means the first of ``HEAD_NAMES`` the model has.
         timestep_arg: the forward argument holding the timestep; ``None`` means the first of
             ``TIMESTEP_ARGS`` in the forward signature.
-        input_paths: modules whose outputs feed only the skipped blocks (patch and text embedders,
-            rotary position embeddings). On forecast steps each is swapped, like the blocks, for a
-            stand-in that returns its first input, so a forecast step runs only the time embedding
-            and the head. A module belongs here only if the forward does nothing with its output but
-            hand it to the blocks (PixArt and Sana reshape the text embedding by the image embedding's
-            width, so theirs cannot go); tests/test_families.py checks every entry gives the same images.
-            Paths the model lacks are ignored.
+        input_paths: modules whose outputs feed the skipped blocks (patch and text embedders, rotary
+            position embeddings). On forecast steps each returns the output it gave on the trajectory's
+            last compute step (integrations/skipping.py), so a forecast step runs only the time
+            embedding and the head, and the forward sees outputs of the right shape whatever the
+            model's widths. The values never reach the output (the head's input is the forecast):
+            tests/test_families.py checks every entry gives the images of running the modules. Paths
+            the model lacks are ignored.
         constant_paths: (module path, forward argument) pairs: modules that the forward calls on that
             argument exactly as it was passed, and whose output depends on nothing else (the pooled-text
             projection of the time embedding). Pipelines pass the same tensor on every step, so on
             forecast steps the output is computed once per trajectory and reused while the call passes
             that same tensor unmodified (checked on the host by identity and version counter, never by
             value). Paths the model lacks are ignored.
+        constant_inputs: forward arguments that match the per-step extra-input rule
+            (``EXTRA_INPUT_ARGS``) but are a conditioning that only the skipped blocks read and that
+            does not change from step to step (WanVACE's ``control_hidden_states``): a call with them
+            may still forecast.
     """
 
     block_paths: tuple[str, ...] | None = None
@@ -53,6 +57,7 @@ class DenoiserAdapter:
     timestep_arg: str | None = None
     input_paths: tuple[str, ...] = ()
     constant_paths: tuple[tuple[str, str], ...] = ()
+    constant_inputs: tuple[str, ...] = ()
 
 
 # Top-level ModuleLists whose outputs only flow towards the head: the transformer blocks, and the
@@ -139,9 +144,9 @@ DENOISER_COMPONENTS = ("transformer", "transformer_2", "unet")
 class ResolvedAdapter:
     """An adapter applied to one model instance.
 
-    ``block_slots`` are (parent module, child name) pairs: on a forecast step each child is swapped
-    for a stand-in for the duration of the call (an empty ModuleList, or a module that returns its
-    first input), so the model's own forward runs no block at all.
+    ``block_slots`` are (parent module, child name) pairs: on a forecast step a block list is iterated
+    as empty and a single block returns its last compute step's output (integrations/skipping.py), so
+    the model's own forward runs no block at all. Nothing is taken out of the model.
     """
 
     block_slots: tuple[tuple[nn.Module, str], ...]
@@ -149,6 +154,26 @@ class ResolvedAdapter:
     timestep_arg: str
     input_slots: tuple[tuple[nn.Module, str], ...] = ()  # the adapter's input_paths, as (parent, child)
     constant_slots: tuple[tuple[nn.Module, str, str], ...] = ()  # constant_paths, as (parent, child, argument)
+    constant_inputs: tuple[str, ...] = ()
+
+    @property
+    def block_lists(self) -> tuple[nn.ModuleList, ...]:
+        """The skipped block lists."""
+        lists = (parent._modules[name] for parent, name in self.block_slots)
+        return tuple(m for m in lists if isinstance(m, nn.ModuleList))
+
+    @property
+    def stand_in_modules(self) -> tuple[nn.Module, ...]:
+        """The skipped modules that are not lists (single blocks, then the input modules): each returns its
+        last compute step's output on forecast steps."""
+        singles = (parent._modules[name] for parent, name in self.block_slots)
+        return (*(m for m in singles if not isinstance(m, nn.ModuleList)),
+                *(parent._modules[name] for parent, name in self.input_slots))
+
+    def skipped_modules(self) -> tuple[nn.Module, ...]:
+        """Every module a forecast step skips, with everything inside it."""
+        roots = [*(b for blocks in self.block_lists for b in blocks._modules.values()), *self.stand_in_modules]
+        return tuple(m for root in roots for m in root.modules())
 
     @property
     def blocks(self) -> tuple[nn.Module, ...]:
@@ -156,7 +181,7 @@ class ResolvedAdapter:
         out: list[nn.Module] = []
         for parent, name in self.block_slots:
             module = parent._modules[name]
-            out.extend(module.children() if isinstance(module, nn.ModuleList) else [module])
+            out.extend(module._modules.values() if isinstance(module, nn.ModuleList) else [module])
         return tuple(out)
 
 
@@ -211,7 +236,8 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
 
     inputs = tuple(found for found in map(slot, adapter.input_paths) if found is not None)
     constants = tuple((*found, argument) for path, argument in adapter.constant_paths if (found := slot(path)) is not None)
-    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), inputs, constants)
+    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), inputs, constants,
+                           adapter.constant_inputs)
 
 
 def timestep_argument(model: nn.Module) -> str:
@@ -264,11 +290,12 @@ def steps_run_by(pipeline: object, component: str | None) -> TimestepRange:
     return TimestepRange(low, high)
 
 
-def has_extra_inputs(arguments: dict[str, object]) -> list[str]:
-    """Names of per-step extra inputs (ControlNet residuals and the like) present in a call."""
+def has_extra_inputs(arguments: dict[str, object], constant: tuple[str, ...] = ()) -> list[str]:
+    """Names of per-step extra inputs (ControlNet residuals and the like) present in a call, leaving out
+    the adapter's ``constant`` inputs."""
     return [
         name
         for name, value in arguments.items()
-        if EXTRA_INPUT_ARGS.fullmatch(name)
+        if EXTRA_INPUT_ARGS.fullmatch(name) and name not in constant
         and (isinstance(value, torch.Tensor) or (isinstance(value, (list, tuple, dict)) and len(value) > 0))
     ]

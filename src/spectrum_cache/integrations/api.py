@@ -14,7 +14,10 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
-from .hooks import DENOISER_HOOK, HEAD_HOOK, HeadHook, SpectrumHook, register_hook, remove_hook
+from .compat import register_hook, remove_hook
+from .hooks import CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, HeadHook, SpectrumHook
+from .skipping import ConstantHook, StandInHook, gate_block_list, ungate_block_list
+from .steps import DeclaredLoop
 from .summary import SpectrumSummary
 
 logger = get_logger(__name__)
@@ -148,6 +151,12 @@ def _attach(
     register_hook(module, owner, DENOISER_HOOK)
     if adapter is not None:
         register_hook(adapter.head, HeadHook(owner.slot), HEAD_HOOK)
+        for blocks in adapter.block_lists:
+            gate_block_list(blocks, owner.gate)
+        for index, stand_in in enumerate(adapter.stand_in_modules):
+            register_hook(stand_in, StandInHook(owner.gate, owner.slot, index), STAND_IN_HOOK)
+        for index, (parent, child, _) in enumerate(adapter.constant_slots):
+            register_hook(parent._modules[child], ConstantHook(owner.gate, owner.slot, index), CONSTANT_HOOK)
     HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
     module.__dict__.pop(_LAST_REPORT_ATTR, None)  # a new run: the old report no longer applies
     if hasattr(module, "_cache_config"):
@@ -205,8 +214,9 @@ def _detach(module: torch.nn.Module) -> None:
     if isinstance(hook, SpectrumHook):  # not the inert placeholder a deepcopy of the hook is
         setattr(module, _LAST_REPORT_ATTR, tuple(hook.summaries()))
     for submodule in module.modules():
+        ungate_block_list(submodule)
         if hasattr(submodule, "_diffusers_hook"):
-            for hook_name in (DENOISER_HOOK, HEAD_HOOK):
+            for hook_name in SPECTRUM_HOOKS:
                 remove_hook(submodule, hook_name)
     HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
     if isinstance(getattr(module, "_cache_config", None), SpectrumConfig):

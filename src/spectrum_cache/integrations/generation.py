@@ -1,7 +1,7 @@
 """The state of one generation: where each denoiser call sits in it, and the forecasters it fills.
 
-A ``Generation`` belongs to one pipeline call (one thread's run of a denoiser); the hooks in
-``hooks.py`` keep one per thread and hold nothing else but configuration. Two clocks place a call:
+A ``Generation`` belongs to one pipeline call (one thread's run of a denoiser); ``Generations``
+(lifecycle.py) starts and ends them. Three clocks place a call:
 
 - ``SchedulerClock`` (a pipeline, or a bare denoiser given ``scheduler=``): the step count comes from
   the scheduler's timesteps, read once when the generation starts; the current step from the
@@ -9,6 +9,8 @@ A ``Generation`` belongs to one pipeline call (one thread's run of a denoiser); 
   per call, and rounding can repeat a value, as DPM++ Karras does at 60 steps). Schedulers of order 2 (Heun, KDPM2) evaluate the model twice per step on
   repeated timesteps; each pair is one step. Schedulers without ``step_index`` (DDIM, DDPM, PNDM)
   are placed by matching the call's timestep value against their timesteps.
+- ``FieldClock`` (the loop passes ``CacheContext(step_index=..., num_inference_steps=...)``): the
+  loop's own word.
 - ``BareClock`` (a bare denoiser with ``SpectrumConfig(num_inference_steps=N)``): steps are the
   distinct timestep values seen; a new generation starts when the first timestep comes back or the
   timesteps turn around. A loop that runs past N gets a warning and the network on every extra step.
@@ -64,6 +66,15 @@ class Trajectory:
     finite: torch.Tensor | None = None
     # The adapter's constant_paths outputs, by slot index: (input, its version, output, its version).
     constants: dict[int, tuple[torch.Tensor, int, torch.Tensor, int]] = field(default_factory=dict)
+    # The stand-in modules' outputs of the last compute step, by stand-in index (skipping.py), in call order.
+    stand_in_outputs: list[list[Any]] | None = None
+
+    stand_in_bytes: int = 0  # the most the kept stand-in outputs held
+
+    def keep_stand_in_outputs(self, outputs: list[list[Any]]) -> None:
+        self.stand_in_outputs = outputs
+        held = sum(_tensor_bytes(o) for kept in outputs for o in kept)
+        self.stand_in_bytes = max(self.stand_in_bytes, held)
 
     def note_finite(self, feature: torch.Tensor) -> None:
         """Fold ``feature``'s finiteness into ``finite`` without waiting for the device."""
@@ -88,15 +99,18 @@ class BranchState:
 
 
 class Generation:
-    """One generation of one denoiser: its step count, schedule and per-branch trajectories."""
+    """One generation of one denoiser: its step count, schedule and per-branch trajectories.
+    ``source`` is what placed it (steps.StepSource), kept to start the next one alike."""
 
-    def __init__(self, config: SpectrumConfig, denoiser: str, clock: SchedulerClock | BareClock, pipeline: Any,
-                 uses_cfg: bool | None = None) -> None:
+    def __init__(self, config: SpectrumConfig, denoiser: str, clock: SchedulerClock | BareClock | FieldClock,
+                 pipeline: Any, uses_cfg: bool | None = None, source: Any = None) -> None:
         self.config = config
+        self.source = source
         self.denoiser = denoiser
         self.clock = clock
         self.pipeline = pipeline  # the pipeline object whose call this is (None for a bare loop)
         self.uses_cfg = uses_cfg  # the pipeline call's own CFG decision, None if unknown
+        self.by_fields = False  # placed by CacheContext step fields
         self.layout: GuidanceLayout | None = guidance_layout(pipeline) if pipeline is not None else None
         self.branches: dict[str, BranchState] = {}
         self._pairs: dict[object, tuple[tuple[PairBranch, PairBranch], list[bool]]] = {}
@@ -191,6 +205,7 @@ class Generation:
                         computed_steps=tuple(trajectory.computed),
                         forecast_steps=tuple(trajectory.forecast),
                         peak_bytes=trajectory.peak_bytes,
+                        stand_in_bytes=trajectory.stand_in_bytes,
                     )
                 )
         return out
@@ -248,8 +263,22 @@ class SchedulerClock:
         positions[-1] = float(last)  # exactly, whatever the rounding
         return positions, None
 
-    def place(self, branch: str, timestep: Any) -> int:
+    def still_running(self) -> bool:
+        """Whether the scheduler is still in this clock's run: the same timesteps tensor, and (for
+        schedulers with a step_index) an index inside it. A run that ended leaves the index past the end."""
+        if self.scheduler.timesteps is not self.token:
+            return False
         if self.by_index:
+            index = self.scheduler.step_index
+            return index is None or index < len(self.step_of_index)
+        return True
+
+    def place(self, branch: str, timestep: Any, loop_index: int | None = None) -> int:
+        """The step of a call: by ``loop_index`` (the loop's own count from the first step it runs,
+        CacheContext.step_index) where given, else by the scheduler's step_index or the timestep."""
+        if loop_index is not None:
+            index = self.begin + loop_index
+        elif self.by_index:
             index = self.scheduler.step_index
             if index is None:  # before the first scheduler.step() of the generation
                 index = self.begin
@@ -284,6 +313,17 @@ class SchedulerClock:
         )
 
 
+class FieldClock:
+    """Places calls at the step the loop gives in ``CacheContext.step_index``."""
+
+    def __init__(self, num_steps: int) -> None:
+        self.num_steps = num_steps
+
+    def sigma_positions(self) -> tuple[list[float] | None, str | None]:
+        return None, ("time_axis='sigma' needs every step's noise level in advance, and this loop passes only "
+                      "step_index and num_inference_steps, so the forecasts use the step index.")
+
+
 class BareClock:
     """Places calls of a hand-written loop by the timestep values it passes (see the module docstring)."""
 
@@ -314,3 +354,11 @@ class BareClock:
 def _timestep_value(timestep: Any) -> float:
     # max(): Wan2.2's per-token timesteps are 0 on the conditioning frame and t elsewhere.
     return float(timestep.max()) if isinstance(timestep, torch.Tensor) else float(timestep)
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0

@@ -1,137 +1,56 @@
-"""diffusers hooks that run Spectrum on one denoiser.
+"""The diffusers hook that runs Spectrum on one denoiser.
 
-``SpectrumHook`` sits on the denoiser. Per call it works out the branch (diffusers' ``cache_context``),
-the step and whether the network runs. On a forecast step it swaps the model's block lists for empty
-ones, and the embedders that only feed them (the adapter's ``input_paths``) for pass-throughs, for
-the length of the call, so the model's own forward runs its time embedding and output head and
-nothing else, and ``HeadHook`` swaps the head's input for the forecast. On a compute step ``HeadHook``
-hands the head's input back to be recorded. Modules whose output is a function of one unchanging
-argument (the adapter's ``constant_paths``, the pooled-text projection) run once per trajectory on
-forecast steps; later forecast steps read their output from the call slot.
+``SpectrumHook`` sits on the denoiser. Per call it finds the call's branch (``contexts``), places the
+call in the thread's generation (``lifecycle.Generations``, with the step source of ``steps``), plans
+it (``planning.plan``), and on a forecast step shuts the skip gate (``skipping``) so that the model's
+own forward runs its time embedding and output head and nothing else, with the forecast as the
+head's input. On a compute step it records the head's input.
 
-Where the state lives. The hooks hold configuration only. The state of a generation is a
-``Generation`` (generation.py) owned by the thread running it, and the call in flight is one
-``CallSlot``; calls into one denoiser from several threads take turns (a lock per denoiser; on one
-GPU stream they would be serialised anyway). A generation follows the scheduler of the pipeline that
-is running: the nearest caller frame whose ``self`` is a ``DiffusionPipeline`` holding this denoiser
-(so ``from_pipe`` siblings with their own scheduler, and pipelines built around another's transformer,
-get their own step count). Outside any pipeline call it is the scheduler given to ``enable_spectrum``,
-the enabling pipeline's, or the configured ``num_inference_steps``.
+What the hook owns: its configuration; the skipping machinery of this denoiser (the gate, the call
+slot that the hooks inside the forward read); the ``Generations`` of every thread, with their
+reports; and the warnings it has said. Calls into one denoiser from several threads take turns (a
+lock per denoiser; on one GPU stream they would be serialised anyway).
 
 torch.compile. The bookkeeping runs outside the graph (``torch.compiler.disable``), so a compiled
 model sees a call as either "all blocks" or "no blocks, head input given": two graphs, no
 per-timestep recompiles. With regional compilation (``compile_repeated_blocks``) the compiled blocks
 see no Spectrum code at all.
-
-accelerate. Model and sequential CPU offload wrap ``module.forward`` and keep the forward they
-wrapped in ``module._old_forward``, which they put back when they remove their hook (diffusers does
-that after every pipeline call). ``register_hook`` / ``remove_hook`` therefore put Spectrum's hooks
-under accelerate's, into ``_old_forward``, so both survive either order.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import pickle
-import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline
-from diffusers.hooks.hooks import BaseState, HookRegistry, ModelHook, StateManager
-from diffusers.utils.torch_utils import unwrap_module
+from diffusers.hooks.hooks import ModelHook
 
 from ..config import SpectrumConfig
 from ..forecast import all_finite
-from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, TimestepRange, has_extra_inputs, steps_run_by
-from .generation import BareClock, BranchState, Generation, SchedulerClock, Trajectory, Unplaced
+from .adapters import ResolvedAdapter, has_extra_inputs
+from .compat import Unpicklable
+from .contexts import BranchContexts, branch_name
+from .generation import Generation, Trajectory, Unplaced
+from .lifecycle import Generations
 from .outputs import input_key, rebuild_output, split_output
+from .planning import plan
+from .skipping import CallSlot, HeadHook, SkipGate, foreign_hooks  # noqa: F401 - HeadHook: api's
+from .steps import find_source, guider_branch
 from .summary import BranchSummary
 
 DENOISER_HOOK = "spectrum_cache"
 HEAD_HOOK = "spectrum_cache_head"
-DEFAULT_BRANCH = "default"
-# How far up the stack a denoiser call looks for the pipeline running it (hooks, accelerate and
-# torch.compile add a few frames between the pipeline's __call__ and the hook).
-_MAX_CALLER_FRAMES = 48
-# More calls than this on one step of one branch (Heun with two unnamed CFG calls makes 4) means the
-# scheduler's step_index is not advancing: a hand-written loop that never calls scheduler.step().
-_MAX_CALLS_PER_STEP = 8
-
+STAND_IN_HOOK = "spectrum_cache_stand_in"
+CONSTANT_HOOK = "spectrum_cache_constant"
+SPECTRUM_HOOKS = (DENOISER_HOOK, HEAD_HOOK, STAND_IN_HOOK, CONSTANT_HOOK)
 
 class SpectrumWarning(UserWarning):
-    """Spectrum ran the network where it would have forecast, and says why."""
-
-
-# -- hooks under accelerate's ------------------------------------------------------------------
-@contextlib.contextmanager
-def _under_accelerate(module: torch.nn.Module) -> Iterator[None]:
-    """While inside, ``module.forward`` is the forward accelerate wraps (if it wraps one)."""
-    if not (hasattr(module, "_hf_hook") and hasattr(module, "_old_forward")):
-        yield
-        return
-    outer = module.forward
-    module.forward = module._old_forward
-    try:
-        yield
-    finally:
-        module._old_forward = module.forward
-        module.forward = outer
-
-
-def register_hook(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
-    with _under_accelerate(module):
-        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
-
-
-def remove_hook(module: torch.nn.Module, name: str) -> None:
-    registry = getattr(module, "_diffusers_hook", None)
-    if registry is not None and name in registry.hooks:
-        with _under_accelerate(module):
-            registry.remove_hook(name, recurse=False)
-
-
-# -- state shared by the hooks ---------------------------------------------------------------------
-class BranchContexts(StateManager):
-    """The ``cache_context`` name per thread (``default`` outside any context: pipelines that batch
-    cond and uncond into one call, like SDXL, set none). diffusers finds it among the hook's
-    attributes and sets it when a pipeline enters ``cache_context``."""
-
-    def __init__(self) -> None:
-        super().__init__(BaseState)
-        self._names: dict[int, str] = {}
-
-    def set_context(self, context: Any) -> None:
-        if context is None:
-            self._names.pop(threading.get_ident(), None)
-        else:
-            self._names[threading.get_ident()] = context.name
-
-    def name(self) -> str:
-        return self._names.get(threading.get_ident(), DEFAULT_BRANCH)
-
-    def reset(self, *args: Any, **kwargs: Any) -> None:
-        self._names.pop(threading.get_ident(), None)
-
-
-class CallSlot:
-    """The denoiser call in flight, as the head hook sees it (written outside compiled code)."""
-
-    def __init__(self) -> None:
-        self.clear()
-
-    def clear(self) -> None:
-        self.active = False  # this call records or forecasts
-        self.prediction: torch.Tensor | None = None  # the head's input on a forecast step
-        self.feature: torch.Tensor | None = None  # the head's input on a compute step
-        self.head_seen = False
-        self.constants: list[torch.Tensor | None] = []  # forecast steps: the constant modules' outputs
+    """Spectrum ran the network where it would have forecast, or something runs differently under
+    Spectrum than without it, and says why."""
 
 
 @dataclass
@@ -142,29 +61,12 @@ class _Call:
     trajectory: Trajectory | None = None
     prediction: torch.Tensor | None = None  # set on forecast steps
     replacement: Any = None  # forecast_output mode: the denoiser output to return instead
-    final: bool = False  # the generation's last step: the trajectory is complete after it
-    constants: list[torch.Tensor | None] | None = None  # forecast steps: outputs of the constant modules
+    final: bool = False
     args: tuple = ()
     kwargs: dict | None = None
 
 
-class _Unpicklable:
-    """Spectrum's hooks live in diffusers' HookRegistry, whose forward wrappers cannot be pickled: say
-    so by name. A deepcopy of a hook is an inert placeholder; ``api`` re-enables Spectrum on a copy."""
-
-    def __reduce_ex__(self, protocol: object) -> Any:
-        raise pickle.PicklingError(
-            "a module with Spectrum enabled cannot be pickled (diffusers' hook wrappers are local functions): "
-            "call spectrum_cache.disable_spectrum(model) before pickle or torch.save, or save the weights with "
-            "save_pretrained() or state_dict(), which work while Spectrum is enabled."
-        )
-
-    def __deepcopy__(self, memo: dict) -> ModelHook:
-        return ModelHook()
-
-
-# -- the hooks -----------------------------------------------------------------------------------
-class SpectrumHook(_Unpicklable, ModelHook):
+class SpectrumHook(Unpicklable, ModelHook):
     """Decides per denoiser call whether the network runs; see the module docstring."""
 
     _is_stateful = True
@@ -186,24 +88,12 @@ class SpectrumHook(_Unpicklable, ModelHook):
         self.pipeline_ref = weakref.ref(pipeline) if pipeline is not None else None
         self.scheduler = scheduler
         self.contexts = BranchContexts()
-        self.slot = CallSlot()
-        # Stand-ins swapped in for the blocks on forecast steps: one object per slot for the hook's
-        # lifetime, so a compiled model sees the same two module layouts every time.
-        self.stand_ins = [
-            (parent, name, torch.nn.ModuleList() if isinstance(parent._modules[name], torch.nn.ModuleList) else _FirstInput())
-            for parent, name in (layout.block_slots if layout is not None else ())
-        ] + [(parent, name, _FirstInput()) for parent, name in (layout.input_slots if layout is not None else ())]
-        self.constant_stand_ins = [
-            (parent, name, argument, _SlotConstant(self.slot, index))
-            for index, (parent, name, argument) in enumerate(layout.constant_slots if layout is not None else ())
-        ]
-        self._swapped: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+        self.gate = SkipGate()
+        self.slot = CallSlot(len(layout.stand_in_modules) if layout is not None else 0)
+        self.generations = Generations(config, denoiser_name, self._warn)
         self._lock = threading.RLock()
-        self._generations: dict[int, Generation] = {}  # per thread
-        self._reports: dict[int, tuple[weakref.ref | None, list[BranchSummary]]] = {}  # per pipeline id
-        self._last_report: list[BranchSummary] = []
-        self._spent_token: weakref.ref | None = None  # the timesteps of the last generation that ended
         self._warned: set[str] = set()
+        self._hooks_checked: weakref.ref | None = None  # the generation whose skipped modules were checked
 
     # -- diffusers hook interface -------------------------------------------------------------
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -216,7 +106,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
         # Pipelines reset stateful hooks after every call (maybe_free_model_hooks), in the thread that ran
         # it: that thread's generation is over. Other threads' generations go on.
         with self._lock:
-            self._end_generation(threading.get_ident())
+            self.generations.end()
         self.contexts.reset()
         return module
 
@@ -227,10 +117,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
         call = self._begin(args, kwargs)
         done = False
         try:
-            if call.replacement is not None:
-                output = call.replacement
-            else:
-                output = self.fn_ref.original_forward(*args, **kwargs)
+            output = call.replacement if call.replacement is not None else self.fn_ref.original_forward(*args, **kwargs)
             done = True
         finally:
             if not done:
@@ -244,11 +131,14 @@ class SpectrumHook(_Unpicklable, ModelHook):
         try:
             call = self._plan(args, kwargs)
             call.args, call.kwargs = args, kwargs
-            self.slot.active = call.trajectory is not None and not self.config.forecast_output
-            self.slot.prediction = call.prediction if self.slot.active else None
-            if self.slot.prediction is not None:
-                self._swap_blocks()
-                self._swap_constants(call.constants or [])
+            slot = self.slot
+            slot.active = call.trajectory is not None and not self.config.forecast_output
+            if slot.active and call.prediction is not None:
+                slot.prediction = call.prediction
+                slot.constants = self._constants(call.trajectory, self._arguments(args, kwargs))
+                slot.stand_in_outputs = call.trajectory.stand_in_outputs or slot.stand_in_outputs
+                slot.stand_in_used = [0] * slot.num_stand_ins
+                self.gate.close()
             return call
         except BaseException:
             self._abort()
@@ -257,11 +147,13 @@ class SpectrumHook(_Unpicklable, ModelHook):
     @torch.compiler.disable
     def _end(self, call: _Call, output: Any) -> Any:
         try:
-            if self._swapped:
-                self._restore_blocks()
+            if self.gate.shut:
+                self.gate.open()
                 if not self.slot.head_seen:
                     self._warn("head", "the output head was not called; running the network.")
-                    self.slot.prediction, call.prediction = None, None
+                    call.prediction = None
+                    self.slot.clear()
+                    self.slot.active = True
                     output = self.fn_ref.original_forward(*call.args, **call.kwargs)
             if call.trajectory is not None:
                 self._record(call, output)
@@ -272,28 +164,9 @@ class SpectrumHook(_Unpicklable, ModelHook):
 
     @torch.compiler.disable
     def _abort(self) -> None:
-        self._restore_blocks()
+        self.gate.open()
         self.slot.clear()
         self._lock.release()
-
-    def _swap(self, parent: torch.nn.Module, name: str, stand_in: torch.nn.Module) -> None:
-        self._swapped.append((parent, name, parent._modules[name]))
-        parent._modules[name] = stand_in
-
-    def _swap_blocks(self) -> None:
-        for parent, name, stand_in in self.stand_ins:
-            self._swap(parent, name, stand_in)
-
-    def _swap_constants(self, values: list[torch.Tensor | None]) -> None:
-        self.slot.constants = values
-        for (parent, name, _, stand_in), value in zip(self.constant_stand_ins, values):
-            if value is not None:
-                self._swap(parent, name, stand_in)
-
-    def _restore_blocks(self) -> None:
-        while self._swapped:
-            parent, name, block = self._swapped.pop()
-            parent._modules[name] = block
 
     # -- planning -----------------------------------------------------------------------------
     def _plan(self, args: tuple, kwargs: dict) -> _Call:
@@ -303,34 +176,25 @@ class SpectrumHook(_Unpicklable, ModelHook):
             return _Call()
         arguments = self._arguments(args, kwargs)
         try:
-            generation = self._generation()
-            branch, step, slot = self._place(generation, arguments)
+            placement = self.generations.place(self._branch_name(), arguments.get(self.timestep_arg),
+                                               self.contexts.step_fields(), self._discover)
         except Unplaced as unplaced:
             if unplaced.message:
                 self._warn(unplaced.kind, unplaced.message)
             return _Call()
-
-        key = input_key(arguments)
-        trajectory = branch.trajectories.get(slot)
-        if trajectory is not None and trajectory.input_key != key:
-            # New input shapes (another resolution or batch): start over, keep the old one's record.
-            trajectory.forecaster.reset()
-            branch.retired.append((slot, trajectory))
-            trajectory = None
-        if trajectory is None:
-            forecaster, note = generation.forecaster_for(self.contexts.name(), slot, _batch_size(arguments))
-            if note:
-                self._warn("pairing", note)
-            trajectory = Trajectory(forecaster, key, first_step=step)
-            branch.trajectories[slot] = trajectory
-
-        compute = _Call(step, trajectory, final=step == generation.num_steps - 1)
-        extras = has_extra_inputs(arguments)
+        generation = placement.generation
+        self._check_skipped_hooks(generation)
+        extras = has_extra_inputs(arguments, self.layout.constant_inputs if self.layout is not None else ())
         if extras:
             self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step.")
-        if step in generation.compute_steps or extras or trajectory.forecaster.num_recorded == 0:
-            return compute
-        if self.config.forecast_output and trajectory.output_layout is None:
+        branch_name = self._branch_name()
+        decision = plan(generation, branch_name, placement.step, placement.slot, input_key(arguments),
+                        _batch_size(arguments), bool(extras))
+        if decision.note:
+            self._warn("pairing", decision.note)
+        trajectory, step = decision.trajectory, decision.step
+        compute = _Call(step, trajectory, final=decision.final)
+        if not decision.forecast or (self.config.forecast_output and trajectory.output_layout is None):
             return compute
         forecaster = trajectory.forecaster
         prediction = forecaster.predict(step)
@@ -348,16 +212,43 @@ class SpectrumHook(_Unpicklable, ModelHook):
             return compute
         if self.config.forecast_output:
             return _Call(step, trajectory, prediction, rebuild_output(trajectory.output_layout, prediction), compute.final)
-        return _Call(step, trajectory, prediction, None, compute.final, constants=self._constants(trajectory, arguments))
+        return _Call(step, trajectory, prediction, None, compute.final)
+
+    def _branch_name(self) -> str:
+        """The call's branch: its cache_context, else the prediction a modular pipeline's guider prepares."""
+        name = self.contexts.name()
+        generation = self.generations.current()
+        guider = generation.source.guider if generation is not None and generation.source is not None else None
+        if guider is not None and not self.contexts.has_context():
+            found = guider_branch(guider)
+            if found is not None:
+                return branch_name(found)
+        return name
+
+    def _discover(self):
+        return find_source(self.module, self.denoiser_name, self.generations.declared, self.scheduler,
+                           self._enabling_pipeline(), self.config.num_inference_steps)
+
+    def _enabling_pipeline(self) -> Any:
+        if self.pipeline_ref is None:
+            return None
+        pipeline = self.pipeline_ref()
+        if pipeline is None:
+            raise Unplaced(
+                "gone",
+                "the pipeline Spectrum was enabled on no longer exists and this call does not come from a "
+                "pipeline, so the step count is unknown; running the network. Enable Spectrum on the pipeline "
+                "you run, or on the bare denoiser with scheduler=... or num_inference_steps.",
+            )
+        return pipeline
 
     def _constants(self, trajectory: Trajectory, arguments: dict[str, Any]) -> list[torch.Tensor | None]:
         """The outputs of the adapter's constant modules for this forecast call, computed once per
         trajectory and reused while the call passes the same unmodified argument; None runs the module."""
-        values: list[torch.Tensor | None] = []
-        for index, (parent, name, argument, _) in enumerate(self.constant_stand_ins):
-            value = arguments.get(argument)
-            values.append(self._constant(trajectory, index, parent._modules[name], value))
-        return values
+        if self.layout is None:
+            return []
+        return [self._constant(trajectory, index, parent._modules[name], arguments.get(argument))
+                for index, (parent, name, argument) in enumerate(self.layout.constant_slots)]
 
     @staticmethod
     def _constant(trajectory: Trajectory, index: int, module: torch.nn.Module, value: Any) -> torch.Tensor | None:
@@ -387,123 +278,21 @@ class SpectrumHook(_Unpicklable, ModelHook):
                 bound = {**bound, **bound.pop(name)}
         return bound
 
-    def _generation(self) -> Generation:
-        """This thread's generation, a new one when the running pipeline or its timesteps changed."""
-        thread = threading.get_ident()
-        current = self._generations.get(thread)
-        pipeline, scheduler, component, call_locals = self._step_source()
-        if scheduler is None:
-            if current is None or not isinstance(current.clock, BareClock):
-                current = self._start(thread, BareClock(self.config.num_inference_steps), None)
-            return current
-        clock = current.clock if current is not None else None
-        if isinstance(clock, SchedulerClock) and clock.scheduler is scheduler and clock.token is scheduler.timesteps:
-            if current.pipeline is pipeline:
-                return current
-        if getattr(scheduler, "timesteps", None) is None:
-            raise Unplaced("no-timesteps", f"the scheduler {type(scheduler).__name__} has no timesteps yet "
-                           "(set_timesteps was not called), so the step count is unknown; running the network.")
-        if self._spent_token is not None and self._spent_token() is scheduler.timesteps:
-            # Every pipeline call sets new timesteps: these belong to a generation that is over, so this
-            # call is not part of a run of that scheduler.
-            raise Unplaced("stale", f"{type(scheduler).__name__}'s timesteps are those of a finished generation "
-                           "(set_timesteps was not called for this one), so the step count is unknown; running "
-                           "the network. Call the pipeline, or set_timesteps before a hand-written loop.")
-        steps_run = steps_run_by(pipeline, component) if pipeline is not None else TimestepRange()
-        clock = SchedulerClock(scheduler, steps_run)
-        wanted = self.config.num_inference_steps
-        if wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange():
-            self._warn("count", f"SpectrumConfig.num_inference_steps={wanted} but the pipeline runs "
-                       f"{clock.num_steps} steps; the schedule follows the pipeline.")
-        # Whether the call runs CFG is read once per generation, from the running pipeline's call only.
-        uses_cfg = _uses_cfg(pipeline, call_locals) if call_locals is not None else None
-        return self._start(thread, clock, pipeline, uses_cfg)
-
-    def _step_source(self) -> tuple[Any, Any, str | None, dict[str, Any] | None]:
-        """(pipeline, scheduler, component name, the running pipeline call's locals) that set this call's
-        step count; no scheduler means the configured num_inference_steps, no locals a call that does not
-        come from a running pipeline."""
-        pipeline, component, call_locals = running_pipeline(self.module)
-        if pipeline is not None:
-            if getattr(pipeline, "scheduler", None) is None:
-                raise Unplaced("no-scheduler", f"{type(pipeline).__name__} has no scheduler, so the step count is "
-                               "unknown; running the network.")
-            return pipeline, pipeline.scheduler, component, call_locals
-        if self.scheduler is not None:
-            return None, self.scheduler, None, None
-        if self.pipeline_ref is not None:
-            pipeline = self.pipeline_ref()
-            if pipeline is None:
-                raise Unplaced(
-                    "gone",
-                    "the pipeline Spectrum was enabled on no longer exists and this call does not come from a "
-                    "pipeline, so the step count is unknown; running the network. Enable Spectrum on the pipeline "
-                    "you run, or on the bare denoiser with scheduler=... or num_inference_steps.",
-                )
-            return pipeline, pipeline.scheduler, self.denoiser_name, None
-        return None, None, None, None
-
-    def _start(self, thread: int, clock: SchedulerClock | BareClock, pipeline: Any,
-               uses_cfg: bool | None = None) -> Generation:
-        self._end_generation(thread)
-        alive = {t.ident for t in threading.enumerate()}
-        for gone in [t for t in self._generations if t not in alive]:
-            self._end_generation(gone)
-        generation = Generation(self.config, self.denoiser_name, clock, pipeline, uses_cfg)
-        self._generations[thread] = generation
-        if generation.time_axis_note:
-            self._warn("time-axis", generation.time_axis_note)
-        return generation
-
-    def _end_generation(self, thread: int) -> None:
-        generation = self._generations.pop(thread, None)
-        if generation is None:
+    def _check_skipped_hooks(self, generation: Generation) -> None:
+        """Once per generation: say which other hooks sit on modules that forecast steps skip."""
+        if self.layout is None or (self._hooks_checked is not None and self._hooks_checked() is generation):
             return
-        generation.close()
-        if isinstance(generation.clock, SchedulerClock):
-            self._spent_token = weakref.ref(generation.clock.token)
-        report = generation.summaries()
-        if report:
-            pipeline = generation.pipeline
-            ref = weakref.ref(pipeline) if pipeline is not None else None
-            self._reports[id(pipeline)] = (ref, report)
-            self._last_report = report
-        self._reports = {k: v for k, v in self._reports.items() if v[0] is None or v[0]() is not None}
-
-    def _place(self, generation: Generation, arguments: dict[str, Any]) -> tuple[BranchState, int, int]:
-        """(branch, step, slot) of this call; raises Unplaced where the network just runs."""
-        name = self.contexts.name()
-        branch = generation.branch(name)
-        timestep = arguments.get(self.timestep_arg)
-        if isinstance(generation.clock, BareClock):
-            step = generation.clock.place(branch, timestep)
-            if step is None:  # the timesteps started over: a new generation
-                generation = self._start(threading.get_ident(), BareClock(generation.num_steps), None)
-                branch = generation.branch(name)
-                step = generation.clock.place(branch, timestep)
-        elif generation.num_steps is None:
-            raise Unplaced("unplanned", "the pipeline runs no step on this denoiser by its scheduler's timesteps; "
-                           "running the network.")
-        else:
-            step = generation.clock.place(name, timestep)
-        if step != branch.step:
-            branch.step, branch.calls_in_step = step, 0
-        slot = branch.calls_in_step
-        branch.calls_in_step += 1
-        if slot >= _MAX_CALLS_PER_STEP:
-            raise Unplaced(
-                "stuck",
-                f"more than {_MAX_CALLS_PER_STEP} calls landed on step {step}: the scheduler's step_index does not "
-                "advance (call scheduler.step() after each step); running the network.",
-            )
-        if step >= generation.num_steps:
-            raise Unplaced(
-                "past-end",
-                f"the denoiser ran past SpectrumConfig.num_inference_steps={generation.num_steps} without the "
-                "timesteps starting over; the network runs on every extra step. Set num_inference_steps to the "
-                "loop's length.",
-            )
-        return branch, step, slot
+        self._hooks_checked = weakref.ref(generation)
+        found = [(module, hooks) for module in self.layout.skipped_modules()
+                 if (hooks := foreign_hooks(module, SPECTRUM_HOOKS))]
+        if not found:
+            return
+        names = {id(m): n for n, m in self.module.named_modules()}
+        for module, hooks in found:
+            path = names.get(id(module), type(module).__name__)
+            self._warn(f"hook:{path}", f"{path} has hooks of its own ({', '.join(hooks)}), and forecast steps skip "
+                       "it: they run only on compute steps. Hook a module that always runs (the output head), or "
+                       "expect them to see fewer calls.")
 
     # -- recording ----------------------------------------------------------------------------
     def _record(self, call: _Call, output: Any) -> None:
@@ -519,6 +308,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
                     feature, trajectory.output_layout = split
             elif self.slot.head_seen:
                 feature = self.slot.feature
+                trajectory.keep_stand_in_outputs(self.slot.stand_in_outputs)
             else:
                 self._warn("head", "the output head was not called; nothing recorded.")
             if feature is not None:
@@ -537,6 +327,7 @@ class SpectrumHook(_Unpicklable, ModelHook):
                 self._warn("nonfinite", "the network produced NaN or Inf features in this generation, and the "
                            "forecasts made from them are not finite either.")
             trajectory.forecaster.reset()  # the trajectory is complete: free its tensors
+            trajectory.stand_in_outputs = None
 
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:
@@ -546,40 +337,11 @@ class SpectrumHook(_Unpicklable, ModelHook):
     # -- reporting ----------------------------------------------------------------------------
     def live_generation(self) -> Generation | None:
         """This thread's generation in progress, if any."""
-        return self._generations.get(threading.get_ident())
+        return self.generations.current()
 
     def summaries(self, pipeline: Any = None) -> list[BranchSummary]:
-        """This thread's current generation if it belongs to ``pipeline`` (any, for None), else the
-        last finished generation of ``pipeline`` (of any pipeline or loop, for None)."""
         with self._lock:
-            live = self._generations.get(threading.get_ident())
-            if live is not None and (pipeline is None or live.pipeline is pipeline):
-                report = live.summaries()
-                if report:
-                    return report
-            if pipeline is None:
-                return self._last_report
-            ref, report = self._reports.get(id(pipeline), (None, []))
-            return report if ref is not None and ref() is pipeline else []
-
-
-class HeadHook(_Unpicklable, ModelHook):
-    """Hands the output head's input to the call slot on compute steps and replaces it on forecast
-    steps. It runs inside a compiled model: it only reads and writes the slot."""
-
-    def __init__(self, slot: CallSlot) -> None:
-        super().__init__()
-        self.slot = slot
-
-    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
-        slot = self.slot
-        if not slot.active or slot.head_seen or not args or not isinstance(args[0], torch.Tensor):
-            return args, kwargs
-        slot.head_seen = True
-        if slot.prediction is not None:
-            return (slot.prediction, *args[1:]), kwargs
-        slot.feature = args[0]
-        return args, kwargs
+            return self.generations.summaries(pipeline)
 
 
 def checks_on_host(tensor: torch.Tensor) -> bool:
@@ -593,56 +355,3 @@ def _batch_size(arguments: dict[str, Any]) -> int | None:
     first = next((v for v in arguments.values() if isinstance(v, torch.Tensor) and v.ndim > 0), None)
     return int(first.shape[0]) if first is not None else None
 
-
-class _SlotConstant(torch.nn.Module):
-    """Stands in for a constant module (the adapter's constant_paths) on forecast steps: returns the
-    output the hook computed for this call, read from the call slot as the head's forecast is."""
-
-    def __init__(self, slot: CallSlot, index: int) -> None:
-        super().__init__()
-        self.slot = slot
-        self.index = index
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return self.slot.constants[self.index]
-
-
-class _FirstInput(torch.nn.Module):
-    """Stands in for a single skipped block (the SDXL UNet's mid_block) or an input embedder whose
-    output only the skipped blocks would read: returns its first input."""
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return args[0] if args else next(iter(kwargs.values()))
-
-
-# -- the running pipeline ----------------------------------------------------------------------
-def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[str, Any] | None]:
-    """The pipeline whose call is running ``denoiser`` in this thread, the component name it has there
-    (the nearest caller frame whose ``self`` is a DiffusionPipeline holding the denoiser), and that
-    frame's locals (None where no pipeline is running)."""
-    frame = sys._getframe(1)
-    for _ in range(_MAX_CALLER_FRAMES):
-        if frame is None:
-            break
-        code = frame.f_code
-        if code.co_argcount and code.co_varnames[0] == "self":
-            owner = frame.f_locals.get("self")
-            if isinstance(owner, DiffusionPipeline):
-                for name in DENOISER_COMPONENTS:
-                    if unwrap_module(getattr(owner, name, None)) is denoiser:
-                        return owner, name, frame.f_locals
-        frame = frame.f_back
-    return None, None, None
-
-
-def _uses_cfg(pipeline: Any, call_locals: dict[str, Any]) -> bool | None:
-    """The pipeline call's own decision to run CFG: its ``do_classifier_free_guidance`` local (PixArt,
-    CogVideoX keep it there), else the property most pipelines define."""
-    flag = call_locals.get("do_classifier_free_guidance")
-    if isinstance(flag, bool):
-        return flag
-    try:
-        flag = getattr(pipeline, "do_classifier_free_guidance", None)
-    except Exception:  # a property reading state the call has not set
-        return None
-    return flag if isinstance(flag, bool) else None

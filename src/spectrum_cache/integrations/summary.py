@@ -11,7 +11,9 @@ class BranchSummary:
     ``cache_context``); ``[k]`` marks the k-th call within a step (e.g. Heun's second evaluation), and
     ``from step s`` a trajectory that restarted at step s because the inputs changed shape (Z-Image's
     cfg_truncation). ``num_inference_steps`` is the number of steps this denoiser was planned to run
-    in the generation (SDXL's ``denoising_end`` and Wan2.2's expert split already applied)."""
+    in the generation (SDXL's ``denoising_end`` and Wan2.2's expert split already applied).
+    ``peak_bytes`` is the most the forecaster held; ``stand_in_bytes`` what the skipped input modules'
+    kept outputs held (one output each, from the last compute step)."""
 
     denoiser: str
     branch: str
@@ -19,6 +21,7 @@ class BranchSummary:
     computed_steps: tuple[int, ...]
     forecast_steps: tuple[int, ...]
     peak_bytes: int
+    stand_in_bytes: int = 0
 
     @property
     def passes_saved(self) -> int:

@@ -1,0 +1,62 @@
+"""Living beside other libraries: accelerate's offload wrappers, pickle and deepcopy.
+
+accelerate. Model and sequential CPU offload wrap ``module.forward`` and keep the forward they
+wrapped in ``module._old_forward``, which they put back when they remove their hook (diffusers does
+that after every pipeline call). ``register_hook`` / ``remove_hook`` therefore put Spectrum's hooks
+under accelerate's, into ``_old_forward``, so both survive either order.
+
+pickle and deepcopy. diffusers' HookRegistry wraps forwards in local functions, which cannot be
+pickled: ``Unpicklable`` says so by name. A deepcopy of a Spectrum hook is an inert placeholder;
+``api`` enables Spectrum afresh on a copied denoiser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from diffusers.hooks.hooks import HookRegistry, ModelHook
+
+
+@contextlib.contextmanager
+def _under_accelerate(module: torch.nn.Module) -> Iterator[None]:
+    """While inside, ``module.forward`` is the forward accelerate wraps (if it wraps one)."""
+    if not (hasattr(module, "_hf_hook") and hasattr(module, "_old_forward")):
+        yield
+        return
+    outer = module.forward
+    module.forward = module._old_forward
+    try:
+        yield
+    finally:
+        module._old_forward = module.forward
+        module.forward = outer
+
+
+def register_hook(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
+    with _under_accelerate(module):
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+
+
+def remove_hook(module: torch.nn.Module, name: str) -> None:
+    registry = getattr(module, "_diffusers_hook", None)
+    if registry is not None and name in registry.hooks:
+        with _under_accelerate(module):
+            registry.remove_hook(name, recurse=False)
+
+
+class Unpicklable:
+    """Mixed into Spectrum's hooks: pickling names the way out; deepcopy gives an inert hook."""
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise pickle.PicklingError(
+            "a module with Spectrum enabled cannot be pickled (diffusers' hook wrappers are local functions): "
+            "call spectrum_cache.disable_spectrum(model) before pickle or torch.save, or save the weights with "
+            "save_pretrained() or state_dict(), which work while Spectrum is enabled."
+        )
+
+    def __deepcopy__(self, memo: dict) -> ModelHook:
+        return ModelHook()

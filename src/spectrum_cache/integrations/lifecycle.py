@@ -1,0 +1,214 @@
+"""The owner of one denoiser's generations: it starts, restarts and ends them, and keeps their reports.
+
+Each thread runs its own generation (``threading.local``: a thread that ends takes its generation
+with it). ``place`` puts a call into the thread's generation and returns the generation it used:
+when the call starts a new one (new timesteps, the timesteps starting over, a pipeline that finished),
+that is the new one, so the caller never plans with a generation that is over. The step source is
+looked for (``steps.find_source``, a walk up the caller's frames) only when a generation starts.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import SpectrumConfig
+from .adapters import TimestepRange, steps_run_by
+from .contexts import StepFields
+from .generation import BareClock, BranchState, FieldClock, Generation, SchedulerClock, Unplaced
+from .steps import DeclaredLoop, StepSource, check_ready
+from .summary import BranchSummary
+
+# More calls than this on one step of one branch (Heun with two unnamed CFG calls makes 4) means the
+# scheduler's step_index is not advancing: a hand-written loop that never calls scheduler.step().
+MAX_CALLS_PER_STEP = 8
+
+
+@dataclass
+class Placement:
+    """Where one call sits: its generation, branch, step, and which call of the step it is (slot)."""
+
+    generation: Generation
+    branch: BranchState
+    step: int
+    slot: int
+
+
+class Generations:
+    """One denoiser's generations, one per thread, and the reports of those that ended."""
+
+    def __init__(self, config: SpectrumConfig, denoiser: str, note: Callable[[str, str], None]) -> None:
+        self.config = config
+        self.denoiser = denoiser
+        self._note = note  # (kind, message): a warning said once
+        self._local = threading.local()
+        self._reports: dict[int, tuple[weakref.ref | None, list[BranchSummary]]] = {}  # per pipeline id
+        self._last_report: list[BranchSummary] = []
+        self._spent: weakref.ref | None = None  # the timesteps of the last generation that ended
+
+    # -- the thread's generation ---------------------------------------------------------------
+    def current(self) -> Generation | None:
+        return getattr(self._local, "generation", None)
+
+    @property
+    def declared(self) -> DeclaredLoop | None:
+        """What a hand-written loop in this thread said it runs (``denoising_loop``)."""
+        return getattr(self._local, "declared", None)
+
+    def declare(self, loop: DeclaredLoop | None) -> None:
+        self.end()
+        self._local.declared = loop
+
+    def place(self, name: str, timestep: Any, fields: StepFields | None,
+              discover: Callable[[], StepSource]) -> Placement:
+        """Place a call of branch ``name``; raises Unplaced where the network just runs."""
+        generation = self.current()
+        if fields is not None:
+            return self._place_by_fields(generation, name, fields, discover)
+        if generation is not None and not _still_running(generation):
+            self.end()
+            generation = None
+        if generation is None:
+            generation = self._start(discover())
+        branch = generation.branch(name)
+        if isinstance(generation.clock, BareClock):
+            step = generation.clock.place(branch, timestep)
+            if step is None:  # the timesteps started over: a new generation
+                generation = self._start(generation.source)
+                branch = generation.branch(name)
+                step = generation.clock.place(branch, timestep)
+        elif generation.num_steps is None:
+            raise Unplaced("unplanned", "the pipeline runs no step on this denoiser by its scheduler's timesteps; "
+                           "running the network.")
+        else:
+            step = generation.clock.place(name, timestep)
+        return self._count(generation, branch, step)
+
+    def _place_by_fields(self, generation: Generation | None, name: str, fields: StepFields,
+                         discover: Callable[[], StepSource]) -> Placement:
+        """Place a call by the loop's ``CacheContext.step_index``. Where the call comes from a pipeline,
+        its scheduler still says which steps this denoiser runs (Wan2.2's experts); elsewhere the
+        fields alone give the steps."""
+        n = fields.num_inference_steps
+        if (generation is None or not generation.by_fields
+                or (isinstance(generation.clock, FieldClock) and generation.num_steps != n)
+                or not _moves_on(generation, name, fields.step_index)):
+            source = discover()
+            if source.origin == "pipeline":
+                generation = self._start(source)
+            else:
+                generation = self._begin(FieldClock(n), source)
+            generation.by_fields = True
+        if isinstance(generation.clock, FieldClock):
+            step = fields.step_index
+            if not 0 <= step < n:
+                raise Unplaced("past-end", f"cache_context step_index={step} is outside num_inference_steps={n}; "
+                               "running the network.")
+        else:
+            step = generation.clock.place(name, None, loop_index=fields.step_index)
+        return self._count(generation, generation.branch(name), step)
+
+    def _count(self, generation: Generation, branch: BranchState, step: int) -> Placement:
+        if step != branch.step:
+            branch.step, branch.calls_in_step = step, 0
+        slot = branch.calls_in_step
+        branch.calls_in_step += 1
+        if slot >= MAX_CALLS_PER_STEP:
+            raise Unplaced(
+                "stuck",
+                f"more than {MAX_CALLS_PER_STEP} calls landed on step {step}: the scheduler's step_index does not "
+                "advance (call scheduler.step() after each step); running the network.",
+            )
+        if step >= generation.num_steps:
+            raise Unplaced(
+                "past-end",
+                f"the denoiser ran past SpectrumConfig.num_inference_steps={generation.num_steps} without the "
+                "timesteps starting over; the network runs on every extra step. Set num_inference_steps to the "
+                "loop's length.",
+            )
+        return Placement(generation, branch, step, slot)
+
+    # -- starting and ending ---------------------------------------------------------------------
+    def _start(self, source: StepSource) -> Generation:
+        if source.scheduler is None:
+            if source.num_steps is None:
+                raise Unplaced("no-steps", "no scheduler and no num_inference_steps say how many steps this loop "
+                               "runs; running the network.")
+            return self._begin(BareClock(source.num_steps), source)
+        scheduler = source.scheduler
+        check_ready(scheduler, source.origin)
+        if self._spent is not None and self._spent() is scheduler.timesteps:
+            # Every pipeline call sets new timesteps: these belong to a generation that is over.
+            raise Unplaced("stale", f"{type(scheduler).__name__}'s timesteps are those of a finished generation "
+                           "(set_timesteps was not called for this one), so the step count is unknown; running "
+                           "the network. Call the pipeline, or set_timesteps before a hand-written loop.")
+        pipeline = source.pipeline
+        steps_run = steps_run_by(pipeline, source.component) if pipeline is not None else TimestepRange()
+        clock = SchedulerClock(scheduler, steps_run)
+        wanted = self.config.num_inference_steps
+        if wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange():
+            self._note("count", f"SpectrumConfig.num_inference_steps={wanted} but the pipeline runs "
+                       f"{clock.num_steps} steps; the schedule follows the pipeline.")
+        return self._begin(clock, source)
+
+    def _begin(self, clock: SchedulerClock | BareClock | FieldClock, source: StepSource) -> Generation:
+        self.end()
+        generation = Generation(self.config, self.denoiser, clock, source.pipeline, source.uses_cfg, source)
+        self._local.generation = generation
+        if generation.time_axis_note:
+            self._note("time-axis", generation.time_axis_note)
+        return generation
+
+    def end(self) -> None:
+        """End this thread's generation: free its tensors, keep its report."""
+        generation = self.current()
+        self._local.generation = None
+        if generation is None:
+            return
+        generation.close()
+        if isinstance(generation.clock, SchedulerClock):
+            self._spent = weakref.ref(generation.clock.token)
+        report = generation.summaries()
+        if report:
+            pipeline = generation.pipeline
+            self._reports[id(pipeline)] = (weakref.ref(pipeline) if pipeline is not None else None, report)
+            self._last_report = report
+        self._reports = {k: v for k, v in self._reports.items() if v[0] is None or v[0]() is not None}
+
+    # -- reports ---------------------------------------------------------------------------------
+    def summaries(self, pipeline: Any = None) -> list[BranchSummary]:
+        """This thread's current generation if it belongs to ``pipeline`` (any, for None), else the
+        last finished generation of ``pipeline`` (of any pipeline or loop, for None)."""
+        live = self.current()
+        if live is not None and (pipeline is None or live.pipeline is pipeline):
+            report = live.summaries()
+            if report:
+                return report
+        if pipeline is None:
+            return self._last_report
+        ref, report = self._reports.get(id(pipeline), (None, []))
+        return report if ref is not None and ref() is pipeline else []
+
+
+def _moves_on(generation: Generation, name: str, index: int) -> bool:
+    """Whether loop index ``index`` continues ``generation`` for branch ``name`` (it does not go back)."""
+    branch = generation.branches.get(name)
+    if branch is None or branch.step < 0:
+        return True
+    clock = generation.clock
+    if isinstance(clock, FieldClock):
+        return index >= branch.step
+    position = clock.begin + index
+    step = clock.step_of_index[position] if 0 <= position < len(clock.step_of_index) else None
+    return step is None or step >= branch.step
+
+
+def _still_running(generation: Generation) -> bool:
+    """Whether the next call without step fields may go on in ``generation``."""
+    clock = generation.clock
+    if isinstance(clock, SchedulerClock):
+        return clock.still_running()
+    return not isinstance(clock, FieldClock)

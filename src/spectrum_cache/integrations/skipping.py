@@ -1,0 +1,178 @@
+"""How a forecast step skips modules while the module tree stays whole.
+
+On a forecast step the denoiser's own forward runs with its blocks skipped, so only the time
+embedding and the output head do any work, and the head's input is swapped for the forecast. Nothing
+is taken out of the model: other threads, ``state_dict()``, ``.to()``, offload hooks and other
+libraries' hooks see the real modules during a call as after it. What does the skipping:
+
+- A block list (a ``ModuleList``) gets a gated ``__iter__``: while its ``SkipGate`` is shut for the
+  thread that is forecasting, iterating it yields nothing, so the forward's ``for block in blocks``
+  runs no block. Indexing (``blocks[0]``), ``len`` and every ``nn.Module`` walk are unchanged. The
+  list's class becomes a subclass of its own that adds only this method, undone by ``disable_spectrum``.
+- A single block (the SDXL UNet's ``mid_block``) and the input embedders (the adapter's
+  ``input_paths``) get a ``StandInHook``: on a forecast step they return the output they gave on the
+  trajectory's last compute step. That is the shape, dtype and device the forward expects from them
+  whatever the model's widths, so a forward that concatenates or slices their outputs outside the
+  blocks (FLUX.2, Chroma, Lumina2, CogVideoX) runs as on a compute step; the values never reach the
+  output, because the head's input is the forecast (tests/test_families.py checks the images).
+- A constant module (the adapter's ``constant_paths``) gets a ``ConstantHook`` that returns the
+  output the denoiser hook computed once for the trajectory.
+
+torch.compile. The gate is two plain attributes; dynamo guards on them, so a compiled whole model has
+one graph for compute steps and one for forecast steps. Under compilation the thread check is left
+out (calls into one denoiser take turns, so the compiled call is the forecasting thread's).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+from diffusers.hooks.hooks import ModelHook
+
+from .compat import Unpicklable
+
+_GATE_ATTR = "_spectrum_gate"
+
+
+class SkipGate:
+    """Shut while one thread runs a forecast step of one denoiser."""
+
+    def __init__(self) -> None:
+        self.shut = False
+        self.thread: int | None = None
+
+    def close(self) -> None:
+        self.shut, self.thread = True, threading.get_ident()
+
+    def open(self) -> None:
+        self.shut, self.thread = False, None
+
+    def skips(self) -> bool:
+        """Whether the calling code is inside the forecast step."""
+        return self.shut and (torch.compiler.is_compiling() or self.thread == threading.get_ident())
+
+
+class CallSlot:
+    """The denoiser call in flight, as the hooks inside the forward see it (written outside compiled code)."""
+
+    def __init__(self, num_stand_ins: int = 0) -> None:
+        self.num_stand_ins = num_stand_ins
+        self.clear()
+
+    def clear(self) -> None:
+        self.active = False  # this call records or forecasts
+        self.prediction: torch.Tensor | None = None  # the head's input on a forecast step
+        self.feature: torch.Tensor | None = None  # the head's input on a compute step
+        self.head_seen = False
+        self.constants: list[torch.Tensor | None] = []  # forecast steps: the constant modules' outputs
+        # Stand-in modules' outputs, in call order: taken on compute steps, given back on forecast steps.
+        self.stand_in_outputs: list[list[Any]] = [[] for _ in range(self.num_stand_ins)]
+        self.stand_in_used: list[int] = [0] * self.num_stand_ins
+
+
+class _GatedIteration:
+    """Mixed in before a block list's own class: iterating it yields nothing while its gate skips."""
+
+    def __iter__(self):  # noqa: ANN204 - ModuleList's own signature
+        gate = self.__dict__.get(_GATE_ATTR)
+        if gate is not None and gate.skips():
+            return iter(())
+        return super().__iter__()
+
+
+def gate_block_list(blocks: torch.nn.ModuleList, gate: SkipGate) -> None:
+    """Give ``blocks`` the gated ``__iter__`` (see the module docstring)."""
+    own = type(blocks)
+    if not issubclass(own, _GatedIteration):
+        # A class per call, not a module-level cache: ModuleList subclasses are rare and this runs at enable.
+        blocks.__class__ = type(own.__name__, (_GatedIteration, own), {"__module__": own.__module__,
+                                                                        "__qualname__": own.__qualname__})
+    blocks.__dict__[_GATE_ATTR] = gate
+
+
+def ungate_block_list(blocks: torch.nn.Module) -> None:
+    """Undo ``gate_block_list``: the list's own class again."""
+    blocks.__dict__.pop(_GATE_ATTR, None)
+    own = type(blocks)
+    if issubclass(own, _GatedIteration):
+        blocks.__class__ = next(c for c in own.__mro__[1:] if not issubclass(c, _GatedIteration))
+
+
+def is_gated(blocks: torch.nn.Module) -> bool:
+    return isinstance(blocks, _GatedIteration)
+
+
+class StandInHook(Unpicklable, ModelHook):
+    """A skipped single module (a block or an input embedder): on forecast steps it returns the output
+    the module gave on the trajectory's last compute step; on compute steps it hands that output over."""
+
+    def __init__(self, gate: SkipGate, slot: CallSlot, index: int) -> None:
+        super().__init__()
+        self.gate, self.slot, self.index = gate, slot, index
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        slot, index = self.slot, self.index
+        if self.gate.skips():
+            kept, used = slot.stand_in_outputs[index], slot.stand_in_used[index]
+            if used < len(kept):  # the module's n-th call of this step gets its n-th output
+                slot.stand_in_used[index] = used + 1
+                return kept[used]
+        output = self.fn_ref.original_forward(*args, **kwargs)
+        if slot.active and slot.prediction is None:
+            slot.stand_in_outputs[index].append(output)
+        return output
+
+
+class ConstantHook(Unpicklable, ModelHook):
+    """A constant module (the adapter's constant_paths) on forecast steps: the output the denoiser hook
+    computed for this trajectory, where it has one."""
+
+    def __init__(self, gate: SkipGate, slot: CallSlot, index: int) -> None:
+        super().__init__()
+        self.gate, self.slot, self.index = gate, slot, index
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        constants = self.slot.constants
+        if self.gate.skips() and self.index < len(constants) and constants[self.index] is not None:
+            return constants[self.index]
+        return self.fn_ref.original_forward(*args, **kwargs)
+
+
+class HeadHook(Unpicklable, ModelHook):
+    """Hands the output head's input to the call slot on compute steps and replaces it on forecast
+    steps. It runs inside a compiled model: it only reads and writes the slot."""
+
+    def __init__(self, slot: CallSlot) -> None:
+        super().__init__()
+        self.slot = slot
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        slot = self.slot
+        if not slot.active or slot.head_seen or not args or not isinstance(args[0], torch.Tensor):
+            return args, kwargs
+        slot.head_seen = True
+        if slot.prediction is not None:
+            return (slot.prediction, *args[1:]), kwargs
+        slot.feature = args[0]
+        return args, kwargs
+
+
+# Hooks of other libraries that manage memory or precision rather than observe the module: skipping the
+# module skips their work too, and nobody needs telling.
+_QUIET_HOOKS = ("layerwise_casting", "group_offloading", "lazy_prefetch")
+
+
+def foreign_hooks(module: torch.nn.Module, own: tuple[str, ...]) -> list[str]:
+    """What else is hooked onto ``module`` itself: torch forward (pre-)hooks, and diffusers registry
+    hooks other than ``own`` and memory managers; accelerate's offload hook is not counted."""
+    found = []
+    for kind in ("_forward_pre_hooks", "_forward_hooks"):
+        for hook in getattr(module, kind, {}).values():
+            found.append(getattr(hook, "__qualname__", type(hook).__name__))
+    registry = getattr(module, "_diffusers_hook", None)
+    for name in (registry.hooks if registry is not None else ()):
+        if name not in own and not any(name.startswith(q) for q in _QUIET_HOOKS):
+            found.append(name)
+    return found

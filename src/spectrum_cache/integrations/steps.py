@@ -1,0 +1,168 @@
+"""Where a generation's step count and current step come from: the step source.
+
+A denoiser call is placed by the first of these that applies (``find_source``):
+
+1. diffusers' ``CacheContext`` fields, where the loop passes ``step_index`` and ``num_inference_steps``
+   (``cache_context("cond", step_index=i, num_inference_steps=n)``, as the Cosmos 3 pipelines do).
+2. The pipeline running the call, a ``DiffusionPipeline`` or a ``ModularPipeline``: its scheduler (a
+   modular pipeline's component), its decision to run CFG (a modular pipeline's guider), the steps
+   it runs on this denoiser (Wan2.2's experts, SDXL's ``denoising_end``).
+3. A hand-written loop's own word: ``with spectrum_cache.denoising_loop(pipe_or_denoiser, scheduler=...)``
+   (or ``num_inference_steps=...``).
+4. The scheduler given to ``enable_spectrum``, then the enabling pipeline's, then the configured
+   ``num_inference_steps``.
+
+The search runs when a generation starts, not on every call. A source that cannot be right is never
+planned: a scheduler whose ``set_timesteps`` was never called (diffusers' flow-matching schedulers
+hold 1000 training timesteps from ``__init__``) makes the call run the network, with a warning that
+names the fix.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.utils.torch_utils import unwrap_module
+
+from .adapters import DENOISER_COMPONENTS
+from .generation import Unplaced
+
+try:  # diffusers' modular pipelines (0.35 on)
+    from diffusers.modular_pipelines import ModularPipeline
+except ImportError:  # pragma: no cover - older diffusers
+    ModularPipeline = ()  # type: ignore[assignment,misc]
+
+PIPELINE_TYPES = (DiffusionPipeline, ModularPipeline) if ModularPipeline else (DiffusionPipeline,)
+# How far up the stack a call looks for the pipeline running it. A modular pipeline's denoiser runs
+# under several block wrappers, and hooks, accelerate and torch.compile add frames of their own.
+_MAX_CALLER_FRAMES = 64
+
+
+@dataclass
+class StepSource:
+    """What places a generation's calls.
+
+    ``scheduler`` set: its timesteps and ``step_index``; else ``num_steps`` as a bare loop's count
+    (steps are the distinct timesteps seen). ``pipeline`` is the running pipeline (None for a loop),
+    ``component`` the denoiser's name in it, ``uses_cfg`` its decision to run CFG (None: unknown),
+    ``guider`` a modular pipeline's guider, which names each call's branch.
+    """
+
+    scheduler: Any = None
+    num_steps: int | None = None
+    pipeline: Any = None
+    component: str | None = None
+    uses_cfg: bool | None = None
+    guider: Any = None
+    origin: str = "configured"  # for messages: "pipeline", "loop", "enable", "configured"
+
+
+@dataclass(frozen=True)
+class DeclaredLoop:
+    """What a hand-written loop said it runs (``denoising_loop``)."""
+
+    scheduler: Any = None
+    num_steps: int | None = None
+
+
+def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: DeclaredLoop | None,
+                enable_scheduler: Any, enable_pipeline: Any, configured_steps: int | None) -> StepSource:
+    """The step source of a generation that starts with this call (sources 2-4 of the module docstring)."""
+    pipeline, component, call_locals = running_pipeline(denoiser)
+    if pipeline is not None:
+        scheduler = getattr(pipeline, "scheduler", None)
+        if scheduler is None:
+            raise Unplaced("no-scheduler", f"{type(pipeline).__name__} has no scheduler, so the step count is "
+                           "unknown; running the network.")
+        guider = getattr(pipeline, "guider", None) if isinstance(pipeline, ModularPipeline or ()) else None
+        return StepSource(scheduler, None, pipeline, component, uses_cfg(pipeline, call_locals, guider), guider,
+                          "pipeline")
+    if declared is not None:
+        return StepSource(declared.scheduler, declared.num_steps, origin="loop")
+    if enable_scheduler is not None:
+        return StepSource(enable_scheduler, origin="enable")
+    if enable_pipeline is not None:
+        return StepSource(enable_pipeline.scheduler, None, enable_pipeline, denoiser_name, origin="enable")
+    return StepSource(None, configured_steps)
+
+
+def check_ready(scheduler: Any, origin: str) -> None:
+    """Refuse a scheduler whose timesteps are not those of a run (set_timesteps never called)."""
+    if getattr(scheduler, "timesteps", None) is None or getattr(scheduler, "num_inference_steps", 0) is None:
+        where = {"enable": "the scheduler Spectrum was enabled with",
+                 "loop": "the scheduler given to denoising_loop"}.get(origin, "the pipeline's scheduler")
+        raise Unplaced(
+            "no-timesteps",
+            f"{where} ({type(scheduler).__name__}) has had no set_timesteps() call, so the step count is unknown; "
+            "running the network. A hand-written loop that drives its own scheduler says so with "
+            "`with spectrum_cache.denoising_loop(pipe, scheduler=my_scheduler):` around the loop, after "
+            "my_scheduler.set_timesteps(...).",
+        )
+
+
+def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[str, Any] | None]:
+    """The pipeline whose call is running ``denoiser`` in this thread, the component name it has there,
+    and that frame's locals; (None, None, None) where no pipeline is running.
+
+    It is the nearest caller frame with a pipeline holding the denoiser as its ``self`` (a
+    DiffusionPipeline's ``__call__``) or its first argument after ``self`` (a modular pipeline's
+    blocks take ``components``, the pipeline)."""
+    frame = sys._getframe(1)
+    for _ in range(_MAX_CALLER_FRAMES):
+        if frame is None:
+            break
+        code = frame.f_code
+        for name in code.co_varnames[: min(code.co_argcount, 2)]:
+            owner = frame.f_locals.get(name)
+            if isinstance(owner, PIPELINE_TYPES):
+                component = _component_of(owner, denoiser)
+                if component is not None:
+                    return owner, component, frame.f_locals if name == "self" else None
+        frame = frame.f_back
+    return None, None, None
+
+
+def _component_of(pipeline: Any, denoiser: torch.nn.Module) -> str | None:
+    for name in DENOISER_COMPONENTS:
+        try:
+            module = getattr(pipeline, name, None)
+        except Exception:  # a modular pipeline's component that is not loaded
+            continue
+        if module is not None and unwrap_module(module) is denoiser:
+            return name
+    return None
+
+
+def uses_cfg(pipeline: Any, call_locals: dict[str, Any] | None, guider: Any = None) -> bool | None:
+    """The running call's own decision to run CFG: a modular pipeline's guider (more than one
+    condition), a ``do_classifier_free_guidance`` local (PixArt, CogVideoX keep it there), else the
+    property most pipelines define; None where nothing says."""
+    if guider is not None:
+        try:
+            return int(guider.num_conditions) > 1
+        except Exception:  # a guider whose state is not set yet
+            return None
+    if call_locals is None:
+        return None
+    flag = call_locals.get("do_classifier_free_guidance")
+    if isinstance(flag, bool):
+        return flag
+    try:
+        flag = getattr(pipeline, "do_classifier_free_guidance", None)
+    except Exception:  # a property reading state the call has not set
+        return None
+    return flag if isinstance(flag, bool) else None
+
+
+def guider_branch(guider: Any) -> str | None:
+    """The prediction a modular pipeline's guider is preparing the denoiser for (``pred_cond`` ...):
+    guiders count ``prepare_models`` calls within a step and list their predictions in order."""
+    names = getattr(guider, "_input_predictions", None)
+    count = getattr(guider, "_count_prepared", 0)
+    if isinstance(names, (list, tuple)) and isinstance(count, int) and 1 <= count <= len(names):
+        return str(names[count - 1])
+    return None
