@@ -20,6 +20,7 @@ _LAZY_NAMES: dict[str, str] = {
     "TaylorForecaster": ".forecast",
     "enable_spectrum": ".integrations",
     "disable_spectrum": ".integrations",
+    "denoising_loop": ".integrations",
     "spectrum_summary": ".integrations",
     "SpectrumSummary": ".integrations",
     "SpectrumWarning": ".integrations",

@@ -13,6 +13,10 @@ from .base import FeatureForecaster
 class ReuseForecaster(FeatureForecaster):
     """Returns the last recorded feature unchanged (FORA-style feature reuse)."""
 
+    def __init__(self, num_inference_steps: int = 50, time_points: Sequence[float] | None = None) -> None:
+        super().__init__(num_inference_steps, time_points)
+        self._last: torch.Tensor | None = None  # nbytes is asked before the first record, too
+
     def _clear(self) -> None:
         self._last: torch.Tensor | None = None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .adapters import ADAPTERS, DenoiserAdapter, UnsupportedModelError
-from .api import disable_spectrum, enable_spectrum, spectrum_summary
+from .api import denoising_loop, disable_spectrum, enable_spectrum, spectrum_summary
 from .hooks import SpectrumWarning
 from .summary import BranchSummary, SpectrumSummary
 
@@ -14,6 +14,7 @@ __all__ = [
     "SpectrumSummary",
     "SpectrumWarning",
     "UnsupportedModelError",
+    "denoising_loop",
     "disable_spectrum",
     "enable_spectrum",
     "spectrum_summary",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -238,3 +240,40 @@ def spectrum_summary(target: Any) -> SpectrumSummary:
     if kept:
         return SpectrumSummary(tuple(summary for report in kept for summary in report), enabled=False)
     raise ValueError(f"Spectrum is not enabled on {type(target).__name__}; call enable_spectrum first.")
+
+
+@contextlib.contextmanager
+def denoising_loop(target: Any, *, scheduler: Any = None, num_inference_steps: int | None = None) -> Iterator[None]:
+    """Say what a hand-written denoising loop runs, for the length of the ``with`` block.
+
+    Calls of ``target``'s denoisers (a pipeline with Spectrum enabled, or such a denoiser) from this
+    thread inside the block are one generation, placed by ``scheduler`` (the one the loop calls
+    ``step()`` on; call its ``set_timesteps`` before the first denoiser call) or, without one, as
+    ``num_inference_steps`` steps told apart by their timestep values. The block's end ends the
+    generation; ``spectrum_summary`` then reports it. A pipeline call inside the block is placed by its
+    own scheduler as usual.
+
+    Raises ValueError if Spectrum is not enabled on ``target``, if neither or both of ``scheduler`` and
+    ``num_inference_steps`` are given, or if either is not what it should be.
+    """
+    if (scheduler is None) == (num_inference_steps is None):
+        raise ValueError("denoising_loop takes one of scheduler= (the scheduler the loop steps) or "
+                         "num_inference_steps= (the loop's step count), got "
+                         f"{'both' if scheduler is not None else 'neither'}.")
+    if scheduler is not None:
+        _check_scheduler(scheduler)
+    elif isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
+    hooks = [hook for _, module in _denoisers(target, "denoising_loop") if (hook := _denoiser_hook(module)) is not None]
+    if not hooks:
+        raise ValueError(f"Spectrum is not enabled on {type(target).__name__}; call enable_spectrum first.")
+    loop = DeclaredLoop(scheduler, num_inference_steps, None if isinstance(target, torch.nn.Module) else target)
+    for hook in hooks:
+        with hook._lock:
+            hook.generations.declare(loop)
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            with hook._lock:
+                hook.generations.declare(None)

@@ -173,7 +173,8 @@ class Generations:
             self._spent = weakref.ref(generation.clock.token)
         report = generation.summaries()
         if report:
-            pipeline = generation.pipeline
+            source = generation.source
+            pipeline = source.report_to if source is not None and source.report_to is not None else generation.pipeline
             self._reports[id(pipeline)] = (weakref.ref(pipeline) if pipeline is not None else None, report)
             self._last_report = report
         self._reports = {k: v for k, v in self._reports.items() if v[0] is None or v[0]() is not None}
@@ -183,7 +184,8 @@ class Generations:
         """This thread's current generation if it belongs to ``pipeline`` (any, for None), else the
         last finished generation of ``pipeline`` (of any pipeline or loop, for None)."""
         live = self.current()
-        if live is not None and (pipeline is None or live.pipeline is pipeline):
+        owner = live.source.report_to if live is not None and live.source is not None else None
+        if live is not None and (pipeline is None or pipeline is live.pipeline or pipeline is owner):
             report = live.summaries()
             if report:
                 return report

@@ -59,6 +59,7 @@ class StepSource:
     uses_cfg: bool | None = None
     guider: Any = None
     origin: str = "configured"  # for messages: "pipeline", "loop", "enable", "configured"
+    report_to: Any = None  # the pipeline whose spectrum_summary reports a loop's generation
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class DeclaredLoop:
 
     scheduler: Any = None
     num_steps: int | None = None
+    pipeline: Any = None  # the pipeline the loop was declared on, for its summary
 
 
 def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: DeclaredLoop | None,
@@ -82,7 +84,7 @@ def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: Declare
         return StepSource(scheduler, None, pipeline, component, uses_cfg(pipeline, call_locals, guider), guider,
                           "pipeline")
     if declared is not None:
-        return StepSource(declared.scheduler, declared.num_steps, origin="loop")
+        return StepSource(declared.scheduler, declared.num_steps, origin="loop", report_to=declared.pipeline)
     if enable_scheduler is not None:
         return StepSource(enable_scheduler, origin="enable")
     if enable_pipeline is not None:
@@ -92,7 +94,8 @@ def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: Declare
 
 def check_ready(scheduler: Any, origin: str) -> None:
     """Refuse a scheduler whose timesteps are not those of a run (set_timesteps never called)."""
-    if getattr(scheduler, "timesteps", None) is None or getattr(scheduler, "num_inference_steps", 0) is None:
+    # diffusers' schedulers set num_inference_steps in set_timesteps (FlowMatchEuler has none before).
+    if getattr(scheduler, "timesteps", None) is None or getattr(scheduler, "num_inference_steps", None) is None:
         where = {"enable": "the scheduler Spectrum was enabled with",
                  "loop": "the scheduler given to denoising_loop"}.get(origin, "the pipeline's scheduler")
         raise Unplaced(
@@ -109,8 +112,8 @@ def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[s
     and that frame's locals; (None, None, None) where no pipeline is running.
 
     It is the nearest caller frame with a pipeline holding the denoiser as its ``self`` (a
-    DiffusionPipeline's ``__call__``) or its first argument after ``self`` (a modular pipeline's
-    blocks take ``components``, the pipeline)."""
+    DiffusionPipeline's ``__call__``), or a modular pipeline as the ``components`` argument its blocks
+    take. A user's function that merely takes a pipeline argument is not a pipeline call."""
     frame = sys._getframe(1)
     for _ in range(_MAX_CALLER_FRAMES):
         if frame is None:
@@ -118,7 +121,8 @@ def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[s
         code = frame.f_code
         for name in code.co_varnames[: min(code.co_argcount, 2)]:
             owner = frame.f_locals.get(name)
-            if isinstance(owner, PIPELINE_TYPES):
+            if (name == "self" and isinstance(owner, PIPELINE_TYPES)) or (
+                    name == "components" and ModularPipeline and isinstance(owner, ModularPipeline)):
                 component = _component_of(owner, denoiser)
                 if component is not None:
                     return owner, component, frame.f_locals if name == "self" else None

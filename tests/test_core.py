@@ -1,0 +1,275 @@
+"""The integration core outside a standard pipeline call: hand-written loops, other threads, the
+step source (CacheContext fields, a loop's own word, schedulers never set), other libraries' hooks on
+skipped modules, and planning as a function without a module (issue 21, one section per item)."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import pytest
+import torch
+
+from families import STEPS, flux
+from spectrum_cache import SpectrumConfig, SpectrumWarning, compute_steps, denoising_loop, enable_spectrum, spectrum_summary
+
+REAL = SpectrumConfig(warmup_steps=3, flex_window=0.75)
+
+
+def flux_inputs(seed: int = 0, batch: int = 1, tokens: int = 6) -> dict:
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        hidden_states=torch.randn(batch, tokens, 16, generator=gen),
+        encoder_hidden_states=torch.randn(batch, 5, 24, generator=gen),
+        pooled_projections=torch.randn(batch, 20, generator=gen),
+        img_ids=torch.zeros(tokens, 3), txt_ids=torch.zeros(5, 3), return_dict=False,
+    )
+
+
+@torch.no_grad()
+def cfg_loop(transformer, n: int, order=("cond", "uncond"), fields: bool = False, timesteps=None) -> torch.Tensor:
+    """A hand-written true-CFG loop: each step calls the denoiser in cache_context("cond") and ("uncond")."""
+    cond, uncond = flux_inputs(1), flux_inputs(2)
+    x = cond.pop("hidden_states")
+    uncond.pop("hidden_states")
+    inputs = {"cond": cond, "uncond": uncond}
+    for i in range(n):
+        t = torch.tensor([timesteps[i] if timesteps is not None else 1.0 - i / n])
+        out = {}
+        for name in order:
+            extra = dict(step_index=i, num_inference_steps=n) if fields else {}
+            with transformer.cache_context(name, **extra):
+                out[name] = transformer(hidden_states=x, timestep=t, **inputs[name])[0]
+        x = x - (out["uncond"] + 2.0 * (out["cond"] - out["uncond"])) / n
+    return x
+
+
+def branches(target) -> dict[str, tuple[int, ...]]:
+    return {b.branch: b.computed_steps for b in spectrum_summary(target).branches}
+
+
+# -- 1: paired forecasting in a hand-written loop ------------------------------------------------
+@pytest.mark.parametrize("order", [("cond", "uncond"), ("uncond", "cond")])
+def test_paired_hand_loop_forecasts_both_branches_every_generation_in_either_order(order):
+    pipe, _ = flux()
+    transformer = pipe.transformer
+    config = REAL.replace(num_inference_steps=STEPS, guidance_forecast="paired")
+    enable_spectrum(transformer, config)
+    expected = tuple(compute_steps(config, STEPS))
+    first = cfg_loop(transformer, STEPS, order)
+    assert branches(transformer) == {"cond": expected, "uncond": expected}
+    second = cfg_loop(transformer, STEPS, order)
+    assert branches(transformer) == {"cond": expected, "uncond": expected}
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+# -- 2: other threads see the whole model during a forecast call ----------------------------------
+def test_another_thread_sees_the_whole_model_during_a_forecast_call():
+    pipe, kwargs = flux()
+    transformer = pipe.transformer
+    full_keys = set(transformer.state_dict())
+    full_modules = sum(1 for _ in transformer.named_modules())
+    full_blocks = len(list(transformer.transformer_blocks)) + len(list(transformer.single_transformer_blocks))
+    seen = []
+
+    def look() -> None:
+        seen.append((set(transformer.state_dict()), sum(1 for _ in transformer.named_modules()),
+                     len(list(transformer.transformer_blocks)) + len(list(transformer.single_transformer_blocks)),
+                     sum(1 for _ in transformer.parameters())))
+
+    def during_head(module, args):
+        # The head runs on every step, forecast steps included: look from another thread meanwhile.
+        worker = threading.Thread(target=look)
+        worker.start()
+        worker.join()
+
+    handle = transformer.norm_out.register_forward_pre_hook(during_head)
+    enable_spectrum(pipe, REAL)
+    try:
+        pipe(**kwargs)
+    finally:
+        handle.remove()
+    (summary,) = spectrum_summary(pipe).branches
+    assert summary.forecast_steps
+    assert len(seen) == STEPS
+    parameters = sum(1 for _ in transformer.parameters())
+    for keys, modules, blocks, params in seen:
+        assert keys == full_keys and modules == full_modules and blocks == full_blocks and params == parameters
+
+
+def test_to_from_another_thread_during_a_forecast_call_converts_every_parameter():
+    pipe, kwargs = flux()
+    transformer = pipe.transformer
+    converted = []
+
+    def convert_once(module, args):
+        if converted or not transformer._diffusers_hook.get_hook("spectrum_cache").gate.shut:
+            return
+        worker = threading.Thread(target=lambda: converted.append(
+            [p.dtype for p in transformer.to(torch.float64).parameters()]))
+        worker.start()
+        worker.join()
+
+    handle = transformer.norm_out.register_forward_pre_hook(convert_once)
+    enable_spectrum(pipe, REAL)
+    with pytest.raises(RuntimeError):  # the rest of this call mixes dtypes; the model itself is whole
+        pipe(**kwargs)
+    handle.remove()
+    assert converted and set(converted[0]) == {torch.float64}
+    assert {p.dtype for p in transformer.parameters()} == {torch.float64}
+    # The model works in its new dtype: the next generation runs and forecasts.
+    transformer.to(torch.float32)
+    pipe(**kwargs)
+    assert spectrum_summary(pipe).branches[0].forecast_steps
+
+
+# -- 4: a hand-written loop that steps its own scheduler ------------------------------------------
+def _own_scheduler_loop(pipe, scheduler, n: int) -> None:
+    transformer = pipe.transformer
+    inputs = flux_inputs()
+    x = inputs.pop("hidden_states")
+    scheduler.set_timesteps(n)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            v = transformer(hidden_states=x, timestep=(t / 1000).reshape(1), **inputs)[0]
+            x = scheduler.step(v, t, x).prev_sample
+
+
+def test_a_loop_stepping_its_own_scheduler_is_not_planned_from_the_pipelines_unset_one():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe, _ = flux()
+    enable_spectrum(pipe, REAL)
+    own = FlowMatchEulerDiscreteScheduler()
+    with pytest.warns(SpectrumWarning, match="no set_timesteps\\(\\) call.*denoising_loop"):
+        _own_scheduler_loop(pipe, own, STEPS)
+    assert spectrum_summary(pipe).branches == ()  # nothing planned, not a 1000-step plan
+
+
+def test_denoising_loop_with_the_loops_scheduler_plans_its_steps():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe, _ = flux()
+    enable_spectrum(pipe, REAL)
+    own = FlowMatchEulerDiscreteScheduler()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpectrumWarning)
+        with denoising_loop(pipe, scheduler=own):
+            _own_scheduler_loop(pipe, own, STEPS)
+    (branch,) = spectrum_summary(pipe).branches
+    assert branch.num_inference_steps == STEPS
+    assert list(branch.computed_steps) == compute_steps(REAL, STEPS)
+
+
+def test_denoising_loop_with_a_step_count():
+    pipe, _ = flux()
+    transformer = pipe.transformer
+    enable_spectrum(transformer, REAL.replace(num_inference_steps=50))
+    with denoising_loop(transformer, num_inference_steps=STEPS):
+        cfg_loop(transformer, STEPS)
+    assert branches(transformer) == {"cond": tuple(compute_steps(REAL, STEPS)),
+                                     "uncond": tuple(compute_steps(REAL, STEPS))}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "one of scheduler= .* got neither"),
+    ({"num_inference_steps": 4, "scheduler": object()}, "got both"),
+    ({"num_inference_steps": 0}, "num_inference_steps must be an integer >= 1"),
+    ({"scheduler": object()}, "scheduler must be a diffusers scheduler"),
+])
+def test_denoising_loop_rejects_bad_arguments(kwargs, message):
+    pipe, _ = flux()
+    enable_spectrum(pipe, REAL)
+    with pytest.raises(ValueError, match=message):
+        with denoising_loop(pipe, **kwargs):
+            pass
+
+
+def test_denoising_loop_needs_spectrum_enabled():
+    pipe, _ = flux()
+    with pytest.raises(ValueError, match="Spectrum is not enabled on FluxPipeline"):
+        with denoising_loop(pipe, num_inference_steps=4):
+            pass
+
+
+# -- 5: other hooks on skipped modules ------------------------------------------------------------
+def test_a_hook_on_a_skipped_module_gets_one_warning_naming_it():
+    pipe, kwargs = flux()
+    transformer = pipe.transformer
+    calls = []
+    transformer.transformer_blocks[0].register_forward_hook(lambda *a: calls.append(1))
+    transformer.x_embedder.register_forward_pre_hook(lambda *a: None)
+    enable_spectrum(pipe, REAL)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe(**kwargs)
+        pipe(**kwargs)
+    notes = [str(w.message) for w in caught if issubclass(w.category, SpectrumWarning)]
+    assert len([n for n in notes if "transformer_blocks.0 has hooks" in n]) == 1
+    assert len([n for n in notes if "x_embedder has hooks" in n]) == 1
+    assert all("run only on compute steps" in n for n in notes)
+    assert len(calls) == 2 * len(compute_steps(REAL, STEPS))
+
+
+def test_no_warning_without_other_hooks():
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpectrumWarning)
+        pipe(**kwargs)
+
+
+# -- 6: CacheContext step fields ------------------------------------------------------------------
+def test_cache_context_step_fields_place_the_calls():
+    """The loop's timesteps repeat a value (which the timestep-value clock would take for one step), and
+    the configured step count is wrong: the fields say where the loop is."""
+    pipe, _ = flux()
+    transformer = pipe.transformer
+    enable_spectrum(transformer, REAL.replace(num_inference_steps=50))
+    timesteps = [1.0, 0.9, 0.9, *[0.8 - 0.05 * i for i in range(STEPS - 3)]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpectrumWarning)
+        first = cfg_loop(transformer, STEPS, fields=True, timesteps=timesteps)
+    expected = tuple(compute_steps(REAL, STEPS))
+    assert branches(transformer) == {"cond": expected, "uncond": expected}
+    assert spectrum_summary(transformer).branches[0].num_inference_steps == STEPS
+    second = cfg_loop(transformer, STEPS, fields=True, timesteps=timesteps)  # a new generation at step 0
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+
+
+# -- discovery runs once per generation -----------------------------------------------------------
+def test_the_running_pipeline_is_looked_for_once_per_generation(monkeypatch):
+    from spectrum_cache.integrations import steps
+
+    walks = []
+    real = steps.running_pipeline
+    monkeypatch.setattr(steps, "running_pipeline", lambda denoiser: walks.append(1) or real(denoiser))
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    pipe(**kwargs)
+    pipe(**kwargs)
+    assert len(walks) == 2
+    assert list(spectrum_summary(pipe).branches[0].computed_steps) == compute_steps(REAL, STEPS)
+
+
+# -- planning without a module -------------------------------------------------------------------
+def test_planning_is_a_function_of_generation_branch_and_step():
+    from spectrum_cache.integrations.generation import BareClock, Generation
+    from spectrum_cache.integrations.planning import plan
+
+    config = REAL.replace(num_inference_steps=STEPS)
+    generation = Generation(config, "denoiser", BareClock(STEPS), pipeline=None)
+    first = plan(generation, "cond", 0)
+    assert not first.forecast and not first.final  # nothing recorded yet
+    first.trajectory.forecaster.update(0, torch.ones(2, 3))
+    schedule = compute_steps(config, STEPS)
+    for step in range(1, STEPS):
+        decision = plan(generation, "cond", step)
+        assert decision.trajectory is first.trajectory
+        assert decision.forecast == (step not in schedule)
+        assert decision.final == (step == STEPS - 1)
+    assert not plan(generation, "cond", 5, has_extra_inputs=True).forecast
+    # New input shapes: a new trajectory with nothing recorded, so the network runs.
+    other = plan(generation, "cond", 5, input_key=(("x", (1, 2)),))
+    assert other.trajectory is not first.trajectory and not other.forecast
+    assert plan(generation, "uncond", 5).trajectory is not other.trajectory
