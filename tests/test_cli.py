@@ -254,3 +254,14 @@ def test_main_returns_the_exit_status_of_argparse_errors(capsys: pytest.CaptureF
     assert main(["generate", PROMPT, "--steps", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("spectrum-cache generate: error: ") for line in err)
+
+
+def test_punctuation_and_case_are_not_unknown_words(tmp_path: Path) -> None:
+    """The tokenizer used to split on whitespace only, so 'circle,' and 'left!' were unknown and dropped."""
+    proc = run_cli("generate", "A Large RED circle, on the left!", "--steps", "2", "--no-spectrum",
+                   "--out", str(tmp_path / "p.png"), script=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not [line for line in error_lines(proc) if "warning" in line], proc.stderr
+    plain = run_cli("generate", "a large red circle on the left", "--steps", "2", "--no-spectrum",
+                    "--out", str(tmp_path / "q.png"), script=True)
+    assert Image.open(tmp_path / "p.png").tobytes() == Image.open(tmp_path / "q.png").tobytes()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import FAILURE, INTERRUPTED, USAGE_ERROR, CommandError, exit_at_once_on_interrupt, usage_error
+from .loading import DTYPE_NAMES, OFFLOAD_MODES
 from .options import add_verbose, finite_float, guidance_float, positive_int, seed_int
 
 # The embedded model draws tiny images; written this many times larger so a person can see them.
@@ -84,8 +85,8 @@ def _add_generate(subparsers: Any) -> None:
     p.add_argument("--steps", type=positive_int, default=50, metavar="N", help="denoising steps (default 50)")
     p.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed, 0 to 2**64-1 (default 0)")
     p.add_argument("--out", type=Path, default=Path("spectrum.png"), metavar="FILE",
-                   help="output image, any type Pillow writes (default spectrum.png); with --compare also "
-                        "FILE-full and FILE-compare beside it")
+                   help="output image, any type Pillow writes (default spectrum.png); folders on its path that do "
+                        "not exist are created; with --compare also FILE-full and FILE-compare beside it")
     p.add_argument("--no-spectrum", action="store_true", help="run the full sampler only")
     p.add_argument("--compare", action="store_true",
                    help="also run the full sampler with the same seed and write it, and both side by side with PSNR "
@@ -98,6 +99,23 @@ def _add_generate(subparsers: Any) -> None:
                    help="a diffusers pipeline id or folder (e.g. black-forest-labs/FLUX.1-dev) instead of the embedded model")
     p.add_argument("--guidance-scale", type=guidance_float, default=None, metavar="G",
                    help="classifier-free guidance scale (default: the pipeline's)")
+    p.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                   help="what the unconditional branch of classifier-free guidance is given (default: the "
+                        "pipeline's); FLUX.1 uses it only with --true-cfg-scale above 1")
+    p.add_argument("--true-cfg-scale", type=guidance_float, default=None, metavar="G",
+                   help="FLUX.1's true classifier-free guidance with --negative-prompt (pipelines that take "
+                        "true_cfg_scale)")
+    p.add_argument("--height", type=positive_int, default=None, metavar="PX",
+                   help="image height in pixels (default: the pipeline's)")
+    p.add_argument("--width", type=positive_int, default=None, metavar="PX",
+                   help="image width in pixels (default: the pipeline's)")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
+                   help="load the weights in this dtype (default: bfloat16 for --model on an accelerator, "
+                        "else float32)")
+    p.add_argument("--offload", choices=OFFLOAD_MODES, default=None,
+                   help="keep the weights on the CPU and move them onto the accelerator as they run: model "
+                        "(diffusers' enable_model_cpu_offload, whole components) or sequential "
+                        "(enable_sequential_cpu_offload: least memory, slowest); needs an accelerator and accelerate")
     add_verbose(p)
     p.set_defaults(handler=_generate)
 
@@ -152,6 +170,7 @@ def _console_log(verbose: bool) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status."""
+    args: argparse.Namespace | None = None
     try:
         try:
             with exit_at_once_on_interrupt():
@@ -161,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _console_log(args.verbose):
             return args.handler(args) or 0
     except CommandError as error:
+        if getattr(args, "traceback", False) and error.cause is not None:
+            import traceback
+
+            traceback.print_exception(error.cause, file=sys.stderr)
         print(f"spectrum-cache: error: {error}", file=sys.stderr)
         return error.code
     except KeyboardInterrupt:
@@ -228,21 +251,72 @@ def _warn_unknown_words(pipe: Any, prompt: str) -> None:
 
 
 # -- generate: running --------------------------------------------------------------------------------
-def _sample(pipe: Any, prompt: str, steps: int, seed: int, device: str, guidance_scale: float | None) -> tuple[Any, float]:
-    """(first image or frames, seconds)."""
+# The pipeline call's keyword for each option that is passed only when given (the pipeline's default otherwise).
+CALL_OPTIONS = {"guidance_scale": "--guidance-scale", "negative_prompt": "--negative-prompt",
+                "true_cfg_scale": "--true-cfg-scale", "height": "--height", "width": "--width"}
+WARMUP_STEPS = 2
+
+
+def call_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline call's keyword arguments the user set."""
+    return {key: getattr(args, key) for key in CALL_OPTIONS if getattr(args, key) is not None}
+
+
+def _pipeline_class(model: str | None) -> type | None:
+    """The pipeline class a model loads as, where it is known without loading (the embedded model, a
+    local folder's model_index.json naming a diffusers class); None for a hub id."""
+    from .loading import is_embedded, pipeline_class_name
+
+    if is_embedded(model):
+        from .embedded import EmbeddedPipeline
+
+        return EmbeddedPipeline
+    name = pipeline_class_name(model) if model is not None else None
+    if name is None:
+        return None
+    import diffusers
+
+    found = getattr(diffusers, name, None)
+    return found if isinstance(found, type) else None
+
+
+def check_call_options(pipeline: type, options: dict[str, Any]) -> None:
+    """Each option the user set must be a parameter of the pipeline's __call__: a one-line usage error
+    naming the option and the pipeline otherwise (a pipeline would raise TypeError after loading)."""
+    import inspect
+
+    parameters = inspect.signature(pipeline.__call__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    for key in options:
+        if key not in parameters:
+            raise usage_error(f"{CALL_OPTIONS[key]}: {pipeline.__name__} takes no {key}")
+    if "negative_prompt" in options and "true_cfg_scale" in parameters and "true_cfg_scale" not in options:
+        logger.warning(f"{pipeline.__name__} uses --negative-prompt only with --true-cfg-scale above 1 (true "
+                       f"classifier-free guidance); without it the negative prompt is ignored")
+
+
+def _sample(pipe: Any, prompt: str, steps: int, seed: int, device: str, options: dict[str, Any],
+            label: str) -> tuple[Any, float]:
+    """(first image or frames, seconds); ``label`` names the run's progress bar."""
     import torch
 
-    kwargs: dict[str, Any] = {"num_inference_steps": steps}
-    if guidance_scale is not None:
-        kwargs["guidance_scale"] = guidance_scale
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    pipe.set_progress_bar_config(desc=label)
     start = time.perf_counter()
-    out = pipe(prompt, generator=generator, **kwargs)
+    try:
+        out = pipe(prompt, generator=generator, num_inference_steps=steps, **options)
+    except ValueError as error:  # the pipeline's own input checks (e.g. a height it cannot draw)
+        raise usage_error(f"{type(pipe).__name__} refused the options: {_first_line(error)}", cause=error) from None
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     result = out.images[0] if hasattr(out, "images") else out.frames[0]
     return result, seconds
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _to_pil_frames(result: Any) -> list[Any]:
@@ -300,7 +374,7 @@ def side_by_side(full: Any, spectrum: Any, full_label: str, spectrum_label: str,
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .loading import check_model, cpu_threads, is_embedded, load_model, resolve_device
+    from .loading import check_model, check_offload, cpu_threads, is_embedded, load_model, resolve_device, torch_dtype
 
     # Start-up (checks, imports, loading) ends at once on Ctrl-C; see exit_at_once_on_interrupt.
     with exit_at_once_on_interrupt():
@@ -311,7 +385,12 @@ def _generate(args: argparse.Namespace) -> int:
         check_model(args.model)
         config = _config(args.speedup, args.steps)
         device = resolve_device(args.device)
+        check_offload(args.offload, device, args.device)
         embedded = is_embedded(args.model)
+        options = call_options(args)
+        known_class = _pipeline_class(args.model)
+        if known_class is not None:
+            check_call_options(known_class, options)
 
         import torch
 
@@ -319,14 +398,23 @@ def _generate(args: argparse.Namespace) -> int:
         if torch.device(device).type == "cpu":
             torch.set_num_threads(threads)
         where = f"on {device}" + (f" ({threads} thread{'s' if threads > 1 else ''})" if torch.device(device).type == "cpu" else "")
+        if args.offload:
+            where += f" with {args.offload} offload"
 
-        pipe = load_model(args.model, device)
+        pipe = load_model(args.model, device, torch_dtype(args.dtype, device, args.model), args.offload)
+        if known_class is None:  # a hub id: its class is known now
+            check_call_options(type(pipe), options)
         if embedded:
             _warn_unknown_words(pipe, args.prompt)
+            if args.negative_prompt:
+                _warn_unknown_words(pipe, args.negative_prompt)
         upscale = EMBEDDED_UPSCALE if args.model is None else 1  # --model images are written at their own size
 
+    def sample(steps: int, label: str) -> tuple[Any, float]:
+        return _sample(pipe, args.prompt, steps, args.seed, device, options, label)
+
     if args.no_spectrum:
-        result, seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)
+        result, seconds = sample(args.steps, "full sampler")
         written = _save(_to_pil_frames(result), args.out, upscale)
         print(f"full sampler: {args.steps} steps computed in {seconds:.2f} s {where}; wrote {written}")
         return 0
@@ -336,10 +424,10 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         enable_spectrum(pipe, config)
     except ValueError as error:
-        raise CommandError(str(error), FAILURE) from None
+        raise CommandError(str(error), FAILURE, error) from None
     if args.compare:  # one short warm-up run, so neither timed run pays first-call costs
-        _sample(pipe, args.prompt, 2, args.seed, device, args.guidance_scale)
-    result, seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)
+        sample(WARMUP_STEPS, f"warm-up ({WARMUP_STEPS} steps, untimed)")
+    result, seconds = sample(args.steps, "Spectrum")
     branch = spectrum_summary(pipe).branches[0]
     passes = len(branch.computed_steps)
     frames = _to_pil_frames(result)
@@ -353,7 +441,7 @@ def _generate(args: argparse.Namespace) -> int:
         from .bench.metrics import to_nchw
 
         disable_spectrum(pipe)
-        full_result, full_seconds = _sample(pipe, args.prompt, args.steps, args.seed, device, args.guidance_scale)
+        full_result, full_seconds = sample(args.steps, "full sampler")
         full_frames = _to_pil_frames(full_result)
         psnr = image_psnr(to_nchw(frames[0]), to_nchw(full_frames[0]))
         speedup = full_seconds / seconds

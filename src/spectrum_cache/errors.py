@@ -20,16 +20,18 @@ INTERRUPTED = 130
 
 
 class CommandError(Exception):
-    """A failure to report in one line, without a traceback; ``code`` is the exit status."""
+    """A failure to report in one line, without a traceback; ``code`` is the exit status, ``cause`` the
+    error behind it (its traceback is printed with --traceback)."""
 
-    def __init__(self, message: str, code: int = FAILURE) -> None:
+    def __init__(self, message: str, code: int = FAILURE, cause: BaseException | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.cause = cause
 
 
-def usage_error(message: str) -> CommandError:
+def usage_error(message: str, cause: BaseException | None = None) -> CommandError:
     """A CommandError for bad input (exit status 2)."""
-    return CommandError(message, USAGE_ERROR)
+    return CommandError(message, USAGE_ERROR, cause)
 
 
 @contextlib.contextmanager

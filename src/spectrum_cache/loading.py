@@ -20,6 +20,12 @@ from .errors import CommandError, usage_error
 EMBEDDED_CLASS_NAME = "EmbeddedPipeline"
 # Device types a pipeline can run on; "meta" and the like allocate nothing and would fail later.
 SUPPORTED_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+# --dtype: torch dtype names a pipeline can be loaded in.
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+# --offload: diffusers' enable_model_cpu_offload (whole components) and enable_sequential_cpu_offload
+# (submodule by submodule, least memory, slowest). Both move weights onto an accelerator as they run.
+OFFLOAD_MODES = ("model", "sequential")
+OFFLOAD_DEVICE_TYPES = ("cuda", "xpu", "mps")
 # What diffusers appends to a hub error whose cause it does not show.
 _STACKTRACE_HINT = "Please check out the root cause in the stacktrace above."
 
@@ -65,6 +71,38 @@ def resolve_device(name: str | None, option: str = "--device") -> str:
         raise usage_error(f"{option} {name!r} is not available here (torch {torch.__version__}); "
                           f"available: {', '.join(available)}")
     return name
+
+
+def check_offload(offload: str | None, device: str, requested: str | None) -> None:
+    """--offload keeps weights on the CPU and moves each component onto an accelerator while it runs,
+    so it needs one: a one-line usage error on a machine (or a --device) without."""
+    if offload is None:
+        return
+    import torch
+
+    kind = torch.device(device).type
+    if kind in OFFLOAD_DEVICE_TYPES:
+        return
+    if requested is not None:
+        raise usage_error(f"--offload {offload} moves each component onto --device while it runs, so it needs an "
+                          f"accelerator ({', '.join(OFFLOAD_DEVICE_TYPES)}); --device {requested} is not one")
+    raise usage_error(f"--offload {offload} needs an accelerator ({', '.join(OFFLOAD_DEVICE_TYPES)}) to move each "
+                      f"component onto while it runs; this machine has none (torch {torch.__version__}: "
+                      f"{', '.join(available_devices())}); drop --offload to run on the CPU")
+
+
+def torch_dtype(name: str | None, device: str, model: str | None) -> Any:
+    """The dtype to load in: ``name`` (one of DTYPE_NAMES), else float32 for the embedded model and on
+    the CPU (fast CPU matmuls), bfloat16 for --model on an accelerator (what FLUX and Wan ship in)."""
+    import torch
+
+    if name is not None:
+        if name not in DTYPE_NAMES:
+            raise usage_error(f"--dtype {name!r}: use one of {', '.join(DTYPE_NAMES)}")
+        return getattr(torch, name)
+    if is_embedded(model) or torch.device(device).type == "cpu":
+        return torch.float32
+    return torch.bfloat16
 
 
 def pipeline_class_name(model: str) -> str | None:
@@ -131,6 +169,25 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
+def failed_component(error: BaseException) -> tuple[str, str] | None:
+    """(component name, class name) of the pipeline component whose loading raised ``error``, read from
+    the frames of diffusers' load_sub_model, which loads one component per call; None if it is not there
+    (the pipeline's index itself, or a diffusers that names that function otherwise)."""
+    for link in _error_chain(error):
+        tb = link.__traceback__
+        found = None
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "load_sub_model" and isinstance(frame.f_locals.get("name"), str):
+                # class_obj, not class_name: the function reuses class_name as a loop variable.
+                class_obj = frame.f_locals.get("class_obj")
+                found = (frame.f_locals["name"], getattr(class_obj, "__name__", "unknown class"))
+            tb = tb.tb_next
+        if found is not None:
+            return found
+    return None
+
+
 def describe_load_error(error: BaseException) -> str:
     """One line for a failed ``from_pretrained``: diffusers' message without its pointer to a stack
     trace the user never sees, or, when the hub could not be reached, that and the network's reason."""
@@ -145,6 +202,9 @@ def describe_load_error(error: BaseException) -> str:
     message = _first_line(error).replace(_STACKTRACE_HINT, "").strip()
     if len(chain) > 1:
         message += f" (cause: {type(chain[-1]).__name__}: {_first_line(chain[-1])})"
+    component = failed_component(error)
+    if component is not None:
+        message = f"its {component[0]} ({component[1]}) failed to load: {type(error).__name__}: {message}"
     return message
 
 
@@ -171,32 +231,47 @@ def _held_diffusers_log() -> Iterator[list[logging.LogRecord]]:
         logger.propagate = saved_propagate
 
 
-def load_model(model: str | None, device: str) -> Any:
-    """The embedded pipeline, or any diffusers pipeline by id or folder, on ``device``; a one-line
-    CommandError if it cannot be loaded.
+def load_model(model: str | None, device: str, dtype: Any = None, offload: str | None = None) -> Any:
+    """The embedded pipeline, or any diffusers pipeline by id or folder, on ``device`` in ``dtype``
+    (None: torch_dtype's default); a one-line CommandError if it cannot be loaded, naming the component
+    that failed where one did (with the original error as its ``cause``, for --traceback).
+
+    ``offload`` ("model" or "sequential") keeps the weights on the CPU and lets diffusers move them onto
+    ``device`` as they run (enable_model_cpu_offload / enable_sequential_cpu_offload) instead of moving
+    the whole pipeline there.
 
     A folder holding an EmbeddedPipeline (e.g. one retrained with ``spectrum_cache.embedded.train``)
     loads through our own class, which diffusers cannot look up by name.
     """
-    import torch
     from diffusers.utils.logging import get_logger
 
     from .embedded import load_pipeline
 
-    get_logger(__name__).info(f"loading {model or 'the embedded model'} on {device}")
-    if model is None:
-        return load_pipeline(device=device)
-    from diffusers import DiffusionPipeline
-
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if offload is not None and offload not in OFFLOAD_MODES:
+        raise usage_error(f"--offload {offload!r}: use one of {', '.join(OFFLOAD_MODES)}")
+    if dtype is None:
+        dtype = torch_dtype(None, device, model)
+    where = "cpu" if offload else device
+    get_logger(__name__).info(f"loading {model or 'the embedded model'} in {str(dtype).removeprefix('torch.')} on {device}"
+                              + (f" with {offload} offload" if offload else ""))
+    name = "--model " + repr(model) if model is not None else "the embedded model"
     with _held_diffusers_log() as records:
         try:
-            if is_embedded(model):
-                pipe = load_pipeline(device=device, weights=model)
+            if model is None or is_embedded(model):
+                pipe = load_pipeline(device=where, dtype=dtype, weights=model)
             else:
-                pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype).to(device)
+                from diffusers import DiffusionPipeline
+
+                pipe = DiffusionPipeline.from_pretrained(model, dtype=dtype).to(where)
         except Exception as error:  # hub, network, format: all are "cannot load" to the user
-            raise CommandError(f"cannot load --model {model!r}: {describe_load_error(error)}") from None
+            raise CommandError(f"cannot load {name}: {describe_load_error(error)}", cause=error) from None
     for record in records:
         logging.getLogger(record.name).handle(record)
+    if offload is not None:
+        method = {"model": "enable_model_cpu_offload", "sequential": "enable_sequential_cpu_offload"}[offload]
+        try:
+            getattr(pipe, method)(device=device)
+        except Exception as error:  # accelerate missing, no accelerator, a pipeline that cannot offload
+            raise CommandError(f"--offload {offload}: {type(pipe).__name__}.{method} failed: {_first_line(error)}",
+                               cause=error) from None
     return pipe

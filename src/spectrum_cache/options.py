@@ -62,5 +62,8 @@ def shift_float(text: str) -> float:
 
 
 def add_verbose(parser: argparse.ArgumentParser) -> None:
-    """``-v``: informational log messages of spectrum-cache and diffusers, not only warnings."""
+    """``-v``: informational log messages of spectrum-cache and diffusers, not only warnings;
+    ``--traceback``: the full traceback behind a one-line error (a model that does not load, say)."""
     parser.add_argument("-v", "--verbose", action="store_true", help="also show informational messages")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an error, also print the traceback of what caused it (for a bug report)")

@@ -46,8 +46,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "not linear in the step (default: the pipeline's schedule; the embedded model's is linear)")
     p.add_argument("--repeats", type=positive_int, default=1, metavar="N",
                    help="time each item this many times, keep the fastest (default 1)")
-    p.add_argument("--extra-metrics", choices=("auto", "off"), default="auto",
-                   help="LPIPS, CLIP score, ImageReward where their weights load (default auto)")
+    p.add_argument("--extra-metrics", choices=("auto", "on", "off"), default="auto",
+                   help="the learned metrics LPIPS, CLIP score and ImageReward (the learned-metrics extra): auto "
+                        "adds each where its weights load and skips the rest quietly (-v says why), on warns for "
+                        "each that does not load, off skips them (default auto)")
     p.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="CPU threads per process (default: 1 for the embedded model, else all cores shared out)")
     add_verbose(p)
@@ -99,7 +101,7 @@ def _options(args: argparse.Namespace) -> Any:
     return BenchOptions(
         out=args.out, methods=tuple(methods), prompts=tuple(prompts), steps=args.steps, seed=args.seed,
         model=args.model, device=args.device, guidance_scale=args.guidance_scale, repeats=args.repeats,
-        extra_metrics=args.extra_metrics == "auto", threads=args.threads, scheduler_shift=args.scheduler_shift,
+        extra_metrics=args.extra_metrics, threads=args.threads, scheduler_shift=args.scheduler_shift,
     )
 
 

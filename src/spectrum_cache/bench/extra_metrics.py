@@ -2,8 +2,8 @@
 
 They need the ``learned-metrics`` extra (``pip install -e ".[bench,learned-metrics]"`` in a checkout;
 the README says which torchvision to install first) and, the first time, a download. Where a
-package is missing or the weights cannot be fetched (offline), the metric is skipped with one note; the
-benchmark never fails for it.
+package is missing or the weights cannot be fetched (offline), the metric is skipped with a note; the
+benchmark never fails for it. How loudly the notes are shown is the runner's choice (``--extra-metrics``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ IMAGE_REWARD_MODEL = "ImageReward-v1.0"
 # LPIPS' AlexNet needs a few pixels after its strided layers; small images are upsampled to this.
 LPIPS_MIN_SIZE = 64
 NAMES = ("lpips", "clip_score", "image_reward")
+# --extra-metrics: "auto" tries each and skips quietly (one info line), "on" warns for each that does not
+# load (the user asked for them), "off" loads none and says nothing.
+MODES = ("auto", "on", "off")
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:
@@ -51,8 +54,7 @@ class ExtraMetrics:
     def load(cls, device: torch.device, enabled: bool = True) -> ExtraMetrics:
         """Try to load each metric; never raises."""
         metrics = cls(device)
-        if not enabled:
-            metrics.notes.append("LPIPS, CLIP score and ImageReward: off (--extra-metrics off)")
+        if not enabled:  # asked for: nothing to note
             return metrics
         loaders = {"lpips": metrics._load_lpips, "clip_score": metrics._load_clip, "image_reward": metrics._load_image_reward}
         for name, loader in loaders.items():
@@ -62,6 +64,12 @@ class ExtraMetrics:
             except Exception as error:  # missing package, offline, bad cache: all mean "skip this metric"
                 metrics.notes.append(f"{name}: skipped ({_first_line(error)})")
         return metrics
+
+    def skipped_line(self) -> str | None:
+        """Every skipped metric in one line, or None if all loaded."""
+        if not self.notes:
+            return None
+        return "learned metrics " + "; ".join(self.notes) + " (--extra-metrics on warns for each, off skips them)"
 
     def _load_lpips(self) -> Any:
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity

@@ -74,6 +74,8 @@ CACHE_DIT_DEFAULTS = tuple(f"cachedit-{c}-a{a}" for c in CALIBRATORS for a in PA
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _PAIR = r"(-pair(?:-(?:reuse|linear|chebyshev))?)?"
 _TAIL = rf"(?:-win{_NUMBER})?(?:-warm(\d+))?(-out)?{_PAIR}(-sigma)?"
+# The optional endings of spectrum and the in-house forecasters (_TAIL), as the --methods error spells them.
+TAIL_GRAMMAR = "[-winW][-warmK][-out][-pair|-pair-linear|-pair-chebyshev|-pair-reuse][-sigma]"
 _PATTERNS = {
     "full": re.compile(r"full"),
     "steps": re.compile(r"steps-(\d+)"),
@@ -223,8 +225,9 @@ def parse_method(name: str) -> Method:
             raise ValueError(f"method {name!r}: {error}") from None
         return Method(settings.name, "cachedit", peer=settings)
     raise ValueError(
-        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL][-hK], reuse-aALPHA, taylor1-aALPHA, "
-        f"taylor2-aALPHA, diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT][-sK][-rR], diffusers-sea[-tT], "
+        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL][-hK]{TAIL_GRAMMAR}, "
+        f"{{reuse|taylor1|taylor2}}-aALPHA{TAIL_GRAMMAR}, "
+        f"diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT][-sK][-rR], diffusers-sea[-tT], "
         f"cachedit-{{{'|'.join(CALIBRATORS)}}}-{{aALPHA|{'|'.join(MASK_POLICIES)}|tT}}[-fFbB]"
     )
 

@@ -58,9 +58,15 @@ class BenchOptions:
     device: str | None = None
     guidance_scale: float | None = None
     repeats: int = 1
-    extra_metrics: bool = True
+    extra_metrics: str = "auto"  # extra_metrics.MODES
     threads: int | None = None
     scheduler_shift: float | None = None  # a flow-matching scheduler's sigma shift (None: the pipeline's)
+
+    def __post_init__(self) -> None:
+        from .extra_metrics import MODES
+
+        if self.extra_metrics not in MODES:
+            raise ValueError(f"extra_metrics must be one of {', '.join(MODES)}, got {self.extra_metrics!r}")
 
     def run_key(self) -> dict[str, Any]:
         """What must stay the same for records in one folder to be comparable. The prompts are not part
@@ -160,9 +166,13 @@ class _Worker:
         self.pipe.set_progress_bar_config(disable=True)
         if self.options.scheduler_shift is not None:
             self.pipe.scheduler = shifted_scheduler(self.pipe.scheduler, self.options.scheduler_shift)
-        self.extra = ExtraMetrics.load(self.device, self.options.extra_metrics)
-        for note in self.extra.notes:
-            self._note(note)
+        mode = self.options.extra_metrics
+        self.extra = ExtraMetrics.load(self.device, enabled=mode != "off")
+        if mode == "on":  # asked for by name: each one missing is a warning
+            for note in self.extra.notes:
+                self._note(note)
+        elif (line := self.extra.skipped_line()) is not None:  # auto: optional, so one quiet line (-v)
+            logger.info(f"[rank {self.rank}] {line}" if self.rank else line)
         # One short untimed run, so no timed run pays for first-call costs (allocations, lazy init).
         self._generate(self.options.prompts[0], WARMUP_STEPS, self.options.seed)
 

@@ -140,10 +140,15 @@ class EmbeddedPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict]
         | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        negative_prompt: str | list[str] | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        negative_pooled_prompt_embeds: torch.Tensor | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Generate images.
 
-        guidance_scale <= 1 disables CFG (one transformer call per step). height/width default to the
+        guidance_scale <= 1 disables CFG (one transformer call per step); with CFG the unconditional branch
+        is `negative_prompt` (default "", the caption dropout the model was trained with), or
+        `negative_prompt_embeds` with `negative_pooled_prompt_embeds`. height/width default to the
         training resolution (config.sample_size, 48) and must be multiples of the patch side P (6). output_type:
         "pil", "np" (float in [0, 1], NHWC) or "pt" (float in [0, 1], NCHW). `latents`, if given, is the
         initial noise already packed into tokens, shape (B, H/P * W/P, 3*P*P) (see model.pack).
@@ -217,8 +222,20 @@ class EmbeddedPipeline(DiffusionPipeline):
         prompt_embeds = prompt_embeds.to(device, dtype)
         pooled_prompt_embeds = pooled_prompt_embeds.to(device, dtype)
         do_cfg = guidance_scale > 1.0
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("pass negative_prompt or negative_prompt_embeds, not both")
+        if (negative_prompt_embeds is None) != (negative_pooled_prompt_embeds is None):
+            raise ValueError("negative_prompt_embeds and negative_pooled_prompt_embeds go together")
         if do_cfg:
-            neg_embeds, neg_pooled = self.encode_prompt([""] * batch)
+            if negative_prompt_embeds is None:
+                negatives = [negative_prompt or ""] * prompts if not isinstance(negative_prompt, list) else negative_prompt
+                if len(negatives) != prompts:
+                    raise ValueError(f"negative_prompt has {len(negatives)} prompts for a batch of {prompts}")
+                negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(negatives)
+            if negative_prompt_embeds.shape[0] != prompts:
+                raise ValueError(f"negative_prompt_embeds has {negative_prompt_embeds.shape[0]} rows for a batch of {prompts}")
+            neg_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0).to(device, dtype)
+            neg_pooled = negative_pooled_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0).to(device, dtype)
 
         if image is not None:
             start_image = VaeImageProcessor(vae_scale_factor=patch).preprocess(image, height, width)
