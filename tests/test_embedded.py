@@ -420,6 +420,23 @@ def test_a_callback_can_interrupt_the_loop(pipe: EmbeddedPipeline, monkeypatch: 
     assert len(calls) == 3  # the next call starts uninterrupted
 
 
+def test_negative_prompt_is_the_unconditional_branch(pipe: EmbeddedPipeline) -> None:
+    prompt = "a large red circle"
+    plain = _np(pipe, prompt, num_inference_steps=3)
+    assert np.array_equal(plain, _np(pipe, prompt, negative_prompt="", num_inference_steps=3))  # "" is the default
+    negative = _np(pipe, prompt, negative_prompt="a blue square", num_inference_steps=3)
+    assert not np.allclose(plain, negative, atol=1e-3)
+    embeds, pooled = pipe.encode_prompt("a blue square")
+    by_embeds = _np(pipe, prompt, negative_prompt_embeds=embeds, negative_pooled_prompt_embeds=pooled, num_inference_steps=3)
+    assert np.allclose(negative, by_embeds, atol=1e-6)
+    assert np.array_equal(_np(pipe, prompt, num_inference_steps=3, guidance_scale=1.0),
+                          _np(pipe, prompt, negative_prompt="a blue square", num_inference_steps=3, guidance_scale=1.0))
+    with pytest.raises(ValueError, match="negative_prompt has 2 prompts for a batch of 1"):
+        pipe(prompt, negative_prompt=["a", "b"], num_inference_steps=1)
+    with pytest.raises(ValueError, match="not both"):
+        pipe(prompt, negative_prompt="a", negative_prompt_embeds=embeds, negative_pooled_prompt_embeds=pooled)
+
+
 def _other_schedulers(pipe: EmbeddedPipeline) -> dict:
     from diffusers import DPMSolverMultistepScheduler, FlowMatchHeunDiscreteScheduler
 
