@@ -9,6 +9,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,16 +113,29 @@ def test_nothing_imports_the_cli_module() -> None:
     assert "spectrum_cache.errors" in _imported_modules(SRC / "spectrum_cache" / "bench" / "cli.py")
 
 
-def test_installed_diffusers_is_inside_the_pin(wheel: zipfile.ZipFile) -> None:
-    """The pin names the diffusers the suite runs with: widening it is done by testing a newer one."""
-    from importlib.metadata import version
-
+def _diffusers_requirement(wheel: zipfile.ZipFile) -> Any:
     from packaging.requirements import Requirement
 
     (metadata_name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
     requires = email.message_from_bytes(wheel.read(metadata_name)).get_all("Requires-Dist")
     (diffusers,) = [Requirement(r) for r in requires if r.startswith("diffusers")]
-    assert diffusers.specifier.contains(version("diffusers"))
+    return diffusers
+
+
+def test_installed_diffusers_is_inside_the_pin(wheel: zipfile.ZipFile) -> None:
+    """The suite runs with a diffusers the requirement allows (a fresh install takes the newest)."""
+    from importlib.metadata import version
+
+    assert _diffusers_requirement(wheel).specifier.contains(version("diffusers"))
+
+
+def test_diffusers_has_a_tested_lower_bound_and_no_upper_bound(wheel: zipfile.ZipFile) -> None:
+    """An upper bound made pip refuse (or downgrade to fit) every newer diffusers; the lower bound is the
+    release the suite was run with when it was set."""
+    from packaging.version import Version
+
+    (clause,) = _diffusers_requirement(wheel).specifier
+    assert clause.operator == ">=" and Version(clause.version) >= Version("0.42.1")
 
 
 def test_readme_install_section() -> None:
