@@ -1,0 +1,141 @@
+"""Spectrum under diffusers' Ulysses context parallelism: two gloo processes on CPU (torchrun) against one.
+
+tests/context_parallel_worker.py runs FluxPipeline and WanPipeline (CFG, cond / uncond contexts) on tiny
+random-initialised transformers with distinct widths, with ``ContextParallelConfig(ulysses_degree=2)``
+on the transformer, with and without Spectrum. Here the same pipelines run in this one process without
+context parallelism. Spectrum under Ulysses must give the single-process Spectrum latents on the same
+compute steps, and each rank's forecaster must hold only its shard of the sequence.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import context_parallel_worker as worker
+
+TESTS = Path(__file__).resolve().parent
+WORLD_SIZE = 2
+TOLERANCE = 1e-5
+FAMILIES = ("flux", "wan")
+
+
+def _distributed_unavailable() -> str | None:
+    if not torch.distributed.is_available():
+        return "torch.distributed is not available in this torch build"
+    if not torch.distributed.is_gloo_available():
+        return "torch.distributed has no gloo backend in this torch build"
+    return None
+
+
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory) -> list[dict]:
+    """Both ranks' results of one torchrun launch (both families, all runs)."""
+    reason = _distributed_unavailable()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("context_parallel")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore::FutureWarning"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD_SIZE}",
+        str(TESTS / "context_parallel_worker.py"), str(out), *FAMILIES,
+    ]
+    try:
+        done = subprocess.run(command, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"torchrun did not finish in {error.timeout} s:\n{(error.stderr or '')[-4000:]}")
+    assert done.returncode == 0, f"torchrun failed ({done.returncode}):\n{done.stderr[-6000:]}"
+    results = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
+    assert [r["world_size"] for r in results] == [WORLD_SIZE] * WORLD_SIZE
+    return results
+
+
+_SINGLE: dict[tuple[str, bool], dict] = {}
+
+
+def single(family: str, spectrum: bool) -> dict:
+    """The same pipeline in this one process, no context parallelism (computed once)."""
+    if (family, spectrum) not in _SINGLE:
+        _SINGLE[family, spectrum] = worker.run(family, spectrum=spectrum, parallel=False)
+    return _SINGLE[family, spectrum]
+
+
+def _steps(summary: list[dict]) -> list[tuple]:
+    return [(b["denoiser"], b["branch"], b["computed_steps"], b["forecast_steps"]) for b in summary]
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return (a.double() - b.double()).abs().max().item()
+
+
+@pytest.mark.parametrize("run", ["spectrum", "spectrum_first"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ulysses_gives_the_single_process_spectrum_output(parallel, family, run):
+    """``spectrum``: enable_parallelism then enable_spectrum (the documented order); ``spectrum_first``:
+    the other order. Both must match one process with Spectrum, on the same steps."""
+    reference, plain = single(family, spectrum=True), single(family, spectrum=False)
+    branches = {"flux": ["cond"], "wan": ["cond", "uncond"]}[family]
+    assert [b["branch"] for b in reference["summary"]] == branches
+    for b in reference["summary"]:
+        assert b["forecast_steps"], "the schedule forecasts no step: the comparison would prove nothing"
+        assert len(b["computed_steps"]) + len(b["forecast_steps"]) == worker.STEPS
+    # Forecasting changes the output: a Spectrum that ran every step would also "match".
+    assert _max_diff(reference["output"], plain["output"]) > 1e-3
+
+    for rank, result in enumerate(parallel):
+        got = result[family][run]
+        assert _steps(got["summary"]) == _steps(reference["summary"]), f"rank {rank}"
+        assert _max_diff(got["output"], reference["output"]) <= TOLERANCE, f"rank {rank}"
+        assert _max_diff(got["output"], result[family]["plain"]["output"]) > 1e-3, f"rank {rank}"
+    # Every rank gathers the same full output.
+    assert torch.equal(parallel[0][family][run]["output"], parallel[1][family][run]["output"])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ulysses_without_spectrum_is_the_single_process_output(parallel, family):
+    """The baseline the Spectrum comparison rests on: context parallelism alone changes nothing."""
+    for result in parallel:
+        assert result[family]["plain"]["summary"] is None
+        assert _max_diff(result[family]["plain"]["output"], single(family, spectrum=False)["output"]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_rank_forecasts_only_its_shard_of_the_sequence(parallel, family):
+    """Ulysses shards the token sequence between the blocks, so the feature Spectrum records (the head's
+    input) is each rank's half: the forecaster's bytes per rank are the single-process bytes over two,
+    plus the fixed (sequence-independent) normal-equation matrix, under 1 KiB here."""
+    reference = single(family, spectrum=True)["summary"]
+    for result in parallel:
+        for got, ref in zip(result[family]["spectrum"]["summary"], reference):
+            fixed = 2 * got["peak_bytes"] - ref["peak_bytes"]
+            assert 0 <= fixed < 1024, (got["peak_bytes"], ref["peak_bytes"])
+            if family == "flux":
+                # x_embedder, context_embedder and pos_embed all see the split inputs (FLUX splits at its forward).
+                assert 2 * got["stand_in_bytes"] == ref["stand_in_bytes"]
+            else:
+                # Wan splits at blocks.0 and rope's output: the kept patch embedding is the full sequence on
+                # every rank, the kept rope output is the rank's half.
+                assert ref["stand_in_bytes"] / 2 < got["stand_in_bytes"] < ref["stand_in_bytes"]
+    assert parallel[0][family]["spectrum"]["summary"] == parallel[1][family]["spectrum"]["summary"]
+
+
+@pytest.mark.parametrize(
+    "family",
+    [
+        "flux",
+        pytest.param("wan", marks=pytest.mark.xfail(strict=True, reason=(
+            "Spectrum warns about diffusers' own context-parallel split hooks on Wan's skipped blocks.0 and rope "
+            "(cp_input---blocks.0, cp_input---rope), though skipping them with their modules is exact: "
+            "they are not in skipping._QUIET_HOOKS"))),
+    ],
+)
+def test_context_parallelism_raises_no_spectrum_warning(parallel, family):
+    for result in parallel:
+        for run in ("spectrum", "spectrum_first"):
+            assert result[family][run]["warnings"] == [], run
