@@ -80,7 +80,7 @@ def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: Declare
         if scheduler is None:
             raise Unplaced("no-scheduler", f"{type(pipeline).__name__} has no scheduler, so the step count is "
                            "unknown; running the network.")
-        guider = getattr(pipeline, "guider", None) if isinstance(pipeline, ModularPipeline or ()) else None
+        guider = _guider_of(pipeline, component) if ModularPipeline and isinstance(pipeline, ModularPipeline) else None
         return StepSource(scheduler, None, pipeline, component, uses_cfg(pipeline, call_locals, guider), guider,
                           "pipeline")
     if declared is not None:
@@ -128,6 +128,19 @@ def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[s
                     return owner, component, frame.f_locals if name == "self" else None
         frame = frame.f_back
     return None, None, None
+
+
+def _guider_of(pipeline: Any, component: str | None) -> Any:
+    """A modular pipeline's guider for ``component``: Wan2.2's second expert has ``guider_2``."""
+    suffix = component.removeprefix("transformer") if component and component.startswith("transformer") else ""
+    for name in (f"guider{suffix}", "guider"):
+        try:
+            guider = getattr(pipeline, name, None)
+        except Exception:  # a component that is not loaded
+            guider = None
+        if guider is not None:
+            return guider
+    return None
 
 
 def _component_of(pipeline: Any, denoiser: torch.nn.Module) -> str | None:
