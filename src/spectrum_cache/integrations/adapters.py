@@ -93,6 +93,14 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "ChromaTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
     "SD3Transformer2DModel": DenoiserAdapter(input_paths=("pos_embed", "context_embedder"), constant_paths=_POOLED_TEXT),
     "WanTransformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding")),
+    # WanVACE: the control latents (and their per-layer scales) are one conditioning for the whole
+    # generation (WanVACEPipeline computes them before the loop); only vace_patch_embedding and the
+    # vace_blocks read them, and the VACE blocks' hints reach only the main blocks, so a forecast step
+    # skips both block lists and may forecast a call that has them.
+    "WanVACETransformer3DModel": DenoiserAdapter(
+        input_paths=("rope", "patch_embedding", "vace_patch_embedding"),
+        constant_inputs=("control_hidden_states", "control_hidden_states_scale"),
+    ),
     "QwenImageTransformer2DModel": DenoiserAdapter(input_paths=("img_in", "txt_norm", "txt_in", "pos_embed")),
     "HunyuanVideoTransformer3DModel": DenoiserAdapter(input_paths=("x_embedder", "context_embedder", "rope"),
                                                       constant_paths=_POOLED_TEXT),
