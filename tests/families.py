@@ -81,12 +81,13 @@ def sdxl() -> tuple[Any, dict[str, Any]]:
 
 
 def _wan_transformer(seed: int):
-    """4 latent channels, inner 32 (2 heads of 16: rope 4/4/8 over frames, rows, columns), UMT5 text 24."""
+    """16 latent channels (Wan's VAE; the modular pipeline assumes them without a VAE), inner 32 (2 heads of 16:
+    rope 8/4/4 over frames, rows, columns), UMT5 text 24."""
     from diffusers import WanTransformer3DModel
 
     _seeded(seed)
     return WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
         text_dim=24, freq_dim=8, ffn_dim=40, num_layers=2, cross_attn_norm=True,
         qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
     )

@@ -1,0 +1,190 @@
+"""Tiny diffusers modular pipelines, built offline from the same tiny components as the classic families.
+
+diffusers 0.42 ships modular pipelines (``diffusers.modular_pipelines``) for ten of the families in
+families.py: FLUX.1, FLUX.2 [dev], FLUX.2 [klein] base, Qwen-Image, SD3, SDXL, Wan2.1, Wan2.2, LTX-Video and
+Z-Image. Each builder here builds the classic family (same seed, same weights), takes the family's modular
+blocks without their text-encoder and decode steps (the run starts from prompt embeddings and stops at the
+latents), and hands the blocks the classic pipeline's denoiser(s), scheduler and (FLUX.2) VAE.
+
+Guidance modes: ``"cfg"`` runs true classifier-free guidance through the pipeline's guider
+(``ClassifierFreeGuidance`` at the classic scale, negative embeddings passed); ``"none"`` disables the
+guider (one branch, no negative embeddings) and the classic run gets the scale that turns CFG off. FLUX.1 and
+FLUX.2 [dev] are guidance-distilled: their modular pipelines have no guider, only ``"distilled"`` (the scale
+goes into the guidance embedding).
+
+``build(name, guidance)`` returns ``(pipeline, call_kwargs)``; ``run(pipeline, call_kwargs, seed)`` returns
+its latents. ``classic(name, guidance)`` returns the classic pipeline and kwargs for the same request, and
+``classic_latents(name, pipe, kwargs, seed)`` its output in the modular pipeline's latent layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from families import FAMILIES
+
+# Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder.
+_DROPPED_BLOCKS = ("text_encoder", "decode")
+# Classic kwargs the modular pipelines do not take (they warn and ignore the rest of what they do not know).
+_CLASSIC_ONLY = ("output_type", "max_sequence_length", "use_resolution_binning", "negative_prompt")
+
+
+def _same(latents: torch.Tensor, pipe, kwargs) -> torch.Tensor:
+    return latents
+
+
+def _flux_unpack(latents, pipe, kwargs):
+    """FLUX.1 / Qwen-Image classic latent output is packed 2x2 tokens; the modular one is the latent grid."""
+    return pipe._unpack_latents(latents, kwargs["height"], kwargs["width"], pipe.vae_scale_factor)
+
+
+def _flux2_tokens_to_grid(latents, pipe, kwargs):
+    """FLUX.2 [dev] classic latent output is (B, tokens, C) in row-major order; the modular one (B, C, h, w)."""
+    rows, cols = kwargs["height"] // (2 * pipe.vae_scale_factor), kwargs["width"] // (2 * pipe.vae_scale_factor)
+    return latents.transpose(1, 2).reshape(latents.shape[0], latents.shape[2], rows, cols)
+
+
+def _ltx_unpack(latents, pipe, kwargs):
+    frames = (kwargs["num_frames"] - 1) // pipe.vae_temporal_compression_ratio + 1
+    rows = kwargs["height"] // pipe.vae_spatial_compression_ratio
+    cols = kwargs["width"] // pipe.vae_spatial_compression_ratio
+    return pipe._unpack_latents(
+        latents, frames, rows, cols, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+    )
+
+
+@dataclass
+class ModularFamily:
+    name: str  # the classic family in families.FAMILIES
+    blocks: str  # the blocks class in diffusers.modular_pipelines
+    guidance: tuple[str, ...]  # the modes it runs: ("cfg", "none") through a guider, or ("distilled",)
+    scale_key: str = "guidance_scale"  # the classic kwarg that scales CFG
+    # Z-Image's classic CFG is pos + s (pos - neg): the guider's original formulation, off at s = 0.
+    original_formulation: bool = False
+    # The classic output in the modular pipeline's latent layout; the modular FLUX.2 [klein] output is
+    # normalised and patchified, the classic one is not, so klein maps the modular output instead.
+    classic_layout: Callable[[torch.Tensor, Any, dict], torch.Tensor] = _same
+    modular_layout: Callable[[torch.Tensor, Any, dict], torch.Tensor] | None = None
+    config: dict[str, Any] | None = None  # modular pipeline config values (Wan2.2's boundary_ratio)
+    # Wan and LTX declare the negative embeddings required even with the guider disabled (which ignores them).
+    negatives_required: bool = False
+
+
+def _klein_denormalize(latents, pipe, kwargs):
+    """The modular klein output (normalised, 2x2-patchified) in the classic layout (latent-space grid)."""
+    mean = pipe.vae.bn.running_mean.view(1, -1, 1, 1)
+    std = torch.sqrt(pipe.vae.bn.running_var.view(1, -1, 1, 1) + pipe.vae.config.batch_norm_eps)
+    return pipe._unpatchify_latents(latents * std + mean)
+
+
+MODULAR: dict[str, ModularFamily] = {
+    "flux": ModularFamily("flux", "FluxAutoBlocks", ("distilled",), classic_layout=_flux_unpack),
+    "flux2-dev": ModularFamily("flux2-dev", "Flux2AutoBlocks", ("distilled",), classic_layout=_flux2_tokens_to_grid),
+    "flux2-klein": ModularFamily(
+        "flux2-klein", "Flux2KleinBaseAutoBlocks", ("cfg", "none"), modular_layout=_klein_denormalize
+    ),
+    "qwen-image": ModularFamily(
+        "qwen-image", "QwenImageAutoBlocks", ("cfg", "none"), scale_key="true_cfg_scale", classic_layout=_flux_unpack
+    ),
+    "sd3": ModularFamily("sd3", "StableDiffusion3AutoBlocks", ("cfg", "none")),
+    "sdxl": ModularFamily("sdxl", "StableDiffusionXLAutoBlocks", ("cfg", "none")),
+    "wan2.1": ModularFamily("wan2.1", "WanBlocks", ("cfg", "none"), negatives_required=True),
+    "wan2.2": ModularFamily(
+        "wan2.2", "Wan22Blocks", ("cfg", "none"), config={"boundary_ratio": 0.6}, negatives_required=True
+    ),
+    "ltx-video": ModularFamily(
+        "ltx-video", "LTXAutoBlocks", ("cfg", "none"), classic_layout=_ltx_unpack, negatives_required=True
+    ),
+    "z-image": ModularFamily("z-image", "ZImageAutoBlocks", ("cfg", "none"), original_formulation=True),
+}
+
+# Every (family, guidance mode) pair, for parametrising tests.
+CASES = [(name, mode) for name, family in MODULAR.items() for mode in family.guidance]
+
+
+def _classic(name: str, guidance: str, steps: int | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    family = MODULAR[name]
+    assert guidance in family.guidance, (name, guidance)
+    pipe, kwargs = FAMILIES[name].build()
+    if steps is not None:
+        kwargs["num_inference_steps"] = steps
+    negatives = {k: v for k, v in kwargs.items() if k.startswith("negative_")}
+    if guidance == "none":
+        kwargs = {k: v for k, v in kwargs.items() if k not in negatives}
+        kwargs[family.scale_key] = 0.0 if family.original_formulation else 1.0
+    return pipe, kwargs, negatives
+
+
+def classic(name: str, guidance: str, steps: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The classic family, with its kwargs set for the guidance mode (and ``steps`` steps if given)."""
+    pipe, kwargs, _ = _classic(name, guidance, steps)
+    return pipe, kwargs
+
+
+def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[Any, dict[str, Any]]:
+    import diffusers.modular_pipelines as modular
+    from diffusers import ClassifierFreeGuidance
+
+    family = MODULAR[name]
+    blocks = getattr(modular, family.blocks)()
+    for step in _DROPPED_BLOCKS:
+        blocks.sub_blocks.pop(step, None)
+    mpipe = blocks.init_pipeline()
+    components = {
+        n: getattr(pipe, n)
+        for n in ("transformer", "transformer_2", "unet", "scheduler", "vae")
+        if n in mpipe.components and getattr(pipe, n, None) is not None
+    }
+    for guider in ("guider", "guider_2"):
+        if guider in mpipe.components:
+            scale = kwargs.get(family.scale_key, 1.0)
+            components[guider] = ClassifierFreeGuidance(
+                guidance_scale=scale, use_original_formulation=family.original_formulation, enabled=guidance == "cfg"
+            )
+    mpipe.update_components(**components, **(family.config or {}))
+    call = {k: v for k, v in kwargs.items() if k not in _CLASSIC_ONLY}
+    if family.guidance != ("distilled",):
+        call.pop(family.scale_key, None)  # the guider holds the scale
+    if guidance == "none" and family.negatives_required:
+        call.update(negatives)
+    return mpipe, call
+
+
+def build(name: str, guidance: str, steps: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The tiny modular pipeline of family ``name`` in guidance mode ``guidance``, and its call kwargs."""
+    return _modular_from(name, guidance, *_classic(name, guidance, steps))
+
+
+def build_pair(name: str, guidance: str, steps: int | None = None) -> tuple[tuple[Any, dict], tuple[Any, dict]]:
+    """The modular and the classic pipeline of one family sharing the same component objects."""
+    pipe, kwargs, negatives = _classic(name, guidance, steps)
+    return _modular_from(name, guidance, pipe, kwargs, negatives), (pipe, kwargs)
+
+
+def images_per_call(kwargs: dict[str, Any]) -> int:
+    """Images (or videos) one classic call makes: prompts times images per prompt."""
+    embeds = kwargs["prompt_embeds"]
+    prompts = len(embeds) if isinstance(embeds, list) else embeds.shape[0]
+    return prompts * kwargs.get("num_images_per_prompt", kwargs.get("num_videos_per_prompt", 1))
+
+
+def run(mpipe, call_kwargs: dict[str, Any], seed: int = 0) -> torch.Tensor:
+    """The modular pipeline's denoised latents (in its own layout)."""
+    return mpipe(**call_kwargs, generator=torch.Generator("cpu").manual_seed(seed), output="latents")
+
+
+def modular_latents(name: str, mpipe, call_kwargs, classic_pipe, classic_kwargs, seed: int = 0) -> torch.Tensor:
+    """The modular run's latents in the common layout ``classic_latents`` uses."""
+    out = run(mpipe, call_kwargs, seed)
+    layout = MODULAR[name].modular_layout
+    return layout(out, classic_pipe, classic_kwargs) if layout else out
+
+
+def classic_latents(name: str, pipe, kwargs, seed: int = 0) -> torch.Tensor:
+    """The classic run's latents in the common layout."""
+    out = pipe(**kwargs, generator=torch.Generator("cpu").manual_seed(seed))
+    latents = torch.as_tensor(out.images if hasattr(out, "images") else out.frames)
+    return MODULAR[name].classic_layout(latents, pipe, kwargs)
