@@ -28,7 +28,8 @@ class DenoiserAdapter:
 
     Attributes:
         block_paths: module paths skipped on forecast steps. A ModuleList stands for each of its
-            children. ``None`` means every top-level ModuleList whose name matches ``BLOCK_LIST_NAMES``.
+            children. ``None`` means every top-level ModuleList whose name matches ``BLOCK_LIST_NAMES``;
+            a callable gets the model and returns the paths (HiDream names each of its double-stream blocks).
         head_path: the module whose first input is the forecast feature h_s (the output head's input,
             e.g. FLUX's ``norm_out``). ``None`` means the first of ``HEAD_NAMES`` the model has.
         timestep_arg: the forward argument holding the timestep; ``None`` means the first of
@@ -38,8 +39,9 @@ class DenoiserAdapter:
             last compute step (integrations/skipping.py), so a forecast step runs only the time
             embedding and the head, and the forward sees outputs of the right shape whatever the
             model's widths. The values never reach the output (the head's input is the forecast):
-            tests/test_families.py checks every entry gives the images of running the modules. Paths
-            the model lacks are ignored.
+            tests/test_families.py checks every entry gives the images of running the modules. A
+            ModuleList stands for each of its children (HiDream's ``caption_projection``). Paths the model
+            lacks are ignored.
         constant_paths: (module path, forward argument) pairs: modules that the forward calls on that
             argument exactly as it was passed, and whose output depends on nothing else (the pooled-text
             projection of the time embedding). Pipelines pass the same tensor on every step, so on
@@ -52,7 +54,7 @@ class DenoiserAdapter:
             may still forecast.
     """
 
-    block_paths: tuple[str, ...] | None = None
+    block_paths: tuple[str, ...] | Callable[[nn.Module], tuple[str, ...]] | None = None
     head_path: str | Callable[[nn.Module], str] | None = None
     timestep_arg: str | None = None
     input_paths: tuple[str, ...] = ()
@@ -108,7 +110,17 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "MochiTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope")),
     "CosmosTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope", "learnable_pos_embed")),
     "CogVideoXTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed",)),
-    "HiDreamImageTransformer2DModel": DenoiserAdapter(input_paths=("x_embedder", "pe_embedder")),
+    # HiDream's forward reads cur_llama31_encoder_hidden_states, set inside its double-stream loop, after
+    # that loop when the latent is not square (hidden_states_masks): the double-stream blocks are single
+    # stand-ins (each returns its last compute step's output), so the loop runs and sets it; the
+    # single-stream list is skipped as usual. The caption projections feed only the blocks.
+    # BriaFibo projects each text-encoder layer (caption_projection) for one block each.
+    "BriaFiboTransformer2DModel": DenoiserAdapter(input_paths=(*_FLUX_INPUTS, "caption_projection")),
+    "HiDreamImageTransformer2DModel": DenoiserAdapter(
+        block_paths=lambda model: (*(f"double_stream_blocks.{i}" for i in range(len(model.double_stream_blocks))),
+                                   "single_stream_blocks"),
+        input_paths=("x_embedder", "pe_embedder", "caption_projection"),
+    ),
     "Lumina2Transformer2DModel": DenoiserAdapter(input_paths=("x_embedder",)),
 }
 
@@ -216,7 +228,7 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
             if isinstance(child, nn.ModuleList) and BLOCK_LIST_NAMES.fullmatch(child_name)
         )
     else:
-        block_paths = adapter.block_paths
+        block_paths = adapter.block_paths(model) if callable(adapter.block_paths) else adapter.block_paths
     slots = []
     for path in block_paths:
         module = modules.get(path)
@@ -242,7 +254,13 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
         parent_path, _, child = path.rpartition(".")
         return modules[parent_path], child
 
-    inputs = tuple(found for found in map(slot, adapter.input_paths) if found is not None)
+    def children(path: str) -> list[str]:
+        """A ModuleList has no forward of its own to stand in for: its children are the input modules."""
+        module = modules.get(path)
+        return [f"{path}.{name}" for name in module._modules] if isinstance(module, nn.ModuleList) else [path]
+
+    input_paths = [child for path in adapter.input_paths for child in children(path)]
+    inputs = tuple(found for found in map(slot, input_paths) if found is not None)
     constants = tuple((*found, argument) for path, argument in adapter.constant_paths if (found := slot(path)) is not None)
     return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), inputs, constants,
                            adapter.constant_inputs)
