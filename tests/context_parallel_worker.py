@@ -4,7 +4,8 @@ tests/test_context_parallel.py (and importable for the single-process reference 
     python -m torch.distributed.run --nproc_per_node 2 --master_port 29533 \
         tests/context_parallel_worker.py OUT_DIR [flux] [wan]
 
-(``--standalone`` in place of ``--master_port`` lets torchrun pick a free port.)
+(``--standalone`` in place of ``--master_port`` lets torchrun pick a free port.) ``OUT_DIR overflow`` runs
+``one_rank_overflows`` instead and writes ``OUT_DIR/overflow{r}.pt``.
 
 Every rank builds the same tiny random-initialised pipeline (same seed), enables
 ``ContextParallelConfig(ulysses_degree=world_size)`` on its transformer, then (for the Spectrum run)
@@ -20,6 +21,7 @@ CPU-only torch; the worker patches ``device_count`` to 1 (every rank then uses t
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import sys
 import warnings
@@ -118,11 +120,36 @@ def run(family: str, *, spectrum: bool, parallel: bool, spectrum_first: bool = F
     return {"output": output, "summary": summary, "warnings": found}
 
 
-def _init_distributed() -> int:
+def one_rank_overflows() -> dict[str, Any]:
+    """FLUX with Spectrum under Ulysses where rank 1's shard of the feature is finite but so large (3e38) at
+    compute step 6 that its forecast at step 7 is not: a data-dependent decision taken on one rank only."""
+    from diffusers import ContextParallelConfig
+    from spectrum_cache import SpectrumConfig, enable_spectrum, spectrum_summary
+
+    pipe, kwargs = flux()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.transformer.enable_parallelism(config=ContextParallelConfig(ulysses_degree=torch.distributed.get_world_size()))
+    enable_spectrum(pipe, SpectrumConfig(flex_window=FLEX_WINDOW))
+    calls = []
+
+    def overflow(module: torch.nn.Module, args: tuple) -> tuple | None:
+        calls.append(None)  # FluxPipeline: one transformer call, so one head call, per step
+        if torch.distributed.get_rank() == 1 and len(calls) == 7:
+            return (torch.full_like(args[0], 3e38),) + args[1:]
+        return None
+
+    pipe.transformer.norm_out.register_forward_pre_hook(overflow)
+    with torch.no_grad():  # Spectrum's warnings go to stderr: the test reads them
+        pipe(**kwargs)
+    return {"summary": [dataclasses.asdict(b) for b in spectrum_summary(pipe).branches]}
+
+
+def _init_distributed(timeout_s: float | None = None) -> int:
     # diffusers: device = torch.device(device_type, rank % torch.accelerator.device_count()); 0 on CPU.
-    if torch._C._get_accelerator().type == "cpu":
+    if torch.accelerator.device_count() == 0:
         torch.accelerator.device_count = lambda: 1
-    torch.distributed.init_process_group(backend="gloo")
+    timeout = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+    torch.distributed.init_process_group(backend="gloo", **timeout)
     return torch.distributed.get_rank()
 
 
@@ -134,6 +161,14 @@ def main(argv: list[str]) -> None:
 
     logging.set_verbosity_error()
     logging.disable_progress_bar()
+    if families == ["overflow"]:
+        # Collectives that never pair up fail after 8 s instead of hanging.
+        rank = _init_distributed(timeout_s=8)
+        try:
+            torch.save(one_rank_overflows(), os.path.join(out_dir, f"overflow{rank}.pt"))
+        finally:
+            torch.distributed.destroy_process_group()
+        return
     rank = _init_distributed()
     try:
         results = {
