@@ -139,14 +139,18 @@ def test_diffusers_has_a_tested_lower_bound_and_no_upper_bound(wheel: zipfile.Zi
 
 
 def test_readme_install_section() -> None:
+    """One set-up section: the two commands for a fresh machine, which torch build they give where, and
+    what a GPU user does first (the README used to have two sections that contradicted each other)."""
     readme = (ROOT / "README.md").read_text()
-    install = readme[readme.index("## Install"):readme.index("## Set up (fresh machine)")]
+    assert readme.count("## Install") == 1 and "## Set up" not in readme
+    install = readme[readme.index("## Install"):readme.index("\n## ", readme.index("## Install") + 1)]
     assert "Python >= 3.10" in install
-    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu" in install  # CPU-only torch
-    assert "CUDA" in install
-    assert 'pip install -e ".[bench]"' in install and "learned-metrics" in install
+    commands = install.split("```bash")[1].split("```")[0]
+    assert 'pip install torch==2.13.0 && pip install -e ".[dev]"' in commands and "\npytest" in commands
+    assert "CPU" in install and "CUDA" in install and "https://pytorch.org/get-started/locally/" in install
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in install
+    assert 'pip install -e ".[bench,peers]"' in install and "learned-metrics" in install
+    assert "diffusers" in install and "no upper bound" in install
     # Not on the package index yet: extras only in the path form.
     assert 'install "spectrum-cache[' not in readme and "install spectrum-cache[" not in readme
-    setup = readme[readme.index("## Set up (fresh machine)"):]
-    assert 'pip install -e ".[dev]"' in setup.split("```")[1] and "pytest" in setup.split("```")[1]
     assert "@inproceedings" in readme and "2603.01623" in readme
