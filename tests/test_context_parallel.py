@@ -138,10 +138,7 @@ def test_each_rank_forecasts_only_its_shard_of_the_sequence(parallel, family):
     "family",
     [
         "flux",
-        pytest.param("wan", marks=pytest.mark.xfail(strict=True, reason=(
-            "Spectrum warns about diffusers' own context-parallel split hooks on Wan's skipped blocks.0 and rope "
-            "(cp_input---blocks.0, cp_input---rope), though skipping them with their modules is exact: "
-            "they are not in skipping._QUIET_HOOKS"))),
+        "wan",  # diffusers' own cp_input--- split hooks on the skipped blocks.0 and rope are quiet
     ],
 )
 def test_context_parallelism_raises_no_spectrum_warning(parallel, family):
@@ -150,10 +147,6 @@ def test_context_parallelism_raises_no_spectrum_warning(parallel, family):
             assert result[family][run]["warnings"] == [], run
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "on CPU features the forecast-step finiteness check (hooks.py, SpectrumHook: 'non-finite forecast at step "
-    "s; running the network') decides on each rank alone: one rank runs the blocks (Ulysses all-to-all) while "
-    "the others forecast (proj_out all-gather), and the collectives never pair up"))
 def test_a_non_finite_forecast_on_one_rank_keeps_the_ranks_in_step(tmp_path):
     """Rank 1's shard of the feature is finite at compute step 6 but its forecast at step 7 overflows. Every
     rank must still take the same decision at every step (whatever it is), so the generation finishes."""

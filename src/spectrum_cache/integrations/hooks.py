@@ -207,7 +207,7 @@ class SpectrumHook(Unpicklable, ModelHook):
             )
         # On the CPU the check is free; on an accelerator it would stall the host every forecast step.
         # There a forecast can only be non-finite if a recorded feature was, which _record catches.
-        if checks_on_host(prediction) and not all_finite(prediction):
+        if self._checks_now(prediction) and not all_finite(prediction):
             self._warn("nonfinite", f"non-finite forecast at step {step}; running the network.")
             return compute
         if self.config.forecast_output:
@@ -312,7 +312,7 @@ class SpectrumHook(Unpicklable, ModelHook):
             else:
                 self._warn("head", "the output head was not called; nothing recorded.")
             if feature is not None:
-                on_host = checks_on_host(feature)
+                on_host = self._checks_now(feature)
                 try:
                     trajectory.forecaster.update(call.step, feature, check_finite=on_host)
                 except ValueError as error:
@@ -328,6 +328,12 @@ class SpectrumHook(Unpicklable, ModelHook):
                            "forecasts made from them are not finite either.")
             trajectory.forecaster.reset()  # the trajectory is complete: free its tensors
             trajectory.stand_in_outputs = None
+
+    def _checks_now(self, tensor: torch.Tensor) -> bool:
+        """Whether finiteness is checked per call. Not under context parallelism: each rank holds a slice,
+        and a decision one rank took alone (run the network here) would stall the others in their
+        collectives; there, as on an accelerator, it is checked once per trajectory."""
+        return checks_on_host(tensor) and getattr(self.module, "_parallel_config", None) is None
 
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:

@@ -159,9 +159,10 @@ class HeadHook(Unpicklable, ModelHook):
         return args, kwargs
 
 
-# Hooks of other libraries that manage memory or precision rather than observe the module: skipping the
-# module skips their work too, and nobody needs telling.
-_QUIET_HOOKS = ("layerwise_casting", "group_offloading", "lazy_prefetch")
+# Hooks of other libraries that manage memory, precision or sharding rather than observe the module:
+# skipping the module skips their work too, exactly, and nobody needs telling. (diffusers' context
+# parallelism splits and gathers the sequence with cp_input--- / cp_output--- hooks.)
+_QUIET_HOOKS = ("layerwise_casting", "group_offloading", "lazy_prefetch", "cp_input---", "cp_output---")
 
 
 def foreign_hooks(module: torch.nn.Module, own: tuple[str, ...]) -> list[str]:
