@@ -65,7 +65,11 @@ class DenoiserAdapter:
 # Top-level ModuleLists whose outputs only flow towards the head: the transformer blocks, and the
 # refiners some families run on the tokens before them (Lumina2, Z-Image).
 BLOCK_LIST_NAMES = re.compile(r"(\w+_)?blocks|layers|\w+_refiner")
-HEAD_NAMES = ("norm_out", "conv_norm_out", "final_layer")
+# Output heads, by the name the forward gives them. Each later name is, in every diffusers 0.42 denoiser
+# that has none of the earlier ones, the first module the forward applies to the last block's output
+# (ERNIE-Image's final_norm; Kandinsky 5 and 6's out_layer; StableAudio, StableAudio 3 and MiniMax Music 3's
+# proj_out, before their postprocess_conv): tests/denoisers.py builds each.
+HEAD_NAMES = ("norm_out", "conv_norm_out", "final_layer", "final_norm", "out_layer", "proj_out")
 TIMESTEP_ARGS = ("timestep", "timesteps", "t")
 # Forward arguments that carry per-step inputs from outside the denoiser (ControlNet, VACE, T2I
 # adapters). Skipping blocks would drop them, so a call that has any runs the network in full.
@@ -122,6 +126,20 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
         input_paths=("x_embedder", "pe_embedder", "caption_projection"),
     ),
     "Lumina2Transformer2DModel": DenoiserAdapter(input_paths=("x_embedder",)),
+    # Wan-Animate 2 names its output head ``head``.
+    "WanAnimate2Transformer3DModel": DenoiserAdapter(head_path="head"),
+    # Cosmos 3 Omni runs the understanding (text) and generation (vision, sound, action) streams through its
+    # layers and norms each (norm, norm_moe_gen); every noisy token is in the generation stream, whose norm is
+    # the head of all three of its outputs. Its timestep is the vision tokens'.
+    "Cosmos3OmniTransformer": DenoiserAdapter(head_path="norm_moe_gen", timestep_arg="vision_timesteps"),
+}
+
+# Denoisers whose blocks feed a second output head: Spectrum forecasts one head's input, so on a forecast
+# step the other head would decode features that never went through the blocks. Each maps to the reason;
+# they are refused unless SpectrumConfig(forecast_output=True) forecasts the whole output instead.
+SECOND_HEADS: dict[str, Callable[[nn.Module], str | None]] = {
+    "LTX2VideoTransformer3DModel": lambda model: "its audio stream has a head of its own (audio_norm_out)",
+    "Kandinsky6Transformer3DModel": lambda model: "its audio stream has a head of its own (audio_out_layer)",
 }
 
 @dataclass(frozen=True)
@@ -219,6 +237,13 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
         "spectrum_cache.integrations.adapters.ADAPTERS, or pass SpectrumConfig(forecast_output=True) "
         "to forecast the model's output instead"
     )
+    second_head = SECOND_HEADS.get(name, lambda model: None)(model)
+    if second_head is not None:
+        raise UnsupportedModelError(
+            f"{name}: {second_head}, and Spectrum forecasts only the main head's input, so on forecast steps "
+            "that output would come from features that skipped the blocks. Pass "
+            "SpectrumConfig(forecast_output=True) to forecast the whole output."
+        )
     modules = dict(model.named_modules())
 
     if adapter.block_paths is None:
