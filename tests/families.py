@@ -2,11 +2,13 @@
 
 Each builder returns ``(pipeline, call_kwargs)``; calling ``pipeline(**call_kwargs)`` runs the real
 pipeline class on CPU in well under a second, with prompt embeddings passed in so no text encoder
-is needed. The configs keep the shapes of real checkpoints at toy size: the latent channels, the inner width
-(heads x head_dim), the text width and the pooled width all differ (tests/test_family_shapes.py checks it),
-latents are not square (more tokens along the width than the height; more than one latent frame for video),
-and the flagship families run a batch of two. ``cfg`` says how the pipeline runs classifier-free guidance: ``"batched"`` (cond and
-uncond in one denoiser call), ``"separate"`` (two calls per step in ``cache_context("cond")`` and
+is needed. The configs keep the shapes of real checkpoints at toy size: the latent channels, the inner
+width (heads x head_dim), the text width and the pooled width all differ (tests/test_family_shapes.py
+checks it), latents are not square (more tokens along the width than the height; more than one latent
+frame for video), and the flagship families run a batch of two.
+
+``cfg`` says how the pipeline runs classifier-free guidance: ``"batched"`` (cond and uncond in one denoiser
+call), ``"separate"`` (two calls per step in ``cache_context("cond")`` and
 ``("uncond")``), ``"separate-unnamed"`` (two calls per step with no cache_context) or ``None``.
 """
 
@@ -64,8 +66,8 @@ def sdxl() -> tuple[Any, dict[str, Any]]:
         block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=20 + 6 * 8,
-        cross_attention_dim=24, norm_num_groups=8,
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=20 + 6 * 8, cross_attention_dim=24, norm_num_groups=8,
     )
     pipe = StableDiffusionXLPipeline(
         vae=None, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None, unet=unet,

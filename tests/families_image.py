@@ -223,7 +223,8 @@ def z_image() -> tuple[Any, dict[str, Any]]:
         transformer=transformer,
     )
     kwargs = dict(
-        prompt_embeds=[torch.randn(6, 24), torch.randn(5, 24)], negative_prompt_embeds=[torch.randn(6, 24), torch.randn(4, 24)],
+        prompt_embeds=[torch.randn(6, 24), torch.randn(5, 24)],
+        negative_prompt_embeds=[torch.randn(6, 24), torch.randn(4, 24)],
         height=32, width=48, num_inference_steps=STEPS, guidance_scale=4.0, output_type="latent",
     )
     return pipe, kwargs

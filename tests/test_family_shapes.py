@@ -19,7 +19,9 @@ BATCHED = ("flux", "flux2-dev", "flux2-klein", "sd3", "qwen-image", "chroma", "l
 
 # The text-encoder width, by the first config key a class has: caption_channels before cross_attention_dim,
 # since Sana, PixArt and LTX project the caption to the inner width before their cross-attention.
-TEXT_KEYS = ("caption_channels", "cap_feat_dim", "text_embed_dim", "text_dim", "joint_attention_dim", "cross_attention_dim")
+TEXT_KEYS = (
+    "caption_channels", "cap_feat_dim", "text_embed_dim", "text_dim", "joint_attention_dim", "cross_attention_dim"
+)
 
 
 def widths(config) -> dict[str, int]:
