@@ -1,0 +1,173 @@
+"""Every denoiser class of diffusers 0.42.1 (tests/denoisers.py) under Spectrum, as a bare denoiser in a
+hand-written Euler loop, at widths that all differ and on non-square latents.
+
+For each class, one build and four loops of ``STEPS`` steps:
+(a) the every-step schedule gives the outputs of no Spectrum, bit for bit;
+(b) the paper's schedule (warm-up 3, alpha 0.75) runs the blocks only on its compute steps, the
+    forecasts are finite and change the result, and the summary lists exactly those compute steps;
+(c) after ``disable_spectrum`` the outputs are the baseline's again and no Spectrum hook is left.
+A class Spectrum cannot support is refused at enable with the reason, leaving the model untouched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import warnings
+
+import pytest
+import torch
+
+from denoisers import DENOISERS, NOT_DENOISERS, STEPS, Denoiser, build, denoise
+from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary
+from spectrum_cache.integrations import ADAPTERS, DenoiserAdapter, UnsupportedModelError
+from spectrum_cache.integrations.adapters import resolve_adapter
+
+EVERY_STEP = SpectrumConfig(num_inference_steps=STEPS, warmup_steps=STEPS)
+PAPER = SpectrumConfig(num_inference_steps=STEPS, warmup_steps=3, flex_window=0.75)
+SUPPORTED = [e for e in DENOISERS if e.reason is None]
+REFUSED = [e for e in DENOISERS if e.reason is not None]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on shared cores: one intra-op thread is several times faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def first_layer(block: torch.nn.Module) -> torch.nn.Module:
+    """The block's first Linear or convolution outside an embedder: a skipped block never reaches it.
+    (DiT's blocks hold the timestep embedder, which its forward also calls after the loop.)"""
+    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    return next(m for name, m in block.named_modules() if isinstance(m, kinds) and "emb" not in name)
+
+
+class PassCounter:
+    """Counts runs of the first block's first layer."""
+
+    def __init__(self, model: torch.nn.Module, block: torch.nn.Module | None = None):
+        self.count = 0
+        block = block if block is not None else resolve_adapter(model).blocks[0]
+        self.handle = first_layer(block).register_forward_hook(self._hook)
+
+    def _hook(self, *args) -> None:
+        self.count += 1
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+def spectrum_hooks(model: torch.nn.Module) -> list[str]:
+    return [name for sub in model.modules() if (registry := getattr(sub, "_diffusers_hook", None)) is not None
+            for name in registry.hooks if name.startswith("spectrum_cache")]
+
+
+def check_schedules(entry: Denoiser, model, inputs, config_extra: dict | None = None) -> torch.Tensor:
+    """(a), (b) and (c) on one model; returns the forecast run's latents."""
+    extra = config_extra or {}
+    counter = PassCounter(model) if not extra.get("forecast_output") else None
+    try:
+        baseline = denoise(entry, model, inputs)
+        full = counter.take() if counter else None
+        assert full is None or full > 0
+
+        enable_spectrum(model, EVERY_STEP.replace(**extra))
+        torch.testing.assert_close(denoise(entry, model, inputs), baseline, rtol=0, atol=0)
+        (branch,) = spectrum_summary(model).branches
+        assert list(branch.computed_steps) == list(range(STEPS)) and not branch.forecast_steps
+        assert counter is None or counter.take() == full
+        disable_spectrum(model)
+
+        config = PAPER.replace(**extra)
+        expected = compute_steps(config, STEPS)
+        assert len(expected) < STEPS
+        enable_spectrum(model, config)
+        forecast = denoise(entry, model, inputs)
+        assert torch.isfinite(forecast).all()
+        assert not torch.equal(forecast, baseline)
+        (branch,) = spectrum_summary(model).branches
+        assert list(branch.computed_steps) == expected
+        assert sorted(branch.computed_steps + branch.forecast_steps) == list(range(STEPS))
+        if counter:  # the blocks ran on the compute steps only, as often per step as without Spectrum
+            assert counter.take() * STEPS == full * len(expected)
+        disable_spectrum(model)
+
+        assert not spectrum_hooks(model)
+        torch.testing.assert_close(denoise(entry, model, inputs), baseline, rtol=0, atol=0)
+    finally:
+        if counter:
+            counter.handle.remove()
+        disable_spectrum(model)
+    return forecast
+
+
+@pytest.mark.parametrize("entry", SUPPORTED, ids=lambda e: e.cls)
+def test_denoiser_under_spectrum(entry):
+    model, inputs = build(entry)
+    forecast = check_schedules(entry, model, inputs)
+    adapter = resolve_adapter(model)
+    if adapter.input_slots:
+        # The input stand-ins change nothing: with the input modules running on forecast steps, the same latents.
+        plain = dataclasses.replace(ADAPTERS[entry.cls], input_paths=())
+        saved = ADAPTERS[entry.cls]
+        ADAPTERS[entry.cls] = plain
+        try:
+            enable_spectrum(model, PAPER)
+            torch.testing.assert_close(denoise(entry, model, inputs), forecast, rtol=0, atol=0)
+        finally:
+            ADAPTERS[entry.cls] = saved
+            disable_spectrum(model)
+
+
+@pytest.mark.parametrize("entry", REFUSED, ids=lambda e: e.cls)
+def test_unsupported_denoiser_is_refused_with_the_reason(entry):
+    model, inputs = build(entry)
+    baseline = denoise(entry, model, inputs)
+    with pytest.raises(UnsupportedModelError, match=entry.reason):
+        enable_spectrum(model, PAPER)
+    assert not spectrum_hooks(model)
+    torch.testing.assert_close(denoise(entry, model, inputs), baseline, rtol=0, atol=0)
+    # The refusal names the way that works: forecasting the whole output (every stream) instead.
+    check_schedules(entry, model, inputs, {"forecast_output": True})
+
+
+def test_wan_vace_forecasts_calls_with_control_and_skips_the_vace_blocks():
+    entry = next(e for e in DENOISERS if e.cls == "WanVACETransformer3DModel")
+    model, inputs = build(entry)
+    vace = PassCounter(model, model.vace_blocks[0])
+    try:
+        denoise(entry, model, inputs)
+        full = vace.take()
+        enable_spectrum(model, PAPER)
+        denoise(entry, model, inputs)
+        assert vace.take() * STEPS == full * len(compute_steps(PAPER))
+        (branch,) = spectrum_summary(model).branches
+        assert branch.forecast_steps
+    finally:
+        vace.handle.remove()
+        disable_spectrum(model)
+
+
+def test_table_covers_every_denoiser_class():
+    """One entry per model class of diffusers.models.transformers, except the listed non-denoisers, plus
+    the SD UNet: a class diffusers adds must be added here."""
+    import diffusers.models.transformers as transformers
+
+    classes = {name for name, obj in vars(transformers).items()
+               if inspect.isclass(obj) and issubclass(obj, torch.nn.Module)}
+    listed = [e.cls for e in DENOISERS]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == (classes - set(NOT_DENOISERS)) | {"UNet2DConditionModel"}
+    assert set(NOT_DENOISERS) <= classes
+
