@@ -1,6 +1,7 @@
-"""diffusers' modular pipelines as first-class step sources: their scheduler, their guider's CFG
-decision and branch names (``pred_cond`` / ``pred_uncond``), Wan2.2's expert split, and several
-modular pipelines around one transformer (issue 21, item 3)."""
+"""diffusers' modular pipelines as first-class step sources, per family and guidance mode
+(tests/families_modular.py): their scheduler, their guider's CFG decision and branch names
+(``pred_cond`` / ``pred_uncond``), Wan2.2's expert split, and several modular pipelines around one
+transformer (issue 21, item 3; issue 20, modular pipelines in the family tests)."""
 
 from __future__ import annotations
 
@@ -9,111 +10,97 @@ import warnings
 import pytest
 import torch
 
-from families import STEPS, _wan_transformer, flux
-from spectrum_cache import SpectrumConfig, SpectrumWarning, compute_steps, enable_spectrum, spectrum_summary
+import families_modular
+from families_modular import CASES
+from spectrum_cache import SpectrumConfig, SpectrumWarning, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary
 
-pytest.importorskip("diffusers.modular_pipelines")
+STEPS = 8
+EVERY_STEP = SpectrumConfig(warmup_steps=STEPS)
 REAL = SpectrumConfig(warmup_steps=3, flex_window=0.75)
 
 
-def _modular(blocks_class: str, drop: tuple[str, ...], **components):
-    import diffusers.modular_pipelines as modular
-
-    blocks = getattr(modular, blocks_class)()
-    for name in drop:
-        blocks.sub_blocks.pop(name)
+def quiet_run(mpipe, kwargs) -> torch.Tensor:
+    """The modular run's latents, failing on any SpectrumWarning (diffusers' own warnings are let be)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "guiders are experimental", "not created using ComponentSpec"
-        pipe = blocks.init_pipeline()
-        pipe.update_components(**components)
-    return pipe
-
-
-def wan_modular(experts: int = 1, guidance_scale: float = 5.0):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-    from diffusers.guiders import ClassifierFreeGuidance
-
-    components = dict(transformer=_wan_transformer(0), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-                      guider=ClassifierFreeGuidance(guidance_scale=guidance_scale))
-    if experts == 2:
-        components.update(transformer_2=_wan_transformer(1), guider_2=ClassifierFreeGuidance(guidance_scale=4.0))
-    pipe = _modular("WanBlocks" if experts == 1 else "Wan22Blocks", ("text_encoder", "decode"), **components)
-    if experts == 2:
-        pipe.register_to_config(boundary_ratio=0.6)
-    t = pipe.transformer
-    gen = torch.Generator().manual_seed(0)
-    kwargs = dict(prompt_embeds=torch.randn(1, 6, t.config.text_dim, generator=gen),
-                  negative_prompt_embeds=torch.randn(1, 6, t.config.text_dim, generator=gen),
-                  latents=torch.randn(1, t.config.in_channels, 2, 4, 6, generator=gen),
-                  num_inference_steps=STEPS, output="latents")
-    return pipe, kwargs
-
-
-def flux_modular(transformer):
-    from diffusers import FlowMatchEulerDiscreteScheduler
-
-    return _modular("FluxAutoBlocks", ("text_encoder", "vae_encoder", "decode"), transformer=transformer,
-                    scheduler=FlowMatchEulerDiscreteScheduler())
-
-
-def run(pipe, kwargs, **overrides):
-    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         warnings.simplefilter("error", SpectrumWarning)
-        return pipe(**{**kwargs, **overrides})
+        return families_modular.run(mpipe, kwargs)
 
 
 def by_branch(pipe) -> dict[tuple[str, str], object]:
     return {(b.denoiser, b.branch): b for b in spectrum_summary(pipe).branches}
 
 
-def test_wan_modular_paired_mode_pairs_the_guiders_branches():
-    pipe, kwargs = wan_modular()
-    enable_spectrum(pipe, REAL.replace(guidance_forecast="paired"))
-    paired = run(pipe, kwargs)
-    branches = by_branch(pipe)
-    assert set(branches) == {("transformer", "cond"), ("transformer", "uncond")}
-    expected = tuple(compute_steps(REAL, STEPS))
-    assert all(b.computed_steps == expected for b in branches.values())
-    # The uncond branch holds only the difference from cond, not a forecaster of its own.
-    assert branches["transformer", "uncond"].peak_bytes < branches["transformer", "cond"].peak_bytes
-    from spectrum_cache import disable_spectrum
-
-    disable_spectrum(pipe)
-    enable_spectrum(pipe, REAL)
-    independent = run(pipe, kwargs)
-    branches = by_branch(pipe)
-    assert branches["transformer", "uncond"].peak_bytes == branches["transformer", "cond"].peak_bytes
-    assert not torch.allclose(paired, independent)
+@pytest.fixture(scope="module", params=CASES, ids=[f"{n}-{g}" for n, g in CASES])
+def case(request):
+    name, guidance = request.param
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mpipe, kwargs = families_modular.build(name, guidance, STEPS)
+    return name, guidance, mpipe, kwargs, quiet_run(mpipe, kwargs)
 
 
-def test_wan_modular_without_cfg_runs_one_branch():
-    pipe, kwargs = wan_modular(guidance_scale=1.0)
-    enable_spectrum(pipe, REAL.replace(guidance_forecast="paired"))
-    run(pipe, kwargs)
-    assert set(by_branch(pipe)) == {("transformer", "cond")}
+@pytest.fixture
+def modular(case):
+    yield case
+    disable_spectrum(case[2])
 
 
-def test_wan22_modular_experts_get_their_step_ranges():
-    pipe, kwargs = wan_modular(experts=2)
-    enable_spectrum(pipe, REAL)
-    run(pipe, kwargs)
-    branches = by_branch(pipe)
-    assert set(branches) == {(e, b) for e in ("transformer", "transformer_2") for b in ("cond", "uncond")}
-    high, low = branches["transformer", "cond"], branches["transformer_2", "cond"]
-    assert high.num_inference_steps + low.num_inference_steps == STEPS
-    assert 0 < low.num_inference_steps < STEPS
+def test_every_step_schedule_is_identical_to_the_modular_baseline(modular):
+    _, _, mpipe, kwargs, baseline = modular
+    enable_spectrum(mpipe, EVERY_STEP)
+    torch.testing.assert_close(quiet_run(mpipe, kwargs), baseline, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["independent", "paired"])
+def test_the_real_schedule_forecasts_every_branch_the_guider_runs(modular, mode):
+    name, guidance, mpipe, kwargs, baseline = modular
+    enable_spectrum(mpipe, REAL.replace(guidance_forecast=mode))
+    out = quiet_run(mpipe, kwargs)
+    assert torch.isfinite(out).all() and not torch.allclose(out, baseline)
+    branches = by_branch(mpipe)
+    denoisers = {d for d, _ in branches}
+    expected = {"cfg": {"cond", "uncond"}, "none": {"cond"}, "distilled": {"default"}}[guidance]
+    for denoiser in denoisers:
+        assert {b for d, b in branches if d == denoiser} == expected, (name, branches)
     for b in branches.values():
         assert list(b.computed_steps) == compute_steps(REAL, b.num_inference_steps)
+        assert bool(b.forecast_steps) == (b.num_inference_steps > REAL.warmup_steps)
+    # Wan2.2's experts split the steps between them.
+    assert sum({d: b.num_inference_steps for (d, _), b in branches.items()}.values()) == STEPS
+    if guidance == "cfg":
+        cond, uncond = (branches[next(iter(denoisers)), b] for b in ("cond", "uncond"))
+        if mode == "paired":  # the uncond branch holds only its difference from cond
+            assert uncond.peak_bytes < cond.peak_bytes
+        else:
+            assert uncond.peak_bytes == cond.peak_bytes
+
+
+def test_modular_and_classic_pipelines_forecast_alike(case):
+    """With Spectrum on both, the modular pipeline gives the classic pipeline's latents (same components)."""
+    name, guidance, *_ = case
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (mpipe, mkwargs), (pipe, kwargs) = families_modular.build_pair(name, guidance, STEPS)
+        enable_spectrum(mpipe, REAL)
+        modular = families_modular.modular_latents(name, mpipe, mkwargs, pipe, kwargs)
+        disable_spectrum(mpipe)
+        enable_spectrum(pipe, REAL)
+        classic = families_modular.classic_latents(name, pipe, kwargs)
+    torch.testing.assert_close(modular.float(), classic.float(), rtol=1e-4, atol=1e-4)
 
 
 def test_two_modular_pipelines_on_one_transformer_each_follow_their_own_scheduler():
-    classic, call = flux()
-    first, second = flux_modular(classic.transformer), flux_modular(classic.transformer)
-    kwargs = dict(prompt_embeds=call["prompt_embeds"], pooled_prompt_embeds=call["pooled_prompt_embeds"],
-                  height=32, width=48, output="latents")
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first, kwargs = families_modular.build("flux", "distilled", STEPS)
+        second = first.blocks.init_pipeline()
+        second.update_components(transformer=first.transformer, scheduler=FlowMatchEulerDiscreteScheduler())
     enable_spectrum(first, REAL)  # the second pipeline was never enabled; it shares the transformer
-    run(first, kwargs, num_inference_steps=STEPS)
-    run(second, kwargs, num_inference_steps=20)
+    quiet_run(first, kwargs)
+    quiet_run(second, {**kwargs, "num_inference_steps": 20})
     (mine,) = spectrum_summary(second).branches
     assert mine.num_inference_steps == 20 and list(mine.computed_steps) == compute_steps(REAL, 20)
     (theirs,) = spectrum_summary(first).branches
