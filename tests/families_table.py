@@ -1,0 +1,88 @@
+"""The README's families table, generated from the family builders (tests/families*.py) and the adapter
+table, so it cannot drift: tests/test_families_table.py checks the README holds exactly this table.
+
+    python tests/families_table.py          # print the table
+    python tests/families_table.py --write  # rewrite it in README.md, between the families markers
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from families import FAMILIES  # noqa: E402
+from families_modular import MODULAR  # noqa: E402
+
+README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+START, END = "<!-- families:start -->", "<!-- families:end -->"
+CFG = {
+    None: "none (guidance-distilled)",
+    "batched": "cond + uncond in one batched call",
+    "separate": "two calls, `cache_context` cond / uncond",
+    "separate-unnamed": "two calls per step, unnamed",
+}
+
+
+def _skips(denoiser) -> str:
+    from spectrum_cache.integrations.adapters import resolve_adapter
+
+    layout = resolve_adapter(denoiser)
+    names = {id(m): n for n, m in denoiser.named_modules()}
+    # Top-level names, once each: HiDream's double-stream blocks are skipped one by one.
+    blocks = list(dict.fromkeys(names[id(parent._modules[child])].split(".")[0] for parent, child in layout.block_slots))
+    stand_ins = sorted({names[id(parent._modules[child])].split(".")[0] for parent, child in layout.input_slots})
+    constants = [names[id(parent._modules[child])] for parent, child, _ in layout.constant_slots]
+    text = "blocks " + ", ".join(f"`{b}`" for b in blocks)
+    if stand_ins:
+        text += "; embedders " + ", ".join(f"`{s}`" for s in stand_ins)
+    if constants:
+        text += "; once per run " + ", ".join(f"`{c}`" for c in constants)
+    return text
+
+
+def rows() -> list[str]:
+    out = ["| family | pipeline | modular pipeline | CFG | a forecast step skips |", "|---|---|---|---|---|"]
+    for name in sorted(FAMILIES):
+        family = FAMILIES[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe, _ = family.build()
+        modular = MODULAR.get(name)
+        modular_name = modular.blocks.replace("AutoBlocks", "").replace("Blocks", "") + " (`" + modular.blocks + "`)" if modular else "-"
+        skips = "; ".join(f"{d}: {_skips(getattr(pipe, d))}" if len(family.denoisers) > 1 else _skips(getattr(pipe, d))
+                          for d in family.denoisers)
+        out.append(f"| {name} | `{type(pipe).__name__}` | {modular_name} | {CFG[family.cfg]} | {skips} |")
+    return out
+
+
+def table() -> str:
+    return "\n".join(rows())
+
+
+def replaced(readme: str, new_table: str) -> str:
+    if START not in readme or END not in readme:
+        raise ValueError(f"README.md has no {START} ... {END} markers")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{new_table}\n{END}{tail}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="rewrite the table in README.md")
+    args = parser.parse_args()
+    if not args.write:
+        print(table())
+        return
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    with open(README, "w", encoding="utf-8") as f:
+        f.write(replaced(text, table()))
+
+
+if __name__ == "__main__":
+    main()
