@@ -90,13 +90,15 @@ def test_no_plot_label_reads_as_another_points_unless_a_line_says_whose() -> Non
 
 @pytest.fixture(scope="module")
 def metric_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
-    """The smallest bench (the full sampler, 2 steps, 1 prompt) with each --extra-metrics mode."""
+    """A small bench (the full sampler and Spectrum, 6 steps: one forecast step, 1 prompt) with each
+    --extra-metrics mode."""
     runs = {}
     for name, flags in {"off": ["--extra-metrics", "off"], "auto": [], "auto -v": ["-v"],
                         "on": ["--extra-metrics", "on"]}.items():
         out = tmp_path_factory.mktemp("metrics") / "results"
         runs[name] = subprocess.run(
-            [console_script(), "bench", "--methods", "full", "--steps", "2", "--num-prompts", "1", "--device", "cpu",
+            [console_script(), "bench", "--methods", "full,spectrum-a0.75-w0.5", "--steps", "6", "--num-prompts", "1",
+             "--device", "cpu",
              "--out", str(out), *flags], capture_output=True, text=True, env=cli_env(), timeout=600)
         assert runs[name].returncode == 0, runs[name].stderr
     return runs
@@ -125,3 +127,27 @@ def test_skipped_metrics_are_one_quiet_line_and_warnings_only_when_asked_for(
     skipped = [name for name in ("lpips", "clip_score", "image_reward") if f"{name}: skipped" in line]
     assert skipped and "--extra-metrics on warns for each" in line
     assert sorted(w.split(": ")[2] for w in warnings) == sorted(skipped)  # on: one warning per metric it lacks
+
+
+def test_the_pass_counters_own_hook_raises_no_warning(metric_runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    """The bench counts passes with a hook inside the last block, which forecast steps skip on purpose;
+    Spectrum's warning about hooks on skipped modules is not for the bench's user."""
+    for proc in metric_runs.values():
+        assert "SpectrumWarning" not in proc.stderr and "hooks of its own" not in proc.stderr, proc.stderr
+
+
+def test_the_pass_counter_silences_only_its_own_warning() -> None:
+    import warnings
+
+    import torch
+
+    from spectrum_cache.bench.measure import PassCounter
+    from spectrum_cache.integrations import SpectrumWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with PassCounter(torch.nn.Sequential(torch.nn.Linear(2, 2))):
+            warnings.warn("x: y has hooks of its own (PassCounter.__enter__.<locals>.count_pass)", SpectrumWarning)
+            warnings.warn("x: gradients are enabled", SpectrumWarning)
+        warnings.warn("after: z has hooks of its own (count_pass)", SpectrumWarning)
+    assert [str(w.message) for w in caught] == ["x: gradients are enabled", "after: z has hooks of its own (count_pass)"]

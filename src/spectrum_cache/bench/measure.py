@@ -6,6 +6,7 @@ import contextlib
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,12 +40,18 @@ def probe_module(denoiser: torch.nn.Module) -> torch.nn.Module:
 
 @dataclass
 class PassCounter:
-    """Counts denoiser calls and real block passes during a ``with`` block."""
+    """Counts denoiser calls and real block passes during a ``with`` block.
+
+    Its hook sits inside a block that forecast steps skip, on purpose: that is how it tells a pass from a
+    forecast. Spectrum warns about hooks on skipped modules; that warning about this hook (it names
+    ``count_pass``) is not for the user, so it is silenced while the counter is on, and no other.
+    """
 
     denoiser: torch.nn.Module
     calls: int = 0
     block_passes: int = 0
     _handles: list[Any] = field(default_factory=list)
+    _quiet: Any = None
 
     def __enter__(self) -> PassCounter:
         def count_call(*_: Any) -> None:
@@ -53,6 +60,11 @@ class PassCounter:
         def count_pass(*_: Any) -> None:
             self.block_passes += 1
 
+        from ..integrations import SpectrumWarning
+
+        self._quiet = warnings.catch_warnings()
+        self._quiet.__enter__()
+        warnings.filterwarnings("ignore", message=r".*\bcount_pass\b", category=SpectrumWarning)
         self._handles = [
             self.denoiser.register_forward_hook(count_call),
             probe_module(self.denoiser).register_forward_hook(count_pass),
@@ -62,6 +74,9 @@ class PassCounter:
     def __exit__(self, *_: object) -> None:
         for handle in self._handles:
             handle.remove()
+        if self._quiet is not None:
+            self._quiet.__exit__(None, None, None)
+            self._quiet = None
 
     def passes(self, sampler_steps: int) -> float:
         """Network passes per trajectory: with CFG the denoiser runs twice a step, so passes are counted
