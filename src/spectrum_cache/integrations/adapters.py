@@ -62,8 +62,8 @@ class DenoiserAdapter:
     constant_inputs: tuple[str, ...] = ()
 
 
-# Top-level ModuleLists whose outputs only flow towards the head: the transformer blocks, and the
-# refiners some families run on the tokens before them (Lumina2, Z-Image).
+# Top-level ModuleLists (or ModuleDicts of them) whose outputs only flow towards the head: the transformer
+# blocks, and the refiners some families run on the tokens before them (Lumina2, Z-Image).
 BLOCK_LIST_NAMES = re.compile(r"(\w+_)?blocks|layers|\w+_refiner")
 # Output heads, by the name the forward gives them. Each later name is, in every diffusers 0.42 denoiser
 # that has none of the earlier ones, the first module the forward applies to the last block's output
@@ -132,6 +132,13 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     # layers and norms each (norm, norm_moe_gen); every noisy token is in the generation stream, whose norm is
     # the head of all three of its outputs. Its timestep is the vision tokens'.
     "Cosmos3OmniTransformer": DenoiserAdapter(head_path="norm_moe_gen", timestep_arg="vision_timesteps"),
+    # Spectrogram diffusion's decoder: T5 layers in ``decoders``, then decoder_norm and spec_out.
+    "T5FilmDecoder": DenoiserAdapter(block_paths=("decoders",), head_path="decoder_norm",
+                                     timestep_arg="decoder_noise_time"),
+    # La-Proteina's denoiser: a backbone (bb_ca) and a local-latent trajectory, each with its time.
+    "RFD4ProteinaTransformer": DenoiserAdapter(timestep_arg="bb_ca_time"),
+    # BriaFibo 2's perceiver resamples the prompt into gist tokens that only the blocks read.
+    "BriaFibo2Transformer2DModel": DenoiserAdapter(input_paths=("perceiver",)),
 }
 
 # Denoisers whose blocks feed a second output head: Spectrum forecasts one head's input, so on a forecast
@@ -140,6 +147,8 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
 SECOND_HEADS: dict[str, Callable[[nn.Module], str | None]] = {
     "LTX2VideoTransformer3DModel": lambda model: "its audio stream has a head of its own (audio_norm_out)",
     "Kandinsky6Transformer3DModel": lambda model: "its audio stream has a head of its own (audio_out_layer)",
+    "RFD4ProteinaTransformer": lambda model: "four heads read its blocks' output (ca_linear, local_latents_linear, "
+                                             "sequence_readout, the insertion projections)",
 }
 
 @dataclass(frozen=True)
@@ -247,10 +256,14 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     modules = dict(model.named_modules())
 
     if adapter.block_paths is None:
+        # A ModuleDict of that name holds one block list per stream (FLUX.3's mode_blocks: image, image_cond).
         block_paths = tuple(
-            child_name
+            path
             for child_name, child in model.named_children()
-            if isinstance(child, nn.ModuleList) and BLOCK_LIST_NAMES.fullmatch(child_name)
+            if BLOCK_LIST_NAMES.fullmatch(child_name)
+            for path in ([child_name] if isinstance(child, nn.ModuleList) else
+                         [f"{child_name}.{key}" for key, value in child.items() if isinstance(value, nn.ModuleList)]
+                         if isinstance(child, nn.ModuleDict) else [])
         )
     else:
         block_paths = adapter.block_paths(model) if callable(adapter.block_paths) else adapter.block_paths

@@ -176,7 +176,7 @@ class SpectrumHook(Unpicklable, ModelHook):
             return _Call()
         arguments = self._arguments(args, kwargs)
         try:
-            placement = self.generations.place(self._branch_name(), arguments.get(self.timestep_arg),
+            placement = self.generations.place(self._branch_name, arguments.get(self.timestep_arg),
                                                self.contexts.step_fields(), self._discover)
         except Unplaced as unplaced:
             if unplaced.message:
@@ -187,8 +187,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         extras = has_extra_inputs(arguments, self.layout.constant_inputs if self.layout is not None else ())
         if extras:
             self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step.")
-        branch_name = self._branch_name()
-        decision = plan(generation, branch_name, placement.step, placement.slot, input_key(arguments),
+        decision = plan(generation, placement.name, placement.step, placement.slot, input_key(arguments),
                         _batch_size(arguments), bool(extras))
         if decision.note:
             self._warn("pairing", decision.note)
@@ -214,10 +213,9 @@ class SpectrumHook(Unpicklable, ModelHook):
             return _Call(step, trajectory, prediction, rebuild_output(trajectory.output_layout, prediction), compute.final)
         return _Call(step, trajectory, prediction, None, compute.final)
 
-    def _branch_name(self) -> str:
+    def _branch_name(self, generation: Generation | None) -> str:
         """The call's branch: its cache_context, else the prediction a modular pipeline's guider prepares."""
         name = self.contexts.name()
-        generation = self.generations.current()
         guider = generation.source.guider if generation is not None and generation.source is not None else None
         if guider is not None and not self.contexts.has_context():
             found = guider_branch(guider)

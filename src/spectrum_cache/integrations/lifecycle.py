@@ -29,9 +29,11 @@ MAX_CALLS_PER_STEP = 8
 
 @dataclass
 class Placement:
-    """Where one call sits: its generation, branch, step, and which call of the step it is (slot)."""
+    """Where one call sits: its generation, branch (and its name), step, and which call of the step it
+    is (slot)."""
 
     generation: Generation
+    name: str
     branch: BranchState
     step: int
     slot: int
@@ -62,22 +64,25 @@ class Generations:
         self.end()
         self._local.declared = loop
 
-    def place(self, name: str, timestep: Any, fields: StepFields | None,
+    def place(self, name_of: Callable[[Generation | None], str], timestep: Any, fields: StepFields | None,
               discover: Callable[[], StepSource]) -> Placement:
-        """Place a call of branch ``name``; raises Unplaced where the network just runs."""
+        """Place a call whose branch is ``name_of(generation)`` (a modular pipeline's guider, which names
+        branches, comes with the generation); raises Unplaced where the network just runs."""
         generation = self.current()
         if fields is not None:
-            return self._place_by_fields(generation, name, fields, discover)
+            return self._place_by_fields(generation, name_of, fields, discover)
         if generation is not None and not _still_running(generation):
             self.end()
             generation = None
         if generation is None:
             generation = self._start(discover())
+        name = name_of(generation)
         branch = generation.branch(name)
         if isinstance(generation.clock, BareClock):
             step = generation.clock.place(branch, timestep)
             if step is None:  # the timesteps started over: a new generation
                 generation = self._start(generation.source)
+                name = name_of(generation)
                 branch = generation.branch(name)
                 step = generation.clock.place(branch, timestep)
         elif generation.num_steps is None:
@@ -85,23 +90,24 @@ class Generations:
                            "running the network.")
         else:
             step = generation.clock.place(name, timestep)
-        return self._count(generation, branch, step)
+        return self._count(generation, name, branch, step)
 
-    def _place_by_fields(self, generation: Generation | None, name: str, fields: StepFields,
-                         discover: Callable[[], StepSource]) -> Placement:
+    def _place_by_fields(self, generation: Generation | None, name_of: Callable[[Generation | None], str],
+                         fields: StepFields, discover: Callable[[], StepSource]) -> Placement:
         """Place a call by the loop's ``CacheContext.step_index``. Where the call comes from a pipeline,
         its scheduler still says which steps this denoiser runs (Wan2.2's experts); elsewhere the
         fields alone give the steps."""
         n = fields.num_inference_steps
         if (generation is None or not generation.by_fields
                 or (isinstance(generation.clock, FieldClock) and generation.num_steps != n)
-                or not _moves_on(generation, name, fields.step_index)):
+                or not _moves_on(generation, name_of(generation), fields.step_index)):
             source = discover()
             if source.origin == "pipeline":
                 generation = self._start(source)
             else:
                 generation = self._begin(FieldClock(n), source)
             generation.by_fields = True
+        name = name_of(generation)
         if isinstance(generation.clock, FieldClock):
             step = fields.step_index
             if not 0 <= step < n:
@@ -109,9 +115,9 @@ class Generations:
                                "running the network.")
         else:
             step = generation.clock.place(name, None, loop_index=fields.step_index)
-        return self._count(generation, generation.branch(name), step)
+        return self._count(generation, name, generation.branch(name), step)
 
-    def _count(self, generation: Generation, branch: BranchState, step: int) -> Placement:
+    def _count(self, generation: Generation, name: str, branch: BranchState, step: int) -> Placement:
         if step != branch.step:
             branch.step, branch.calls_in_step = step, 0
         slot = branch.calls_in_step
@@ -129,7 +135,7 @@ class Generations:
                 "timesteps starting over; the network runs on every extra step. Set num_inference_steps to the "
                 "loop's length.",
             )
-        return Placement(generation, branch, step, slot)
+        return Placement(generation, name, branch, step, slot)
 
     # -- starting and ending ---------------------------------------------------------------------
     def _start(self, source: StepSource) -> Generation:
