@@ -79,7 +79,7 @@ def _add_generate(subparsers: Any) -> None:
         description="Generate with Spectrum on. Without --model, runs the small model shipped in the package.",
         epilog_factory=_embedded_words_epilog,
     )
-    p.add_argument("prompt", help='e.g. "a red circle on the left and a blue square on the right"')
+    p.add_argument("prompt", help='e.g. "a red circle and a green square" (the embedded model draws the colours)')
     p.add_argument("--speedup", type=finite_float, default=None, metavar="X",
                    help="target ideal speedup N/passes, e.g. 4 (default: the paper's alpha=0.75 schedule)")
     p.add_argument("--steps", type=positive_int, default=50, metavar="N", help="denoising steps (default 50)")
