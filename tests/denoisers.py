@@ -1045,6 +1045,133 @@ def cosmos3():
     )
 
 
+
+# -- the newest image DiTs (no model test in diffusers): configs from their __init__ and forward ----
+
+
+def flux3():
+    from diffusers import Flux3Transformer2DModel
+
+    seeded()
+    model = Flux3Transformer2DModel(
+        in_channels=16, cond_in_channels=12, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=24, timestep_channels=20, mlp_ratio=2.0, axes_dims_rope=(4, 4, 4, 4),
+    )
+    img_ids, txt_ids = _flux2_ids(2, 3, 5)
+    cond_ids = img_ids[0].clone()
+    cond_ids[:, 0] = 1  # the condition image is the next "frame"
+    return model, dict(hidden_states=randn(2, 6, 16), encoder_hidden_states=randn(2, 5, 24), img_ids=img_ids[0],
+                       txt_ids=txt_ids[0], image_cond_hidden_states=randn(2, 6, 12, seed=2), image_cond_ids=cond_ids,
+                       return_dict=False)
+
+
+def qwen_image21():
+    from diffusers import QwenImage21Transformer2DModel
+
+    seeded()
+    model = QwenImage21Transformer2DModel(
+        patch_size=1, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        context_in_dim=24, mlp_ratio=2, axes_dims_rope=(4, 6, 6),
+    )
+    b, text, h, w = 2, 5, 4, 6
+    # The joint sequence: the text tokens, then one slot per 2 x 2 group of the target's h x w tokens.
+    img_mask = torch.cat([torch.zeros(b, text, dtype=torch.bool), torch.ones(b, h * w // 4, dtype=torch.bool)], 1)
+    return model, dict(hidden_states=randn(b, h * w, 16), encoder_hidden_states=randn(b, text, 24),
+                       encoder_hidden_states_mask=torch.ones(b, text, dtype=torch.long), img_shapes=[[(1, h, w)]] * b,
+                       img_mask=img_mask, return_dict=False)
+
+
+
+def hunyuan_image():
+    from diffusers import HunyuanImageTransformer2DModel
+
+    seeded()
+    # latent 4, inner 32, text 24, glyph (ByT5) text 20.
+    model = HunyuanImageTransformer2DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=1,
+        num_refiner_layers=1, patch_size=(1, 1), text_embed_dim=24, text_embed_2_dim=20, rope_axes_dim=(8, 8),
+    )
+    return model, dict(hidden_states=randn(2, 4, 4, 6), encoder_hidden_states=randn(2, 5, 24),
+                       encoder_attention_mask=torch.ones(2, 5), encoder_hidden_states_2=randn(2, 3, 20, seed=2),
+                       encoder_attention_mask_2=torch.ones(2, 3), return_dict=False)
+
+
+def bria_fibo2():
+    from diffusers import BriaFibo2Transformer2DModel
+
+    seeded()
+    # latent 4 (patch 2), inner 32, text 24 in 1 + 1 bundles (the prompt and one injected layer).
+    model = BriaFibo2Transformer2DModel(
+        in_channels=4, patch_size=2, dim=32, n_layers=2, n_refiner_layers=1, n_heads=2, cap_feat_dim=24,
+        injection_layer_ids=(1,), perceiver_num_layers=1, min_num_gist_tokens=2, max_num_gist_tokens=4, gist_step=2,
+        gist_min_text_len=2, gist_max_text_len=8, axes_dims=(4, 6, 6), axes_lens=(64, 32, 32),
+    )
+    return model, dict(hidden_states=randn(2, 4, 8, 12), encoder_hidden_states=randn(2, 2, 5, 24),
+                       encoder_attention_mask=torch.tensor([[True] * 5, [True] * 3 + [False] * 2]), return_dict=False)
+
+
+
+def sana_wm():
+    from diffusers import SanaWMTransformer3DModel
+
+    seeded()
+    # latent 4, inner 32 (linear-attention heads of 16), caption 24; no camera conditioning.
+    model = SanaWMTransformer3DModel(
+        in_channels=4, num_layers=2, hidden_size=32, num_attention_heads=2, softmax_every_n=2, linear_head_dim=16,
+        caption_channels=24, use_chunk_plucker_post_attn=False, chunk_plucker_post_attn_blocks=0, mlp_ratio=2.0,
+        mixed_precision="fp32",
+    )
+    return model, dict(hidden_states=randn(2, 4, 2, 8, 12), encoder_hidden_states=randn(2, 1, 5, 24),
+                       encoder_attention_mask=torch.ones(2, 5, dtype=torch.long), return_dict=False)
+
+
+def sana_wm_refiner():
+    from diffusers import SanaWMLTX2RefinerTransformer3DModel
+
+    seeded()
+    model = SanaWMLTX2RefinerTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
+        audio_in_channels=6, audio_out_channels=6, audio_num_attention_heads=2, audio_attention_head_dim=8,
+        audio_cross_attention_dim=16, num_layers=2, caption_channels=24, rope_double_precision=False,
+    )
+    rope = model.build_rotary_emb_for_absolute_positions(batch_size=2, frame_positions=[0, 1], height=4, width=6,
+                                                          device=torch.device("cpu"), fps=24.0)
+    return model, dict(hidden_states=randn(2, 2 * 4 * 6, 4), encoder_hidden_states=randn(2, 5, 24),
+                       video_rotary_emb=rope, encoder_attention_mask=torch.ones(2, 5), return_dict=False)
+
+
+
+def t5_film():
+    from diffusers import T5FilmDecoder
+
+    seeded()
+    # spectrogram bins 8, inner 2 x 16 = 32 (d_model 24), encoder width d_model.
+    model = T5FilmDecoder(input_dims=8, targets_length=14, d_model=24, num_layers=2, num_heads=2, d_kv=16, d_ff=40,
+                          dropout_rate=0.0)
+    encodings = [(randn(2, 5, 24, seed=2), torch.ones(2, 5, dtype=torch.bool))]
+    return model, dict(decoder_input_tokens=randn(2, 14, 8), encodings_and_masks=encodings)
+
+
+
+def rfd4_proteina():
+    from diffusers import RFD4ProteinaTransformer
+
+    seeded()
+    # 10 residues: backbone coordinates (3) and local latents 8; tokens 32, pairs 16, condition 20.
+    model = RFD4ProteinaTransformer(
+        nlayers=2, token_dim=32, nheads=2, dim_cond=20, pair_repr_dim=16, latent_dim=8, token_type_emb_dim=8,
+        cath_emb_dim=8, t_emb_dim=12, seq_sep_dim=8, xt_pair_dist_dim=6, tri_mult_c=8,
+        feats_seq=("xt_bb_ca", "xt_local_latents", "token_type"), feats_cond_seq=("time_emb_bb_ca", "time_emb_local_latents"),
+        feats_pair_repr=("xt_bb_ca_pair_dists",), feats_pair_cond=("time_emb_bb_ca", "time_emb_local_latents"),
+    )
+    b, n = 2, 10
+    masks = {"is_in_context_conditioning": torch.zeros(b, n, dtype=torch.bool),
+             "supports_local_latent": torch.ones(b, n, dtype=torch.bool)}
+    return model, dict(bb_ca=randn(b, n, 3), local_latents=randn(b, n, 8, seed=2),
+                       padding_mask=torch.ones(b, n, dtype=torch.bool), token_type=torch.zeros(b, n, dtype=torch.long),
+                       atom37_mask=torch.ones(b, n, 37, dtype=torch.bool), conditioning=masks, return_dict=False)
+
+
 DENOISERS: list[Denoiser] = [
     Denoiser("UNet2DConditionModel", unet, latent="sample"),
     Denoiser("DiTTransformer2DModel", dit),
@@ -1114,6 +1241,20 @@ DENOISERS: list[Denoiser] = [
     Denoiser("Kandinsky6SRTransformer3DModel", kandinsky6_sr, scale=1.0),
     Denoiser("WanAnimate2Transformer3DModel", wan_animate2,
              make_t=lambda t, x: torch.tensor([t])),
+    Denoiser("Flux3Transformer2DModel", flux3, scale=1.0),
+    Denoiser("QwenImage21Transformer2DModel", qwen_image21, scale=1.0),
+    Denoiser("HunyuanImageTransformer2DModel", hunyuan_image),
+    Denoiser("BriaFibo2Transformer2DModel", bria_fibo2, scale=1.0),
+    # SanaWMPipeline passes one timestep per latent frame, (batch, 1, frames).
+    Denoiser("SanaWMTransformer3DModel", sana_wm, make_t=lambda t, x: torch.full((x.shape[0], 1, x.shape[2]), t)),
+    # The refiner takes one timestep per token.
+    Denoiser("SanaWMLTX2RefinerTransformer3DModel", sana_wm_refiner, scale=1.0,
+             make_t=lambda t, x: torch.full(x.shape[:2], t)),
+    # SpectrogramDiffusionPipeline's times are in [0, 1).
+    Denoiser("T5FilmDecoder", t5_film, latent="decoder_input_tokens", timestep="decoder_noise_time", scale=0.999),
+    # RFD4ProteinaPipeline's times run from 0 (noise) to 1; both trajectories share them here.
+    Denoiser("RFD4ProteinaTransformer", rfd4_proteina, latent="bb_ca", scale=1.0, reason="four heads read its blocks",
+             make_t=lambda t, x: {"bb_ca_time": torch.full((2,), 1 - t), "local_latents_time": torch.full((2,), 1 - t)}),
     Denoiser("Cosmos3OmniTransformer", cosmos3, latent="vision_tokens", timestep="vision_timesteps",
              make_t=lambda t, x: torch.full((x[0].shape[2] * (x[0].shape[3] // 2) * (x[0].shape[4] // 2),), t)),
 ]
