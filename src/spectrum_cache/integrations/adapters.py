@@ -249,8 +249,8 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     second_head = SECOND_HEADS.get(name, lambda model: None)(model)
     if second_head is not None:
         raise UnsupportedModelError(
-            f"{name}: {second_head}, and Spectrum forecasts only the main head's input, so on forecast steps "
-            "that output would come from features that skipped the blocks. Pass "
+            f"{name}: {second_head}, and Spectrum forecasts the input of one head only: on forecast steps the "
+            "other outputs would be decoded from features that skipped the blocks. Pass "
             "SpectrumConfig(forecast_output=True) to forecast the whole output."
         )
     modules = dict(model.named_modules())
