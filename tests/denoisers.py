@@ -1,7 +1,8 @@
 """Every denoiser class in diffusers 0.42.1, built tiny, with the inputs of one denoiser call.
 
 One ``Denoiser`` per class of ``diffusers.models.transformers`` that denoises (the ``*Transformer*Model`` /
-DiT classes whose forward takes a timestep) plus ``UNet2DConditionModel``. Left out as non-denoisers:
+DiT classes whose forward takes a timestep) plus ``UNet2DConditionModel`` and ``DreamLiteUNetModel`` (the
+denoiser around DreamLiteTransformer2DModel). Left out as non-denoisers:
 ``PriorTransformer`` (the unCLIP prior), ``TransformerTemporalModel`` and ``DualTransformer2DModel``
 (sub-blocks inside UNets) and ``MiniMaxMusic3RVQDepthDecoder`` (an RVQ token decoder, no timestep).
 
@@ -131,6 +132,21 @@ def unet():
         block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), cross_attention_dim=24, norm_num_groups=8,
+    )
+    return model, dict(sample=randn(2, 4, 8, 12), encoder_hidden_states=randn(2, 5, 24), return_dict=False)
+
+
+
+def dreamlite_unet():
+    from diffusers import DreamLiteUNetModel
+
+    seeded()
+    # DreamLite's denoiser is this UNet (DreamLiteTransformer2DModel is one of its attention blocks).
+    model = DreamLiteUNetModel(
+        in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DreamLiteCrossAttnNoSelfAttnDownBlock2D", "DreamLiteCrossAttnDownBlock2D"),
+        up_block_types=("DreamLiteCrossAttnUpBlock2D", "DreamLiteUpBlock2D"), norm_num_groups=8,
+        cross_attention_dim=24, attention_head_dim=8, ff_mult=2,
     )
     return model, dict(sample=randn(2, 4, 8, 12), encoder_hidden_states=randn(2, 5, 24), return_dict=False)
 
@@ -1174,6 +1190,7 @@ def rfd4_proteina():
 
 DENOISERS: list[Denoiser] = [
     Denoiser("UNet2DConditionModel", unet, latent="sample"),
+    Denoiser("DreamLiteUNetModel", dreamlite_unet, latent="sample"),
     Denoiser("DiTTransformer2DModel", dit),
     Denoiser("PixArtTransformer2DModel", pixart),
     Denoiser("Transformer2DModel", transformer_2d),

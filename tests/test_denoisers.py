@@ -161,13 +161,14 @@ def test_wan_vace_forecasts_calls_with_control_and_skips_the_vace_blocks():
 
 def test_table_covers_every_denoiser_class():
     """One entry per model class of diffusers.models.transformers, except the listed non-denoisers, plus
-    the SD UNet: a class diffusers adds must be added here."""
+    the SD UNet and DreamLite's UNet (whose attention blocks are DreamLiteTransformer2DModel): a class
+    diffusers adds must be added here."""
     import diffusers.models.transformers as transformers
 
     classes = {name for name, obj in vars(transformers).items()
                if inspect.isclass(obj) and issubclass(obj, torch.nn.Module)}
     listed = [e.cls for e in DENOISERS]
     assert len(listed) == len(set(listed))
-    assert set(listed) == (classes - set(NOT_DENOISERS)) | {"UNet2DConditionModel"}
+    assert set(listed) == (classes - set(NOT_DENOISERS)) | {"UNet2DConditionModel", "DreamLiteUNetModel"}
     assert set(NOT_DENOISERS) <= classes
 

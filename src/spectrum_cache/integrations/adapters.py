@@ -63,8 +63,9 @@ class DenoiserAdapter:
 
 
 # Top-level ModuleLists (or ModuleDicts of them) whose outputs only flow towards the head: the transformer
-# blocks, and the refiners some families run on the tokens before them (Lumina2, Z-Image).
-BLOCK_LIST_NAMES = re.compile(r"(\w+_)?blocks|layers|\w+_refiner")
+# blocks, and the refiners some families run on the tokens before them (Lumina2, Z-Image); and a UNet's
+# mid_block, a single block between its down and up lists (it gets a stand-in).
+BLOCK_LIST_NAMES = re.compile(r"(\w+_)?blocks|layers|\w+_refiner|mid_block")
 # Output heads, by the name the forward gives them. Each later name is, in every diffusers 0.42 denoiser
 # that has none of the earlier ones, the first module the forward applies to the last block's output
 # (ERNIE-Image's final_norm; Kandinsky 5 and 6's out_layer; StableAudio, StableAudio 3 and MiniMax Music 3's
@@ -261,9 +262,8 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
             path
             for child_name, child in model.named_children()
             if BLOCK_LIST_NAMES.fullmatch(child_name)
-            for path in ([child_name] if isinstance(child, nn.ModuleList) else
-                         [f"{child_name}.{key}" for key, value in child.items() if isinstance(value, nn.ModuleList)]
-                         if isinstance(child, nn.ModuleDict) else [])
+            for path in ([f"{child_name}.{key}" for key, value in child.items() if isinstance(value, nn.ModuleList)]
+                         if isinstance(child, nn.ModuleDict) else [child_name])
         )
     else:
         block_paths = adapter.block_paths(model) if callable(adapter.block_paths) else adapter.block_paths
