@@ -310,6 +310,12 @@ class SpectrumHook(Unpicklable, ModelHook):
             else:
                 self._warn("head", "the output head was not called; nothing recorded.")
             if feature is not None:
+                # The head's input changed shape within the trajectory (Qwen-Image 2.1's KV-cache prefill step
+                # sees the prefix and target tokens, later steps the target's only): forecast from the new
+                # shape's records, as planning does when the inputs change shape.
+                shape = getattr(trajectory.forecaster, "feature_shape", None)
+                if shape is not None and feature.shape != shape:
+                    trajectory.forecaster.reset()
                 on_host = self._checks_now(feature)
                 try:
                     trajectory.forecaster.update(call.step, feature, check_finite=on_host)
