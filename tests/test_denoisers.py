@@ -172,3 +172,27 @@ def test_table_covers_every_denoiser_class():
     assert set(listed) == (classes - set(NOT_DENOISERS)) | {"UNet2DConditionModel", "DreamLiteUNetModel"}
     assert set(NOT_DENOISERS) <= classes
 
+
+
+def test_qwen_image21_with_its_kv_cache():
+    """QwenImage21Pipeline's default KV cache prefills at step 0 (the head sees the text and target tokens),
+    later steps run the target's tokens only: the feature changes shape at step 1, and the forecasts come
+    from the records of the new shape (steps 1 and 2, then the compute steps)."""
+    from diffusers.models.transformers.transformer_qwenimage21 import QwenImage21KVCache
+
+    entry = next(e for e in DENOISERS if e.cls == "QwenImage21Transformer2DModel")
+    model, inputs = build(entry)
+    x, rest = inputs["hidden_states"], {k: v for k, v in inputs.items() if k != "hidden_states"}
+    cache = QwenImage21KVCache(len(model.transformer_blocks))
+    enable_spectrum(model, PAPER)
+    try:
+        with torch.no_grad():
+            for i in range(STEPS):  # as QwenImage21Pipeline calls it: prefill the prefix once, then the target only
+                v = model(hidden_states=x, timestep=torch.full((2,), 1 - i / STEPS), kv_cache=cache,
+                          kv_cache_mode="extract" if i == 0 else "cached", **rest)[0]
+                x = x - v[:, -x.shape[1]:] / STEPS
+        assert torch.isfinite(x).all()
+        (branch,) = spectrum_summary(model).branches
+        assert list(branch.computed_steps) == compute_steps(PAPER)
+    finally:
+        disable_spectrum(model)
