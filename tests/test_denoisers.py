@@ -196,3 +196,47 @@ def test_qwen_image21_with_its_kv_cache():
         assert list(branch.computed_steps) == compute_steps(PAPER)
     finally:
         disable_spectrum(model)
+
+
+def test_wan_animate2_reference_pass_then_cached_steps():
+    """Wan-Animate 2's modular pipeline encodes each segment's driving video once (kv_cache_mode "extract", at
+    the first timestep), then denoises against that KV cache: the reference pass lands on step 0, a compute
+    step, so the cache is always filled, and the denoising calls follow the schedule."""
+    from diffusers.models.transformers.transformer_wan_animate_2 import WanAnimate2KVCache
+
+    entry = next(e for e in DENOISERS if e.cls == "WanAnimate2Transformer3DModel")
+    model, inputs = build(entry)
+    rest = {k: v for k, v in inputs.items() if k not in ("hidden_states", "kv_cache")}
+    h, w, ref = 4, 6, 2
+
+    @torch.no_grad()
+    def two_segments():
+        outs = []
+        for segment in range(2):
+            cache = WanAnimate2KVCache(2)
+            model(hidden_states=[torch.randn(4, ref, h, w, generator=torch.Generator().manual_seed(segment))],
+                  timestep=torch.tensor([1000.0]), encoder_hidden_states=rest["encoder_hidden_states"],
+                  condition_latents=[torch.randn(6, ref, h, w, generator=torch.Generator().manual_seed(9))],
+                  encoder_hidden_states_image=rest["encoder_hidden_states_image"], kv_cache=cache,
+                  kv_cache_mode="extract", seq_len=ref * 6, offset_grid_sizes=torch.tensor([[ref, h // 2, w // 2]]))
+            x = inputs["hidden_states"]
+            for i in range(STEPS):
+                v = model(hidden_states=x, timestep=torch.tensor([1000 * (1 - i / STEPS)]), kv_cache=cache, **rest)[0]
+                x = [a - b / STEPS for a, b in zip(x, v)]
+            outs.append(x[0])
+        return torch.stack(outs)
+
+    baseline = two_segments()
+    try:
+        enable_spectrum(model, EVERY_STEP)
+        torch.testing.assert_close(two_segments(), baseline, rtol=0, atol=0)
+        disable_spectrum(model)
+        enable_spectrum(model, PAPER)
+        forecast = two_segments()
+        assert torch.isfinite(forecast).all() and not torch.equal(forecast, baseline)
+        branches = spectrum_summary(model).branches
+        computed = sorted(s for b in branches for s in b.computed_steps)
+        assert sorted(set(computed)) == compute_steps(PAPER)  # the reference pass is one more call at step 0
+        assert sum(len(b.forecast_steps) for b in branches) == STEPS - len(compute_steps(PAPER))
+    finally:
+        disable_spectrum(model)
