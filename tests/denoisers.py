@@ -159,7 +159,7 @@ def dit():
         in_channels=4, out_channels=8, num_attention_heads=2, attention_head_dim=16, num_layers=2, patch_size=2,
         sample_size=8, num_embeds_ada_norm=1000,
     )
-    # DiT builds its patch grid from sample_size; a square latent is what it accepts.
+    # DiT's unpatchify takes the token grid as square (height = width = sqrt(tokens)): a square latent.
     return model, dict(hidden_states=randn(2, 4, 8, 8), class_labels=torch.tensor([1, 3]), return_dict=False)
 
 
@@ -184,6 +184,7 @@ def transformer_2d():
         num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=2, patch_size=2,
         sample_size=8, norm_type="ada_norm_zero", num_embeds_ada_norm=1000,
     )
+    # As DiT's: the patched path unpatchifies a square token grid.
     return model, dict(hidden_states=randn(2, 4, 8, 8), class_labels=torch.tensor([0, 2]), return_dict=False)
 
 
