@@ -174,7 +174,8 @@ GUIDANCE_LAYOUTS: tuple[tuple[re.Pattern, GuidanceLayout], ...] = (
                 r"|CogVideoX\w*Pipeline|LTX\w*Pipeline|Mochi\w*Pipeline|HiDreamImage\w*Pipeline"),
      GuidanceLayout("batched", cond_first=False)),
     (re.compile(r"ZImage\w*Pipeline"), GuidanceLayout("batched", cond_first=True)),
-    (re.compile(r"Chroma\w*Pipeline|Lumina2\w*Pipeline|Cosmos\w*Pipeline"), GuidanceLayout("calls", cond_first=True)),
+    (re.compile(r"Chroma\w*Pipeline|Lumina2\w*Pipeline|Cosmos\w*Pipeline|Krea2\w*Pipeline|Kandinsky5\w*Pipeline"),
+     GuidanceLayout("calls", cond_first=True)),
 )
 
 
