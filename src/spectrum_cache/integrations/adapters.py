@@ -138,6 +138,15 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
                                      timestep_arg="decoder_noise_time"),
     # La-Proteina's denoiser: a backbone (bb_ca) and a local-latent trajectory, each with its time.
     "RFD4ProteinaTransformer": DenoiserAdapter(timestep_arg="bb_ca_time"),
+    # UNet1DModel's head, where it has one, is out_block (Dance Diffusion has none: its last up block writes the
+    # sample, and it is refused).
+    "UNet1DModel": DenoiserAdapter(head_path="out_block"),
+    # Stable Cascade iterates zip(down_blocks, down_downscalers, ...) and reads level_outputs[0] after: its
+    # outer lists must run, so the skipped lists are each level's blocks; the timestep is a ratio.
+    "StableCascadeUNet": DenoiserAdapter(
+        block_paths=lambda model: (*(f"down_blocks.{i}" for i in range(len(model.down_blocks))),
+                                   *(f"up_blocks.{i}" for i in range(len(model.up_blocks)))),
+        head_path="clf", timestep_arg="timestep_ratio"),
     # BriaFibo 2's perceiver resamples the prompt into gist tokens that only the blocks read.
     "BriaFibo2Transformer2DModel": DenoiserAdapter(input_paths=("perceiver",)),
 }
@@ -243,10 +252,11 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     name = type(model).__name__
     adapter = ADAPTERS.get(name, DenoiserAdapter())
     hint = (
-        f"{name} has no Spectrum adapter and does not follow the usual diffusers layout "
-        "(block ModuleLists and a norm_out head); add a DenoiserAdapter to "
-        "spectrum_cache.integrations.adapters.ADAPTERS, or pass SpectrumConfig(forecast_output=True) "
-        "to forecast the model's output instead"
+        (f"{name} does not have the layout its Spectrum adapter names; " if name in ADAPTERS else
+         f"{name} has no Spectrum adapter and does not follow the usual diffusers layout "
+         "(block ModuleLists and a norm_out head); add a DenoiserAdapter to "
+         "spectrum_cache.integrations.adapters.ADAPTERS, or ")
+        + "pass SpectrumConfig(forecast_output=True) to forecast the model's output instead"
     )
     second_head = SECOND_HEADS.get(name, lambda model: None)(model)
     if second_head is not None:
