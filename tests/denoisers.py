@@ -1,8 +1,7 @@
 """Every denoiser class in diffusers 0.42.1, built tiny, with the inputs of one denoiser call.
 
-One ``Denoiser`` per class of ``diffusers.models.transformers`` that denoises (the ``*Transformer*Model`` /
-DiT classes whose forward takes a timestep) plus ``UNet2DConditionModel`` and ``DreamLiteUNetModel`` (the
-denoiser around DreamLiteTransformer2DModel). Left out as non-denoisers:
+One ``Denoiser`` per class of ``diffusers.models.transformers`` and ``diffusers.models.unets`` that denoises
+(the ``*Transformer*Model`` / DiT classes and the UNets whose forward takes a timestep). Left out as non-denoisers:
 ``PriorTransformer`` (the unCLIP prior), ``TransformerTemporalModel`` and ``DualTransformer2DModel``
 (sub-blocks inside UNets) and ``MiniMaxMusic3RVQDepthDecoder`` (an RVQ token decoder, no timestep).
 
@@ -26,11 +25,13 @@ from torch import nn
 
 STEPS = 12
 
-# Model classes of diffusers.models.transformers that are not denoisers: the unCLIP prior (it denoises a CLIP
-# image embedding from a text embedding, not a latent), the attention sub-blocks of UNets (temporal,
-# dual, DreamLite's; their UNet is the denoiser) and MiniMax Music 3's RVQ token decoder (no timestep).
+# Model classes of diffusers.models.transformers and diffusers.models.unets that are not denoisers: the unCLIP
+# prior (it denoises a CLIP image embedding from a text embedding, not a latent), the attention sub-blocks of
+# UNets (temporal, dual, DreamLite's; their UNet is the denoiser), AnimateDiff's MotionAdapter (weights that
+# UNetMotionModel loads), and two token models without a timestep: MiniMax Music 3's RVQ decoder and aMUSEd's
+# UVit2DModel (masked-token prediction). enable_spectrum refuses the last two: no timestep argument.
 NOT_DENOISERS = ("PriorTransformer", "TransformerTemporalModel", "DualTransformer2DModel",
-                 "DreamLiteTransformer2DModel", "MiniMaxMusic3RVQDepthDecoder")
+                 "DreamLiteTransformer2DModel", "MiniMaxMusic3RVQDepthDecoder", "MotionAdapter", "UVit2DModel")
 
 
 @dataclass
@@ -1189,9 +1190,129 @@ def rfd4_proteina():
                        atom37_mask=torch.ones(b, n, 37, dtype=torch.bool), conditioning=masks, return_dict=False)
 
 
+
+# -- the other UNets of diffusers.models.unets ----------------------------------------------------
+# Blocks of 16 and 32 channels (8 norm groups), latent 4, text 24; latents 8 x 12, two frames for video.
+
+_UNET = dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8)
+
+
+def unet_2d():
+    from diffusers import UNet2DModel
+
+    seeded()
+    model = UNet2DModel(in_channels=4, out_channels=4, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                        up_block_types=("AttnUpBlock2D", "UpBlock2D"), attention_head_dim=8, **_UNET)
+    return model, dict(sample=randn(2, 4, 8, 12), return_dict=False)
+
+
+def unet_1d():
+    from diffusers import UNet1DModel
+
+    seeded()
+    # Dance Diffusion's layout: 2 audio channels and 32 Fourier time features concatenated to them.
+    model = UNet1DModel(
+        block_out_channels=(16, 32, 32), in_channels=2, out_channels=2, extra_in_channels=32, sample_size=64,
+        down_block_types=("DownBlock1DNoSkip", "DownBlock1D", "AttnDownBlock1D"),
+        up_block_types=("AttnUpBlock1D", "UpBlock1D", "UpBlock1DNoSkip"), mid_block_type="UNetMidBlock1D",
+        time_embedding_type="fourier", flip_sin_to_cos=True, use_timestep_embedding=False,
+    )
+    return model, dict(sample=randn(2, 2, 64), return_dict=False)
+
+
+def unet_3d():
+    from diffusers import UNet3DConditionModel
+
+    seeded()
+    model = UNet3DConditionModel(in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                                 up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=24,
+                                 attention_head_dim=8, **_UNET)
+    return model, dict(sample=randn(2, 4, 2, 8, 12), encoder_hidden_states=randn(2, 5, 24), return_dict=False)
+
+
+def unet_motion():
+    from diffusers import UNetMotionModel
+
+    seeded()
+    model = UNetMotionModel(
+        in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"), cross_attention_dim=24, num_attention_heads=2,
+        motion_num_attention_heads=2, motion_max_seq_length=8, **_UNET,
+    )
+    # AnimateDiff passes the prompt once per frame: (batch x frames, tokens, width).
+    return model, dict(sample=randn(2, 4, 2, 8, 12), encoder_hidden_states=randn(4, 5, 24), return_dict=False)
+
+
+def unet_svd():
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    seeded()
+    # Stable Video Diffusion: (batch, frames, channels, h, w), the noisy latent and the image latent (8 channels);
+    # the CLIP image embedding is one token of 24; three added time ids of 4 features.
+    model = UNetSpatioTemporalConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, in_channels=8, out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), cross_attention_dim=24,
+        num_attention_heads=(2, 4), addition_time_embed_dim=4, projection_class_embeddings_input_dim=12,
+    )
+    return model, dict(sample=randn(2, 2, 8, 8, 12), encoder_hidden_states=randn(2, 1, 24),
+                       added_time_ids=torch.tensor([[6.0, 127.0, 0.02]] * 2), return_dict=False)
+
+
+def i2vgen_xl():
+    from diffusers import I2VGenXLUNet
+
+    seeded()
+    model = I2VGenXLUNet(in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=24,
+                         attention_head_dim=8, **_UNET)
+    return model, dict(sample=randn(2, 4, 2, 8, 12), fps=torch.tensor([16, 16]), image_latents=randn(2, 4, 2, 8, 12, seed=2),
+                       image_embeddings=randn(2, 24, seed=3), encoder_hidden_states=randn(2, 5, 24, seed=4),
+                       return_dict=False)
+
+
+def kandinsky3():
+    from diffusers import Kandinsky3UNet
+
+    seeded()
+    # Its blocks need two layers or more (with one, the up path's widths do not meet).
+    model = Kandinsky3UNet(in_channels=4, time_embedding_dim=20, groups=8, attention_head_dim=8, layers_per_block=2,
+                           block_out_channels=(16, 32), cross_attention_dim=32, encoder_hid_dim=24)
+    return model, dict(sample=randn(2, 4, 8, 12), encoder_hidden_states=randn(2, 5, 24),
+                       encoder_attention_mask=torch.ones(2, 5), return_dict=False)
+
+
+def stable_cascade():
+    from diffusers import StableCascadeUNet
+
+    seeded()
+    # The decoder's layout (effnet features), two levels of 16 and 32 channels; pooled CLIP text 20.
+    model = StableCascadeUNet(
+        in_channels=4, out_channels=4, timestep_ratio_embedding_dim=8, patch_size=2, conditioning_dim=32,
+        block_out_channels=(16, 32), num_attention_heads=(2, 2), down_num_layers_per_block=(1, 1),
+        up_num_layers_per_block=(1, 1), down_blocks_repeat_mappers=(1, 1), up_blocks_repeat_mappers=(1, 1),
+        block_types_per_layer=(("SDCascadeResBlock", "SDCascadeTimestepBlock"),
+                               ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock")),
+        clip_text_pooled_in_channels=20, clip_seq=2, effnet_in_channels=6, dropout=(0.0, 0.0),
+        timestep_conditioning_type=("sca",),
+    )
+    return model, dict(sample=randn(2, 4, 8, 12), clip_text_pooled=randn(2, 1, 20),
+                       effnet=randn(2, 6, 4, 6, seed=2), return_dict=False)
+
+
 DENOISERS: list[Denoiser] = [
     Denoiser("UNet2DConditionModel", unet, latent="sample"),
     Denoiser("DreamLiteUNetModel", dreamlite_unet, latent="sample"),
+    Denoiser("UNet2DModel", unet_2d, latent="sample"),
+    # Dance Diffusion's UNet has no output head: its last up block writes the sample.
+    Denoiser("UNet1DModel", unet_1d, latent="sample", scale=1.0, reason="no output head found"),
+    Denoiser("UNet3DConditionModel", unet_3d, latent="sample"),
+    Denoiser("UNetMotionModel", unet_motion, latent="sample"),
+    Denoiser("UNetSpatioTemporalConditionModel", unet_svd, latent="sample", scale=1.0),
+    Denoiser("I2VGenXLUNet", i2vgen_xl, latent="sample"),
+    Denoiser("Kandinsky3UNet", kandinsky3, latent="sample"),
+    # Stable Cascade's timestep is a ratio in [0, 1].
+    Denoiser("StableCascadeUNet", stable_cascade, latent="sample", timestep="timestep_ratio", scale=1.0),
     Denoiser("DiTTransformer2DModel", dit),
     Denoiser("PixArtTransformer2DModel", pixart),
     Denoiser("Transformer2DModel", transformer_2d),

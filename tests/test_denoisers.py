@@ -160,18 +160,17 @@ def test_wan_vace_forecasts_calls_with_control_and_skips_the_vace_blocks():
 
 
 def test_table_covers_every_denoiser_class():
-    """One entry per model class of diffusers.models.transformers, except the listed non-denoisers, plus
-    the SD UNet and DreamLite's UNet (whose attention blocks are DreamLiteTransformer2DModel): a class
-    diffusers adds must be added here."""
+    """One entry per model class of diffusers.models.transformers and diffusers.models.unets, except the listed
+    non-denoisers: a class diffusers adds must be added here."""
     import diffusers.models.transformers as transformers
+    import diffusers.models.unets as unets
 
-    classes = {name for name, obj in vars(transformers).items()
+    classes = {name for module in (transformers, unets) for name, obj in vars(module).items()
                if inspect.isclass(obj) and issubclass(obj, torch.nn.Module)}
     listed = [e.cls for e in DENOISERS]
     assert len(listed) == len(set(listed))
-    assert set(listed) == (classes - set(NOT_DENOISERS)) | {"UNet2DConditionModel", "DreamLiteUNetModel"}
+    assert set(listed) == classes - set(NOT_DENOISERS)
     assert set(NOT_DENOISERS) <= classes
-
 
 
 def test_qwen_image21_with_its_kv_cache():
