@@ -133,5 +133,5 @@ FAMILIES: dict[str, Family] = {
 
 
 # Further families live in one module per group, each with its own FAMILIES dict.
-for _group in ("families_image", "families_video"):
+for _group in ("families_image", "families_video", "families_new"):
     FAMILIES.update(importlib.import_module(_group).FAMILIES)

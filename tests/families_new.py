@@ -1,0 +1,288 @@
+"""Tiny pipelines of the newest model families for the family checks (see families.py for the contract).
+
+Each builder runs the family's real diffusers 0.42.1 pipeline class offline: no text encoder (prompt
+embeddings are passed in), no VAE where the pipeline allows it (a tiny VAE built from its config where the
+pipeline reads one even for latent output), ``output_type="latent"``. The widths differ as in real
+checkpoints (tests/test_family_shapes.py checks it).
+
+Families of the brief that are not here, and why:
+
+- FLUX.3, MiniMax H3: diffusers 0.42.1 ships only modular pipelines for them (``Flux3ModularPipeline``,
+  ``Flux3DistilledModularPipeline``, ``MiniMaxH3ModularPipeline``), no pipeline class; their denoisers are
+  covered by tests/denoisers.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from families import STEPS, Family, _seeded
+
+# -- image ------------------------------------------------------------------------------------------
+
+
+class _NoQwen3VLProcessor:
+    """A stand-in for the Qwen3-VL processor, which QwenImage21Pipeline's __init__ asks for the length of its
+    system prompt and the id of its image token; with prompt embeddings passed in nothing else reads it."""
+
+    class tokenizer:  # noqa: N801 (the processor's attribute name)
+        @staticmethod
+        def encode(text: str) -> list[int]:
+            return [0]
+
+    def apply_chat_template(self, *args: Any, **kwargs: Any) -> list[list[int]]:
+        return [[0, 1, 2]]
+
+
+def qwen_image21() -> tuple[Any, dict[str, Any]]:
+    """Qwen-Image 2.1: unpatched latent tokens (one per 16x16 pixels), true CFG in cache_context cond / uncond,
+    and (the pipeline's default) a KV cache of the text tokens: step 0 runs the text and image tokens, later
+    steps the image tokens only, so the head's input changes shape after the first step. 16 latent channels,
+    inner 32, Qwen3-VL text 24; 64x96 pixels are 4x6 tokens; two images per prompt."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImage21Pipeline, QwenImage21Transformer2DModel
+
+    _seeded()
+    transformer = QwenImage21Transformer2DModel(
+        patch_size=1, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        context_in_dim=24, mlp_ratio=2, axes_dims_rope=(4, 6, 6),
+    )
+    pipe = QwenImage21Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, processor=_NoQwen3VLProcessor(),
+        transformer=transformer,
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 24), negative_prompt_embeds=torch.randn(1, 6, 24), num_images_per_prompt=2,
+        height=64, width=96, num_inference_steps=STEPS, true_cfg_scale=4.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def krea2() -> tuple[Any, dict[str, Any]]:
+    """Krea 2: the transformer mixes three text-encoder layers itself (layerwise and refiner text blocks before
+    the main layers); CFG as two calls per step without cache_context. 4 latent channels packed 2x2 into 16,
+    inner 32 (one key/value head), text 24 from 3 layers; 32x48 pixels are 2x3 packed tokens; two images per
+    prompt."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Krea2Pipeline, Krea2Transformer2DModel
+
+    _seeded()
+    transformer = Krea2Transformer2DModel(
+        in_channels=16, num_layers=2, attention_head_dim=16, num_attention_heads=2, num_key_value_heads=1,
+        intermediate_size=40, timestep_embed_dim=12, text_hidden_dim=24, num_text_layers=3, text_num_attention_heads=2,
+        text_num_key_value_heads=1, text_intermediate_size=20, num_layerwise_text_blocks=1, num_refiner_text_blocks=1,
+        axes_dims_rope=(4, 6, 6),
+    )
+    pipe = Krea2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
+        transformer=transformer,
+    )
+    mask = torch.tensor([[True] * 5 + [False]])
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 3, 24), prompt_embeds_mask=mask,
+        negative_prompt_embeds=torch.randn(1, 6, 3, 24), negative_prompt_embeds_mask=torch.ones(1, 6, dtype=torch.bool),
+        num_images_per_prompt=2, height=32, width=48, num_inference_steps=STEPS, guidance_scale=3.0,
+        output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def kandinsky5() -> tuple[Any, dict[str, Any]]:
+    """Kandinsky 5 text-to-video: channels-last latents (batch, frames, height, width, channels); CFG as two
+    calls per step without cache_context. 4 latent channels, inner (model_dim) 48, Qwen2.5-VL text 24, CLIP
+    pooled 20; 5 frames at 32x48 pixels are 2 latent frames of 4x6, 2x3 patches; two prompts (the pipeline
+    does not repeat precomputed embeddings)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Kandinsky5T2VPipeline, Kandinsky5Transformer3DModel
+
+    _seeded()
+    transformer = Kandinsky5Transformer3DModel(
+        in_visual_dim=4, out_visual_dim=4, in_text_dim=24, in_text_dim2=20, time_dim=12, model_dim=48, ff_dim=40,
+        num_text_blocks=1, patch_size=(1, 2, 2), num_visual_blocks=2, axes_dims=(4, 6, 6),
+    )
+    pipe = Kandinsky5T2VPipeline(
+        transformer=transformer, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+    cu_seqlens = torch.tensor([0, 6, 12], dtype=torch.int32)
+    kwargs = dict(
+        prompt_embeds_qwen=torch.randn(2, 6, 24), prompt_embeds_clip=torch.randn(2, 20), prompt_cu_seqlens=cu_seqlens,
+        negative_prompt_embeds_qwen=torch.randn(2, 6, 24), negative_prompt_embeds_clip=torch.randn(2, 20),
+        negative_prompt_cu_seqlens=cu_seqlens, height=32, width=48, num_frames=5, num_inference_steps=STEPS,
+        guidance_scale=3.5, output_type="latent",
+    )
+    return pipe, kwargs
+
+
+# -- video ------------------------------------------------------------------------------------------
+
+
+def _wan_vae():
+    """A tiny AutoencoderKLWan (16 latent channels, 8x spatial, 4x temporal): VACE, Helios and Wan Animate read
+    its latent statistics, and VACE and Wan Animate encode their conditioning with it."""
+    from diffusers import AutoencoderKLWan
+
+    _seeded(5)
+    return AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+    )
+
+
+# Wan-style denoisers: 16 latent channels (Wan's VAE), inner 32 (2 heads of 16), UMT5 text 24.
+_WAN = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, out_channels=16, text_dim=24, freq_dim=8,
+    ffn_dim=40, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+)
+
+
+def _wan_like_kwargs() -> dict[str, Any]:
+    """5 frames at 32x48 pixels: 2 latent frames of 4x6, 2x3 tokens each."""
+    return dict(
+        prompt_embeds=torch.randn(1, 6, 24), negative_prompt_embeds=torch.randn(1, 6, 24), height=32, width=48,
+        num_frames=5, num_inference_steps=STEPS, guidance_scale=5.0, output_type="latent",
+    )
+
+
+def hunyuan_video15() -> tuple[Any, dict[str, Any]]:
+    """HunyuanVideo 1.5 text-to-video: the latents, a condition latent and a mask concatenated (4 + 4 + 1 = 9
+    channels in), two text encoders, CFG through diffusers' ClassifierFreeGuidance guider (pred_cond /
+    pred_uncond contexts). Inner 32, Qwen2.5-VL text 24, ByT5 text 20, image embeddings 28 (zeros for
+    text-to-video: 3 tokens in place of SigLIP's 729); 5 frames at 64x96 pixels (VAE 16x spatial) are 2 latent
+    frames of 4x6. The pipeline reads the VAE's latent channels at __init__: a tiny one."""
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15, ClassifierFreeGuidance, FlowMatchEulerDiscreteScheduler, HunyuanVideo15Pipeline,
+        HunyuanVideo15Transformer3DModel,
+    )
+
+    _seeded()
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+        num_refiner_layers=1, patch_size=1, patch_size_t=1, text_embed_dim=24, text_embed_2_dim=20,
+        image_embed_dim=28, rope_axes_dim=(4, 6, 6), target_size=16, task_type="t2v",
+    )
+    _seeded(5)
+    vae = AutoencoderKLHunyuanVideo15(latent_channels=4, block_out_channels=(8, 8, 8, 8, 8), layers_per_block=1)
+    pipe = HunyuanVideo15Pipeline(
+        text_encoder=None, tokenizer=None, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=None, tokenizer_2=None,
+        guider=ClassifierFreeGuidance(guidance_scale=6.0),
+    )
+    pipe.vision_num_semantic_tokens = 3
+    mask, mask_2 = torch.tensor([[1, 1, 1, 1, 1, 0]]), torch.tensor([[1, 1, 1, 0]])
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 24), prompt_embeds_mask=mask, prompt_embeds_2=torch.randn(1, 4, 20),
+        prompt_embeds_mask_2=mask_2, negative_prompt_embeds=torch.randn(1, 6, 24),
+        negative_prompt_embeds_mask=torch.ones(1, 6, dtype=torch.long), negative_prompt_embeds_2=torch.randn(1, 4, 20),
+        negative_prompt_embeds_mask_2=mask_2, height=64, width=96, num_frames=5, num_inference_steps=STEPS,
+        output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def wan_vace() -> tuple[Any, dict[str, Any]]:
+    """Wan VACE: the control video (here the pipeline's default, no video: zeros and an all-ones mask) is
+    encoded once into 96 channels (16 inactive + 16 reactive latent channels + an 8x8 mask) that the VACE
+    blocks read; CFG in cache_context cond / uncond. VACE blocks after main layers 0 and 2 of 3."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+
+    _seeded()
+    transformer = WanVACETransformer3DModel(
+        **_WAN, in_channels=16, num_layers=3, rope_max_seq_len=32, vace_layers=[0, 2], vace_in_channels=96,
+    )
+    pipe = WanVACEPipeline(
+        tokenizer=None, text_encoder=None, vae=_wan_vae(), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        transformer=transformer,
+    )
+    return pipe, _wan_like_kwargs()
+
+
+def skyreels_v2() -> tuple[Any, dict[str, Any]]:
+    """SkyReels-V2 text-to-video (the synchronous pipeline; the diffusion-forcing ones denoise frames on their
+    own schedules): Wan's layout, CFG in cache_context cond / uncond."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SkyReelsV2Pipeline, SkyReelsV2Transformer3DModel
+
+    _seeded()
+    transformer = SkyReelsV2Transformer3DModel(**_WAN, in_channels=16, num_layers=2, rope_max_seq_len=32)
+    pipe = SkyReelsV2Pipeline(
+        tokenizer=None, text_encoder=None, vae=None, scheduler=FlowMatchEulerDiscreteScheduler(shift=8.0),
+        transformer=transformer,
+    )
+    return pipe, {**_wan_like_kwargs(), "guidance_scale": 6.0}
+
+
+def helios() -> tuple[Any, dict[str, Any]]:
+    """Helios: autoregressive chunks of 2 latent frames, each denoised from noise in a loop of its own with the
+    earlier chunks as long / mid / short history; CFG in cache_context cond / uncond. 9 frames are two chunks,
+    so one call runs two trajectories per branch. The pipeline reads the VAE's latent statistics: a tiny one."""
+    from diffusers import HeliosPipeline, HeliosScheduler, HeliosTransformer3DModel
+
+    _seeded()
+    transformer = HeliosTransformer3DModel(
+        **_WAN, in_channels=16, num_layers=2, rope_dim=(4, 6, 6),
+        has_multi_term_memory_patch=True,
+    )
+    pipe = HeliosPipeline(
+        tokenizer=None, text_encoder=None, vae=_wan_vae(),
+        scheduler=HeliosScheduler(stages=1, use_dynamic_shifting=True), transformer=transformer,
+    )
+    kwargs = dict(_wan_like_kwargs(), num_frames=10, history_sizes=[4, 2, 1], num_latent_frames_per_chunk=2)
+    return pipe, kwargs
+
+
+def _random_image(generator: torch.Generator, width: int, height: int):
+    import PIL.Image
+
+    pixels = (torch.rand(height, width, 3, generator=generator) * 255).to(torch.uint8)
+    return PIL.Image.fromarray(pixels.numpy())
+
+
+def wan_animate() -> tuple[Any, dict[str, Any]]:
+    """Wan Animate (animation mode): the latents, the reference and previous-segment latents and their mask
+    (16 + 16 + 4 = 36 channels in), pose latents added after the patch embedding, face frames through a
+    motion encoder into every second block; CFG in cache_context cond / uncond. A tiny CLIP vision encoder
+    (hidden 20) gives the image embeddings: the pipeline needs the reference image itself and refuses image
+    embeddings passed along with it. 5 frames at 32x48 pixels, 16x16 face frames. The face frames are black:
+    the pipeline's uncond branch replaces them by -1 (black), so with equal prompts the two branches are equal
+    (what the paired-mode check needs)."""
+    import PIL.Image
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanAnimatePipeline, WanAnimateTransformer3DModel
+
+    _seeded()
+    transformer = WanAnimateTransformer3DModel(
+        **_WAN, in_channels=36,
+        latent_channels=16, num_layers=2, rope_max_seq_len=32, image_dim=20,
+        motion_encoder_channel_sizes={"4": 8, "8": 8, "16": 8}, motion_encoder_size=16, motion_style_dim=8,
+        motion_dim=4, motion_encoder_dim=8, face_encoder_hidden_dim=12, face_encoder_num_heads=2,
+        inject_face_latents_blocks=2,
+    )
+    image_encoder = CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=20, intermediate_size=28, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=8,
+    ))
+    pipe = WanAnimatePipeline(
+        tokenizer=None, text_encoder=None, vae=_wan_vae(), scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 16}, crop_size=16), image_encoder=image_encoder,
+        transformer=transformer,
+    )
+    g = torch.Generator().manual_seed(3)
+    kwargs = dict(
+        image=_random_image(g, 48, 32), pose_video=[_random_image(g, 48, 32) for _ in range(5)],
+        face_video=[PIL.Image.new("RGB", (16, 16)) for _ in range(5)], prompt_embeds=torch.randn(1, 6, 24),
+        negative_prompt_embeds=torch.randn(1, 6, 24), height=32, width=48, segment_frame_length=5,
+        prev_segment_conditioning_frames=1, num_inference_steps=STEPS, guidance_scale=5.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
+FAMILIES: dict[str, Family] = {
+    "qwen-image-2.1": Family("qwen-image-2.1", qwen_image21, cfg="separate"),
+    # Krea 2 and Kandinsky 5 run cond and uncond as two calls per step but set no cache_context: Spectrum
+    # tells them apart by call order (branches "default" and "default[1]").
+    "krea2": Family("krea2", krea2, cfg="separate-unnamed"),
+    "kandinsky5": Family("kandinsky5", kandinsky5, cfg="separate-unnamed"),
+    "hunyuan-video-1.5": Family("hunyuan-video-1.5", hunyuan_video15, cfg="separate"),
+    "wan-vace": Family("wan-vace", wan_vace, cfg="separate"),
+    "skyreels-v2": Family("skyreels-v2", skyreels_v2, cfg="separate"),
+    "helios": Family("helios", helios, cfg="separate"),
+    "wan-animate": Family("wan-animate", wan_animate, cfg="separate"),
+}
