@@ -25,7 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import denoisers  # noqa: E402  (tests/denoisers.py: the table of tiny builds)
-from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary  # noqa: E402
+from spectrum_cache import (  # noqa: E402
+    SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary,
+)
 from spectrum_cache.integrations import UnsupportedModelError  # noqa: E402
 from spectrum_cache.integrations.adapters import resolve_adapter  # noqa: E402
 

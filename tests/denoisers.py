@@ -17,7 +17,7 @@ the classes' ``__init__`` signatures and forward code, with diffusers' own model
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -44,8 +44,6 @@ class Denoiser:
     # (t, latent) -> the timestep argument, or a dict of arguments; default a (batch,) tensor
     make_t: Callable[[float, Any], Any] | None = None
     reason: str | None = None  # not supported: the refusal message must contain this
-    notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _g(seed: int = 0) -> torch.Generator:
@@ -549,13 +547,16 @@ def wan_animate():
 
     seeded()
     model = WanAnimateTransformer3DModel(
-        **{**_WAN, "in_channels": 12}, latent_channels=4, image_dim=20, motion_encoder_channel_sizes={"4": 8, "8": 8, "16": 8},
+        **{**_WAN, "in_channels": 12}, latent_channels=4, image_dim=20,
+        motion_encoder_channel_sizes={"4": 8, "8": 8, "16": 8},
         motion_encoder_size=16, motion_style_dim=8, motion_dim=4, motion_encoder_dim=8, face_encoder_hidden_dim=16,
         face_encoder_num_heads=2, inject_face_latents_blocks=2,
     )
-    # One reference frame and 4 pose frames (the face frames are 4 x 4 + 1 - 4 ... see WanAnimatePipeline).
+    # 5 latent frames: the reference image's and 4 to generate; the pose video has those 4, the face video
+    # their 3 x 4 + 1 = 13 pixel frames.
     return model, dict(hidden_states=randn(1, 12, 5, 8, 12), encoder_hidden_states=randn(1, 5, 24),
-                       encoder_hidden_states_image=randn(1, 3, 20, seed=2), pose_hidden_states=randn(1, 4, 4, 8, 12, seed=3),
+                       encoder_hidden_states_image=randn(1, 3, 20, seed=2),
+                       pose_hidden_states=randn(1, 4, 4, 8, 12, seed=3),
                        face_pixel_values=randn(1, 3, 13, 16, 16, seed=4), return_dict=False)
 
 
@@ -598,7 +599,8 @@ def framepack():
     )
     b, c, h, w = 2, 4, 8, 12
     return model, dict(
-        hidden_states=randn(b, c, 2, h, w), encoder_hidden_states=randn(b, 5, 24), encoder_attention_mask=torch.ones(b, 5),
+        hidden_states=randn(b, c, 2, h, w), encoder_hidden_states=randn(b, 5, 24),
+        encoder_attention_mask=torch.ones(b, 5),
         pooled_projections=randn(b, 20), image_embeds=randn(b, 3, 28, seed=2), indices_latents=torch.tensor([3, 4]),
         guidance=torch.full((b,), 6000.0), latents_clean=randn(b, c, 1, h, w, seed=3),
         indices_latents_clean=torch.tensor([0]), latents_history_2x=randn(b, c, 1, h, w, seed=4),
@@ -792,7 +794,8 @@ def krea2():
     ids[text:, 1] = torch.arange(h).repeat_interleave(w)
     ids[text:, 2] = torch.arange(w).repeat(h)
     return model, dict(hidden_states=randn(2, h * w, 16), encoder_hidden_states=randn(2, text, 3, 24),
-                       position_ids=ids, encoder_attention_mask=torch.ones(2, text, dtype=torch.bool), return_dict=False)
+                       position_ids=ids, encoder_attention_mask=torch.ones(2, text, dtype=torch.bool),
+                       return_dict=False)
 
 
 def ideogram4():
@@ -1056,8 +1059,9 @@ def cosmos3():
     seq = text + tokens
     vision = torch.arange(text, seq)
     return model, dict(
-        input_ids=torch.tensor([1, 2, 3]), text_indexes=torch.arange(text), position_ids=torch.zeros(3, seq, dtype=torch.long),
-        und_len=text, sequence_length=seq, vision_tokens=[randn(1, 4, t, h, w)], vision_token_shapes=[(t, h // 2, w // 2)],
+        input_ids=torch.tensor([1, 2, 3]), text_indexes=torch.arange(text),
+        position_ids=torch.zeros(3, seq, dtype=torch.long), und_len=text, sequence_length=seq,
+        vision_tokens=[randn(1, 4, t, h, w)], vision_token_shapes=[(t, h // 2, w // 2)],
         vision_sequence_indexes=vision, vision_mse_loss_indexes=vision,
         vision_noisy_frame_indexes=[torch.arange(t)], return_dict=False,
     )
@@ -1179,7 +1183,8 @@ def rfd4_proteina():
     model = RFD4ProteinaTransformer(
         nlayers=2, token_dim=32, nheads=2, dim_cond=20, pair_repr_dim=16, latent_dim=8, token_type_emb_dim=8,
         cath_emb_dim=8, t_emb_dim=12, seq_sep_dim=8, xt_pair_dist_dim=6, tri_mult_c=8,
-        feats_seq=("xt_bb_ca", "xt_local_latents", "token_type"), feats_cond_seq=("time_emb_bb_ca", "time_emb_local_latents"),
+        feats_seq=("xt_bb_ca", "xt_local_latents", "token_type"),
+        feats_cond_seq=("time_emb_bb_ca", "time_emb_local_latents"),
         feats_pair_repr=("xt_bb_ca_pair_dists",), feats_pair_cond=("time_emb_bb_ca", "time_emb_local_latents"),
     )
     b, n = 2, 10
@@ -1224,9 +1229,10 @@ def unet_3d():
     from diffusers import UNet3DConditionModel
 
     seeded()
-    model = UNet3DConditionModel(in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
-                                 up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=24,
-                                 attention_head_dim=8, **_UNET)
+    model = UNet3DConditionModel(
+        in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+        up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=24, attention_head_dim=8, **_UNET,
+    )
     return model, dict(sample=randn(2, 4, 2, 8, 12), encoder_hidden_states=randn(2, 5, 24), return_dict=False)
 
 
@@ -1266,7 +1272,8 @@ def i2vgen_xl():
     model = I2VGenXLUNet(in_channels=4, out_channels=4, down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
                          up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"), cross_attention_dim=24,
                          attention_head_dim=8, **_UNET)
-    return model, dict(sample=randn(2, 4, 2, 8, 12), fps=torch.tensor([16, 16]), image_latents=randn(2, 4, 2, 8, 12, seed=2),
+    return model, dict(sample=randn(2, 4, 2, 8, 12), fps=torch.tensor([16, 16]),
+                       image_latents=randn(2, 4, 2, 8, 12, seed=2),
                        image_embeddings=randn(2, 24, seed=3), encoder_hidden_states=randn(2, 5, 24, seed=4),
                        return_dict=False)
 
@@ -1393,7 +1400,8 @@ DENOISERS: list[Denoiser] = [
     Denoiser("T5FilmDecoder", t5_film, latent="decoder_input_tokens", timestep="decoder_noise_time", scale=0.999),
     # RFD4ProteinaPipeline's times run from 0 (noise) to 1; both trajectories share them here.
     Denoiser("RFD4ProteinaTransformer", rfd4_proteina, latent="bb_ca", scale=1.0, reason="four heads read its blocks",
-             make_t=lambda t, x: {"bb_ca_time": torch.full((2,), 1 - t), "local_latents_time": torch.full((2,), 1 - t)}),
+             make_t=lambda t, x: {"bb_ca_time": torch.full((2,), 1 - t),
+                                  "local_latents_time": torch.full((2,), 1 - t)}),
     Denoiser("Cosmos3OmniTransformer", cosmos3, latent="vision_tokens", timestep="vision_timesteps",
              make_t=lambda t, x: torch.full((x[0].shape[2] * (x[0].shape[3] // 2) * (x[0].shape[4] // 2),), t)),
 ]

@@ -20,7 +20,7 @@ import torch
 
 from denoisers import DENOISERS, NOT_DENOISERS, STEPS, Denoiser, build, denoise
 from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary
-from spectrum_cache.integrations import ADAPTERS, DenoiserAdapter, UnsupportedModelError
+from spectrum_cache.integrations import ADAPTERS, UnsupportedModelError
 from spectrum_cache.integrations.adapters import resolve_adapter
 
 EVERY_STEP = SpectrumConfig(num_inference_steps=STEPS, warmup_steps=STEPS)
