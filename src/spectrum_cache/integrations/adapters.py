@@ -115,12 +115,12 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "MochiTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope")),
     "CosmosTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope", "learnable_pos_embed")),
     "CogVideoXTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed",)),
+    # BriaFibo projects each text-encoder layer (caption_projection) for one block each.
+    "BriaFiboTransformer2DModel": DenoiserAdapter(input_paths=(*_FLUX_INPUTS, "caption_projection")),
     # HiDream's forward reads cur_llama31_encoder_hidden_states, set inside its double-stream loop, after
     # that loop when the latent is not square (hidden_states_masks): the double-stream blocks are single
     # stand-ins (each returns its last compute step's output), so the loop runs and sets it; the
     # single-stream list is skipped as usual. The caption projections feed only the blocks.
-    # BriaFibo projects each text-encoder layer (caption_projection) for one block each.
-    "BriaFiboTransformer2DModel": DenoiserAdapter(input_paths=(*_FLUX_INPUTS, "caption_projection")),
     "HiDreamImageTransformer2DModel": DenoiserAdapter(
         block_paths=lambda model: (*(f"double_stream_blocks.{i}" for i in range(len(model.double_stream_blocks))),
                                    "single_stream_blocks"),
@@ -154,12 +154,13 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
 # Denoisers whose blocks feed a second output head: Spectrum forecasts one head's input, so on a forecast
 # step the other head would decode features that never went through the blocks. Each maps to the reason;
 # they are refused unless SpectrumConfig(forecast_output=True) forecasts the whole output instead.
-SECOND_HEADS: dict[str, Callable[[nn.Module], str | None]] = {
-    "LTX2VideoTransformer3DModel": lambda model: "its audio stream has a head of its own (audio_norm_out)",
-    "Kandinsky6Transformer3DModel": lambda model: "its audio stream has a head of its own (audio_out_layer)",
-    "RFD4ProteinaTransformer": lambda model: "four heads read its blocks' output (ca_linear, local_latents_linear, "
-                                             "sequence_readout, the insertion projections)",
+SECOND_HEADS: dict[str, str] = {
+    "LTX2VideoTransformer3DModel": "its audio stream has a head of its own (audio_norm_out)",
+    "Kandinsky6Transformer3DModel": "its audio stream has a head of its own (audio_out_layer)",
+    "RFD4ProteinaTransformer": "four heads read its blocks' output (ca_linear, local_latents_linear, "
+                               "sequence_readout, the insertion projections)",
 }
+
 
 @dataclass(frozen=True)
 class GuidanceLayout:
@@ -258,7 +259,7 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
          "spectrum_cache.integrations.adapters.ADAPTERS, or ")
         + "pass SpectrumConfig(forecast_output=True) to forecast the model's output instead"
     )
-    second_head = SECOND_HEADS.get(name, lambda model: None)(model)
+    second_head = SECOND_HEADS.get(name)
     if second_head is not None:
         raise UnsupportedModelError(
             f"{name}: {second_head}, and Spectrum forecasts the input of one head only: on forecast steps the "
