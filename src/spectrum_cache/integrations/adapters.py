@@ -181,7 +181,7 @@ class GuidanceLayout:
 # 0.42: the batched ones concatenate [negative, positive] prompt embeddings (Z-Image: positive first).
 GUIDANCE_LAYOUTS: tuple[tuple[re.Pattern, GuidanceLayout], ...] = (
     (re.compile(r"StableDiffusion3\w*Pipeline|StableDiffusionXL\w*Pipeline|PixArt\w*Pipeline|Sana\w*Pipeline"
-                r"|CogVideoX\w*Pipeline|LTX\w*Pipeline|Mochi\w*Pipeline|HiDreamImage\w*Pipeline"),
+                r"|CogVideoX\w*Pipeline|LTX\w*Pipeline|Mochi\w*Pipeline|HiDreamImage\w*Pipeline|StableAudioPipeline"),
      GuidanceLayout("batched", cond_first=False)),
     (re.compile(r"ZImage\w*Pipeline"), GuidanceLayout("batched", cond_first=True)),
     (re.compile(r"Chroma\w*Pipeline|Lumina2\w*Pipeline|Cosmos\w*Pipeline|Krea2\w*Pipeline|Kandinsky5\w*Pipeline"),
