@@ -14,6 +14,7 @@ Families of the brief that are not here, and why:
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -274,6 +275,60 @@ def wan_animate() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+# -- audio ------------------------------------------------------------------------------------------
+
+
+def _frames_output(cls):
+    """A subclass of audio pipeline ``cls``, of the same name, whose output holds the audio latents as ``frames``
+    (tests/test_families.py reads ``images`` or ``frames``; audio pipelines return ``audios``). Only the output
+    object differs: the call is the pipeline's own, so Spectrum finds it (and its ``do_classifier_free_guidance``
+    local) on the stack as usual."""
+
+    class FramesOutput(cls):
+        def __call__(self, *args: Any, **kwargs: Any) -> SimpleNamespace:
+            return SimpleNamespace(frames=super().__call__(*args, **kwargs).audios)
+
+    FramesOutput.__name__ = FramesOutput.__qualname__ = cls.__name__
+    return FramesOutput
+
+
+def stable_audio() -> tuple[Any, dict[str, Any]]:
+    """Stable Audio Open: a 1D DiT over VAE latents, text and the start / end seconds as cross-attention
+    tokens, the seconds also as a global (prepended) token; CFG batched ([negative, positive]). 8 latent channels,
+    inner 32 (one key/value head), T5 text 20 projected to 24, cross-attention 28, global 48 (2 x 24); 14 latent
+    frames; two waveforms per prompt. The pipeline reads the VAE's hop length and sampling rate: a tiny
+    AutoencoderOobleck. CosineDPMSolverMultistepScheduler needs torchsde: the EDM DPM-Solver with the same
+    v-prediction and exponential sigmas."""
+    from diffusers import AutoencoderOobleck, EDMDPMSolverMultistepScheduler, StableAudioDiTModel, StableAudioPipeline
+    from diffusers.pipelines.stable_audio import StableAudioProjectionModel
+
+    _seeded()
+    transformer = StableAudioDiTModel(
+        sample_size=14, in_channels=8, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+        num_key_value_attention_heads=1, out_channels=8, cross_attention_dim=28, time_proj_dim=12,
+        global_states_input_dim=48, cross_attention_input_dim=24,
+    )
+    _seeded(1)
+    projection = StableAudioProjectionModel(text_encoder_dim=20, conditioning_dim=24, min_value=0, max_value=32)
+    _seeded(5)
+    vae = AutoencoderOobleck(
+        encoder_hidden_size=6, downsampling_ratios=[1, 2], decoder_channels=3, decoder_input_channels=8,
+        audio_channels=2, channel_multiples=[2, 4], sampling_rate=4,
+    )
+    scheduler = EDMDPMSolverMultistepScheduler(
+        solver_order=2, prediction_type="v_prediction", sigma_data=1.0, sigma_schedule="exponential",
+    )
+    pipe = _frames_output(StableAudioPipeline)(
+        vae=vae, text_encoder=None, projection_model=projection, tokenizer=None, transformer=transformer,
+        scheduler=scheduler,
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 20), negative_prompt_embeds=torch.randn(1, 6, 20), num_waveforms_per_prompt=2,
+        audio_end_in_s=6.0, num_inference_steps=STEPS, guidance_scale=7.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
 FAMILIES: dict[str, Family] = {
     "qwen-image-2.1": Family("qwen-image-2.1", qwen_image21, cfg="separate"),
     # Krea 2 and Kandinsky 5 run cond and uncond as two calls per step but set no cache_context: Spectrum
@@ -285,4 +340,5 @@ FAMILIES: dict[str, Family] = {
     "skyreels-v2": Family("skyreels-v2", skyreels_v2, cfg="separate"),
     "helios": Family("helios", helios, cfg="separate"),
     "wan-animate": Family("wan-animate", wan_animate, cfg="separate"),
+    "stable-audio": Family("stable-audio", stable_audio, cfg="batched"),
 }
