@@ -100,6 +100,11 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "ChromaTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
     "SD3Transformer2DModel": DenoiserAdapter(input_paths=("pos_embed", "context_embedder"), constant_paths=_POOLED_TEXT),
     "WanTransformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding")),
+    # SkyReels-V2 embeds as Wan does; HunyuanVideo 1.5's embedders (the token refiner context_embedder, the ByT5
+    # and image embedders, rope) feed only its blocks.
+    "SkyReelsV2Transformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding")),
+    "HunyuanVideo15Transformer3DModel": DenoiserAdapter(
+        input_paths=("x_embedder", "context_embedder", "context_embedder_2", "image_embedder", "rope")),
     # WanVACE: the control latents (and their per-layer scales) are one conditioning for the whole
     # generation (WanVACEPipeline computes them before the loop); only vace_patch_embedding and the
     # vace_blocks read them, and the VACE blocks' hints reach only the main blocks, so a forecast step
