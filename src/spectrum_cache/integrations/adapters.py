@@ -103,6 +103,21 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     # SkyReels-V2 embeds as Wan does; HunyuanVideo 1.5's embedders (the token refiner context_embedder, the ByT5
     # and image embedders, rope) feed only its blocks.
     "SkyReelsV2Transformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding")),
+    # Wan Animate: the motion encoder runs once per face batch, so it runs; the face encoder, read only by the face
+    # adapters inside the block loop, is skipped.
+    "WanAnimateTransformer3DModel": DenoiserAdapter(
+        input_paths=("rope", "patch_embedding", "pose_patch_embedding", "face_encoder")),
+    # Kandinsky 5: the visual and text embeddings and ropes feed only the blocks; the pooled CLIP projection is
+    # added to the time embedding as passed.
+    "Kandinsky5Transformer3DModel": DenoiserAdapter(
+        input_paths=("visual_embeddings", "text_embeddings", "text_rope_embeddings", "visual_rope_embeddings"),
+        constant_paths=(("pooled_text_embeddings", "pooled_projections"),)),
+    # Krea 2's text fusion (its layerwise and refiner text blocks), projections and rope feed only its blocks.
+    "Krea2Transformer2DModel": DenoiserAdapter(input_paths=("text_fusion", "txt_in", "img_in", "rotary_emb")),
+    "QwenImage21Transformer2DModel": DenoiserAdapter(input_paths=("img_in", "txt_in", "pos_embed")),
+    # Stable Audio: the text and global projections and the input convolution feed only the blocks.
+    "StableAudioDiTModel": DenoiserAdapter(input_paths=("cross_attention_proj", "global_proj", "preprocess_conv",
+                                                        "proj_in")),
     "HunyuanVideo15Transformer3DModel": DenoiserAdapter(
         input_paths=("x_embedder", "context_embedder", "context_embedder_2", "image_embedder", "rope")),
     # WanVACE: the control latents (and their per-layer scales) are one conditioning for the whole
