@@ -5,11 +5,28 @@ embeddings are passed in), no VAE where the pipeline allows it (a tiny VAE built
 pipeline reads one even for latent output), ``output_type="latent"``. The widths differ as in real
 checkpoints (tests/test_family_shapes.py checks it).
 
-Families of the brief that are not here, and why:
+Families of issue 20's list that are not here, and why (their denoisers are covered by tests/denoisers.py):
 
 - FLUX.3, MiniMax H3: diffusers 0.42.1 ships only modular pipelines for them (``Flux3ModularPipeline``,
-  ``Flux3DistilledModularPipeline``, ``MiniMaxH3ModularPipeline``), no pipeline class; their denoisers are
-  covered by tests/denoisers.py.
+  ``Flux3DistilledModularPipeline``, ``MiniMaxH3ModularPipeline``), no pipeline class.
+- LTX-2 (``LTX2Pipeline``) and Kandinsky 6 (``Kandinsky6TI2VAPipeline``): ``enable_spectrum`` refuses their
+  denoisers (adapters.SECOND_HEADS: an audio head reads the blocks' output), so every check here would stop
+  at enable. (Kandinsky 6 with ``sample_audio=False`` never runs its audio head.)
+- ACE-Step (``AceStepPipeline``), LongCat audio (``LongCatAudioDiTPipeline``), Cosmos 3 (``Cosmos3OmniPipeline``):
+  no prompt-embedding arguments. They tokenize the prompt themselves (Cosmos 3 through the tokenizer's chat
+  template, its transformer embedding the token ids), so they need a real tokenizer, which cannot be built
+  offline; ACE-Step also a condition encoder of text and lyrics and an audio tokenizer. Their negative prompt
+  is a string (LongCat's default uncond is zero embeddings, ACE-Step's a learned null embedding), which the
+  identical-branches check (it copies the ``negative_*`` tensors from the positive ones) cannot express.
+
+Known failures (Spectrum bugs, reported; the builders keep the pipelines' defaults so the checks catch them):
+
+- qwen-image-2.1, paired mode: the KV cache makes the head's input shorter after step 0; hooks.py resets the
+  trajectory's forecaster on the new shape, but a paired branch's reset leaves the shared pair (and its
+  primary forecaster's recorded shape) until both branches have reset, so recording fails and the first
+  forecast step crashes in norm_out.
+- kandinsky5, paired mode: Kandinsky5T2VPipeline has no ``do_classifier_free_guidance`` (it tests
+  ``guidance_scale > 1`` in its loop), so steps.uses_cfg says "unknown" and the branches are not paired.
 """
 
 from __future__ import annotations
