@@ -117,6 +117,12 @@ def kandinsky5() -> tuple[Any, dict[str, Any]]:
         in_visual_dim=4, out_visual_dim=4, in_text_dim=24, in_text_dim2=20, time_dim=12, model_dim=48, ff_dim=40,
         num_text_blocks=1, patch_size=(1, 2, 2), num_visual_blocks=2, axes_dims=(4, 6, 6),
     )
+    # Its zero-initialised layers (as diffusers makes them; trained ones are not) leave the text out of the
+    # visual tokens, so cond and uncond would have one feature: small random values, as tests/denoisers.py does.
+    with torch.no_grad():
+        for param in transformer.parameters():
+            if param.numel() and not param.any():
+                param.copy_(torch.randn(param.shape) * 0.02)
     pipe = Kandinsky5T2VPipeline(
         transformer=transformer, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
         scheduler=FlowMatchEulerDiscreteScheduler(),

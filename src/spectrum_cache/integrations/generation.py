@@ -152,10 +152,9 @@ class Generation:
                     "branches are forecast independently (guidance_forecast='paired' needs it: add the pipeline to "
                     "spectrum_cache.integrations.adapters.GUIDANCE_LAYOUTS).")
             return self.new_forecaster(), None
-        if self.uses_cfg is None:
-            return self.new_forecaster(), (f"{who} does not say whether this call runs classifier-free guidance, "
-                                           "so its branches are forecast independently.")
         if layout.kind == "calls":
+            # Two calls per step are the two branches whether or not the pipeline says it runs CFG (Kandinsky 5
+            # tests its guidance inline): a first call that never gets a second is forecast alone, as it would be.
             if order != 1:
                 return self.new_forecaster(), (f"{who} calls the denoiser more than twice per step (a scheduler of "
                                                f"order {order}), so the CFG branches are forecast independently.")
@@ -163,6 +162,9 @@ class Generation:
                 return self.new_forecaster(), None
             primary = (slot == 0) == layout.cond_first
             return self._pair_view(("calls",), PRIMARY if primary else SECONDARY), None
+        if self.uses_cfg is None:
+            return self.new_forecaster(), (f"{who} does not say whether this call runs classifier-free guidance, "
+                                           "so its branches are forecast independently.")
         if batch is None or batch % 2:
             # Not the two branches stacked (Z-Image's cfg_truncation drops the uncond half late in a run).
             return self.new_forecaster(), None

@@ -19,6 +19,7 @@ see no Spectrum code at all.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import threading
 import warnings
@@ -64,6 +65,11 @@ class _Call:
     final: bool = False
     args: tuple = ()
     kwargs: dict | None = None
+    # Where it was placed, for a trajectory that must start over on a new feature shape.
+    generation: Generation | None = None
+    branch: str = ""
+    slot: int = 0
+    batch: int | None = None
 
 
 class SpectrumHook(Unpicklable, ModelHook):
@@ -192,7 +198,8 @@ class SpectrumHook(Unpicklable, ModelHook):
         if decision.note:
             self._warn("pairing", decision.note)
         trajectory, step = decision.trajectory, decision.step
-        compute = _Call(step, trajectory, final=decision.final)
+        compute = _Call(step, trajectory, final=decision.final, generation=generation, branch=placement.name,
+                        slot=placement.slot, batch=_batch_size(arguments))
         if not decision.forecast or (self.config.forecast_output and trajectory.output_layout is None):
             return compute
         forecaster = trajectory.forecaster
@@ -210,8 +217,9 @@ class SpectrumHook(Unpicklable, ModelHook):
             self._warn("nonfinite", f"non-finite forecast at step {step}; running the network.")
             return compute
         if self.config.forecast_output:
-            return _Call(step, trajectory, prediction, rebuild_output(trajectory.output_layout, prediction), compute.final)
-        return _Call(step, trajectory, prediction, None, compute.final)
+            return dataclasses.replace(compute, prediction=prediction,
+                                       replacement=rebuild_output(trajectory.output_layout, prediction))
+        return dataclasses.replace(compute, prediction=prediction)
 
     def _branch_name(self, generation: Generation | None) -> str:
         """The call's branch: its cache_context, else the prediction a modular pipeline's guider prepares."""
@@ -316,6 +324,10 @@ class SpectrumHook(Unpicklable, ModelHook):
                 shape = getattr(trajectory.forecaster, "feature_shape", None)
                 if shape is not None and feature.shape != shape:
                     trajectory.forecaster.reset()
+                    # A fresh forecaster as for a new trajectory: a paired branch gets a new pair, since its
+                    # partner's records have the old shape too.
+                    if call.generation is not None:
+                        trajectory.forecaster, _ = call.generation.forecaster_for(call.branch, call.slot, call.batch)
                 on_host = self._checks_now(feature)
                 try:
                     trajectory.forecaster.update(call.step, feature, check_finite=on_host)
