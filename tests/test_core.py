@@ -273,3 +273,25 @@ def test_planning_is_a_function_of_generation_branch_and_step():
     other = plan(generation, "cond", 5, input_key=(("x", (1, 2)),))
     assert other.trajectory is not first.trajectory and not other.forecast
     assert plan(generation, "uncond", 5).trajectory is not other.trajectory
+
+
+# -- a pipeline call that denoises in several runs ------------------------------------------------
+def test_a_pipeline_call_with_several_runs_reports_every_run():
+    """Helios denoises its video chunk after chunk, each with timesteps of its own: the call's summary lists
+    every run, so the passes it reports saved are the passes saved."""
+    from families_new import helios
+
+    pipe, kwargs = helios()
+    block = pipe.transformer.blocks[0]
+    passes = []
+    block.register_forward_pre_hook(lambda *a: passes.append(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpectrumWarning)  # the counting hook is deliberate
+        enable_spectrum(pipe, REAL)
+        pipe(**kwargs, generator=torch.Generator().manual_seed(0))
+    summary = spectrum_summary(pipe)
+    labels = [b.branch for b in summary.branches]
+    assert labels == ["cond", "uncond", "cond (run 2)", "uncond (run 2)"]
+    assert len(passes) == sum(len(b.computed_steps) for b in summary.branches)
+    calls = sum(len(b.computed_steps) + len(b.forecast_steps) for b in summary.branches)
+    assert summary.passes_saved == calls - len(passes)

@@ -109,11 +109,13 @@ def test_real_schedule_skips_blocks_and_changes_output(case, pipe, mode):
             assert sorted(b.computed_steps + b.forecast_steps) == list(range(n))
         # Block passes scale exactly with the schedule: the baseline ran the blocks every step.
         assert counters[name][0] * n == full[name] * len(expected)
+    # Pipelines that denoise in several runs (Helios' chunks) report each: "cond (run 2)".
+    names = {b.branch.split(" (run ")[0] for b in summary.branches}
     if case.family.cfg == "separate":
-        assert {b.branch for b in summary.branches} == {"cond", "uncond"}
+        assert names == {"cond", "uncond"}
     if case.family.cfg == "separate-unnamed":
         # Two calls per step outside any cache_context: kept apart by their order within the step.
-        assert {b.branch for b in summary.branches} == {"default", "default[1]"}
+        assert names == {"default", "default[1]"}
 
 
 def test_disable_restores_baseline_and_removes_hooks(case, pipe):

@@ -9,11 +9,14 @@ looked for (``steps.find_source``, a walk up the caller's frames) only when a ge
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from diffusers import DiffusionPipeline
 
 from ..config import SpectrumConfig
 from .adapters import TimestepRange, steps_run_by
@@ -72,7 +75,7 @@ class Generations:
         if fields is not None:
             return self._place_by_fields(generation, name_of, fields, discover)
         if generation is not None and not _still_running(generation):
-            self.end()
+            self.end(call_over=False)
             generation = None
         if generation is None:
             generation = self._start(discover())
@@ -161,29 +164,47 @@ class Generations:
         return self._begin(clock, source)
 
     def _begin(self, clock: SchedulerClock | BareClock | FieldClock, source: StepSource) -> Generation:
-        self.end()
+        self.end(call_over=False)
+        earlier = getattr(self._local, "earlier", None)
+        if earlier is not None and not (isinstance(source.pipeline, DiffusionPipeline) and earlier[0] is source.pipeline):
+            self._local.earlier = None  # not another run within the same pipeline call
         generation = Generation(self.config, self.denoiser, clock, source.pipeline, source.uses_cfg, source)
         self._local.generation = generation
         if generation.time_axis_note:
             self._note("time-axis", generation.time_axis_note)
         return generation
 
-    def end(self) -> None:
-        """End this thread's generation: free its tensors, keep its report."""
+    def end(self, call_over: bool = True) -> None:
+        """End this thread's generation: free its tensors, keep its report. ``call_over`` False: a new
+        generation may follow within the same pipeline call (Helios denoises chunk after chunk, each with
+        its own timesteps); the call's report then lists every run (``(run k)`` from the second on)."""
         generation = self.current()
         self._local.generation = None
         if generation is None:
+            if call_over:
+                self._local.earlier = None
             return
         generation.close()
         if isinstance(generation.clock, SchedulerClock):
             self._spent = weakref.ref(generation.clock.token)
-        report = generation.summaries()
+        report = self._call_report(generation)
         if report:
             source = generation.source
             pipeline = source.report_to if source is not None and source.report_to is not None else generation.pipeline
             self._reports[id(pipeline)] = (weakref.ref(pipeline) if pipeline is not None else None, report)
             self._last_report = report
         self._reports = {k: v for k, v in self._reports.items() if v[0] is None or v[0]() is not None}
+        self._local.earlier = None if call_over else (generation.pipeline, report)
+
+    def _call_report(self, generation: Generation) -> list[BranchSummary]:
+        """The report of the pipeline call so far: earlier runs of the call, then ``generation``'s."""
+        rows = generation.summaries()
+        earlier = getattr(self._local, "earlier", None)
+        if earlier is None or not earlier[1]:
+            return rows
+        runs = 1 + max(int(b.branch.rsplit("(run ", 1)[1].rstrip(")")) if "(run " in b.branch else 1
+                       for b in earlier[1])
+        return [*earlier[1], *(dataclasses.replace(b, branch=f"{b.branch} (run {runs})") for b in rows)]
 
     # -- reports ---------------------------------------------------------------------------------
     def summaries(self, pipeline: Any = None) -> list[BranchSummary]:
@@ -192,7 +213,7 @@ class Generations:
         live = self.current()
         owner = live.source.report_to if live is not None and live.source is not None else None
         if live is not None and (pipeline is None or pipeline is live.pipeline or pipeline is owner):
-            report = live.summaries()
+            report = self._call_report(live)
             if report:
                 return report
         if pipeline is None:
