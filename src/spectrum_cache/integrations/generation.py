@@ -125,6 +125,10 @@ class Generation:
     def num_steps(self) -> int | None:
         return self.clock.num_steps
 
+    def reached_end(self) -> bool:
+        """Whether a call of this generation was placed on its last step."""
+        return self.num_steps is not None and any(b.step == self.num_steps - 1 for b in self.branches.values())
+
     def branch(self, name: str) -> BranchState:
         return self.branches.setdefault(name, BranchState())
 

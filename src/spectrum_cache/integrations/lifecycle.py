@@ -194,7 +194,9 @@ class Generations:
             self._reports[id(pipeline)] = (weakref.ref(pipeline) if pipeline is not None else None, report)
             self._last_report = report
         self._reports = {k: v for k, v in self._reports.items() if v[0] is None or v[0]() is not None}
-        self._local.earlier = None if call_over else (generation.pipeline, report)
+        # Only a run that got to its last step can be followed by another run of the same call; one cut short
+        # (the call raised) is followed by a new call.
+        self._local.earlier = None if call_over or not generation.reached_end() else (generation.pipeline, report)
 
     def _call_report(self, generation: Generation) -> list[BranchSummary]:
         """The report of the pipeline call so far: earlier runs of the call, then ``generation``'s."""
