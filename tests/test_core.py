@@ -295,3 +295,42 @@ def test_a_pipeline_call_with_several_runs_reports_every_run():
     assert len(passes) == sum(len(b.computed_steps) for b in summary.branches)
     calls = sum(len(b.computed_steps) + len(b.forecast_steps) for b in summary.branches)
     assert summary.passes_saved == calls - len(passes)
+
+
+# -- denoisers with more than one output head ------------------------------------------------------
+@pytest.mark.parametrize("cls, head, extra", [("LTX2VideoTransformer3DModel", "norm_out", "audio_norm_out"),
+                                              ("Kandinsky6Transformer3DModel", "out_layer", "audio_out_layer")])
+def test_every_head_gets_its_share_of_the_forecast(cls, head, extra):
+    """The audio stream's head reads the same blocks' output as the video head: on forecast steps both get
+    their part of one forecast. With reuse, each head's input on a forecast step is the last compute step's,
+    for the audio head as for the video head (without it, the audio head would read features that skipped
+    the blocks)."""
+    from denoisers import DENOISERS, STEPS as N, build, denoise
+    from diffusers.hooks import HookRegistry, ModelHook
+
+    class Capture(ModelHook):  # inside Spectrum's head hook, registered first: sees the input the head gets
+        def __init__(self, into):
+            super().__init__()
+            self.into = into
+
+        def pre_forward(self, module, *args, **kwargs):
+            self.into.append(args[0].clone())
+            return args, kwargs
+
+    entry = next(e for e in DENOISERS if e.cls == cls)
+    model, inputs = build(entry)
+    seen = {head: [], extra: []}
+    for name, into in seen.items():
+        HookRegistry.check_if_exists_or_initialize(getattr(model, name)).register_hook(Capture(into), "capture")
+    config = SpectrumConfig(num_inference_steps=N, warmup_steps=3, flex_window=0.75, forecaster="reuse")
+    enable_spectrum(model, config)
+    denoise(entry, model, inputs)
+    computed = compute_steps(config, N)
+    assert len(seen[head]) == len(seen[extra]) == N
+    for step in range(N):
+        if step in computed:
+            continue
+        last = max(c for c in computed if c < step)
+        for name in seen:
+            torch.testing.assert_close(seen[name][step], seen[name][last], rtol=0, atol=0)
+    assert not torch.equal(seen[extra][computed[-1]], seen[extra][computed[-2]])  # the audio stream does move

@@ -316,7 +316,7 @@ def test_a_failure_while_attaching_leaves_no_hook(monkeypatch):
 
     pipe, _ = wan22()
 
-    def broken_init(self, owner):
+    def broken_init(self, owner, index=0):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(hooks.HeadHook, "__init__", broken_init)

@@ -48,6 +48,10 @@ class DenoiserAdapter:
             forecast steps the output is computed once per trajectory and reused while the call passes
             that same tensor unmodified (checked on the host by identity and version counter, never by
             value). Paths the model lacks are ignored.
+        extra_heads: further output heads the blocks' outputs reach (LTX-2's audio stream has a head of
+            its own): the forecast feature is the inputs of every head called, flattened and joined, so one
+            forecast serves them all (the fit is per element). A head the forward leaves out on a call
+            (video-only LTX-2) is left out of that trajectory's feature.
         constant_inputs: forward arguments that match the per-step extra-input rule
             (``EXTRA_INPUT_ARGS``) but are a conditioning that only the skipped blocks read and that
             does not change from step to step (WanVACE's ``control_hidden_states``): a call with them
@@ -56,6 +60,7 @@ class DenoiserAdapter:
 
     block_paths: tuple[str, ...] | Callable[[nn.Module], tuple[str, ...]] | None = None
     head_path: str | Callable[[nn.Module], str] | None = None
+    extra_heads: tuple[str, ...] = ()
     timestep_arg: str | None = None
     input_paths: tuple[str, ...] = ()
     constant_paths: tuple[tuple[str, str], ...] = ()
@@ -147,6 +152,9 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
         input_paths=("x_embedder", "pe_embedder", "caption_projection"),
     ),
     "Lumina2Transformer2DModel": DenoiserAdapter(input_paths=("x_embedder",)),
+    # Audio-video models: the audio stream's head reads the same blocks' output (a video-only call leaves it out).
+    "LTX2VideoTransformer3DModel": DenoiserAdapter(extra_heads=("audio_norm_out",)),
+    "Kandinsky6Transformer3DModel": DenoiserAdapter(extra_heads=("audio_out_layer",)),
     # Wan-Animate 2 names its output head ``head``.
     "WanAnimate2Transformer3DModel": DenoiserAdapter(head_path="head"),
     # Cosmos 3 Omni runs the understanding (text) and generation (vision, sound, action) streams through its
@@ -171,12 +179,11 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "BriaFibo2Transformer2DModel": DenoiserAdapter(input_paths=("perceiver",)),
 }
 
-# Denoisers whose blocks feed a second output head: Spectrum forecasts one head's input, so on a forecast
-# step the other head would decode features that never went through the blocks. Each maps to the reason;
-# they are refused unless SpectrumConfig(forecast_output=True) forecasts the whole output instead.
+# Denoisers whose blocks feed output heads that Spectrum cannot list as extra_heads (their inputs are not
+# the blocks' output as it is): on a forecast step they would decode features that never went through the
+# blocks. Each maps to the reason; they are refused unless SpectrumConfig(forecast_output=True) forecasts the
+# whole output instead.
 SECOND_HEADS: dict[str, str] = {
-    "LTX2VideoTransformer3DModel": "its audio stream has a head of its own (audio_norm_out)",
-    "Kandinsky6Transformer3DModel": "its audio stream has a head of its own (audio_out_layer)",
     "RFD4ProteinaTransformer": "four heads read its blocks' output (ca_linear, local_latents_linear, "
                                "sequence_readout, the insertion projections)",
 }
@@ -234,6 +241,12 @@ class ResolvedAdapter:
     input_slots: tuple[tuple[nn.Module, str], ...] = ()  # the adapter's input_paths, as (parent, child)
     constant_slots: tuple[tuple[nn.Module, str, str], ...] = ()  # constant_paths, as (parent, child, argument)
     constant_inputs: tuple[str, ...] = ()
+    extra_heads: tuple[nn.Module, ...] = ()  # further heads whose inputs the blocks produce too
+
+    @property
+    def heads(self) -> tuple[nn.Module, ...]:
+        """Every output head, the main one first: the forecast feature is their inputs together."""
+        return (self.head, *self.extra_heads)
 
     @property
     def block_lists(self) -> tuple[nn.ModuleList, ...]:
@@ -332,8 +345,13 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     input_paths = [child for path in adapter.input_paths for child in children(path)]
     inputs = tuple(found for found in map(slot, input_paths) if found is not None)
     constants = tuple((*found, argument) for path, argument in adapter.constant_paths if (found := slot(path)) is not None)
+    extra_heads = []
+    for path in adapter.extra_heads:
+        if not isinstance(modules.get(path), nn.Module):
+            raise UnsupportedModelError(f"{hint}: it has no head {path!r}.")
+        extra_heads.append(modules[path])
     return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), inputs, constants,
-                           adapter.constant_inputs)
+                           adapter.constant_inputs, tuple(extra_heads))
 
 
 def timestep_argument(model: nn.Module) -> str:

@@ -152,7 +152,8 @@ def _attach(
     owner = SpectrumHook(config, name, timestep_arg, adapter, pipeline, scheduler)
     register_hook(module, owner, DENOISER_HOOK)
     if adapter is not None:
-        register_hook(adapter.head, HeadHook(owner.slot), HEAD_HOOK)
+        for index, head in enumerate(adapter.heads):
+            register_hook(head, HeadHook(owner.slot, index), HEAD_HOOK)
         for blocks in adapter.block_lists:
             gate_block_list(blocks, owner.gate)
         for index, stand_in in enumerate(adapter.stand_in_modules):

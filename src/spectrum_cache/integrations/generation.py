@@ -61,6 +61,7 @@ class Trajectory:
     forecast: list[int] = field(default_factory=list)
     peak_bytes: int = 0
     output_layout: Any = None  # forecast_output mode: how to rebuild the denoiser's output
+    head_layout: tuple | None = None  # which heads' inputs the feature joins, and their shapes (hooks.join_heads)
     # Accelerator features only: whether every feature recorded so far was finite, as a device tensor
     # (checked once, when the trajectory ends, instead of a host-device sync per call).
     finite: torch.Tensor | None = None

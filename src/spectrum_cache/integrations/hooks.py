@@ -95,7 +95,8 @@ class SpectrumHook(Unpicklable, ModelHook):
         self.scheduler = scheduler
         self.contexts = BranchContexts()
         self.gate = SkipGate()
-        self.slot = CallSlot(len(layout.stand_in_modules) if layout is not None else 0)
+        self.slot = CallSlot(len(layout.stand_in_modules) if layout is not None else 0,
+                             len(layout.heads) if layout is not None else 1)
         self.generations = Generations(config, denoiser_name, self._warn)
         self._lock = threading.RLock()
         self._warned: set[str] = set()
@@ -141,6 +142,7 @@ class SpectrumHook(Unpicklable, ModelHook):
             slot.active = call.trajectory is not None and not self.config.forecast_output
             if slot.active and call.prediction is not None:
                 slot.prediction = call.prediction
+                slot.head_predictions = unjoin_heads(call.prediction, call.trajectory.head_layout, slot.num_heads)
                 slot.constants = self._constants(call.trajectory, self._arguments(args, kwargs))
                 slot.stand_in_outputs = call.trajectory.stand_in_outputs or slot.stand_in_outputs
                 slot.stand_in_used = [0] * slot.num_stand_ins
@@ -155,8 +157,9 @@ class SpectrumHook(Unpicklable, ModelHook):
         try:
             if self.gate.shut:
                 self.gate.open()
-                if not self.slot.head_seen:
-                    self._warn("head", "the output head was not called; running the network.")
+                if self.slot.unforecast_head or not any(f is not None for f in self.slot.features):
+                    self._warn("head", "the output head was not called, or a head the forecast does not cover "
+                               "was; running the network.")
                     call.prediction = None
                     self.slot.clear()
                     self.slot.active = True
@@ -304,7 +307,7 @@ class SpectrumHook(Unpicklable, ModelHook):
     def _record(self, call: _Call, output: Any) -> None:
         trajectory = call.trajectory
         if call.prediction is None:
-            feature = None
+            feature, head_layout = None, None
             if self.config.forecast_output:
                 split = split_output(output)
                 if split is None:
@@ -312,17 +315,20 @@ class SpectrumHook(Unpicklable, ModelHook):
                                "forecast (it needs tensors of one dtype); running the network on every step.")
                 else:
                     feature, trajectory.output_layout = split
-            elif self.slot.head_seen:
-                feature = self.slot.feature
+            elif any(f is not None for f in self.slot.features):
+                feature, head_layout = join_heads(self.slot.features)
                 trajectory.keep_stand_in_outputs(self.slot.stand_in_outputs)
             else:
                 self._warn("head", "the output head was not called; nothing recorded.")
             if feature is not None:
                 # The head's input changed shape within the trajectory (Qwen-Image 2.1's KV-cache prefill step
-                # sees the prefix and target tokens, later steps the target's only): forecast from the new
-                # shape's records, as planning does when the inputs change shape.
+                # sees the prefix and target tokens, later steps the target's only), or other heads were called:
+                # forecast from the new records, as planning does when the inputs change shape.
                 shape = getattr(trajectory.forecaster, "feature_shape", None)
-                if shape is not None and feature.shape != shape:
+                moved = not self.config.forecast_output and trajectory.head_layout not in (None, head_layout)
+                if not self.config.forecast_output:
+                    trajectory.head_layout = head_layout
+                if (shape is not None and feature.shape != shape) or moved:
                     trajectory.forecaster.reset()
                     # A fresh forecaster as for a new trajectory: a paired branch gets a new pair, since its
                     # partner's records have the old shape too.
@@ -370,6 +376,33 @@ def checks_on_host(tensor: torch.Tensor) -> bool:
     """Whether finiteness checks on ``tensor`` run at once: on the CPU they cost nothing extra; on an
     accelerator each would make the host wait for the device."""
     return tensor.device.type == "cpu"
+
+
+def join_heads(features: list[torch.Tensor | None]) -> tuple[torch.Tensor, tuple]:
+    """The inputs of the heads a call ran as one feature, and the layout to split a forecast of it: a single
+    head's input as it is; several flattened and joined, in the first one's dtype (the fit is per element,
+    so forecasting the join forecasts each)."""
+    seen = [(index, f) for index, f in enumerate(features) if f is not None]
+    if len(seen) == 1:
+        index, feature = seen[0]
+        return feature, ((index, None, None),)
+    dtype = seen[0][1].dtype
+    layout = tuple((index, f.shape, f.dtype) for index, f in seen)
+    return torch.cat([f.reshape(-1).to(dtype) for _, f in seen]), layout
+
+
+def unjoin_heads(prediction: torch.Tensor, layout: tuple | None, num_heads: int) -> list[torch.Tensor | None]:
+    """Each head's input from a forecast of the joined feature (None for a head the layout leaves out)."""
+    out: list[torch.Tensor | None] = [None] * num_heads
+    if layout is None or len(layout) == 1:
+        out[layout[0][0] if layout else 0] = prediction
+        return out
+    offset = 0
+    for index, shape, dtype in layout:
+        numel = shape.numel()
+        out[index] = prediction[offset:offset + numel].reshape(shape).to(dtype)
+        offset += numel
+    return out
 
 
 def _batch_size(arguments: dict[str, Any]) -> int | None:

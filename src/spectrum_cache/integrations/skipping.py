@@ -57,15 +57,19 @@ class SkipGate:
 class CallSlot:
     """The denoiser call in flight, as the hooks inside the forward see it (written outside compiled code)."""
 
-    def __init__(self, num_stand_ins: int = 0) -> None:
+    def __init__(self, num_stand_ins: int = 0, num_heads: int = 1) -> None:
         self.num_stand_ins = num_stand_ins
+        self.num_heads = num_heads
         self.clear()
 
     def clear(self) -> None:
         self.active = False  # this call records or forecasts
-        self.prediction: torch.Tensor | None = None  # the head's input on a forecast step
-        self.feature: torch.Tensor | None = None  # the head's input on a compute step
-        self.head_seen = False
+        self.prediction: torch.Tensor | None = None  # the (joined) feature forecast, on a forecast step
+        # Per head: its input to use on a forecast step (None: this trajectory has none for it), and its
+        # input as the network made it on a compute step.
+        self.head_predictions: list[torch.Tensor | None] = [None] * self.num_heads
+        self.features: list[torch.Tensor | None] = [None] * self.num_heads
+        self.unforecast_head = False  # a forecast step called a head the forecast has no input for
         self.constants: list[torch.Tensor | None] = []  # forecast steps: the constant modules' outputs
         # Stand-in modules' outputs, in call order: taken on compute steps, given back on forecast steps.
         self.stand_in_outputs: list[list[Any]] = [[] for _ in range(self.num_stand_ins)]
@@ -144,18 +148,22 @@ class HeadHook(Unpicklable, ModelHook):
     """Hands the output head's input to the call slot on compute steps and replaces it on forecast
     steps. It runs inside a compiled model: it only reads and writes the slot."""
 
-    def __init__(self, slot: CallSlot) -> None:
+    def __init__(self, slot: CallSlot, index: int = 0) -> None:
         super().__init__()
         self.slot = slot
+        self.index = index  # which of the denoiser's heads (ResolvedAdapter.heads)
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
-        slot = self.slot
-        if not slot.active or slot.head_seen or not args or not isinstance(args[0], torch.Tensor):
+        slot, index = self.slot, self.index
+        if not slot.active or slot.features[index] is not None or not args or not isinstance(args[0], torch.Tensor):
             return args, kwargs
-        slot.head_seen = True
+        slot.features[index] = args[0]  # seen (on a forecast step too: a head is replaced once per call)
         if slot.prediction is not None:
-            return (slot.prediction, *args[1:]), kwargs
-        slot.feature = args[0]
+            replacement = slot.head_predictions[index]
+            if replacement is None:
+                slot.unforecast_head = True
+                return args, kwargs
+            return (replacement, *args[1:]), kwargs
         return args, kwargs
 
 
