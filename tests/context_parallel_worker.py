@@ -35,24 +35,13 @@ FLEX_WINDOW = 0.75
 
 
 def flux() -> tuple[Any, dict[str, Any]]:
-    """FLUX.1 through FluxPipeline: 16 latent channels (4 packed 2x2), inner 32 (2 heads of 16), T5 text 24,
-    CLIP pooled 20; 32x64 pixels are 2x4 packed image tokens, 6 text tokens, two images per prompt."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    """FLUX.1 through FluxPipeline, the family test's tiny model (tests/families.py: 16 latent channels, inner
+    32, T5 text 24, CLIP pooled 20, two images per prompt) at 32x64 pixels: 2x4 packed image tokens, so the
+    sequence splits evenly over the ranks."""
+    import families
 
-    torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=24, pooled_projection_dim=20, axes_dims_rope=(4, 6, 6),
-    )
-    pipe = FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
-        text_encoder_2=None, tokenizer_2=None, transformer=transformer,
-    )
-    kwargs = dict(
-        prompt_embeds=torch.randn(1, 6, 24), pooled_prompt_embeds=torch.randn(1, 20),
-        num_images_per_prompt=2, height=32, width=64, num_inference_steps=STEPS, guidance_scale=3.5,
-        output_type="latent", generator=torch.Generator().manual_seed(1),
-    )
+    pipe, kwargs = families.flux()
+    kwargs.update(width=64, num_inference_steps=STEPS, generator=torch.Generator().manual_seed(1))
     return pipe, kwargs
 
 
