@@ -48,7 +48,7 @@ def skipped(model: torch.nn.Module) -> str:
     text = f"blocks: {', '.join(lists) or '-'}"
     if singles:
         text += f"; stand-ins: {', '.join(singles)}"
-    return text + f"; head: {paths[id(adapter.head)]}"
+    return text + "; head: " + " + ".join(paths[id(head)] for head in adapter.heads)
 
 
 def runs(entry: denoisers.Denoiser, model, inputs, extra: dict) -> str | None:
