@@ -39,7 +39,7 @@ from .generation import Generation, Trajectory, Unplaced
 from .lifecycle import Generations
 from .outputs import input_key, rebuild_output, split_output
 from .planning import plan
-from .skipping import CallSlot, HeadHook, SkipGate, foreign_hooks  # noqa: F401 - HeadHook: api's
+from .skipping import CallSlot, HeadHook, SkipGate, foreign_hooks, join_heads, unjoin_heads  # noqa: F401 - HeadHook: api's
 from .steps import find_source, guider_branch
 from .summary import BranchSummary
 
@@ -376,33 +376,6 @@ def checks_on_host(tensor: torch.Tensor) -> bool:
     """Whether finiteness checks on ``tensor`` run at once: on the CPU they cost nothing extra; on an
     accelerator each would make the host wait for the device."""
     return tensor.device.type == "cpu"
-
-
-def join_heads(features: list[torch.Tensor | None]) -> tuple[torch.Tensor, tuple]:
-    """The inputs of the heads a call ran as one feature, and the layout to split a forecast of it: a single
-    head's input as it is; several flattened and joined, in the first one's dtype (the fit is per element,
-    so forecasting the join forecasts each)."""
-    seen = [(index, f) for index, f in enumerate(features) if f is not None]
-    if len(seen) == 1:
-        index, feature = seen[0]
-        return feature, ((index, None, None),)
-    dtype = seen[0][1].dtype
-    layout = tuple((index, f.shape, f.dtype) for index, f in seen)
-    return torch.cat([f.reshape(-1).to(dtype) for _, f in seen]), layout
-
-
-def unjoin_heads(prediction: torch.Tensor, layout: tuple | None, num_heads: int) -> list[torch.Tensor | None]:
-    """Each head's input from a forecast of the joined feature (None for a head the layout leaves out)."""
-    out: list[torch.Tensor | None] = [None] * num_heads
-    if layout is None or len(layout) == 1:
-        out[layout[0][0] if layout else 0] = prediction
-        return out
-    offset = 0
-    for index, shape, dtype in layout:
-        numel = shape.numel()
-        out[index] = prediction[offset:offset + numel].reshape(shape).to(dtype)
-        offset += numel
-    return out
 
 
 def _batch_size(arguments: dict[str, Any]) -> int | None:

@@ -167,6 +167,33 @@ class HeadHook(Unpicklable, ModelHook):
         return args, kwargs
 
 
+def join_heads(features: list[torch.Tensor | None]) -> tuple[torch.Tensor, tuple]:
+    """The inputs of the heads a call ran as one feature, and the layout to split a forecast of it: a single
+    head's input as it is; several flattened and joined, in the first one's dtype (the fit is per element,
+    so forecasting the join forecasts each)."""
+    seen = [(index, f) for index, f in enumerate(features) if f is not None]
+    if len(seen) == 1:
+        index, feature = seen[0]
+        return feature, ((index, None, None),)
+    dtype = seen[0][1].dtype
+    layout = tuple((index, f.shape, f.dtype) for index, f in seen)
+    return torch.cat([f.reshape(-1).to(dtype) for _, f in seen]), layout
+
+
+def unjoin_heads(prediction: torch.Tensor, layout: tuple | None, num_heads: int) -> list[torch.Tensor | None]:
+    """Each head's input from a forecast of the joined feature (None for a head the layout leaves out)."""
+    out: list[torch.Tensor | None] = [None] * num_heads
+    if layout is None or len(layout) == 1:
+        out[layout[0][0] if layout else 0] = prediction
+        return out
+    offset = 0
+    for index, shape, dtype in layout:
+        numel = shape.numel()
+        out[index] = prediction[offset:offset + numel].reshape(shape).to(dtype)
+        offset += numel
+    return out
+
+
 # Hooks of other libraries that manage memory, precision or sharding rather than observe the module:
 # skipping the module skips their work too, exactly, and nobody needs telling. (diffusers' context
 # parallelism splits and gathers the sequence with cp_input--- / cp_output--- hooks.)
