@@ -56,6 +56,11 @@ def _ltx_unpack(latents, pipe, kwargs):
     )
 
 
+def _krea2_unpack(latents, pipe, kwargs):
+    """Krea 2's classic latent output is packed 2x2 tokens (B, tokens, C); the modular one (B, C, 1, h, w)."""
+    return pipe._unpack_latents(latents, kwargs["height"], kwargs["width"])
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES
@@ -99,6 +104,9 @@ MODULAR: dict[str, ModularFamily] = {
         "ltx-video", "LTXAutoBlocks", ("cfg", "none"), classic_layout=_ltx_unpack, negatives_required=True
     ),
     "z-image": ModularFamily("z-image", "ZImageAutoBlocks", ("cfg", "none"), original_formulation=True),
+    "krea2": ModularFamily(
+        "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
+    ),
 }
 
 # Every (family, guidance mode) pair, for parametrising tests.
