@@ -37,7 +37,7 @@ def _same(latents: torch.Tensor, pipe, kwargs) -> torch.Tensor:
 
 
 def _flux_unpack(latents, pipe, kwargs):
-    """FLUX.1 / Qwen-Image classic latent output is packed 2x2 tokens; the modular one is the latent grid."""
+    """FLUX.1 / Qwen-Image (2.1: unpatched tokens) classic latent output is packed 2x2 tokens; the modular one is the latent grid."""
     return pipe._unpack_latents(latents, kwargs["height"], kwargs["width"], pipe.vae_scale_factor)
 
 
@@ -61,6 +61,18 @@ def _krea2_unpack(latents, pipe, kwargs):
     return pipe._unpack_latents(latents, kwargs["height"], kwargs["width"])
 
 
+def _qwen21_masks(kwargs):
+    """Qwen-Image 2.1's modular denoise step takes the text masks and the vision-token mask of the prompt (no
+    image tokens in a text-only prompt); the classic pipeline defaults them."""
+    out = {}
+    for prefix in ("", "negative_"):
+        embeds = kwargs.get(f"{prefix}prompt_embeds")
+        if embeds is not None:
+            out[f"{prefix}prompt_embeds_mask"] = torch.ones(embeds.shape[:2], dtype=torch.long)
+            out[f"{prefix}image_pad_mask"] = torch.zeros(embeds.shape[:2], dtype=torch.bool)
+    return out
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES
@@ -76,6 +88,8 @@ class ModularFamily:
     config: dict[str, Any] | None = None  # modular pipeline config values (Wan2.2's boundary_ratio)
     # Wan and LTX declare the negative embeddings required even with the guider disabled (which ignores them).
     negatives_required: bool = False
+    # Inputs the modular pipeline needs that the classic call has not (masks it defaults), from the classic kwargs.
+    extra_inputs: Callable[[dict], dict] | None = None
 
 
 def _klein_denormalize(latents, pipe, kwargs):
@@ -104,6 +118,10 @@ MODULAR: dict[str, ModularFamily] = {
         "ltx-video", "LTXAutoBlocks", ("cfg", "none"), classic_layout=_ltx_unpack, negatives_required=True
     ),
     "z-image": ModularFamily("z-image", "ZImageAutoBlocks", ("cfg", "none"), original_formulation=True),
+    "qwen-image-2.1": ModularFamily(
+        "qwen-image-2.1", "QwenImage21AutoBlocks", ("cfg", "none"), scale_key="true_cfg_scale",
+        classic_layout=_flux_unpack, extra_inputs=_qwen21_masks,
+    ),
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
@@ -158,6 +176,8 @@ def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[An
         call.pop(family.scale_key, None)  # the guider holds the scale
     if guidance == "none" and family.negatives_required:
         call.update(negatives)
+    if family.extra_inputs is not None:
+        call.update(family.extra_inputs(call))
     return mpipe, call
 
 
