@@ -9,9 +9,6 @@ Families of issue 20's list that are not here, and why (their denoisers are cove
 
 - FLUX.3, MiniMax H3: diffusers 0.42.1 ships only modular pipelines for them (``Flux3ModularPipeline``,
   ``Flux3DistilledModularPipeline``, ``MiniMaxH3ModularPipeline``), no pipeline class.
-- LTX-2 (``LTX2Pipeline``) and Kandinsky 6 (``Kandinsky6TI2VAPipeline``): ``enable_spectrum`` refuses their
-  denoisers (adapters.SECOND_HEADS: an audio head reads the blocks' output), so every check here would stop
-  at enable. (Kandinsky 6 with ``sample_audio=False`` never runs its audio head.)
 - ACE-Step (``AceStepPipeline``), LongCat audio (``LongCatAudioDiTPipeline``), Cosmos 3 (``Cosmos3OmniPipeline``):
   no prompt-embedding arguments. They tokenize the prompt themselves (Cosmos 3 through the tokenizer's chat
   template, its transformer embedding the token ids), so they need a real tokenizer, which cannot be built
@@ -27,6 +24,11 @@ Known failures (Spectrum bugs, reported; the builders keep the pipelines' defaul
   forecast step crashes in norm_out.
 - kandinsky5, paired mode: Kandinsky5T2VPipeline has no ``do_classifier_free_guidance`` (it tests
   ``guidance_scale > 1`` in its loop), so steps.uses_cfg says "unknown" and the branches are not paired.
+- ltx2, paired mode with identical branches: with more than one head, skipping.join_heads flattens each head's
+  input whole (batch included) into one 1-D feature, and the batched pair (forecast/pairing.BatchedPair) halves
+  that along dim 0, so "cond" and "uncond" are arbitrary halves of the joined vector (video rows of both branches
+  in the first), not the two CFG halves of the batch: paired forecasts differ from independent ones when the
+  branches are equal. Joining per batch row (``f.reshape(len(f), -1)``, concatenated along dim 1) pairs them.
 """
 
 from __future__ import annotations
@@ -298,6 +300,120 @@ def wan_animate() -> tuple[Any, dict[str, Any]]:
     return pipe, kwargs
 
 
+# -- audio and video ----------------------------------------------------------------------------------
+
+
+def _video_and_audio_output(cls):
+    """A subclass of audio-video pipeline ``cls``, of the same name, whose output is one tensor as ``frames``: each
+    sample's video latents and then its audio latents, flattened (tests/test_families.py compares ``frames``, so a
+    wrong audio forecast fails the checks as a wrong video one does). Only the output object differs: the call is
+    the pipeline's own, so Spectrum finds it (and its ``do_classifier_free_guidance``) on the stack as usual."""
+
+    class VideoAndAudioOutput(cls):
+        def __call__(self, *args: Any, **kwargs: Any) -> SimpleNamespace:
+            out = super().__call__(*args, **kwargs)
+            video, audio = torch.as_tensor(out.frames), torch.as_tensor(out.audio)
+            return SimpleNamespace(frames=torch.cat([video.flatten(1), audio.flatten(1)], dim=1))
+
+    VideoAndAudioOutput.__name__ = VideoAndAudioOutput.__qualname__ = cls.__name__
+    return VideoAndAudioOutput
+
+
+def ltx2() -> tuple[Any, dict[str, Any]]:
+    """LTX-2: one transformer denoises the video and the audio latents together (audio-video cross-attention in
+    every block), each stream with its own head (norm_out, audio_norm_out); CFG batched ([negative, positive]) in
+    cache_context "cond_uncond". Spatio-temporal and modality-isolation guidance (two more calls per step) are off.
+    Video latents 4 channels, inner 32; audio latents 2 channels x 3 mel bins packed into 6, audio inner 16; the
+    Gemma text (3 layers of 24, 72 packed) goes through tiny connectors (24 wide) for both streams. A tiny video VAE
+    (32x spatial, 8x temporal, as LTX-2's) and audio VAE (16 kHz, hop 160, 4x): the pipeline reads their latent
+    statistics and ratios even for latent output. 9 frames at 128x192 pixels are 2 latent frames of 4x6 tokens
+    and 9 audio latent frames; two prompts (the pipeline does not repeat precomputed embeddings)."""
+    from diffusers import (
+        AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler, LTX2Pipeline,
+        LTX2VideoTransformer3DModel,
+    )
+    from diffusers.pipelines.ltx2.connectors import LTX2TextConnectors
+
+    _seeded()
+    transformer = LTX2VideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32,
+        audio_in_channels=6, audio_out_channels=6, audio_num_attention_heads=2, audio_attention_head_dim=8,
+        audio_cross_attention_dim=16, num_layers=2, caption_channels=24, rope_double_precision=False,
+    )
+    _seeded(1)
+    connectors = LTX2TextConnectors(
+        caption_channels=24, text_proj_in_factor=3, video_connector_num_attention_heads=2,
+        video_connector_attention_head_dim=12, video_connector_num_layers=1, video_connector_num_learnable_registers=3,
+        audio_connector_num_attention_heads=2, audio_connector_attention_head_dim=12, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=3, rope_double_precision=False,
+    )
+    _seeded(5)
+    vae = AutoencoderKLLTX2Video(
+        latent_channels=4, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, False),
+    )
+    audio_vae = AutoencoderKLLTX2Audio(base_channels=6, ch_mult=(1, 2), num_res_blocks=1, latent_channels=2, mel_bins=12)
+    pipe = _video_and_audio_output(LTX2Pipeline)(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae, text_encoder=None, tokenizer=None,
+        connectors=connectors, transformer=transformer, vocoder=None,
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(2, 6, 72), prompt_attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6]),
+        negative_prompt_embeds=torch.randn(2, 6, 72), negative_prompt_attention_mask=torch.ones(2, 6, dtype=torch.long),
+        height=128, width=192, num_frames=9, num_inference_steps=STEPS, guidance_scale=4.0, audio_guidance_scale=7.0,
+        stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0, output_type="latent",
+    )
+    return pipe, kwargs
+
+
+def kandinsky6() -> tuple[Any, dict[str, Any]]:
+    """Kandinsky 6 text-to-video-and-audio: channels-last video latents with conditioning channels (4 + 4 + a mask
+    = 9 in), audio latents (batch, length, channels); the text runs through a video and an audio text branch, and
+    fused blocks carry both streams to their heads (out_layer, audio_out_layer); CFG in cache_context cond /
+    uncond. Video 4 channels, inner (model_dim) 48, Qwen2.5-VL text 24, CLIP pooled 20, audio 6 channels, audio
+    inner 32. No video VAE (the pipeline's defaults: 8x spatial, 4x temporal); ``sample_audio`` (the default)
+    needs an audio VAE and a vocoder even for latent output: tiny MMAudio ones (1.6 kHz, latent hop 32). 5 frames
+    at 32x48 pixels are 2 latent frames of 4x6, 2x3 patches, and 11 audio latent frames; two videos per prompt."""
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler, Kandinsky6TI2VAPipeline, Kandinsky6Transformer3DModel, MMAudioVAE,
+        MMAudioVocoder,
+    )
+
+    _seeded()
+    transformer = Kandinsky6Transformer3DModel(
+        in_visual_dim=4, out_visual_dim=4, in_text_dim=24, in_text_dim2=20, time_dim=12, patch_size=(1, 2, 2),
+        model_dim=48, ff_dim=40, num_text_blocks=1, num_visual_blocks=2, axes_dims=(4, 6, 6), visual_cond=True,
+        in_audio_dim=6, out_audio_dim=6, model_dim_a=32, time_dim_a=12, ff_dim_a=40, axes_dims_a=(16,),
+    )
+    # As for Kandinsky 5: small random values in place of the zero-initialised layers, so the text reaches the
+    # tokens and cond and uncond differ.
+    with torch.no_grad():
+        for param in transformer.parameters():
+            if param.numel() and not param.any():
+                param.copy_(torch.randn(param.shape) * 0.02)
+    _seeded(5)
+    audio_vae = MMAudioVAE(
+        mel_bins=8, latent_channels=6, hidden_channels=8, channel_multipliers=(1, 2), layers_per_block=1,
+        sample_rate=1600, n_fft=64, hop_length=16,
+    )
+    vocoder = MMAudioVocoder(
+        num_mels=8, upsample_initial_channel=8, upsample_rates=(2, 2), upsample_kernel_sizes=(4, 4),
+        resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1,),),
+    )
+    pipe = _video_and_audio_output(Kandinsky6TI2VAPipeline)(
+        transformer=transformer, vae=None, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+        scheduler=FlowMatchEulerDiscreteScheduler(), audio_vae=audio_vae, vocoder=vocoder,
+    )
+    kwargs = dict(
+        prompt_embeds=torch.randn(1, 6, 24), pooled_prompt_embeds=torch.randn(1, 20),
+        negative_prompt_embeds=torch.randn(1, 6, 24), negative_pooled_prompt_embeds=torch.randn(1, 20),
+        num_videos_per_prompt=2, height=32, width=48, num_frames=5, num_inference_steps=STEPS, guidance_scale=5.0,
+        output_type="latent",
+    )
+    return pipe, kwargs
+
+
 # -- audio ------------------------------------------------------------------------------------------
 
 
@@ -364,4 +480,6 @@ FAMILIES: dict[str, Family] = {
     "helios": Family("helios", helios, cfg="separate"),
     "wan-animate": Family("wan-animate", wan_animate, cfg="separate"),
     "stable-audio": Family("stable-audio", stable_audio, cfg="batched"),
+    "ltx2": Family("ltx2", ltx2, cfg="batched"),
+    "kandinsky6": Family("kandinsky6", kandinsky6, cfg="separate"),
 }

@@ -16,7 +16,7 @@ from families import FAMILIES
 
 # Families whose tiny pipeline must run more than one image (or video) per call.
 BATCHED = ("flux", "flux2-dev", "flux2-klein", "sd3", "qwen-image", "chroma", "lumina2", "sdxl", "wan2.1",
-           "qwen-image-2.1", "krea2", "kandinsky5", "stable-audio")
+           "qwen-image-2.1", "krea2", "kandinsky5", "stable-audio", "ltx2", "kandinsky6")
 
 # The text-encoder width, by the first config key a class has: caption_channels before cross_attention_dim,
 # since Sana, PixArt and LTX project the caption to the inner width before their cross-attention.
@@ -58,6 +58,15 @@ def widths(config) -> dict[str, int]:
         out["pooled (in_text_dim2)"] = config["in_text_dim2"]
     if config.get("global_states_input_dim"):  # Stable Audio's global (seconds) token
         out["pooled (global_states_input_dim)"] = config["global_states_input_dim"]
+    # Audio-video models (LTX-2, Kandinsky 6): the audio stream's latent and inner widths.
+    if config.get("audio_in_channels"):
+        out["audio (audio_in_channels)"] = config["audio_in_channels"]
+        out["audio inner (audio heads x head_dim)"] = (
+            config["audio_num_attention_heads"] * config["audio_attention_head_dim"]
+        )
+    if config.get("in_audio_dim"):
+        out["audio (in_audio_dim)"] = config["in_audio_dim"]
+        out["audio inner (model_dim_a)"] = config.get("model_dim_a") or config["model_dim"]
     if config.get("addition_embed_type") == "text_time":  # SDXL: pooled width plus six time ids
         out["pooled (added-condition input)"] = (
             config["projection_class_embeddings_input_dim"] - 6 * config["addition_time_embed_dim"]

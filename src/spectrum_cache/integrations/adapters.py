@@ -153,8 +153,20 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     ),
     "Lumina2Transformer2DModel": DenoiserAdapter(input_paths=("x_embedder",)),
     # Audio-video models: the audio stream's head reads the same blocks' output (a video-only call leaves it out).
-    "LTX2VideoTransformer3DModel": DenoiserAdapter(extra_heads=("audio_norm_out",)),
-    "Kandinsky6Transformer3DModel": DenoiserAdapter(extra_heads=("audio_out_layer",)),
+    # LTX-2's ropes (self- and cross-modal), input and caption projections of both streams feed only its blocks.
+    "LTX2VideoTransformer3DModel": DenoiserAdapter(
+        extra_heads=("audio_norm_out",),
+        input_paths=("rope", "audio_rope", "cross_attn_rope", "cross_attn_audio_rope", "proj_in", "audio_proj_in",
+                     "caption_projection", "audio_caption_projection")),
+    # Kandinsky 6: as Kandinsky 5, per stream; the text embeddings and ropes feed the (skipped) text blocks, and each
+    # stream's pooled CLIP projection is added to its time embedding as passed.
+    "Kandinsky6Transformer3DModel": DenoiserAdapter(
+        extra_heads=("audio_out_layer",),
+        input_paths=("visual_embeddings", "visual_token_type_embeddings", "visual_rope_embeddings", "audio_embeddings",
+                     "audio_rope_embeddings", "video_text_embeddings", "audio_text_embeddings",
+                     "video_text_rope_embeddings", "audio_text_rope_embeddings"),
+        constant_paths=(("video_pooled_text_embeddings", "pooled_projections"),
+                        ("audio_pooled_text_embeddings", "pooled_projections"))),
     # Wan-Animate 2 names its output head ``head``.
     "WanAnimate2Transformer3DModel": DenoiserAdapter(head_path="head"),
     # Cosmos 3 Omni runs the understanding (text) and generation (vision, sound, action) streams through its
