@@ -122,6 +122,7 @@ MODULAR: dict[str, ModularFamily] = {
         "qwen-image-2.1", "QwenImage21AutoBlocks", ("cfg", "none"), scale_key="true_cfg_scale",
         classic_layout=_flux_unpack, extra_inputs=_qwen21_masks,
     ),
+    "hunyuan-video-1.5": ModularFamily("hunyuan-video-1.5", "HunyuanVideo15AutoBlocks", ("cfg", "none")),
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
@@ -138,9 +139,16 @@ def _classic(name: str, guidance: str, steps: int | None = None) -> tuple[Any, d
     if steps is not None:
         kwargs["num_inference_steps"] = steps
     negatives = {k: v for k, v in kwargs.items() if k.startswith("negative_")}
+    guider = getattr(pipe, "guider", None)
+    if guider is not None:  # a classic pipeline with a guider (HunyuanVideo 1.5): the modular one shares it
+        guider = guider.new()
+        if guidance == "none":
+            guider.disable()
+        pipe.register_modules(guider=guider)
     if guidance == "none":
         kwargs = {k: v for k, v in kwargs.items() if k not in negatives}
-        kwargs[family.scale_key] = 0.0 if family.original_formulation else 1.0
+        if guider is None:
+            kwargs[family.scale_key] = 0.0 if family.original_formulation else 1.0
     return pipe, kwargs, negatives
 
 
@@ -165,7 +173,9 @@ def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[An
         if n in mpipe.components and getattr(pipe, n, None) is not None
     }
     for guider in ("guider", "guider_2"):
-        if guider in mpipe.components:
+        if guider == "guider" and getattr(pipe, "guider", None) is not None:
+            components[guider] = pipe.guider
+        elif guider in mpipe.components:
             scale = kwargs.get(family.scale_key, 1.0)
             components[guider] = ClassifierFreeGuidance(
                 guidance_scale=scale, use_original_formulation=family.original_formulation, enabled=guidance == "cfg"
