@@ -1399,7 +1399,7 @@ DENOISERS: list[Denoiser] = [
     # SpectrogramDiffusionPipeline's times are in [0, 1).
     Denoiser("T5FilmDecoder", t5_film, latent="decoder_input_tokens", timestep="decoder_noise_time", scale=0.999),
     # RFD4ProteinaPipeline's times run from 0 (noise) to 1; both trajectories share them here.
-    Denoiser("RFD4ProteinaTransformer", rfd4_proteina, latent="bb_ca", scale=1.0, reason="four heads read its blocks",
+    Denoiser("RFD4ProteinaTransformer", rfd4_proteina, latent="bb_ca", scale=1.0,
              make_t=lambda t, x: {"bb_ca_time": torch.full((2,), 1 - t),
                                   "local_latents_time": torch.full((2,), 1 - t)}),
     Denoiser("Cosmos3OmniTransformer", cosmos3, latent="vision_tokens", timestep="vision_timesteps",

@@ -176,8 +176,16 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     # Spectrogram diffusion's decoder: T5 layers in ``decoders``, then decoder_norm and spec_out.
     "T5FilmDecoder": DenoiserAdapter(block_paths=("decoders",), head_path="decoder_norm",
                                      timestep_arg="decoder_noise_time"),
-    # La-Proteina's denoiser: a backbone (bb_ca) and a local-latent trajectory, each with its time.
-    "RFD4ProteinaTransformer": DenoiserAdapter(timestep_arg="bb_ca_time"),
+    # La-Proteina's denoiser: a backbone (bb_ca) and a local-latent trajectory, each with its time. Its four outputs
+    # are read from the last layer's output as it is, by five modules: the backbone head ca_linear, then
+    # local_latents_linear, sequence_readout and the insertion projections (query and key), each called on that
+    # tensor. The pair updates run inside the layer loop only, so skipping transformer_layers skips them too; the
+    # feature factories, the pair builder and the condition transitions feed only the layers.
+    "RFD4ProteinaTransformer": DenoiserAdapter(
+        block_paths=("transformer_layers",), head_path="ca_linear",
+        extra_heads=("local_latents_linear", "sequence_readout", "insertion_q_proj", "insertion_k_proj"),
+        timestep_arg="bb_ca_time",
+        input_paths=("init_repr_factory", "pair_repr_builder", "cond_factory", "transition_c_1", "transition_c_2")),
     # UNet1DModel's head, where it has one, is out_block (Dance Diffusion has none: its last up block writes the
     # sample, and it is refused).
     "UNet1DModel": DenoiserAdapter(head_path="out_block"),
@@ -195,10 +203,7 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
 # the blocks' output as it is): on a forecast step they would decode features that never went through the
 # blocks. Each maps to the reason; they are refused unless SpectrumConfig(forecast_output=True) forecasts the
 # whole output instead.
-SECOND_HEADS: dict[str, str] = {
-    "RFD4ProteinaTransformer": "four heads read its blocks' output (ca_linear, local_latents_linear, "
-                               "sequence_readout, the insertion projections)",
-}
+SECOND_HEADS: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
