@@ -20,6 +20,7 @@ its latents. ``classic(name, guidance)`` returns the classic pipeline and kwargs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
@@ -28,6 +29,8 @@ from families import FAMILIES
 
 # Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder.
 _DROPPED_BLOCKS = ("text_encoder", "decode")
+# The classic pipeline's components a modular pipeline takes over.
+_SHARED = ("transformer", "transformer_2", "unet", "scheduler", "vae")
 # Classic kwargs the modular pipelines do not take (they warn and ignore the rest of what they do not know).
 _CLASSIC_ONLY = ("output_type", "max_sequence_length", "use_resolution_binning", "negative_prompt")
 
@@ -75,7 +78,7 @@ def _qwen21_masks(kwargs):
 
 @dataclass
 class ModularFamily:
-    name: str  # the classic family in families.FAMILIES
+    name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
     blocks: str  # the blocks class in diffusers.modular_pipelines
     guidance: tuple[str, ...]  # the modes it runs: ("cfg", "none") through a guider, or ("distilled",)
     scale_key: str = "guidance_scale"  # the classic kwarg that scales CFG
@@ -90,6 +93,12 @@ class ModularFamily:
     negatives_required: bool = False
     # Inputs the modular pipeline needs that the classic call has not (masks it defaults), from the classic kwargs.
     extra_inputs: Callable[[dict], dict] | None = None
+    # A family without a classic pipeline: () -> (components by name, call kwargs with the negatives), the tiny
+    # denoiser of tests/denoisers.py plus what the blocks need; the modular-equals-classic check skips it.
+    parts: Callable[[], tuple[dict[str, Any], dict[str, Any]]] | None = None
+    # Why the modular pipeline's output differs from the classic one's even without Spectrum (a diffusers
+    # difference): the modular-equals-classic check skips it with this reason.
+    unlike_classic: str | None = None
 
 
 def _klein_denormalize(latents, pipe, kwargs):
@@ -123,6 +132,11 @@ MODULAR: dict[str, ModularFamily] = {
         classic_layout=_flux_unpack, extra_inputs=_qwen21_masks,
     ),
     "hunyuan-video-1.5": ModularFamily("hunyuan-video-1.5", "HunyuanVideo15AutoBlocks", ("cfg", "none")),
+    "helios": ModularFamily(
+        "helios", "HeliosAutoBlocks", ("cfg", "none"),
+        unlike_classic="diffusers' modular Helios denoise step casts the timestep to int64 (999.37 -> 999); the "
+        "classic pipeline passes it as a float",
+    ),
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
@@ -152,6 +166,27 @@ def _classic(name: str, guidance: str, steps: int | None = None) -> tuple[Any, d
     return pipe, kwargs, negatives
 
 
+def no_classic_reason(name: str) -> str | None:
+    """Why the modular family ``name`` cannot be compared with a classic pipeline, or None where it can."""
+    family = MODULAR[name]
+    if family.parts is not None:
+        return f"{family.blocks}: diffusers 0.42.1 has no classic pipeline for it"
+    return family.unlike_classic
+
+
+def _from_parts(name: str, guidance: str, steps: int | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """A family without a classic twin: its parts (as the attributes of a namespace), kwargs and negatives."""
+    family = MODULAR[name]
+    assert guidance in family.guidance, (name, guidance)
+    parts, kwargs = family.parts()
+    if steps is not None:
+        kwargs["num_inference_steps"] = steps
+    negatives = {k: v for k, v in kwargs.items() if k.startswith("negative_")}
+    if guidance == "none":
+        kwargs = {k: v for k, v in kwargs.items() if k not in negatives}
+    return SimpleNamespace(**parts), kwargs, negatives
+
+
 def classic(name: str, guidance: str, steps: int | None = None) -> tuple[Any, dict[str, Any]]:
     """The classic family, with its kwargs set for the guidance mode (and ``steps`` steps if given)."""
     pipe, kwargs, _ = _classic(name, guidance, steps)
@@ -167,11 +202,8 @@ def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[An
     for step in _DROPPED_BLOCKS:
         blocks.sub_blocks.pop(step, None)
     mpipe = blocks.init_pipeline()
-    components = {
-        n: getattr(pipe, n)
-        for n in ("transformer", "transformer_2", "unet", "scheduler", "vae")
-        if n in mpipe.components and getattr(pipe, n, None) is not None
-    }
+    names = tuple(vars(pipe)) if isinstance(pipe, SimpleNamespace) else _SHARED
+    components = {n: getattr(pipe, n) for n in names if n in mpipe.components and getattr(pipe, n, None) is not None}
     for guider in ("guider", "guider_2"):
         if guider == "guider" and getattr(pipe, "guider", None) is not None:
             components[guider] = pipe.guider
@@ -193,11 +225,14 @@ def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[An
 
 def build(name: str, guidance: str, steps: int | None = None) -> tuple[Any, dict[str, Any]]:
     """The tiny modular pipeline of family ``name`` in guidance mode ``guidance``, and its call kwargs."""
+    if MODULAR[name].parts is not None:
+        return _modular_from(name, guidance, *_from_parts(name, guidance, steps))
     return _modular_from(name, guidance, *_classic(name, guidance, steps))
 
 
 def build_pair(name: str, guidance: str, steps: int | None = None) -> tuple[tuple[Any, dict], tuple[Any, dict]]:
     """The modular and the classic pipeline of one family sharing the same component objects."""
+    assert MODULAR[name].parts is None, f"{name} has no classic pipeline"
     pipe, kwargs, negatives = _classic(name, guidance, steps)
     return _modular_from(name, guidance, pipe, kwargs, negatives), (pipe, kwargs)
 
@@ -210,8 +245,11 @@ def images_per_call(kwargs: dict[str, Any]) -> int:
 
 
 def run(mpipe, call_kwargs: dict[str, Any], seed: int = 0) -> torch.Tensor:
-    """The modular pipeline's denoised latents (in its own layout)."""
-    return mpipe(**call_kwargs, generator=torch.Generator("cpu").manual_seed(seed), output="latents")
+    """The modular pipeline's denoised latents (in its own layout); Helios's chunks joined along the frames (its
+    ``latents`` is the last chunk only)."""
+    state = mpipe(**call_kwargs, generator=torch.Generator("cpu").manual_seed(seed))
+    chunks = state.get("latent_chunks")
+    return torch.cat(chunks, dim=2) if chunks else state.get("latents")
 
 
 def modular_latents(name: str, mpipe, call_kwargs, classic_pipe, classic_kwargs, seed: int = 0) -> torch.Tensor:
