@@ -27,8 +27,9 @@ import torch
 
 from families import FAMILIES
 
-# Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder.
-_DROPPED_BLOCKS = ("text_encoder", "decode")
+# Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder (or, FLUX.3's prompt
+# upsampler, a vision-language model).
+_DROPPED_BLOCKS = ("text_encoder", "decode", "prompt_upsampler")
 # The classic pipeline's components a modular pipeline takes over.
 _SHARED = ("transformer", "transformer_2", "unet", "scheduler", "vae")
 # Classic kwargs the modular pipelines do not take (they warn and ignore the rest of what they do not know).
@@ -74,6 +75,46 @@ def _qwen21_masks(kwargs):
             out[f"{prefix}prompt_embeds_mask"] = torch.ones(embeds.shape[:2], dtype=torch.long)
             out[f"{prefix}image_pad_mask"] = torch.zeros(embeds.shape[:2], dtype=torch.bool)
     return out
+
+
+def _tiny_denoiser(cls: str, **config):
+    """The tiny denoiser of tests/denoisers.py for class ``cls`` (zero-initialised weights made small random),
+    with ``config`` changed where given."""
+    import denoisers
+
+    (entry,) = [d for d in denoisers.DENOISERS if d.cls == cls]
+    model = denoisers.build(entry)[0]
+    if not config:
+        return model
+    denoisers.seeded()
+    model = type(model).from_config(model.config, **config)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.numel() and not param.any():
+                param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(7)) * 0.02)
+    return model.eval()
+
+
+def _flux3_parts(guided: bool):
+    """FLUX.3 (no classic pipeline): the tiny Flux3Transformer2DModel of tests/denoisers.py (16 latent channels
+    after the 2x2 packing, inner 32, text 24, timestep 20); without a VAE the blocks take 8x spatial, so 32x48
+    pixels are 2x3 packed tokens; two images per prompt. The base model's guider runs CFG at scale 4; the
+    distilled blocks have no guider and a flow-map transformer (it also embeds the target timestep)."""
+
+    def parts():
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        transformer = _tiny_denoiser("Flux3Transformer2DModel", **({} if guided else {"flow_map": True}))
+        components = dict(transformer=transformer,
+                          scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+        g = torch.Generator().manual_seed(11)
+        kwargs = dict(prompt_embeds=torch.randn(1, 5, 24, generator=g), num_images_per_prompt=2, height=32,
+                      width=48, num_inference_steps=8)
+        if guided:
+            kwargs.update(negative_prompt_embeds=torch.randn(1, 5, 24, generator=g), guidance_scale=4.0)
+        return components, kwargs
+
+    return parts
 
 
 @dataclass
@@ -136,6 +177,10 @@ MODULAR: dict[str, ModularFamily] = {
         "helios", "HeliosAutoBlocks", ("cfg", "none"),
         unlike_classic="diffusers' modular Helios denoise step casts the timestep to int64 (999.37 -> 999); the "
         "classic pipeline passes it as a float",
+    ),
+    "flux3": ModularFamily("flux3", "Flux3AutoBlocks", ("cfg", "none"), parts=_flux3_parts(True)),
+    "flux3-distilled": ModularFamily(
+        "flux3-distilled", "Flux3DistilledAutoBlocks", ("distilled",), parts=_flux3_parts(False)
     ),
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
