@@ -24,11 +24,15 @@ Known failures (Spectrum bugs, reported; the builders keep the pipelines' defaul
   forecast step crashes in norm_out.
 - kandinsky5, paired mode: Kandinsky5T2VPipeline has no ``do_classifier_free_guidance`` (it tests
   ``guidance_scale > 1`` in its loop), so steps.uses_cfg says "unknown" and the branches are not paired.
-- ltx2, paired mode with identical branches: with more than one head, skipping.join_heads flattens each head's
-  input whole (batch included) into one 1-D feature, and the batched pair (forecast/pairing.BatchedPair) halves
-  that along dim 0, so "cond" and "uncond" are arbitrary halves of the joined vector (video rows of both branches
-  in the first), not the two CFG halves of the batch: paired forecasts differ from independent ones when the
-  branches are equal. Joining per batch row (``f.reshape(len(f), -1)``, concatenated along dim 1) pairs them.
+- ltx2, paired mode with identical branches, two causes (each alone fails the check):
+  (1) with more than one head, skipping.join_heads flattens each head's input whole (batch included) into one
+  1-D feature, and the batched pair (forecast/pairing.BatchedPair) halves that along dim 0, so "cond" and
+  "uncond" are arbitrary halves of the joined vector (video rows of both branches in the first), not the two CFG
+  halves of the batch. Joining per batch row (``f.reshape(len(f), -1)``, concatenated along dim 1) pairs them.
+  (2) generation.forecaster_for pairs every even-batch call of a "batched" pipeline (LTX\w*Pipeline) as
+  [uncond, cond] halves, also the "uncond_stg" and "uncond_modality" calls, which carry the positive batch only:
+  their halves are two different videos. (With one video per call those batches are odd and left alone, and
+  with (1) fixed the check passes.)
 """
 
 from __future__ import annotations
@@ -321,8 +325,10 @@ def _video_and_audio_output(cls):
 
 def ltx2() -> tuple[Any, dict[str, Any]]:
     """LTX-2: one transformer denoises the video and the audio latents together (audio-video cross-attention in
-    every block), each stream with its own head (norm_out, audio_norm_out); CFG batched ([negative, positive]) in
-    cache_context "cond_uncond". Spatio-temporal and modality-isolation guidance (two more calls per step) are off.
+    every block), each stream with its own head (norm_out, audio_norm_out). The pipeline's default guidance: CFG
+    batched ([negative, positive]) in cache_context "cond_uncond", then two calls of the positive batch alone,
+    spatio-temporal guidance ("uncond_stg", its attention perturbed in block 1 of the 2: the default, block 28,
+    is past the tiny model's end) and modality isolation ("uncond_modality", no audio-video cross-attention).
     Video latents 4 channels, inner 32; audio latents 2 channels x 3 mel bins packed into 6, audio inner 16; the
     Gemma text (3 layers of 24, 72 packed) goes through tiny connectors (24 wide) for both streams. A tiny video VAE
     (32x spatial, 8x temporal, as LTX-2's) and audio VAE (16 kHz, hop 160, 4x): the pipeline reads their latent
@@ -361,8 +367,8 @@ def ltx2() -> tuple[Any, dict[str, Any]]:
     kwargs = dict(
         prompt_embeds=torch.randn(2, 6, 72), prompt_attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1], [1] * 6]),
         negative_prompt_embeds=torch.randn(2, 6, 72), negative_prompt_attention_mask=torch.ones(2, 6, dtype=torch.long),
-        height=128, width=192, num_frames=9, num_inference_steps=STEPS, guidance_scale=4.0, audio_guidance_scale=7.0,
-        stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0, output_type="latent",
+        height=128, width=192, num_frames=9, num_inference_steps=STEPS, spatio_temporal_guidance_blocks=[1],
+        output_type="latent",
     )
     return pipe, kwargs
 
