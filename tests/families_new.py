@@ -29,7 +29,7 @@ Known failures (Spectrum bugs, reported; the builders keep the pipelines' defaul
   1-D feature, and the batched pair (forecast/pairing.BatchedPair) halves that along dim 0, so "cond" and
   "uncond" are arbitrary halves of the joined vector (video rows of both branches in the first), not the two CFG
   halves of the batch. Joining per batch row (``f.reshape(len(f), -1)``, concatenated along dim 1) pairs them.
-  (2) generation.forecaster_for pairs every even-batch call of a "batched" pipeline (LTX\w*Pipeline) as
+  (2) generation.forecaster_for pairs every even-batch call of a "batched" pipeline (the LTX ones) as
   [uncond, cond] halves, also the "uncond_stg" and "uncond_modality" calls, which carry the positive batch only:
   their halves are two different videos. (With one video per call those batches are odd and left alone, and
   with (1) fixed the check passes.)
