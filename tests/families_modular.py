@@ -28,8 +28,8 @@ import torch
 from families import FAMILIES
 
 # Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder (or, FLUX.3's prompt
-# upsampler, a vision-language model).
-_DROPPED_BLOCKS = ("text_encoder", "decode", "prompt_upsampler")
+# upsampler and ERNIE-Image's prompt enhancer, a language model).
+_DROPPED_BLOCKS = ("text_encoder", "decode", "prompt_upsampler", "prompt_enhancer")
 # The classic pipeline's components a modular pipeline takes over.
 _SHARED = ("transformer", "transformer_2", "unet", "scheduler", "vae")
 # Classic kwargs the modular pipelines do not take (they warn and ignore the rest of what they do not know).
@@ -117,6 +117,22 @@ def _flux3_parts(guided: bool):
     return parts
 
 
+def _ernie_image_parts():
+    """ERNIE-Image (no classic pipeline): the tiny ErnieImageTransformer2DModel of tests/denoisers.py (16 latent
+    channels, patch 1, inner 32, text 24); the blocks take one text tensor per prompt (two prompts, 5 and 3
+    tokens: padded, with their lengths; the negatives 3 and 5) and 16x spatial without a VAE, so 64x96 pixels are 4x6 latents."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    g = torch.Generator().manual_seed(12)
+    embeds = [torch.randn(5, 24, generator=g), torch.randn(3, 24, generator=g)]
+    # The negatives pad to the same length (the features hold the text tokens: equal shapes across branches).
+    negatives = [torch.randn(3, 24, generator=g), torch.randn(5, 24, generator=g)]
+    components = dict(transformer=_tiny_denoiser("ErnieImageTransformer2DModel"),
+                      scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    return components, dict(prompt_embeds=embeds, negative_prompt_embeds=negatives, height=64, width=96,
+                            num_inference_steps=8, guidance_scale=4.0)
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
@@ -182,6 +198,7 @@ MODULAR: dict[str, ModularFamily] = {
     "flux3-distilled": ModularFamily(
         "flux3-distilled", "Flux3DistilledAutoBlocks", ("distilled",), parts=_flux3_parts(False)
     ),
+    "ernie-image": ModularFamily("ernie-image", "ErnieImageAutoBlocks", ("cfg", "none"), parts=_ernie_image_parts),
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
