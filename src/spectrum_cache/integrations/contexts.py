@@ -19,6 +19,9 @@ from diffusers.hooks.hooks import BaseState, StateManager
 DEFAULT_BRANCH = "default"
 # Branch names that mean the conditional and unconditional CFG predictions.
 BRANCH_ALIASES = {"pred_cond": "cond", "pred_uncond": "uncond"}
+# Branches whose calls may stack uncond and cond along the batch (diffusers names such a call
+# "cond_uncond"); a pipeline's other named calls (LTX-2's "uncond_stg", "uncond_modality") hold one branch.
+BATCHED_CFG_BRANCHES = (DEFAULT_BRANCH, "cond_uncond")
 
 
 def branch_name(name: str) -> str:

@@ -37,6 +37,7 @@ from ..forecast import (
 )
 from ..schedule import compute_steps
 from .adapters import GuidanceLayout, TimestepRange, guidance_layout
+from .contexts import BATCHED_CFG_BRANCHES
 from .summary import BranchSummary
 
 
@@ -167,6 +168,8 @@ class Generation:
                 return self.new_forecaster(), None
             primary = (slot == 0) == layout.cond_first
             return self._pair_view(("calls",), PRIMARY if primary else SECONDARY), None
+        if branch not in BATCHED_CFG_BRANCHES:
+            return self.new_forecaster(), None  # a named call of one branch alongside the batched CFG call
         if self.uses_cfg is None:
             return self.new_forecaster(), (f"{who} does not say whether this call runs classifier-free guidance, "
                                            "so its branches are forecast independently.")

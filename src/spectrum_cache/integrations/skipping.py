@@ -169,15 +169,18 @@ class HeadHook(Unpicklable, ModelHook):
 
 def join_heads(features: list[torch.Tensor | None]) -> tuple[torch.Tensor, tuple]:
     """The inputs of the heads a call ran as one feature, and the layout to split a forecast of it: a single
-    head's input as it is; several flattened and joined, in the first one's dtype (the fit is per element,
-    so forecasting the join forecasts each)."""
+    head's input as it is; several flattened and joined per batch row (so a batched CFG call's halves stay
+    its branches), in the first one's dtype. The fit is per element, so forecasting the join forecasts each."""
     seen = [(index, f) for index, f in enumerate(features) if f is not None]
     if len(seen) == 1:
         index, feature = seen[0]
         return feature, ((index, None, None),)
     dtype = seen[0][1].dtype
     layout = tuple((index, f.shape, f.dtype) for index, f in seen)
-    return torch.cat([f.reshape(-1).to(dtype) for _, f in seen]), layout
+    rows = seen[0][1].shape[0] if seen[0][1].ndim else None
+    if rows is not None and all(f.ndim and f.shape[0] == rows for _, f in seen):
+        return torch.cat([f.reshape(rows, -1).to(dtype) for _, f in seen], dim=1), layout
+    return torch.cat([f.reshape(-1).to(dtype) for _, f in seen]), layout  # heads of other batch sizes
 
 
 def unjoin_heads(prediction: torch.Tensor, layout: tuple | None, num_heads: int) -> list[torch.Tensor | None]:
@@ -186,11 +189,13 @@ def unjoin_heads(prediction: torch.Tensor, layout: tuple | None, num_heads: int)
     if layout is None or len(layout) == 1:
         out[layout[0][0] if layout else 0] = prediction
         return out
+    flat = prediction.ndim == 1
     offset = 0
     for index, shape, dtype in layout:
-        numel = shape.numel()
-        out[index] = prediction[offset:offset + numel].reshape(shape).to(dtype)
-        offset += numel
+        size = shape.numel() if flat else shape[1:].numel()
+        part = prediction[offset:offset + size] if flat else prediction[:, offset:offset + size]
+        out[index] = part.reshape(shape).to(dtype)
+        offset += size
     return out
 
 
