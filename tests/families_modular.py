@@ -29,7 +29,7 @@ from families import FAMILIES
 
 # Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder (or, FLUX.3's prompt
 # upsampler and ERNIE-Image's prompt enhancer, a language model).
-_DROPPED_BLOCKS = ("text_encoder", "decode", "prompt_upsampler", "prompt_enhancer")
+_DROPPED_BLOCKS = ("text_encoder", "decode", "after_decode", "prompt_upsampler", "prompt_enhancer")
 # The classic pipeline's components a modular pipeline takes over.
 _SHARED = ("transformer", "transformer_2", "unet", "scheduler", "vae")
 # Classic kwargs the modular pipelines do not take (they warn and ignore the rest of what they do not know).
@@ -133,6 +133,22 @@ def _ernie_image_parts():
                             num_inference_steps=8, guidance_scale=4.0)
 
 
+def _cosmos3_parts():
+    """Cosmos 3 Omni (no classic pipeline taking embeddings: Cosmos3OmniPipeline tokenizes the prompt itself):
+    the tiny Cosmos3OmniTransformer of tests/denoisers.py (4 latent channels patched 2x2 into 16, inner 24,
+    hidden 32, a 32-token vocabulary); the modular blocks take the token ids (cond 3 tokens, uncond 4), so no
+    tokenizer is needed. CFG is the blocks' own (guidance_scale, cache_context cond / uncond), no guider.
+    5 frames at 64x96 pixels (16x spatial, 4x temporal without a VAE) are 2 latent frames of 4x6."""
+    from diffusers import UniPCMultistepScheduler
+
+    components = dict(
+        transformer=_tiny_denoiser("Cosmos3OmniTransformer"),
+        scheduler=UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction", flow_shift=3.0),
+    )
+    return components, dict(cond_input_ids=torch.tensor([1, 2, 3]), uncond_input_ids=torch.tensor([4, 5, 6, 7]),
+                            num_frames=5, height=64, width=96, num_inference_steps=8, guidance_scale=4.0)
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
@@ -156,6 +172,8 @@ class ModularFamily:
     # Why the modular pipeline's output differs from the classic one's even without Spectrum (a diffusers
     # difference): the modular-equals-classic check skips it with this reason.
     unlike_classic: str | None = None
+    # No guider: CFG by the scale kwarg itself (Cosmos 3), "none" at scale 1.
+    scale_in_call: bool = False
 
 
 def _klein_denormalize(latents, pipe, kwargs):
@@ -199,6 +217,9 @@ MODULAR: dict[str, ModularFamily] = {
         "flux3-distilled", "Flux3DistilledAutoBlocks", ("distilled",), parts=_flux3_parts(False)
     ),
     "ernie-image": ModularFamily("ernie-image", "ErnieImageAutoBlocks", ("cfg", "none"), parts=_ernie_image_parts),
+    "cosmos3": ModularFamily(
+        "cosmos3", "Cosmos3OmniBlocks", ("cfg", "none"), parts=_cosmos3_parts, scale_in_call=True
+    ),
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
@@ -246,6 +267,8 @@ def _from_parts(name: str, guidance: str, steps: int | None) -> tuple[Any, dict[
     negatives = {k: v for k, v in kwargs.items() if k.startswith("negative_")}
     if guidance == "none":
         kwargs = {k: v for k, v in kwargs.items() if k not in negatives}
+        if family.scale_in_call:
+            kwargs[family.scale_key] = 1.0
     return SimpleNamespace(**parts), kwargs, negatives
 
 
@@ -276,7 +299,7 @@ def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[An
             )
     mpipe.update_components(**components, **(family.config or {}))
     call = {k: v for k, v in kwargs.items() if k not in _CLASSIC_ONLY}
-    if family.guidance != ("distilled",):
+    if family.guidance != ("distilled",) and not family.scale_in_call:
         call.pop(family.scale_key, None)  # the guider holds the scale
     if guidance == "none" and family.negatives_required:
         call.update(negatives)
