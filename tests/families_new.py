@@ -16,23 +16,11 @@ Families of issue 20's list that are not here, and why (their denoisers are cove
   is a string (LongCat's default uncond is zero embeddings, ACE-Step's a learned null embedding), which the
   identical-branches check (it copies the ``negative_*`` tensors from the positive ones) cannot express.
 
-Known failures (Spectrum bugs, reported; the builders keep the pipelines' defaults so the checks catch them):
-
-- qwen-image-2.1, paired mode: the KV cache makes the head's input shorter after step 0; hooks.py resets the
-  trajectory's forecaster on the new shape, but a paired branch's reset leaves the shared pair (and its
-  primary forecaster's recorded shape) until both branches have reset, so recording fails and the first
-  forecast step crashes in norm_out.
-- kandinsky5, paired mode: Kandinsky5T2VPipeline has no ``do_classifier_free_guidance`` (it tests
-  ``guidance_scale > 1`` in its loop), so steps.uses_cfg says "unknown" and the branches are not paired.
-- ltx2, paired mode with identical branches, two causes (each alone fails the check):
-  (1) with more than one head, skipping.join_heads flattens each head's input whole (batch included) into one
-  1-D feature, and the batched pair (forecast/pairing.BatchedPair) halves that along dim 0, so "cond" and
-  "uncond" are arbitrary halves of the joined vector (video rows of both branches in the first), not the two CFG
-  halves of the batch. Joining per batch row (``f.reshape(len(f), -1)``, concatenated along dim 1) pairs them.
-  (2) generation.forecaster_for pairs every even-batch call of a "batched" pipeline (the LTX ones) as
-  [uncond, cond] halves, also the "uncond_stg" and "uncond_modality" calls, which carry the positive batch only:
-  their halves are two different videos. (With one video per call those batches are odd and left alone, and
-  with (1) fixed the check passes.)
+Spectrum bugs these families found, all fixed (the builders keep the pipelines' defaults so the checks would
+catch them again): Qwen-Image 2.1's KV cache shortens the head's input after step 0 (a paired branch now starts
+a fresh pair); Kandinsky 5 decides CFG inline (two-call layouts now pair without the pipeline saying so); LTX-2
+joins two heads' inputs (now per batch row, so batched CFG halves stay branches) and makes one-branch
+"uncond_stg" / "uncond_modality" calls beside its batched one (no longer paired as halves).
 """
 
 from __future__ import annotations
