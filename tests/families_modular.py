@@ -2,10 +2,12 @@
 
 diffusers 0.42.1 ships modular pipelines (``diffusers.modular_pipelines``) for fifteen of the families in
 families.py / families_new.py: FLUX.1, FLUX.2 [dev], FLUX.2 [klein] base, Qwen-Image, Qwen-Image 2.1, SD3, SDXL,
-Wan2.1, Wan2.2, LTX-Video, Z-Image, Krea 2, HunyuanVideo 1.5 and Helios (and LTX-2, not here: see below). Each
-of those builders builds the classic family (same seed, same weights), takes the family's modular blocks
-without their text-encoder and decode steps (the run starts from prompt embeddings and stops at the latents),
-and hands the blocks the classic pipeline's denoiser(s), scheduler, (FLUX.2) VAE and (HunyuanVideo 1.5) guider.
+Wan2.1, Wan2.2, LTX-Video, LTX-2, Z-Image, Krea 2, HunyuanVideo 1.5 and Helios. Each of those builders builds
+the classic family (same seed, same weights), takes the family's modular blocks without their text-encoder and
+decode steps (the run starts from prompt embeddings and stops at the latents), and hands the blocks the classic
+pipeline's denoiser(s), scheduler, VAE(s) (FLUX.2, LTX-2) and guider (HunyuanVideo 1.5). LTX-2's blocks take
+the text connectors' outputs, which the classic pipeline computes in its call: its classic connectors run
+first; both pipelines run plain CFG on both streams (no spatio-temporal guidance or modality isolation).
 
 Families with modular blocks and no classic pipeline (FLUX.3 and its distilled variant, ERNIE-Image, Cosmos 3
 Omni, whose classic pipeline tokenizes the prompt itself) are built from the tiny denoiser of tests/denoisers.py
@@ -20,11 +22,7 @@ FLUX.2 [dev] and FLUX.3 distilled are guidance-distilled: their modular pipeline
 
 Modular blocks of diffusers 0.42.1 not covered here, and why:
 
-- LTX-2 (``LTX2AutoBlocks``, ``LTX25AutoBlocks``): the blocks take the text connectors' outputs
-  (``connector_prompt_embeds`` / ``connector_audio_prompt_embeds`` and their attention mask), which the classic
-  LTX2Pipeline computes inside its call from the prompt embeddings, and guide through ``LTX2Guidance`` (a video
-  and an audio guider, with perturbed / modality-isolated passes besides cond and uncond): a twin of the classic
-  family needs the connectors run outside both pipelines. Not done for lack of time, not a blocker.
+- LTX-2.5 (``LTX25AutoBlocks``): no classic family for it here; not attempted.
 - Wan Animate 2 (``WanAnimate2Blocks``): no classic pipeline; the blocks CLIP-encode the reference image and the
   driving video's first frame (a 1280-wide CLIP vision model), VAE-encode the reference, and VAE-decode every
   segment inside the denoise loop (the next segment conditions on its pixels), so a tiny build needs a Wan VAE
@@ -52,7 +50,7 @@ from families import FAMILIES
 # upsampler and ERNIE-Image's prompt enhancer, a language model).
 _DROPPED_BLOCKS = ("text_encoder", "decode", "after_decode", "prompt_upsampler", "prompt_enhancer")
 # The classic pipeline's components a modular pipeline takes over.
-_SHARED = ("transformer", "transformer_2", "unet", "scheduler", "vae")
+_SHARED = ("transformer", "transformer_2", "unet", "scheduler", "vae", "audio_vae")
 # Classic kwargs the modular pipelines do not take (they warn and ignore the rest of what they do not know).
 _CLASSIC_ONLY = ("output_type", "max_sequence_length", "use_resolution_binning", "negative_prompt")
 
@@ -172,6 +170,60 @@ def _cosmos3_parts():
                             num_frames=5, height=64, width=96, num_inference_steps=8, guidance_scale=4.0)
 
 
+# LTX-2 as plain CFG on both streams: no spatio-temporal guidance, no modality isolation (the classic default
+# runs both as extra passes of the positive batch; the test's branches are cond / uncond).
+_LTX2_PLAIN = dict(stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0)
+
+
+def _ltx2_grid(latents, pipe, kwargs):
+    """The modular LTX-2 output (packed video tokens, then packed, normalised audio tokens, per sample) in the
+    classic layout (video (C, F, H, W), then denormalised audio (C, L, M), per sample)."""
+    cfg = pipe.transformer.config
+    frames = (kwargs["num_frames"] - 1) // pipe.vae_temporal_compression_ratio + 1
+    rows = kwargs["height"] // pipe.vae_spatial_compression_ratio
+    cols = kwargs["width"] // pipe.vae_spatial_compression_ratio
+    batch, video_size = latents.shape[0], cfg.in_channels * frames * rows * cols
+    video = latents[:, :video_size].reshape(batch, frames * rows * cols, cfg.in_channels)
+    video = pipe._unpack_latents(video, frames, rows, cols, 1, 1)
+    audio = latents[:, video_size:].reshape(batch, -1, cfg.audio_in_channels)
+    audio = pipe._denormalize_audio_latents(audio, pipe.audio_vae.latents_mean, pipe.audio_vae.latents_std)
+    mel = pipe.audio_vae.config.mel_bins // pipe.audio_vae_mel_compression_ratio
+    audio = pipe._unpack_audio_latents(audio, audio.shape[1], num_mel_bins=mel)
+    return torch.cat([video.flatten(1), audio.flatten(1)], dim=1)
+
+
+def _ltx2_guiders(kwargs, enabled):
+    """LTX-2's video and audio guiders (LTX2Guidance) at the classic scales and rescales (the classic defaults:
+    3, 7 and 0.7), plain CFG."""
+    from diffusers.guiders import LTX2Guidance
+
+    plain = dict(stg_scale=0.0, modality_scale=1.0, enabled=enabled)
+    video, rescale = kwargs.get("guidance_scale", 3.0), kwargs.get("guidance_rescale", 0.7)
+    audio = dict(guidance_scale=kwargs.get("audio_guidance_scale", video),
+                 guidance_rescale=kwargs.get("audio_guidance_rescale", rescale))
+    return {"guider": LTX2Guidance(guidance_scale=video, guidance_rescale=rescale, **plain),
+            "audio_guider": LTX2Guidance(**audio, **plain)}
+
+
+def _ltx2_connectors(pipe, call):
+    """The modular LTX-2 denoise takes the text connectors' outputs (its dropped text step runs them): the classic
+    pipeline's connectors, run on each prompt batch as the classic call runs them."""
+    call = {k: v for k, v in call.items()
+            if k not in _LTX2_PLAIN and not k.endswith(("guidance_scale", "guidance_rescale"))}
+    call.pop("spatio_temporal_guidance_blocks", None)
+    for prefix in ("", "negative_"):
+        embeds, mask = call.pop(f"{prefix}prompt_embeds", None), call.pop(f"{prefix}prompt_attention_mask", None)
+        if embeds is None:
+            continue
+        with torch.no_grad():
+            video, audio, attn = pipe.connectors(embeds, mask, padding_side="left")
+        call.update({f"{prefix}connector_prompt_embeds": video, f"{prefix}connector_audio_prompt_embeds": audio,
+                     f"{prefix}connector_attention_mask": attn})
+    # Outputs of the dropped text step.
+    call.update(batch_size=call["connector_prompt_embeds"].shape[0], dtype=pipe.transformer.dtype)
+    return call
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
@@ -197,6 +249,15 @@ class ModularFamily:
     unlike_classic: str | None = None
     # No guider: CFG by the scale kwarg itself (Cosmos 3), "none" at scale 1.
     scale_in_call: bool = False
+    # Classic kwargs set in every mode, and in "none" mode only (LTX-2: plain CFG on both streams).
+    classic_overrides: dict[str, Any] | None = None
+    none_overrides: dict[str, Any] | None = None
+    # (classic kwargs, enabled) -> the modular pipeline's guiders by component name, in place of one
+    # ClassifierFreeGuidance per guider slot.
+    guiders: Callable[[dict, bool], dict[str, Any]] | None = None
+    # (classic pipeline, modular call kwargs) -> the call kwargs the modular blocks take (LTX-2: the connectors'
+    # outputs in place of the prompt embeddings).
+    prepare: Callable[[Any, dict], dict] | None = None
 
 
 def _klein_denormalize(latents, pipe, kwargs):
@@ -243,6 +304,11 @@ MODULAR: dict[str, ModularFamily] = {
     "cosmos3": ModularFamily(
         "cosmos3", "Cosmos3OmniBlocks", ("cfg", "none"), parts=_cosmos3_parts, scale_in_call=True
     ),
+    "ltx2": ModularFamily(
+        "ltx2", "LTX2AutoBlocks", ("cfg", "none"), classic_overrides={**_LTX2_PLAIN, "audio_guidance_scale": 7.0},
+        none_overrides={"audio_guidance_scale": 1.0}, guiders=_ltx2_guiders, prepare=_ltx2_connectors,
+        negatives_required=True, modular_layout=_ltx2_grid,
+    ),
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
@@ -258,6 +324,7 @@ def _classic(name: str, guidance: str, steps: int | None = None) -> tuple[Any, d
     pipe, kwargs = FAMILIES[name].build()
     if steps is not None:
         kwargs["num_inference_steps"] = steps
+    kwargs.update(family.classic_overrides or {})
     negatives = {k: v for k, v in kwargs.items() if k.startswith("negative_")}
     guider = getattr(pipe, "guider", None)
     if guider is not None:  # a classic pipeline with a guider (HunyuanVideo 1.5): the modular one shares it
@@ -269,6 +336,7 @@ def _classic(name: str, guidance: str, steps: int | None = None) -> tuple[Any, d
         kwargs = {k: v for k, v in kwargs.items() if k not in negatives}
         if guider is None:
             kwargs[family.scale_key] = 0.0 if family.original_formulation else 1.0
+        kwargs.update(family.none_overrides or {})
     return pipe, kwargs, negatives
 
 
@@ -312,7 +380,7 @@ def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[An
     mpipe = blocks.init_pipeline()
     names = tuple(vars(pipe)) if isinstance(pipe, SimpleNamespace) else _SHARED
     components = {n: getattr(pipe, n) for n in names if n in mpipe.components and getattr(pipe, n, None) is not None}
-    for guider in ("guider", "guider_2"):
+    for guider in ("guider", "guider_2") if family.guiders is None else ():
         if guider == "guider" and getattr(pipe, "guider", None) is not None:
             components[guider] = pipe.guider
         elif guider in mpipe.components:
@@ -320,6 +388,8 @@ def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[An
             components[guider] = ClassifierFreeGuidance(
                 guidance_scale=scale, use_original_formulation=family.original_formulation, enabled=guidance == "cfg"
             )
+    if family.guiders is not None:
+        components.update(family.guiders(kwargs, guidance == "cfg"))
     mpipe.update_components(**components, **(family.config or {}))
     call = {k: v for k, v in kwargs.items() if k not in _CLASSIC_ONLY}
     if family.guidance != ("distilled",) and not family.scale_in_call:
@@ -328,6 +398,8 @@ def _modular_from(name: str, guidance: str, pipe, kwargs, negatives) -> tuple[An
         call.update(negatives)
     if family.extra_inputs is not None:
         call.update(family.extra_inputs(call))
+    if family.prepare is not None:
+        call = family.prepare(pipe, call)
     return mpipe, call
 
 
@@ -354,9 +426,11 @@ def images_per_call(kwargs: dict[str, Any]) -> int:
 
 def run(mpipe, call_kwargs: dict[str, Any], seed: int = 0) -> torch.Tensor:
     """The modular pipeline's denoised latents (in its own layout); Helios's chunks joined along the frames (its
-    ``latents`` is the last chunk only)."""
+    ``latents`` is the last chunk only), LTX-2's video and audio latents joined."""
     state = mpipe(**call_kwargs, generator=torch.Generator("cpu").manual_seed(seed))
-    chunks = state.get("latent_chunks")
+    chunks, audio = state.get("latent_chunks"), state.get("audio_latents")
+    if audio is not None:  # LTX-2: each sample's video tokens, then its audio tokens, flattened (as the classic)
+        return torch.cat([state.get("latents").flatten(1), audio.flatten(1)], dim=1)
     return torch.cat(chunks, dim=2) if chunks else state.get("latents")
 
 
