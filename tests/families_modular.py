@@ -9,15 +9,15 @@ pipeline's denoiser(s), scheduler, VAE(s) (FLUX.2, LTX-2) and guider (HunyuanVid
 the text connectors' outputs, which the classic pipeline computes in its call: its classic connectors run
 first; both pipelines run plain CFG on both streams (no spatio-temporal guidance or modality isolation).
 
-Families with modular blocks and no classic pipeline (FLUX.3 and its distilled variant, ERNIE-Image, Cosmos 3
-Omni, whose classic pipeline tokenizes the prompt itself) are built from the tiny denoiser of tests/denoisers.py
-and the scheduler the blocks take (``ModularFamily.parts``); ``no_classic_reason`` says why a family cannot be
+Families with modular blocks and no classic pipeline (FLUX.3 and its distilled variant, ERNIE-Image, MiniMax H3,
+Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself) are built from the tiny denoiser of
+tests/denoisers.py and the scheduler(s) and (MiniMax H3) tiny VAEs the blocks take (``ModularFamily.parts``); ``no_classic_reason`` says why a family cannot be
 compared with a classic pipeline (no twin, or a diffusers difference between the two: Helios).
 
 Guidance modes: ``"cfg"`` runs true classifier-free guidance through the pipeline's guider
 (``ClassifierFreeGuidance`` at the classic scale, negative embeddings passed); ``"none"`` disables the
 guider (one branch, no negative embeddings) and the classic run gets the scale that turns CFG off. FLUX.1,
-FLUX.2 [dev] and FLUX.3 distilled are guidance-distilled: their modular pipelines have no guider, only
+FLUX.2 [dev], FLUX.3 distilled and MiniMax H3 are guidance-distilled: their modular pipelines have no guider, only
 ``"distilled"``. Cosmos 3 has no guider either but runs CFG itself (``guidance_scale``, off at 1).
 
 Modular blocks of diffusers 0.42.1 not covered here, and why:
@@ -27,10 +27,6 @@ Modular blocks of diffusers 0.42.1 not covered here, and why:
   driving video's first frame (a 1280-wide CLIP vision model), VAE-encode the reference, and VAE-decode every
   segment inside the denoise loop (the next segment conditions on its pixels), so a tiny build needs a Wan VAE
   whose 16 latent channels fit the transformer's input (the tiny denoiser of tests/denoisers.py has 4 + 6).
-- MiniMax H3 (``MiniMaxH3Blocks``): no classic pipeline; the packed video + audio layout is derived from the
-  VAEs' chunking (frames per chunk, latents per chunk, audio rate) and needs per-token text tags, and
-  the shortest video is 5 s: a tiny build needs tiny AutoencoderKLMiniMaxH3 / ...Audio. Guidance-distilled
-  (no guider).
 - Ideogram 4 (``Ideogram4AutoBlocks``): CFG runs a second denoiser (``unconditional_transformer``), not a
   guider; the blocks take the text encoder's features and lengths.
 - Anima, Echo, MiniMax Music 3: not attempted.
@@ -224,6 +220,33 @@ def _ltx2_connectors(pipe, call):
     return call
 
 
+def _minimax_h3_parts():
+    """MiniMax H3 text-to-video-and-audio (no classic pipeline; guidance-distilled, no guider): the tiny
+    MiniMaxH3Transformer3DModel of tests/denoisers.py (video 4 latent channels patched 2x2 into 16, audio 6,
+    hidden 24, inner 32, text 20) and tiny video and audio VAEs, whose chunking and rates the blocks read to lay
+    out the packed video + audio sequence (16x spatial, 17 frames per chunk in 5 latents; 32 kHz). Its shortest
+    video is 5 s (124 frames): at 32x64 pixels, 37 latent frames of 2x4 (1x2 tokens) and 207 audio latents."""
+    from diffusers import AutoencoderKLMiniMaxH3, AutoencoderKLMiniMaxH3Audio, MiniMaxH3Scheduler
+
+    torch.manual_seed(5)
+    vae = AutoencoderKLMiniMaxH3(
+        latent_channels=4, block_out_channels=(8, 8, 8, 8, 8), layers_per_block=1,
+        spatial_downsample_factors=(2, 2, 2, 2, 1), temporal_downsample_factors=(1, 2, 2, 1, 1), norm_num_groups=4,
+        decoder_num_layers=1, decoder_num_attention_heads=2, decoder_attention_head_dim=8, latents_mean=(0.0,) * 4,
+        latents_std=(1.0,) * 4,
+    )
+    audio_vae = AutoencoderKLMiniMaxH3Audio(
+        encoder_dim=4, encoder_rates=(2, 2), latent_dim=12, latent_channels=6, num_attention_heads=2, decoder_dim=16,
+        decoder_rates=(2, 2), decoder_kernel_sizes=(4, 4), resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1,),),
+    )
+    components = dict(transformer=_tiny_denoiser("MiniMaxH3Transformer3DModel"), vae=vae, audio_vae=audio_vae,
+                      scheduler=MiniMaxH3Scheduler(), audio_scheduler=MiniMaxH3Scheduler())
+    g = torch.Generator().manual_seed(13)
+    return components, dict(prompt_embeds=torch.randn(1, 5, 20, generator=g),
+                            text_token_tags=torch.ones(5, dtype=torch.long), height=32, width=64, num_frames=124,
+                            num_inference_steps=9)
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
@@ -247,6 +270,9 @@ class ModularFamily:
     # Why the modular pipeline's output differs from the classic one's even without Spectrum (a diffusers
     # difference): the modular-equals-classic check skips it with this reason.
     unlike_classic: str | None = None
+    # The steps kwarg that gives ``steps`` denoising steps is steps + this (MiniMaxH3Scheduler: n sigmas, n - 1
+    # model evaluations, timesteps = 1 - sigmas[:-1]).
+    steps_offset: int = 0
     # No guider: CFG by the scale kwarg itself (Cosmos 3), "none" at scale 1.
     scale_in_call: bool = False
     # Classic kwargs set in every mode, and in "none" mode only (LTX-2: plain CFG on both streams).
@@ -309,6 +335,9 @@ MODULAR: dict[str, ModularFamily] = {
         none_overrides={"audio_guidance_scale": 1.0}, guiders=_ltx2_guiders, prepare=_ltx2_connectors,
         negatives_required=True, modular_layout=_ltx2_grid,
     ),
+    "minimax-h3": ModularFamily(
+        "minimax-h3", "MiniMaxH3Blocks", ("distilled",), parts=_minimax_h3_parts, steps_offset=1
+    ),
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
@@ -354,7 +383,7 @@ def _from_parts(name: str, guidance: str, steps: int | None) -> tuple[Any, dict[
     assert guidance in family.guidance, (name, guidance)
     parts, kwargs = family.parts()
     if steps is not None:
-        kwargs["num_inference_steps"] = steps
+        kwargs["num_inference_steps"] = steps + family.steps_offset
     negatives = {k: v for k, v in kwargs.items() if k.startswith("negative_")}
     if guidance == "none":
         kwargs = {k: v for k, v in kwargs.items() if k not in negatives}
@@ -429,8 +458,9 @@ def run(mpipe, call_kwargs: dict[str, Any], seed: int = 0) -> torch.Tensor:
     ``latents`` is the last chunk only), LTX-2's video and audio latents joined."""
     state = mpipe(**call_kwargs, generator=torch.Generator("cpu").manual_seed(seed))
     chunks, audio = state.get("latent_chunks"), state.get("audio_latents")
-    if audio is not None:  # LTX-2: each sample's video tokens, then its audio tokens, flattened (as the classic)
-        return torch.cat([state.get("latents").flatten(1), audio.flatten(1)], dim=1)
+    if audio is not None:  # LTX-2, MiniMax H3: each sample's video, then its audio latents, flattened
+        video = state.get("latents")
+        return torch.cat([video.flatten(1), audio.reshape(video.shape[0], -1)], dim=1)
     return torch.cat(chunks, dim=2) if chunks else state.get("latents")
 
 
