@@ -11,8 +11,9 @@ first; both pipelines run plain CFG on both streams (no spatio-temporal guidance
 
 Families with modular blocks and no classic pipeline (FLUX.3 and its distilled variant, ERNIE-Image, MiniMax H3,
 Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself) are built from the tiny denoiser of
-tests/denoisers.py and the scheduler(s) and (MiniMax H3) tiny VAEs the blocks take (``ModularFamily.parts``); ``no_classic_reason`` says why a family cannot be
-compared with a classic pipeline (no twin, or a diffusers difference between the two: Helios).
+tests/denoisers.py and the scheduler(s) and (MiniMax H3) tiny VAEs the blocks take (``ModularFamily.parts``);
+``no_classic_reason`` says why a family cannot be compared with a classic pipeline (no twin, or a diffusers
+difference between the two: Helios).
 
 Guidance modes: ``"cfg"`` runs true classifier-free guidance through the pipeline's guider
 (``ClassifierFreeGuidance`` at the classic scale, negative embeddings passed); ``"none"`` disables the
