@@ -28,8 +28,11 @@ Modular blocks of diffusers 0.42.1 not covered here, and why:
   driving video's first frame (a 1280-wide CLIP vision model), VAE-encode the reference, and VAE-decode every
   segment inside the denoise loop (the next segment conditions on its pixels), so a tiny build needs a Wan VAE
   whose 16 latent channels fit the transformer's input (the tiny denoiser of tests/denoisers.py has 4 + 6).
-- Ideogram 4 (``Ideogram4AutoBlocks``): CFG runs a second denoiser (``unconditional_transformer``), not a
-  guider; the blocks take the text encoder's features and lengths.
+- Ideogram 4 (``Ideogram4AutoBlocks``): no classic pipeline; CFG runs a second denoiser
+  (``unconditional_transformer``) on every step, with no guider, no cache_context and no way to turn it off,
+  so Spectrum sees two denoisers with one ``default`` branch each, both running every step: test_modular's
+  checks (cond / uncond per denoiser under CFG; steps summed over the denoisers, for Wan2.2's split) do not
+  express that layout. The blocks also take the text encoder's features and lengths.
 - Anima, Echo, MiniMax Music 3: not attempted.
 """
 
