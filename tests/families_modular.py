@@ -10,7 +10,7 @@ the text connectors' outputs, which the classic pipeline computes in its call: i
 first; both pipelines run plain CFG on both streams (no spatio-temporal guidance or modality isolation).
 
 Families with modular blocks and no classic pipeline (FLUX.3 and its distilled variant, ERNIE-Image, MiniMax H3,
-Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself) are built from the tiny denoiser of
+Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself; Anima, with a tiny text conditioner) are built from the tiny denoiser of
 tests/denoisers.py and the scheduler(s) and (MiniMax H3) tiny VAEs the blocks take (``ModularFamily.parts``);
 ``no_classic_reason`` says why a family cannot be compared with a classic pipeline (no twin, or a diffusers
 difference between the two: Helios).
@@ -33,7 +33,7 @@ Modular blocks of diffusers 0.42.1 not covered here, and why:
   so Spectrum sees two denoisers with one ``default`` branch each, both running every step: test_modular's
   checks (cond / uncond per denoiser under CFG; steps summed over the denoisers, for Wan2.2's split) do not
   express that layout. The blocks also take the text encoder's features and lengths.
-- Anima, Echo, MiniMax Music 3: not attempted.
+- Echo, MiniMax Music 3: not attempted.
 """
 
 from __future__ import annotations
@@ -251,6 +251,30 @@ def _minimax_h3_parts():
                             num_inference_steps=9)
 
 
+def _anima_parts():
+    """Anima (no classic pipeline): the tiny CosmosTransformer3DModel of tests/denoisers.py (4 latent channels,
+    patch 2x2, inner 32, text 24) and a tiny AnimaTextConditioner (Qwen states 20 wide and T5 token ids from a
+    40-token vocabulary to the transformer's 24-wide text, model width 32, padded to at least 6 tokens) that the
+    blocks run before the loop; cond 5 Qwen / 4 T5 tokens, uncond 3 / 6. Without a VAE the blocks take 8x
+    spatial, so 64x96 pixels are one latent frame of 8x12; two images per prompt."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.models.condition_embedders.condition_embedder_anima import AnimaTextConditioner
+
+    torch.manual_seed(3)
+    conditioner = AnimaTextConditioner(source_dim=20, target_dim=24, model_dim=32, num_layers=1, num_attention_heads=2,
+                                       target_vocab_size=40, min_sequence_length=6)
+    components = dict(transformer=_tiny_denoiser("CosmosTransformer3DModel"), text_conditioner=conditioner.eval(),
+                      scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
+    g = torch.Generator().manual_seed(14)
+    kwargs = dict(height=64, width=96, num_images_per_prompt=2, num_inference_steps=8, guidance_scale=4.0)
+    for prefix, qwen, t5 in (("", 5, 4), ("negative_", 3, 6)):
+        kwargs.update({f"{prefix}qwen_prompt_embeds": torch.randn(1, qwen, 20, generator=g),
+                       f"{prefix}qwen_attention_mask": torch.ones(1, qwen, dtype=torch.long),
+                       f"{prefix}t5_input_ids": torch.randint(0, 40, (1, t5), generator=g),
+                       f"{prefix}t5_attention_mask": torch.ones(1, t5, dtype=torch.long)})
+    return components, kwargs
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
@@ -345,6 +369,7 @@ MODULAR: dict[str, ModularFamily] = {
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
+    "anima": ModularFamily("anima", "AnimaAutoBlocks", ("cfg", "none"), parts=_anima_parts),
 }
 
 # Every (family, guidance mode) pair, for parametrising tests.
