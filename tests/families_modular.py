@@ -10,8 +10,9 @@ the text connectors' outputs, which the classic pipeline computes in its call: i
 first; both pipelines run plain CFG on both streams (no spatio-temporal guidance or modality isolation).
 
 Families with modular blocks and no classic pipeline (FLUX.3 and its distilled variant, ERNIE-Image, MiniMax H3,
-Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself; Anima, with a tiny text conditioner) are built from the tiny denoiser of
-tests/denoisers.py and the scheduler(s) and (MiniMax H3) tiny VAEs the blocks take (``ModularFamily.parts``);
+Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself, Anima) are built from the tiny denoiser of
+tests/denoisers.py and the scheduler(s), tiny VAEs (MiniMax H3) and tiny text conditioner (Anima) the blocks take
+(``ModularFamily.parts``);
 ``no_classic_reason`` says why a family cannot be compared with a classic pipeline (no twin, or a diffusers
 difference between the two: Helios).
 
