@@ -10,9 +10,9 @@ the text connectors' outputs, which the classic pipeline computes in its call: i
 first; both pipelines run plain CFG on both streams (no spatio-temporal guidance or modality isolation).
 
 Families with modular blocks and no classic pipeline (FLUX.3 and its distilled variant, ERNIE-Image, MiniMax H3,
-Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself, Anima) are built from the tiny denoiser of
-tests/denoisers.py and the scheduler(s), tiny VAEs (MiniMax H3) and tiny text conditioner (Anima) the blocks take
-(``ModularFamily.parts``);
+Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself, Anima, MiniMax Music 3) are built from the tiny
+denoiser of tests/denoisers.py and the scheduler(s), tiny VAEs (MiniMax H3), tiny text conditioner (Anima) and
+tiny condition encoder (MiniMax Music 3) the blocks take (``ModularFamily.parts``);
 ``no_classic_reason`` says why a family cannot be compared with a classic pipeline (no twin, or a diffusers
 difference between the two: Helios).
 
@@ -34,7 +34,7 @@ Modular blocks of diffusers 0.42.1 not covered here, and why:
   so Spectrum sees two denoisers with one ``default`` branch each, both running every step: test_modular's
   checks (cond / uncond per denoiser under CFG; steps summed over the denoisers, for Wan2.2's split) do not
   express that layout. The blocks also take the text encoder's features and lengths.
-- Echo, MiniMax Music 3: not attempted.
+- Echo: not attempted.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ import torch
 from families import FAMILIES
 
 # Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder (or, FLUX.3's prompt
-# upsampler and ERNIE-Image's prompt enhancer, a language model).
-_DROPPED_BLOCKS = ("text_encoder", "decode", "after_decode", "prompt_upsampler", "prompt_enhancer")
+# upsampler, ERNIE-Image's prompt enhancer and MiniMax Music 3's semantic generator, a language model).
+_DROPPED_BLOCKS = ("text_encoder", "decode", "after_decode", "prompt_upsampler", "prompt_enhancer",
+                   "semantic_generator")
 # The classic pipeline's components a modular pipeline takes over.
 _SHARED = ("transformer", "transformer_2", "unet", "scheduler", "vae", "audio_vae")
 # Classic kwargs the modular pipelines do not take (they warn and ignore the rest of what they do not know).
@@ -276,6 +277,25 @@ def _anima_parts():
     return components, kwargs
 
 
+def _minimax_music3_parts():
+    """MiniMax Music 3 (no classic pipeline): the tiny MiniMaxMusic3Transformer1DModel of tests/denoisers.py (8
+    latent channels, inner 32, condition 24) and a tiny MiniMaxMusic3ConditionEncoder (two 20-wide hidden states
+    per frame of the dropped autoregressive stage, resampled 2x onto the latent timeline); the blocks take the
+    frames' hidden states (7 frames: one 14-latent window) and condition the uncond branch on zeros. One song
+    per call (the blocks draw batch-1 latents)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, MiniMaxMusic3ConditionEncoder
+
+    torch.manual_seed(4)
+    encoder = MiniMaxMusic3ConditionEncoder(condition_hidden_dim=20, num_condition_layers=2, out_dim=24,
+                                            input_sampling_rate=24000, input_hop_length=960,
+                                            output_sampling_rate=24000, output_hop_length=480)
+    components = dict(transformer=_tiny_denoiser("MiniMaxMusic3Transformer1DModel"), condition_encoder=encoder.eval(),
+                      scheduler=FlowMatchEulerDiscreteScheduler())
+    g = torch.Generator().manual_seed(15)
+    return components, dict(frame_hiddens=torch.randn(1, 7, 40, generator=g), num_inference_steps=8,
+                            guidance_scale=4.0)
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
@@ -371,6 +391,9 @@ MODULAR: dict[str, ModularFamily] = {
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
     "anima": ModularFamily("anima", "AnimaAutoBlocks", ("cfg", "none"), parts=_anima_parts),
+    "minimax-music3": ModularFamily(
+        "minimax-music3", "MiniMaxMusic3Blocks", ("cfg", "none"), parts=_minimax_music3_parts
+    ),
 }
 
 # Every (family, guidance mode) pair, for parametrising tests.
