@@ -12,7 +12,8 @@ first; both pipelines run plain CFG on both streams (no spatio-temporal guidance
 Families with modular blocks and no classic pipeline (FLUX.3 and its distilled variant, ERNIE-Image, MiniMax H3,
 Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself, Anima, MiniMax Music 3) are built from the tiny
 denoiser of tests/denoisers.py and the scheduler(s), tiny VAEs (MiniMax H3), tiny text conditioner (Anima) and
-tiny condition encoder (MiniMax Music 3) the blocks take (``ModularFamily.parts``);
+tiny condition encoder (MiniMax Music 3) the blocks take (``ModularFamily.parts``); LTX-2.5, whose blocks are
+LTX-2's but for the decoder, from the classic LTX-2 family's components (run as the modular LTX-2);
 ``no_classic_reason`` says why a family cannot be compared with a classic pipeline (no twin, or a diffusers
 difference between the two: Helios).
 
@@ -24,7 +25,6 @@ FLUX.2 [dev], FLUX.3 distilled and MiniMax H3 are guidance-distilled: their modu
 
 Modular blocks of diffusers 0.42.1 not covered here, and why:
 
-- LTX-2.5 (``LTX25AutoBlocks``): no classic family for it here; not attempted.
 - Wan Animate 2 (``WanAnimate2Blocks``): no classic pipeline; the blocks CLIP-encode the reference image and the
   driving video's first frame (a 1280-wide CLIP vision model), VAE-encode the reference, and VAE-decode every
   segment inside the denoise loop (the next segment conditions on its pixels), so a tiny build needs a Wan VAE
@@ -34,7 +34,12 @@ Modular blocks of diffusers 0.42.1 not covered here, and why:
   so Spectrum sees two denoisers with one ``default`` branch each, both running every step: test_modular's
   checks (cond / uncond per denoiser under CFG; steps summed over the denoisers, for Wan2.2's split) do not
   express that layout. The blocks also take the text encoder's features and lengths.
-- Echo: not attempted.
+- Echo (``EchoBlocks``): no classic pipeline; DMD-distilled, it has no scheduler component (its loop steps
+  its own ``sigmas`` list), and Spectrum places a modular pipeline's calls by its scheduler only: every call
+  warns "EchoModularPipeline has no scheduler, so the step count is unknown; running the network" and nothing
+  is forecast, even with ``SpectrumConfig(num_inference_steps=...)`` or inside ``denoising_loop(pipe,
+  num_inference_steps=...)`` (the pipeline is found first). A tiny build runs (the tiny LTX-2 transformer and
+  VAEs, the connectors' outputs, 9 sigmas for 8 steps); Spectrum cannot place it.
 """
 
 from __future__ import annotations
@@ -296,6 +301,16 @@ def _minimax_music3_parts():
                             guidance_scale=4.0)
 
 
+def _ltx25_parts():
+    """LTX-2.5 (no classic pipeline: diffusers 0.42.1 has LTX25ModularPipeline only; its blocks are LTX-2's but
+    for the decoder, which is dropped): the tiny classic LTX-2 family's transformer, scheduler, VAEs and text
+    connectors (families_new.ltx2), its kwargs as plain CFG on both streams (``_LTX2_PLAIN``, audio scale 7).
+    The duration step is skipped (``num_frames`` given)."""
+    pipe, kwargs = FAMILIES["ltx2"].build()
+    kwargs.update(_LTX2_PLAIN, audio_guidance_scale=7.0)
+    return {n: getattr(pipe, n) for n in ("transformer", "scheduler", "vae", "audio_vae", "connectors")}, kwargs
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
@@ -393,6 +408,10 @@ MODULAR: dict[str, ModularFamily] = {
     "anima": ModularFamily("anima", "AnimaAutoBlocks", ("cfg", "none"), parts=_anima_parts),
     "minimax-music3": ModularFamily(
         "minimax-music3", "MiniMaxMusic3Blocks", ("cfg", "none"), parts=_minimax_music3_parts
+    ),
+    "ltx25": ModularFamily(
+        "ltx25", "LTX25AutoBlocks", ("cfg", "none"), parts=_ltx25_parts, guiders=_ltx2_guiders,
+        prepare=_ltx2_connectors, negatives_required=True,
     ),
 }
 
