@@ -25,15 +25,22 @@ FLUX.2 [dev], FLUX.3 distilled and MiniMax H3 are guidance-distilled: their modu
 
 Modular blocks of diffusers 0.42.1 not covered here, and why:
 
-- Wan Animate 2 (``WanAnimate2Blocks``): no classic pipeline; the blocks CLIP-encode the reference image and the
-  driving video's first frame (a 1280-wide CLIP vision model), VAE-encode the reference, and VAE-decode every
-  segment inside the denoise loop (the next segment conditions on its pixels), so a tiny build needs a Wan VAE
-  whose 16 latent channels fit the transformer's input (the tiny denoiser of tests/denoisers.py has 4 + 6).
+- Wan Animate 2 (``WanAnimate2Blocks``): a tiny build runs (its text, CLIP and encoder steps dropped and their
+  outputs passed: reference latents, driving-video pixels, random 1280-wide CLIP features; the tiny transformer
+  with 12 input channels for a 4-channel AutoencoderKLWan, which the loop runs to encode each segment and decode
+  it; one segment of 5 frames at 32x48), and the every-step schedule is identical, but the real-schedule check
+  fails on Spectrum: each segment first runs a reference-extraction pass (``kv_cache_mode="extract"``, at the
+  first timestep, outside the guider's batches), and from a pipeline's second run on Spectrum places it by the
+  guider's state left from the last run (its last branch at the last step): under CFG it becomes the ``uncond``
+  call of step 0, the real uncond call of step 0 ``uncond[1]``, and the uncond branch's other steps a new
+  series ``uncond from step 1`` (``cond`` alike without CFG). On a fresh pipeline's first run it is a
+  ``default`` branch computed at step 0, cond / uncond forecast as expected.
 - Ideogram 4 (``Ideogram4AutoBlocks``): no classic pipeline; CFG runs a second denoiser
-  (``unconditional_transformer``) on every step, with no guider, no cache_context and no way to turn it off,
-  so Spectrum sees two denoisers with one ``default`` branch each, both running every step: test_modular's
-  checks (cond / uncond per denoiser under CFG; steps summed over the denoisers, for Wan2.2's split) do not
-  express that layout. The blocks also take the text encoder's features and lengths.
+  (``unconditional_transformer``) on every step, with no guider and no way to turn it off (one mode), so it
+  needs a dedicated test (both denoisers forecast by ``compute_steps``); a tiny build runs (two tiny
+  Ideogram4Transformer2DModel, the text features and lengths passed), but ``enable_spectrum`` on the pipeline
+  hooks only ``transformer``: Spectrum takes a pipeline's denoisers from its ``transformer``, ``transformer_2``
+  and ``unet`` components only, so the unconditional transformer runs every step unforecast.
 - Echo (``EchoBlocks``): no classic pipeline; DMD-distilled, it has no scheduler component (its loop steps
   its own ``sigmas`` list), and Spectrum places a modular pipeline's calls by its scheduler only: every call
   warns "EchoModularPipeline has no scheduler, so the step count is unknown; running the network" and nothing
