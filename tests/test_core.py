@@ -334,3 +334,36 @@ def test_every_head_gets_its_share_of_the_forecast(cls, head, extra):
         for name in seen:
             torch.testing.assert_close(seen[name][step], seen[name][last], rtol=0, atol=0)
     assert not torch.equal(seen[extra][computed[-1]], seen[extra][computed[-2]])  # the audio stream does move
+
+
+# -- pipelines with a denoiser for the unconditional branch ---------------------------------------
+class _TwoDenoiserPipeline:
+    """Stands for Ideogram 4's layout: CFG through a second denoiser, ``unconditional_transformer``."""
+
+    def __init__(self, transformer, unconditional_transformer):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        self.transformer, self.unconditional_transformer = transformer, unconditional_transformer
+        self.scheduler = FlowMatchEulerDiscreteScheduler()
+
+    @property
+    def components(self) -> dict:
+        return {"transformer": self.transformer, "unconditional_transformer": self.unconditional_transformer,
+                "scheduler": self.scheduler}
+
+
+def test_an_unconditional_denoiser_gets_spectrum_of_its_own_and_one_model_in_two_roles_once():
+    from spectrum_cache import disable_spectrum
+
+    first, _ = flux()
+    second, _ = flux()
+    pipe = _TwoDenoiserPipeline(first.transformer, second.transformer)
+    enable_spectrum(pipe, REAL)
+    hooks = [m._diffusers_hook.get_hook("spectrum_cache") for m in (first.transformer, second.transformer)]
+    assert all(h is not None for h in hooks) and hooks[0] is not hooks[1]
+    assert [h.denoiser_name for h in hooks] == ["transformer", "unconditional_transformer"]
+    disable_spectrum(pipe)
+    same = _TwoDenoiserPipeline(first.transformer, first.transformer)
+    enable_spectrum(same, REAL)  # not "already enabled": one model, hooked once
+    assert first.transformer._diffusers_hook.get_hook("spectrum_cache").denoiser_name == "transformer"
+    disable_spectrum(same)

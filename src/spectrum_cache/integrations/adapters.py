@@ -240,7 +240,7 @@ def guidance_layout(pipeline: object) -> GuidanceLayout | None:
 
 
 # Pipeline components that are denoisers, in the order pipelines use them.
-DENOISER_COMPONENTS = ("transformer", "transformer_2", "unet")
+DENOISER_COMPONENTS = ("transformer", "transformer_2", "unet", "unconditional_transformer")  # the last: Ideogram 4's CFG
 
 
 @dataclass(frozen=True)

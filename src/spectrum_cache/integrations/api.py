@@ -51,11 +51,13 @@ def _denoisers(target: Any, function: str) -> list[tuple[str, torch.nn.Module]]:
         raise TypeError(
             f"{function} takes a diffusers pipeline or a denoiser (nn.Module), got {type(target).__name__}."
         )
-    return [
-        (name, unwrap_module(components[name]))
-        for name in DENOISER_COMPONENTS
-        if isinstance(components.get(name), torch.nn.Module)
-    ]
+    found: list[tuple[str, torch.nn.Module]] = []
+    for name in DENOISER_COMPONENTS:
+        module = components.get(name)
+        module = unwrap_module(module) if isinstance(module, torch.nn.Module) else None
+        if module is not None and all(module is not other for _, other in found):  # one model in two roles: once
+            found.append((name, module))
+    return found
 
 
 def _check_free(module: torch.nn.Module) -> None:
