@@ -13,7 +13,10 @@ Families with modular blocks and no classic pipeline (FLUX.3 and its distilled v
 Cosmos 3 Omni, whose classic pipeline tokenizes the prompt itself, Anima, MiniMax Music 3) are built from the tiny
 denoiser of tests/denoisers.py and the scheduler(s), tiny VAEs (MiniMax H3), tiny text conditioner (Anima) and
 tiny condition encoder (MiniMax Music 3) the blocks take (``ModularFamily.parts``); LTX-2.5, whose blocks are
-LTX-2's but for the decoder, from the classic LTX-2 family's components (run as the modular LTX-2);
+LTX-2's but for the decoder, from the classic LTX-2 family's components (run as the modular LTX-2). Ideogram 4
+runs CFG through a second denoiser (``unconditional_transformer``) on every step, with no guider and no way to
+turn it off (one mode, ``"cfg"``): its layout is not what the generic checks express (cond / uncond per
+denoiser), so it is in ``DEDICATED``, out of ``CASES``, and tests/test_modular.py checks it itself;
 ``no_classic_reason`` says why a family cannot be compared with a classic pipeline (no twin, or a diffusers
 difference between the two: Helios).
 
@@ -35,12 +38,6 @@ Modular blocks of diffusers 0.42.1 not covered here, and why:
   call of step 0, the real uncond call of step 0 ``uncond[1]``, and the uncond branch's other steps a new
   series ``uncond from step 1`` (``cond`` alike without CFG). On a fresh pipeline's first run it is a
   ``default`` branch computed at step 0, cond / uncond forecast as expected.
-- Ideogram 4 (``Ideogram4AutoBlocks``): no classic pipeline; CFG runs a second denoiser
-  (``unconditional_transformer``) on every step, with no guider and no way to turn it off (one mode), so it
-  needs a dedicated test (both denoisers forecast by ``compute_steps``); a tiny build runs (two tiny
-  Ideogram4Transformer2DModel, the text features and lengths passed), but ``enable_spectrum`` on the pipeline
-  hooks only ``transformer``: Spectrum takes a pipeline's denoisers from its ``transformer``, ``transformer_2``
-  and ``unet`` components only, so the unconditional transformer runs every step unforecast.
 - Echo (``EchoBlocks``): no classic pipeline; DMD-distilled, it has no scheduler component (its loop steps
   its own ``sigmas`` list), and Spectrum places a modular pipeline's calls by its scheduler only: every call
   warns "EchoModularPipeline has no scheduler, so the step count is unknown; running the network" and nothing
@@ -59,9 +56,10 @@ import torch
 
 from families import FAMILIES
 
-# Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder (or, FLUX.3's prompt
-# upsampler, ERNIE-Image's prompt enhancer and MiniMax Music 3's semantic generator, a language model).
-_DROPPED_BLOCKS = ("text_encoder", "decode", "after_decode", "prompt_upsampler", "prompt_enhancer",
+# Steps the modular pipelines do not take, or that would need a text encoder / VAE decoder (or, FLUX.3's
+# and Ideogram 4's prompt upsamplers, ERNIE-Image's prompt enhancer and MiniMax Music 3's semantic generator, a
+# language model).
+_DROPPED_BLOCKS = ("text_encoder", "decode", "after_decode", "prompt_upsampler", "prompt_upsample", "prompt_enhancer",
                    "semantic_generator")
 # The classic pipeline's components a modular pipeline takes over.
 _SHARED = ("transformer", "transformer_2", "unet", "scheduler", "vae", "audio_vae")
@@ -318,6 +316,27 @@ def _ltx25_parts():
     return {n: getattr(pipe, n) for n in ("transformer", "scheduler", "vae", "audio_vae", "connectors")}, kwargs
 
 
+def _ideogram4_parts():
+    """Ideogram 4 (no classic pipeline): two tiny Ideogram4Transformer2DModel of tests/denoisers.py (16 channels:
+    4 latent channels patched 2x2, inner 32, text 24, adaLN 20), the conditional one of 2 layers and the
+    unconditional one (which CFG runs on every step, on zeroed text) of 1; the blocks take the text encoder's
+    features (two prompts of 5 and 3 tokens, padded) and lengths. 32x48 pixels are 4x6 latents, 2x3 tokens."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    g = torch.Generator().manual_seed(17)
+    features = torch.randn(2, 5, 24, generator=g)
+    features[1, 3:] = 0
+    components = dict(transformer=_tiny_denoiser("Ideogram4Transformer2DModel"),
+                      unconditional_transformer=_tiny_denoiser("Ideogram4Transformer2DModel", num_layers=1),
+                      scheduler=FlowMatchEulerDiscreteScheduler())
+    return components, dict(text_features=features, text_lengths=[5, 3], height=32, width=48, num_inference_steps=8)
+
+
+def _ideogram4_schedule(pipe, call):
+    """Ideogram 4's CFG weight per step (its ``guidance_schedule`` must have one per step): 4 throughout."""
+    return {**call, "guidance_schedule": [4.0] * call["num_inference_steps"]}
+
+
 @dataclass
 class ModularFamily:
     name: str  # the classic family in families.FAMILIES (or, with ``parts``, the MODULAR key only)
@@ -412,6 +431,11 @@ MODULAR: dict[str, ModularFamily] = {
     "krea2": ModularFamily(
         "krea2", "Krea2AutoBlocks", ("cfg", "none"), original_formulation=True, classic_layout=_krea2_unpack
     ),
+    # CFG through a second denoiser on every step (no guider, cannot be turned off): tests/test_modular.py's
+    # test_ideogram4_* check it, not the generic checks (``DEDICATED``).
+    "ideogram4": ModularFamily(
+        "ideogram4", "Ideogram4AutoBlocks", ("cfg",), parts=_ideogram4_parts, prepare=_ideogram4_schedule
+    ),
     "anima": ModularFamily("anima", "AnimaAutoBlocks", ("cfg", "none"), parts=_anima_parts),
     "minimax-music3": ModularFamily(
         "minimax-music3", "MiniMaxMusic3Blocks", ("cfg", "none"), parts=_minimax_music3_parts
@@ -422,8 +446,10 @@ MODULAR: dict[str, ModularFamily] = {
     ),
 }
 
+# Families whose layout the generic checks do not express; each has dedicated tests in tests/test_modular.py.
+DEDICATED = ("ideogram4",)
 # Every (family, guidance mode) pair, for parametrising tests.
-CASES = [(name, mode) for name, family in MODULAR.items() for mode in family.guidance]
+CASES = [(name, mode) for name, family in MODULAR.items() if name not in DEDICATED for mode in family.guidance]
 
 
 def _classic(name: str, guidance: str, steps: int | None = None) -> tuple[Any, dict[str, Any], dict[str, Any]]:

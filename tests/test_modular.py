@@ -107,3 +107,36 @@ def test_two_modular_pipelines_on_one_transformer_each_follow_their_own_schedule
     assert mine.num_inference_steps == 20 and list(mine.computed_steps) == compute_steps(REAL, 20)
     (theirs,) = spectrum_summary(first).branches
     assert theirs.num_inference_steps == STEPS and list(theirs.computed_steps) == compute_steps(REAL, STEPS)
+
+
+# -- Ideogram 4: CFG through a second denoiser (issue 20) ---------------------------------------------------------
+
+
+def _ideogram4(steps=STEPS):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mpipe, kwargs = families_modular.build("ideogram4", "cfg", steps)
+    return mpipe, kwargs
+
+
+def test_ideogram4_spectrum_on_the_pipeline_forecasts_both_denoisers():
+    """Ideogram 4 runs CFG as a second denoiser (``unconditional_transformer``) on every step: Spectrum enabled on
+    the pipeline puts its own forecaster on each; the every-step schedule gives the latents of no Spectrum, and
+    the real schedule forecasts on both by ``compute_steps``."""
+    mpipe, kwargs = _ideogram4()
+    baseline = quiet_run(mpipe, kwargs)
+    try:
+        enable_spectrum(mpipe, EVERY_STEP)
+        torch.testing.assert_close(quiet_run(mpipe, kwargs), baseline, rtol=0, atol=0)
+        disable_spectrum(mpipe)
+        enable_spectrum(mpipe, REAL)
+        out = quiet_run(mpipe, kwargs)
+        assert torch.isfinite(out).all() and not torch.allclose(out, baseline)
+        branches = by_branch(mpipe)
+        assert {d for d, _ in branches} == {"transformer", "unconditional_transformer"}, branches
+        for b in branches.values():
+            assert b.num_inference_steps == STEPS
+            assert list(b.computed_steps) == compute_steps(REAL, STEPS)
+            assert b.forecast_steps
+    finally:
+        disable_spectrum(mpipe)
