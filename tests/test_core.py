@@ -367,3 +367,39 @@ def test_an_unconditional_denoiser_gets_spectrum_of_its_own_and_one_model_in_two
     enable_spectrum(same, REAL)  # not "already enabled": one model, hooked once
     assert first.transformer._diffusers_hook.get_hook("spectrum_cache").denoiser_name == "transformer"
     disable_spectrum(same)
+
+
+# -- a running pipeline without a scheduler -------------------------------------------------------
+def test_a_pipeline_without_a_scheduler_is_placed_by_the_configured_step_count():
+    """Echo's modular blocks step their own sigmas, with no scheduler component: the pipeline is still the
+    running call's, and the configured num_inference_steps (or denoising_loop) places its calls; without
+    either, the warning says which to set."""
+    from diffusers import DiffusionPipeline
+
+    class SigmaLoopPipeline(DiffusionPipeline):
+        def __init__(self, transformer):
+            super().__init__()
+            self.register_modules(transformer=transformer)
+
+        @torch.no_grad()
+        def __call__(self, n: int):
+            inputs = flux_inputs()
+            x = inputs.pop("hidden_states")
+            for i in range(n):
+                x = x - self.transformer(hidden_states=x, timestep=torch.tensor([1.0 - i / n]), **inputs)[0] / n
+            return x
+
+    pipe = SigmaLoopPipeline(flux()[0].transformer)
+    enable_spectrum(pipe, REAL)
+    with pytest.warns(SpectrumWarning, match="SigmaLoopPipeline has no scheduler.*num_inference_steps=N"):
+        pipe(STEPS)
+    assert spectrum_summary(pipe).branches == ()
+    from spectrum_cache import disable_spectrum
+
+    disable_spectrum(pipe)
+    enable_spectrum(pipe, REAL.replace(num_inference_steps=STEPS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpectrumWarning)
+        pipe(STEPS)
+    (branch,) = spectrum_summary(pipe).branches
+    assert list(branch.computed_steps) == compute_steps(REAL, STEPS)

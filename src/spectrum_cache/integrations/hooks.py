@@ -35,12 +35,12 @@ from ..forecast import all_finite
 from .adapters import ResolvedAdapter, has_extra_inputs
 from .compat import Unpicklable
 from .contexts import BranchContexts, branch_name
-from .generation import Generation, Trajectory, Unplaced
+from .generation import Generation, SchedulerClock, Trajectory, Unplaced
 from .lifecycle import Generations
 from .outputs import input_key, rebuild_output, split_output
 from .planning import plan
 from .skipping import CallSlot, HeadHook, SkipGate, foreign_hooks, join_heads, unjoin_heads  # noqa: F401 - HeadHook: api's
-from .steps import find_source, guider_branch
+from .steps import find_source, guider_branch, guider_mark
 from .summary import BranchSummary
 
 DENOISER_HOOK = "spectrum_cache"
@@ -101,6 +101,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         self._lock = threading.RLock()
         self._warned: set[str] = set()
         self._hooks_checked: weakref.ref | None = None  # the generation whose skipped modules were checked
+        self._calls = threading.local()  # per thread: the guider's state at the last call it named
 
     # -- diffusers hook interface -------------------------------------------------------------
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -185,7 +186,14 @@ class SpectrumHook(Unpicklable, ModelHook):
             return _Call()
         arguments = self._arguments(args, kwargs)
         try:
-            placement = self.generations.place(self._branch_name, arguments.get(self.timestep_arg),
+            names: dict[int, str] = {}  # one name per generation for this call: naming reads the guider's state once
+
+            def name_of(generation: Generation | None) -> str:
+                if id(generation) not in names:
+                    names[id(generation)] = self._branch_name(generation)
+                return names[id(generation)]
+
+            placement = self.generations.place(name_of, arguments.get(self.timestep_arg),
                                                self.contexts.step_fields(), self._discover)
         except Unplaced as unplaced:
             if unplaced.message:
@@ -225,12 +233,16 @@ class SpectrumHook(Unpicklable, ModelHook):
         return dataclasses.replace(compute, prediction=prediction)
 
     def _branch_name(self, generation: Generation | None) -> str:
-        """The call's branch: its cache_context, else the prediction a modular pipeline's guider prepares."""
+        """The call's branch: its cache_context, else the prediction a modular pipeline's guider prepares.
+        A call the guider did not prepare (its state unchanged since the last call it named: Wan Animate 2's
+        reference pass before a segment's steps) is not one of its branches."""
         name = self.contexts.name()
         guider = generation.source.guider if generation is not None and generation.source is not None else None
         if guider is not None and not self.contexts.has_context():
-            found = guider_branch(guider)
-            if found is not None:
+            found, mark = guider_branch(guider), guider_mark(guider)
+            if found is not None and mark != getattr(self._calls, "guider_mark", None) and _guider_on_step(
+                    guider, generation):
+                self._calls.guider_mark = mark  # across generations: a reference pass comes before the first step
                 return branch_name(found)
         return name
 
@@ -370,6 +382,15 @@ class SpectrumHook(Unpicklable, ModelHook):
     def summaries(self, pipeline: Any = None) -> list[BranchSummary]:
         with self._lock:
             return self.generations.summaries(pipeline)
+
+
+def _guider_on_step(guider: Any, generation: Generation) -> bool:
+    """Whether the guider's step is the scheduler's (a guider left on an earlier run's last step is not)."""
+    clock, step = generation.clock, getattr(guider, "_step", None)
+    if not isinstance(step, int) or not isinstance(clock, SchedulerClock) or not clock.by_index:
+        return True
+    index = clock.scheduler.step_index
+    return step == (index if index is not None else clock.begin) - clock.begin
 
 
 def checks_on_host(tensor: torch.Tensor) -> bool:

@@ -75,21 +75,25 @@ def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: Declare
                 enable_scheduler: Any, enable_pipeline: Any, configured_steps: int | None) -> StepSource:
     """The step source of a generation that starts with this call (sources 2-4 of the module docstring)."""
     pipeline, component, call_locals = running_pipeline(denoiser)
-    if pipeline is not None:
-        scheduler = getattr(pipeline, "scheduler", None)
-        if scheduler is None:
-            raise Unplaced("no-scheduler", f"{type(pipeline).__name__} has no scheduler, so the step count is "
-                           "unknown; running the network.")
+    scheduler = getattr(pipeline, "scheduler", None) if pipeline is not None else None
+    if scheduler is not None:
         guider = _guider_of(pipeline, component) if ModularPipeline and isinstance(pipeline, ModularPipeline) else None
         return StepSource(scheduler, None, pipeline, component, uses_cfg(pipeline, call_locals, guider), guider,
                           "pipeline")
+    # A running pipeline without a scheduler (Echo's modular blocks step their own sigmas): the loop's own
+    # word or the configured step count, as for a hand-written loop.
+    without = f"{type(pipeline).__name__} has no scheduler" if pipeline is not None else None
     if declared is not None:
         return StepSource(declared.scheduler, declared.num_steps, origin="loop", report_to=declared.pipeline)
     if enable_scheduler is not None:
         return StepSource(enable_scheduler, origin="enable")
-    if enable_pipeline is not None:
+    if enable_pipeline is not None and getattr(enable_pipeline, "scheduler", None) is not None:
         return StepSource(enable_pipeline.scheduler, None, enable_pipeline, denoiser_name, origin="enable")
-    return StepSource(None, configured_steps)
+    if without is not None and configured_steps is None:
+        raise Unplaced("no-scheduler", f"{without}, so the step count is unknown; running the network. Set "
+                       "SpectrumConfig(num_inference_steps=N), or wrap the call in spectrum_cache.denoising_loop(pipe, "
+                       "num_inference_steps=N).")
+    return StepSource(None, configured_steps, report_to=pipeline)
 
 
 def check_ready(scheduler: Any, origin: str) -> None:
@@ -183,3 +187,10 @@ def guider_branch(guider: Any) -> str | None:
     if isinstance(names, (list, tuple)) and isinstance(count, int) and 1 <= count <= len(names):
         return str(names[count - 1])
     return None
+
+
+def guider_mark(guider: Any) -> tuple:
+    """Where the guider is: its step, its prepare count within the step, and the step's timestep object. Two
+    calls with the same mark were not both prepared by it."""
+    return (getattr(guider, "_step", None), getattr(guider, "_count_prepared", None),
+            id(getattr(guider, "_timestep", None)))
