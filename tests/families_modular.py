@@ -28,22 +28,16 @@ FLUX.2 [dev], FLUX.3 distilled and MiniMax H3 are guidance-distilled: their modu
 
 Modular blocks of diffusers 0.42.1 not covered here, and why:
 
-- Wan Animate 2 (``WanAnimate2Blocks``): a tiny build runs (its text, CLIP and encoder steps dropped and their
-  outputs passed: reference latents, driving-video pixels, random 1280-wide CLIP features; the tiny transformer
-  with 12 input channels for a 4-channel AutoencoderKLWan, which the loop runs to encode each segment and decode
-  it; one segment of 5 frames at 32x48), and the every-step schedule is identical, but the real-schedule check
-  fails on Spectrum: each segment first runs a reference-extraction pass (``kv_cache_mode="extract"``, at the
-  first timestep, outside the guider's batches), and from a pipeline's second run on Spectrum places it by the
-  guider's state left from the last run (its last branch at the last step): under CFG it becomes the ``uncond``
-  call of step 0, the real uncond call of step 0 ``uncond[1]``, and the uncond branch's other steps a new
-  series ``uncond from step 1`` (``cond`` alike without CFG). On a fresh pipeline's first run it is a
-  ``default`` branch computed at step 0, cond / uncond forecast as expected.
+- Wan Animate 2 (``WanAnimate2Blocks``): each segment first runs a reference-extraction pass
+  (``kv_cache_mode="extract"``) outside the guider's batches. Spectrum used to name it by the guider's state
+  left from the last run, which split the uncond branch; it now takes such a call as one of no branch of the
+  guider's (a ``default`` trajectory beside ``cond`` / ``uncond``, checked with a tiny build by a script), and the
+  generic checks here expect only the guider's branches, so the family is not in ``MODULAR`` yet. Its tiny build
+  needs 1280-wide CLIP features and a Wan VAE that encodes and decodes each segment in the loop.
 - Echo (``EchoBlocks``): no classic pipeline; DMD-distilled, it has no scheduler component (its loop steps
-  its own ``sigmas`` list), and Spectrum places a modular pipeline's calls by its scheduler only: every call
-  warns "EchoModularPipeline has no scheduler, so the step count is unknown; running the network" and nothing
-  is forecast, even with ``SpectrumConfig(num_inference_steps=...)`` or inside ``denoising_loop(pipe,
-  num_inference_steps=...)`` (the pipeline is found first). A tiny build runs (the tiny LTX-2 transformer and
-  VAEs, the connectors' outputs, 9 sigmas for 8 steps); Spectrum cannot place it.
+  its own ``sigmas``). Spectrum places it by ``SpectrumConfig(num_inference_steps=N)`` or ``denoising_loop(pipe,
+  num_inference_steps=N)`` (tests/test_core.py tests a pipeline without a scheduler); the generic checks here
+  enable Spectrum without a step count, so it is not in ``MODULAR``.
 """
 
 from __future__ import annotations
