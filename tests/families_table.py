@@ -56,6 +56,18 @@ def rows() -> list[str]:
         skips = "; ".join(f"{d}: {_skips(getattr(pipe, d))}" if len(family.denoisers) > 1 else _skips(getattr(pipe, d))
                           for d in family.denoisers)
         out.append(f"| {name} | `{type(pipe).__name__}` | {modular_name} | {CFG[family.cfg]} | {skips} |")
+    # Families diffusers ships only as modular pipelines (tests/test_modular.py runs them).
+    for name, modular in sorted(MODULAR.items()):
+        if name in FAMILIES or modular.parts is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parts, _ = modular.parts()
+        denoisers = [d for d in ("transformer", "unconditional_transformer") if d in parts]
+        skips = "; ".join(f"{d}: {_skips(parts[d])}" if len(denoisers) > 1 else _skips(parts[d]) for d in denoisers)
+        cfg = "none (guidance-distilled)" if modular.guidance == ("distilled",) else (
+            "a second denoiser" if len(denoisers) > 1 else "two calls per step, cond / uncond")
+        out.append(f"| {name} | - | `{modular.blocks}` | {cfg} | {skips} |")
     return out
 
 
