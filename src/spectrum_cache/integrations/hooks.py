@@ -65,6 +65,7 @@ class _Call:
     final: bool = False
     args: tuple = ()
     kwargs: dict | None = None
+    arguments: dict | None = None  # the call's arguments by name, bound once
     # Where it was placed, for a trajectory that must start over on a new feature shape.
     generation: Generation | None = None
     branch: str = ""
@@ -144,7 +145,7 @@ class SpectrumHook(Unpicklable, ModelHook):
             if slot.active and call.prediction is not None:
                 slot.prediction = call.prediction
                 slot.head_predictions = unjoin_heads(call.prediction, call.trajectory.head_layout, slot.num_heads)
-                slot.constants = self._constants(call.trajectory, self._arguments(args, kwargs))
+                slot.constants = self._constants(call.trajectory, call.arguments)
                 slot.stand_in_outputs = call.trajectory.stand_in_outputs or slot.stand_in_outputs
                 slot.stand_in_used = [0] * slot.num_stand_ins
                 self.gate.close()
@@ -204,13 +205,14 @@ class SpectrumHook(Unpicklable, ModelHook):
         extras = has_extra_inputs(arguments, self.layout.constant_inputs if self.layout is not None else ())
         if extras:
             self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step.")
-        decision = plan(generation, placement.name, placement.step, placement.slot, input_key(arguments),
-                        _batch_size(arguments), bool(extras))
+        batch = _batch_size(arguments)
+        decision = plan(generation, placement.name, placement.step, placement.slot, input_key(arguments), batch,
+                        bool(extras))
         if decision.note:
             self._warn("pairing", decision.note)
         trajectory, step = decision.trajectory, decision.step
-        compute = _Call(step, trajectory, final=decision.final, generation=generation, branch=placement.name,
-                        slot=placement.slot, batch=_batch_size(arguments))
+        compute = _Call(step, trajectory, final=decision.final, arguments=arguments, generation=generation,
+                        branch=placement.name, slot=placement.slot, batch=batch)
         if not decision.forecast or (self.config.forecast_output and trajectory.output_layout is None):
             return compute
         forecaster = trajectory.forecaster

@@ -196,7 +196,10 @@ class Generations:
         self._reports = {k: v for k, v in self._reports.items() if v[0] is None or v[0]() is not None}
         # Only a run that got to its last step can be followed by another run of the same call; one cut short
         # (the call raised) is followed by a new call.
-        self._local.earlier = None if call_over or not generation.reached_end() else (generation.pipeline, report)
+        earlier = getattr(self._local, "earlier", None)
+        runs = earlier[2] + 1 if earlier is not None and earlier[1] else 1
+        self._local.earlier = (None if call_over or not generation.reached_end()
+                               else (generation.pipeline, report, runs))  # (pipeline, report so far, runs in it)
 
     def _call_report(self, generation: Generation) -> list[BranchSummary]:
         """The report of the pipeline call so far: earlier runs of the call, then ``generation``'s."""
@@ -204,9 +207,8 @@ class Generations:
         earlier = getattr(self._local, "earlier", None)
         if earlier is None or not earlier[1]:
             return rows
-        runs = 1 + max(int(b.branch.rsplit("(run ", 1)[1].rstrip(")")) if "(run " in b.branch else 1
-                       for b in earlier[1])
-        return [*earlier[1], *(dataclasses.replace(b, branch=f"{b.branch} (run {runs})") for b in rows)]
+        run = earlier[2] + 1
+        return [*earlier[1], *(dataclasses.replace(b, branch=f"{b.branch} (run {run})") for b in rows)]
 
     # -- reports ---------------------------------------------------------------------------------
     def summaries(self, pipeline: Any = None) -> list[BranchSummary]:
