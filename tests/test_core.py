@@ -11,25 +11,16 @@ import pytest
 import torch
 
 from families import STEPS, flux
+from test_integration import flux_inputs
 from spectrum_cache import SpectrumConfig, SpectrumWarning, compute_steps, denoising_loop, enable_spectrum, spectrum_summary
 
 REAL = SpectrumConfig(warmup_steps=3, flex_window=0.75)
 
 
-def flux_inputs(seed: int = 0, batch: int = 1, tokens: int = 6) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    return dict(
-        hidden_states=torch.randn(batch, tokens, 16, generator=gen),
-        encoder_hidden_states=torch.randn(batch, 5, 24, generator=gen),
-        pooled_projections=torch.randn(batch, 20, generator=gen),
-        img_ids=torch.zeros(tokens, 3), txt_ids=torch.zeros(5, 3), return_dict=False,
-    )
-
-
 @torch.no_grad()
 def cfg_loop(transformer, n: int, order=("cond", "uncond"), fields: bool = False, timesteps=None) -> torch.Tensor:
     """A hand-written true-CFG loop: each step calls the denoiser in cache_context("cond") and ("uncond")."""
-    cond, uncond = flux_inputs(1), flux_inputs(2)
+    cond, uncond = flux_inputs(None, seed=1), flux_inputs(None, seed=2)
     x = cond.pop("hidden_states")
     uncond.pop("hidden_states")
     inputs = {"cond": cond, "uncond": uncond}
@@ -126,7 +117,7 @@ def test_to_from_another_thread_during_a_forecast_call_converts_every_parameter(
 # -- 4: a hand-written loop that steps its own scheduler ------------------------------------------
 def _own_scheduler_loop(pipe, scheduler, n: int) -> None:
     transformer = pipe.transformer
-    inputs = flux_inputs()
+    inputs = flux_inputs(None)
     x = inputs.pop("hidden_states")
     scheduler.set_timesteps(n)
     with torch.no_grad():
@@ -383,7 +374,7 @@ def test_a_pipeline_without_a_scheduler_is_placed_by_the_configured_step_count()
 
         @torch.no_grad()
         def __call__(self, n: int):
-            inputs = flux_inputs()
+            inputs = flux_inputs(None)
             x = inputs.pop("hidden_states")
             for i in range(n):
                 x = x - self.transformer(hidden_states=x, timestep=torch.tensor([1.0 - i / n]), **inputs)[0] / n
