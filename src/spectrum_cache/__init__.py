@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 # and `spectrum-cache --help` neither. Where each name lives:
 _LAZY_NAMES: dict[str, str] = {
     "SpectrumConfig": ".config",
+    "calibrate": ".integrations.calibrate",
     "compute_steps": ".schedule",
     "ReuseForecaster": ".forecast",
     "SpectrumForecaster": ".forecast",

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from .schedule import adaptive_schedule
 
@@ -18,6 +22,8 @@ FORECASTERS = ("chebyshev", "reuse", "taylor1", "taylor2")
 GUIDANCE_FORECASTS = ("paired", "independent")
 DIFFERENCE_FORECASTERS = ("reuse", "linear", "chebyshev")
 TIME_AXES = ("step", "sigma")
+# The version of the JSON that SpectrumConfig.save writes; load refuses a file of another.
+CONFIG_FORMAT = 1
 # The highest Chebyshev degree accepted. Each degree keeps one more float32 copy of the feature (X^T H),
 # so memory grows as (M + 1) x the feature's size (about 50 MB per degree for FLUX at 1024x1024), and
 # a fit can only pin down as many coefficients as there are recorded steps (10 to 20 in practice;
@@ -93,6 +99,15 @@ class SpectrumConfig:
             instead of 4 (M + 1) + 2 x (bytes per element), e.g. 8 instead of 24 bytes for bfloat16
             features with K = 4. ``None`` (the default) fits every recorded step, as the paper does.
             See the README for what it costs in quality.
+        compute_steps: an explicit schedule: the 0-based steps that run the network, in place of the
+            adaptive window (``warmup_steps``, ``window_size`` and ``flex_window`` are then not used).
+            It is planned for one step count, so ``num_inference_steps`` must be set with it; step 0
+            must compute (there is nothing to forecast from before it). ``spectrum_cache.calibrate``
+            finds one; a generation that runs another step count refuses it.
+        provenance: what a calibrated schedule was planned for (pipeline, denoiser and scheduler
+            classes, hashes of their configs, resolution, guidance, the calibration's cost and score),
+            written by ``calibrate`` and kept by ``save`` / ``load``; ``enable_spectrum`` warns when it
+            does not match the model. Not compared by ``==``.
 
     Every field is keyword-only: ``SpectrumConfig(flex_window=0.75)``, never ``SpectrumConfig(0.75)``
     (the first field is N, so a positional alpha would be read as a step count).
@@ -122,6 +137,8 @@ class SpectrumConfig:
     difference_forecaster: str = "reuse"
     time_axis: str = "step"
     history: int | None = None
+    compute_steps: tuple[int, ...] | None = None
+    provenance: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         # Normalised to Python numbers so numpy scalars behave like the ints and floats they stand for.
@@ -150,10 +167,61 @@ class SpectrumConfig:
             object.__setattr__(self, "history", check_int("history", self.history, 2))
         if self.time_axis not in TIME_AXES:
             raise ValueError(f"time_axis must be one of {', '.join(TIME_AXES)}; got {self.time_axis!r}.")
+        if self.compute_steps is not None:
+            object.__setattr__(self, "compute_steps", check_schedule(self.compute_steps, self.num_inference_steps))
+        if self.provenance is not None:
+            if not isinstance(self.provenance, Mapping):
+                raise ValueError(f"provenance must be a mapping (a dict), got {type(self.provenance).__name__}.")
+            object.__setattr__(self, "provenance", dict(self.provenance))
 
     def replace(self, **changes: object) -> SpectrumConfig:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as JSON-ready values (``compute_steps`` as a list)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if out["compute_steps"] is not None:
+            out["compute_steps"] = list(out["compute_steps"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SpectrumConfig:
+        """The config ``to_dict`` gave; unknown keys are refused by name."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a SpectrumConfig is read from a mapping, got {type(data).__name__}.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SpectrumConfig fields {unknown}; the fields are {sorted(known)}.")
+        values = dict(data)
+        if isinstance(values.get("compute_steps"), list):
+            values["compute_steps"] = tuple(values["compute_steps"])
+        return cls(**values)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the config (with its provenance) as JSON; ``SpectrumConfig.load`` reads it back."""
+        text = json.dumps({"format": CONFIG_FORMAT, "spectrum_config": self.to_dict()}, indent=2, sort_keys=True)
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(text + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SpectrumConfig:
+        """The config ``save`` wrote. Raises ValueError naming the file when it is not one."""
+        try:
+            with open(path, encoding="utf-8") as file:
+                data = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{os.fspath(path)} is not a Spectrum schedule file (not JSON: {error}).") from None
+        if not isinstance(data, dict) or "spectrum_config" not in data:
+            raise ValueError(f"{os.fspath(path)} is not a Spectrum schedule file (no 'spectrum_config' entry).")
+        if data.get("format") != CONFIG_FORMAT:
+            raise ValueError(f"{os.fspath(path)} has format {data.get('format')!r}; this version of spectrum-cache "
+                             f"reads format {CONFIG_FORMAT}.")
+        try:
+            return cls.from_dict(data["spectrum_config"])
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{os.fspath(path)}: {error}") from None
 
     @classmethod
     def for_speedup(cls, speedup: float, num_inference_steps: int, **overrides: object) -> SpectrumConfig:
@@ -187,6 +255,24 @@ class SpectrumConfig:
                 best = (passes, window_size, flex_window)
         assert best is not None  # window 2 with a huge alpha reaches fewest_passes <= max_passes
         return dataclasses.replace(base, window_size=best[1], flex_window=best[2])
+
+
+def check_schedule(steps: object, num_inference_steps: int | None) -> tuple[int, ...]:
+    """An explicit schedule as a sorted tuple, or a ValueError saying what is wrong with it."""
+    if num_inference_steps is None:
+        raise ValueError("compute_steps is planned for one step count: set num_inference_steps (N) with it, "
+                         "e.g. SpectrumConfig(num_inference_steps=50, compute_steps=(0, 1, 2, 5, ...)).")
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise ValueError(f"compute_steps must be a sequence of step indices, got {steps!r}.")
+    n = num_inference_steps
+    values = [check_int("compute_steps entry", s, 0, n - 1) for s in steps]
+    duplicates = sorted({s for s in values if values.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"compute_steps lists steps {duplicates} more than once.")
+    if 0 not in values:
+        raise ValueError("compute_steps must include step 0: the first step has nothing to forecast from, so "
+                         f"it runs the network; got {sorted(values)}.")
+    return tuple(sorted(values))
 
 
 def _speedup_limit_reason(n: int, warmup_steps: int, fewest_passes: int) -> str:

@@ -32,9 +32,11 @@ def adaptive_schedule(
 
 
 def compute_steps(config: SpectrumConfig, num_inference_steps: int | None = None) -> list[int]:
-    """The 0-based steps on which the network runs for ``config``.
+    """The 0-based steps on which the network runs for ``config``: its explicit ``compute_steps``, else
+    the adaptive schedule.
 
-    ``num_inference_steps`` overrides ``config.num_inference_steps``; one of the two must be set.
+    ``num_inference_steps`` overrides ``config.num_inference_steps``; one of the two must be set. An
+    explicit schedule is refused (ValueError) for any step count but the one it was planned for.
     """
     if num_inference_steps is None:
         num_inference_steps = config.num_inference_steps
@@ -45,4 +47,11 @@ def compute_steps(config: SpectrumConfig, num_inference_steps: int | None = None
     from .config import check_int
 
     num_inference_steps = check_int("num_inference_steps", num_inference_steps, 1)
+    if config.compute_steps is not None:
+        if num_inference_steps != config.num_inference_steps:
+            raise ValueError(
+                f"this schedule (compute_steps) was planned for {config.num_inference_steps} steps, and the run has "
+                f"{num_inference_steps}: calibrate again for {num_inference_steps} steps, or run "
+                f"{config.num_inference_steps}.")
+        return list(config.compute_steps)
     return adaptive_schedule(num_inference_steps, config.warmup_steps, config.window_size, config.flex_window)

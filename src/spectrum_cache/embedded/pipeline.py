@@ -150,7 +150,8 @@ class EmbeddedPipeline(DiffusionPipeline):
         is `negative_prompt` (default "", the caption dropout the model was trained with), or
         `negative_prompt_embeds` with `negative_pooled_prompt_embeds`. height/width default to the
         training resolution (config.sample_size, 48) and must be multiples of the patch side P (6). output_type:
-        "pil", "np" (float in [0, 1], NHWC) or "pt" (float in [0, 1], NCHW). `latents`, if given, is the
+        "pil", "np" (float in [0, 1], NHWC), "pt" (float in [0, 1], NCHW) or "latent" (the final latents, packed
+        into tokens as ``latents`` below, as diffusers pipelines return them). `latents`, if given, is the
         initial noise already packed into tokens, shape (B, H/P * W/P, 3*P*P) (see model.pack).
 
         `num_images_per_prompt` images are made for each prompt, in diffusers' order (all of the first
@@ -175,8 +176,8 @@ class EmbeddedPipeline(DiffusionPipeline):
         patch = patch_size_of(self.transformer)
         if height % patch or width % patch:
             raise ValueError(f"height and width must be multiples of {patch}, got {height}x{width}")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
         if not 0.0 < strength <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength!r}")
         if image is None and strength != 1.0:
@@ -294,7 +295,9 @@ class EmbeddedPipeline(DiffusionPipeline):
 
         images = unpack(latents.float(), height, width, patch).mul(0.5).add(0.5).clamp(0, 1)
         self.maybe_free_model_hooks()
-        if output_type == "pt":
+        if output_type == "latent":
+            out = latents
+        elif output_type == "pt":
             out = images
         else:
             out = images.permute(0, 2, 3, 1).cpu().numpy()

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import functools
 import types
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,9 @@ from diffusers.utils.torch_utils import unwrap_module
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
 from .compat import register_hook, remove_hook
-from .hooks import CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, HeadHook, SpectrumHook
+from .hooks import (CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, HeadHook, SpectrumHook,
+                    SpectrumWarning)
+from .provenance import mismatches
 from .skipping import ConstantHook, StandInHook, gate_block_list, ungate_block_list
 from .steps import DeclaredLoop
 from .summary import SpectrumSummary
@@ -124,6 +127,11 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
         timestep_arg = timestep_argument(module)  # first: a VAE is "not a denoiser", not "unknown layout"
         adapter = None if config.forecast_output else resolve_adapter(module)
         plans.append((name, module, adapter, timestep_arg))
+    differences = mismatches(config, target, denoisers)
+    if differences:
+        warnings.warn(f"this schedule (compute_steps) was calibrated on another model: {'; '.join(differences)}. It "
+                      "runs, but its steps were chosen for that model: calibrate again for this one "
+                      "(spectrum_cache.calibrate).", SpectrumWarning, stacklevel=2)
     if not is_pipeline:
         if scheduler is not None:
             _check_scheduler(scheduler)

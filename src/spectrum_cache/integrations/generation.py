@@ -72,6 +72,14 @@ class Trajectory:
     stand_in_outputs: list[list[Any]] | None = None
 
     stand_in_bytes: int = 0  # the most the kept stand-in outputs held
+    # Shadow error: on compute steps after the first forecast, ||forecast - feature|| / ||feature|| of the
+    # forecast that step would have had, as device scalars (read once, in the summary: no sync per call).
+    shadow: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+
+    def note_shadow(self, step: int, forecast: torch.Tensor, feature: torch.Tensor) -> None:
+        """Keep the relative error of ``forecast`` against the feature the network made at ``step``."""
+        error = torch.linalg.vector_norm((forecast - feature).float())
+        self.shadow.append((step, error / torch.linalg.vector_norm(feature.float()).clamp_min(1e-30)))
 
     def keep_stand_in_outputs(self, outputs: list[list[Any]]) -> None:
         self.stand_in_outputs = outputs
@@ -216,6 +224,7 @@ class Generation:
                         forecast_steps=tuple(trajectory.forecast),
                         peak_bytes=trajectory.peak_bytes,
                         stand_in_bytes=trajectory.stand_in_bytes,
+                        shadow_errors=tuple((step, float(error)) for step, error in trajectory.shadow),
                     )
                 )
         return out

@@ -103,6 +103,9 @@ class SpectrumHook(Unpicklable, ModelHook):
         self._warned: set[str] = set()
         self._hooks_checked: weakref.ref | None = None  # the generation whose skipped modules were checked
         self._calls = threading.local()  # per thread: the guider's state at the last call it named
+        # calibrate() listens to the recorded features for the length of its recording runs:
+        # observer(generation, branch label, step, feature).
+        self.observer: Any = None
 
     # -- diffusers hook interface -------------------------------------------------------------
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -348,14 +351,20 @@ class SpectrumHook(Unpicklable, ModelHook):
                     # partner's records have the old shape too.
                     if call.generation is not None:
                         trajectory.forecaster, _ = call.generation.forecaster_for(call.branch, call.slot, call.batch)
+                forecaster = trajectory.forecaster
+                if trajectory.forecast and forecaster.num_recorded and forecaster.feature_shape == feature.shape:
+                    trajectory.note_shadow(call.step, forecaster.predict(call.step), feature)
                 on_host = self._checks_now(feature)
                 try:
-                    trajectory.forecaster.update(call.step, feature, check_finite=on_host)
+                    forecaster.update(call.step, feature, check_finite=on_host)
                 except ValueError as error:
                     self._warn("record", f"not recorded: {error}")
                 else:
                     if not on_host:
                         trajectory.note_finite(feature)
+                    if self.observer is not None and call.generation is not None:
+                        label = call.branch if call.slot == 0 else f"{call.branch}[{call.slot}]"
+                        self.observer(call.generation, label, call.step, feature)
                 trajectory.peak_bytes = max(trajectory.peak_bytes, trajectory.forecaster.nbytes)
         (trajectory.forecast if call.prediction is not None else trajectory.computed).append(call.step)
         if call.final:

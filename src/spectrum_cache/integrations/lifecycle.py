@@ -158,7 +158,9 @@ class Generations:
         steps_run = steps_run_by(pipeline, source.component) if pipeline is not None else TimestepRange()
         clock = SchedulerClock(scheduler, steps_run)
         wanted = self.config.num_inference_steps
-        if wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange():
+        # An explicit schedule refuses another step count itself (schedule.compute_steps).
+        if (wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange()
+                and self.config.compute_steps is None):
             self._note("count", f"SpectrumConfig.num_inference_steps={wanted} but the pipeline runs "
                        f"{clock.num_steps} steps; the schedule follows the pipeline.")
         return self._begin(clock, source)

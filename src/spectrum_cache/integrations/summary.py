@@ -13,7 +13,9 @@ class BranchSummary:
     cfg_truncation). ``num_inference_steps`` is the number of steps this denoiser was planned to run
     in the generation (SDXL's ``denoising_end`` and Wan2.2's expert split already applied).
     ``peak_bytes`` is the most the forecaster held; ``stand_in_bytes`` what the skipped input modules'
-    kept outputs held (one output each, from the last compute step)."""
+    kept outputs held (one output each, from the last compute step). ``shadow_errors`` holds, for each
+    compute step after the first forecast step, (step, ||forecast - feature|| / ||feature||): how far the
+    forecast that step would have had was from what the network made, measured at no extra pass."""
 
     denoiser: str
     branch: str
@@ -22,6 +24,12 @@ class BranchSummary:
     forecast_steps: tuple[int, ...]
     peak_bytes: int
     stand_in_bytes: int = 0
+    shadow_errors: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def mean_shadow_error(self) -> float | None:
+        """The mean relative shadow error over the compute steps that have one, or None."""
+        return sum(e for _, e in self.shadow_errors) / len(self.shadow_errors) if self.shadow_errors else None
 
     @property
     def passes_saved(self) -> int:
@@ -75,6 +83,9 @@ class SpectrumSummary:
         lines.append(f"total: {self.passes_saved} network passes saved, ideal speedup {self.ideal_speedup:.2f}x")
         for b in self.branches:
             lines.append(f"{b.denoiser}/{b.branch} computed steps: {list(b.computed_steps)}")
+            if b.shadow_errors:
+                shown = ", ".join(f"{step}: {error:.1%}" for step, error in b.shadow_errors)
+                lines.append(f"{b.denoiser}/{b.branch} shadow error (forecast vs network, per compute step): {shown}")
         if not self.enabled:
             lines.append("(the last generation with Spectrum; it has been disabled since)")
         return "\n".join(lines)

@@ -1,0 +1,397 @@
+"""``calibrate``: plan where a pipeline's network passes go, with Spectrum's own forecaster.
+
+1. **Record.** One full run per calibration prompt (Spectrum enabled with every step computing, which gives
+   the plain sampler's output) records each branch's feature at every step, a fixed random subsample of
+   its elements (the forecast treats every element alike), and the sampler's step sizes.
+2. **Search.** ``planner.search_schedule`` finds, for each blend weight w tried and each of the planner's
+   scores (``INCOHERENT_SHARES``), the schedule of exactly ``passes`` steps with the lowest forecast error
+   on those trajectories (an open-loop score, computed from the trajectories' Gram matrices: milliseconds
+   per schedule).
+3. **Check.** Every candidate (the planned schedules, and the paper's adaptive schedule with the same
+   passes for each w) runs end to end on every calibration prompt with the same noise; the one
+   whose output is closest to the full run's (mean PSNR) wins. The paper's schedule is a candidate, so
+   the result is never worse than it on the calibration prompts.
+
+The cost is one full run per prompt plus ``passes / N`` of one per candidate and prompt; it is recorded
+in the returned config's ``provenance``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..config import SpectrumConfig, check_int
+from ..forecast import make_forecaster
+from ..planner import RecordedTrajectory, ScheduleScorer, search_schedule
+from ..schedule import adaptive_schedule
+from .api import _denoiser_hook, _denoisers, disable_spectrum, enable_spectrum, spectrum_summary
+from .generation import Generation, SchedulerClock
+from .provenance import describe
+from .steps import ModularPipeline
+
+# The blend weights tried: the paper's w = 1 and the authors' later [0.5, 1] range.
+BLEND_WEIGHTS = (0.5, 0.75, 1.0)
+# At most this many elements of each feature are kept per step while recording (a fixed random subset).
+MAX_RECORDED_ELEMENTS = 1 << 16
+# The planner's scores tried: the share of per-step error in each (the rest is the first-order error of the
+# final state). Each finds its own schedule; the end-to-end check picks among them. On the embedded model's
+# calibration prompts no one share planned best in every cell (docs/planning.md).
+INCOHERENT_SHARES = (0.0, 0.5, 1.0)
+METRIC = "psnr"
+
+
+def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: int, num_inference_steps: int,
+              config: SpectrumConfig | None = None, seed: int = 0,
+              blend_weights: Sequence[float] | None = BLEND_WEIGHTS, progress: bool = True,
+              **call_kwargs: Any) -> SpectrumConfig:
+    """A ``SpectrumConfig`` for ``pipe`` whose schedule (``compute_steps``) runs the network on exactly
+    ``passes`` of ``num_inference_steps`` steps, chosen to make Spectrum's output closest to the full
+    sampler's on ``prompts``.
+
+    Args:
+        pipe: a diffusers pipeline (classic or modular) that ``enable_spectrum`` supports, with Spectrum not
+            enabled on it (calibrate enables and removes it itself).
+        prompts: the calibration prompts: strings (passed as ``prompt=``) or mappings of call arguments
+            (``{"prompt_embeds": ..., "pooled_prompt_embeds": ...}``). Keep them apart from the prompts you
+            evaluate on.
+        passes: K, how many steps run the network.
+        num_inference_steps: N, the step count the schedule is for.
+        config: the other settings (forecaster, degree, lambda, w, history, ...); the default config if None.
+        seed: noise of prompt i comes from ``torch.Generator().manual_seed(seed + i)``, unless
+            ``call_kwargs`` has a ``generator``, which is then rewound to its starting state for every run.
+        blend_weights: the w values to plan for (the winner's is returned); None keeps ``config``'s.
+        progress: show progress bars.
+        call_kwargs: passed to every pipeline call (``guidance_scale``, ``height``, ``width``, ...). The
+            output is compared as latents (``output_type="latent"``, a modular pipeline's ``output="latents"``)
+            unless you set ``output_type`` / ``output``.
+
+    Raises ValueError for bad arguments (naming them), if Spectrum is already enabled on ``pipe``, or if a
+    denoiser of ``pipe`` does not run ``num_inference_steps`` steps of its own (Wan2.2's experts, img2img
+    strength below 1: plan for the steps that run).
+    """
+    started = time.perf_counter()
+    base = SpectrumConfig() if config is None else config
+    if not isinstance(base, SpectrumConfig):
+        raise TypeError(f"config must be a SpectrumConfig, got {type(base).__name__}.")
+    n = check_int("num_inference_steps", num_inference_steps, 1)
+    k = check_int("passes", passes, 1, n)
+    prompt_calls = _prompt_calls(prompts)
+    weights = (base.blend_weight,) if blend_weights is None else _checked_weights(blend_weights)
+    if isinstance(pipe, torch.nn.Module):
+        raise TypeError("calibrate takes a pipeline (it runs whole generations), not a bare denoiser.")
+    denoisers = _denoisers(pipe, "calibrate")
+    if not denoisers:
+        raise ValueError(f"{type(pipe).__name__} has no denoiser to calibrate.")
+    if any(_denoiser_hook(module) is not None for _, module in denoisers):
+        raise ValueError("Spectrum is already enabled on this pipeline; call disable_spectrum(pipe) before calibrate "
+                         "(it enables Spectrum with each schedule it tries, then removes it).")
+    if "prompt" in call_kwargs:
+        raise ValueError("calibrate sets prompt itself; pass it as prompts=[...].")
+    base = base.replace(num_inference_steps=n, compute_steps=None, provenance=None)
+    runner = _Runner(pipe, n, seed, call_kwargs)
+
+    # 1. Record: the full run of every prompt, with its features.
+    # Every step computes (the warm-up spans the run), whatever step count each denoiser runs: a denoiser that
+    # runs fewer steps than planned is then refused by name (_Recorder.result), not by the schedule's check.
+    every_step = base.replace(warmup_steps=n)
+    references: list[torch.Tensor] = []
+    bar = tqdm(total=len(prompt_calls), desc="calibrate: full runs", disable=not progress)
+    enable_spectrum(pipe, every_step)
+    try:
+        recorder = _Recorder(denoisers, seed)
+        for index, extra in enumerate(prompt_calls):
+            recorder.start(index)
+            references.append(runner.run(index, extra))
+            runner.count_passes()
+            bar.update()
+        recorder.detach()
+    finally:
+        bar.close()
+        disable_spectrum(pipe)
+    trajectories, step_sizes, time_points = recorder.result(n)
+
+    # 2. Search, for each w.
+    paper = paper_schedule(n, k, base)
+    candidates: list[tuple[tuple[int, ...], float, str]] = []
+    searched: dict[str, dict[str, Any]] = {}
+    bar = tqdm(desc="calibrate: schedules scored", disable=not progress, unit=" schedules")
+    try:
+        for w in weights:
+            def make(w: float = w) -> Any:
+                return make_forecaster(base.forecaster, n, base.degree, base.ridge_lambda, w, time_points, base.history)
+
+            cache: dict = {}
+            for share in INCOHERENT_SHARES:
+                scorer = ScheduleScorer(make, trajectories, n, step_sizes, share, weights_cache=cache)
+                result = search_schedule(scorer, n, k, seeds=[paper] if paper else [], progress=bar.update)
+                searched[f"w={w:g} incoherent={share:g}"] = {
+                    "schedule": list(result.schedule), "score": result.score,
+                    "paper_score": result.seed_scores[0] if paper else None, "evaluations": result.evaluations}
+                candidates.append((result.schedule, w, "planned"))
+            if paper:
+                candidates.append((tuple(paper), w, "paper"))
+    finally:
+        bar.close()
+    if paper:  # the user's own w on the paper's schedule: the baseline, whatever w values are tried
+        candidates.append((tuple(paper), base.blend_weight, "paper"))
+    unique = list(dict.fromkeys((schedule, w) for schedule, w, _ in candidates))
+    kinds = {key: "paper" if paper and key[0] == tuple(paper) else "planned" for key in unique}
+
+    # 3. Check every candidate end to end.
+    results: list[dict[str, Any]] = []
+    bar = tqdm(total=len(unique) * len(prompt_calls), desc="calibrate: candidate runs", disable=not progress)
+    try:
+        for schedule, w in unique:
+            enable_spectrum(pipe, base.replace(compute_steps=schedule, blend_weight=w))
+            try:
+                scores = []
+                for index, extra in enumerate(prompt_calls):
+                    scores.append(psnr(runner.run(index, extra), references[index]))
+                    runner.count_passes()
+                    bar.update()
+            finally:
+                disable_spectrum(pipe)
+            results.append({"compute_steps": list(schedule), "blend_weight": w, "kind": kinds[(schedule, w)],
+                            "psnr": scores, "mean_psnr": _mean(scores)})
+    finally:
+        bar.close()
+    best = max(results, key=lambda r: r["mean_psnr"])  # the first of equals: candidates are in a fixed order
+    paper_results = [r for r in results if r["kind"] == "paper" and r["blend_weight"] == base.blend_weight]
+    provenance = {
+        **describe(pipe, denoisers),
+        "num_inference_steps": n,
+        "passes": k,
+        "height": call_kwargs.get("height"),
+        "width": call_kwargs.get("width"),
+        "guidance_scale": _number(call_kwargs.get("guidance_scale")),
+        "true_cfg_scale": _number(call_kwargs.get("true_cfg_scale")),
+        "num_frames": call_kwargs.get("num_frames"),
+        "calibration_prompts": len(prompt_calls),
+        "seed": seed if "generator" not in call_kwargs else None,
+        "metric": METRIC,
+        "mean_psnr": best["mean_psnr"],
+        "paper_schedule": list(paper) if paper else None,
+        "paper_mean_psnr": paper_results[0]["mean_psnr"] if paper_results else None,
+        "candidates": results,
+        "search": searched,
+        "cost": {"network_passes": runner.passes, "full_run_passes": runner.full_passes,
+                 "seconds": round(time.perf_counter() - started, 3)},
+        "spectrum_cache_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return base.replace(compute_steps=tuple(best["compute_steps"]), blend_weight=best["blend_weight"],
+                        provenance=provenance)
+
+
+def paper_schedule(num_steps: int, passes: int, config: SpectrumConfig | None = None) -> list[int] | None:
+    """The paper's adaptive schedule with exactly ``passes`` steps: ``config``'s own if it has that many, else
+    the paper's alpha 0.75 or 3.0 (window 2) if one does, else the smallest alpha on a 0.001 grid that does
+    (window 2, then 1); None if none does."""
+    config = SpectrumConfig() if config is None else config
+    warmup = config.warmup_steps
+    tried = [(config.window_size, config.flex_window), (2, 0.75), (2, 3.0)]
+    for window, alpha in tried:
+        schedule = adaptive_schedule(num_steps, warmup, window, alpha)
+        if len(schedule) == passes:
+            return schedule
+    for window in (2, 1):
+        lo, hi = 0, num_steps * 1000
+        if len(adaptive_schedule(num_steps, warmup, window, hi / 1000)) > passes:
+            continue
+        while lo < hi:  # passes never increase as alpha grows
+            mid = (lo + hi) // 2
+            if len(adaptive_schedule(num_steps, warmup, window, mid / 1000)) <= passes:
+                hi = mid
+            else:
+                lo = mid + 1
+        schedule = adaptive_schedule(num_steps, warmup, window, lo / 1000)
+        if len(schedule) == passes:
+            return schedule
+    return None
+
+
+def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """10 log10(range^2 / MSE) of ``output`` against ``reference``: range 1 for images in [0, 1], else the
+    reference's max - min (latents). inf for identical outputs."""
+    if output.shape != reference.shape:
+        raise ValueError(f"outputs of shape {tuple(output.shape)} and {tuple(reference.shape)} cannot be compared.")
+    out, ref = output.double(), reference.double()
+    low, high = float(ref.min()), float(ref.max())
+    span = 1.0 if 0.0 <= low and high <= 1.0 else max(high - low, 1e-12)
+    mse = float((out - ref).pow(2).mean())
+    return math.inf if mse == 0 else 10 * math.log10(span**2 / mse)
+
+
+class _Runner:
+    """Runs the pipeline on calibration prompt i with the same noise every time, and counts network passes."""
+
+    def __init__(self, pipe: Any, num_steps: int, seed: int, call_kwargs: dict[str, Any]) -> None:
+        self.pipe, self.num_steps, self.seed = pipe, num_steps, seed
+        self.kwargs = dict(call_kwargs)
+        modular = bool(ModularPipeline) and isinstance(pipe, ModularPipeline)
+        if modular:
+            self.kwargs.setdefault("output", "latents")
+        else:
+            self.kwargs.setdefault("output_type", "latent")
+        generator = self.kwargs.get("generator")
+        generators = generator if isinstance(generator, list) else [generator] if generator is not None else []
+        if not all(isinstance(g, torch.Generator) for g in generators):
+            raise ValueError("generator must be a torch.Generator or a list of them (or pass seed=).")
+        self.generator_states = [g.get_state() for g in generators]
+        self.passes = 0
+        self.full_passes = 0
+
+    def run(self, index: int, extra: Mapping[str, Any]) -> torch.Tensor:
+        kwargs = {**self.kwargs, **extra, "num_inference_steps": self.num_steps}
+        if self.generator_states:
+            generator = kwargs["generator"]
+            for g, state in zip(generator if isinstance(generator, list) else [generator], self.generator_states):
+                g.set_state(state)
+        else:
+            kwargs["generator"] = torch.Generator().manual_seed(self.seed + index)
+        with torch.no_grad():
+            return output_tensor(self.pipe(**kwargs))
+
+    def count_passes(self) -> None:
+        summary = spectrum_summary(self.pipe)
+        self.passes += sum(len(b.computed_steps) for b in summary.branches)
+        if not self.full_passes:  # the first run is a full one: all its calls are passes
+            self.full_passes = sum(len(b.computed_steps) + len(b.forecast_steps) for b in summary.branches)
+
+
+def output_tensor(result: Any) -> torch.Tensor:
+    """The first output of a pipeline call (latents, images or frames) as a float tensor on the CPU."""
+    value = result
+    if hasattr(value, "to_tuple"):  # diffusers' BaseOutput
+        value = value.to_tuple()[0]
+    elif isinstance(value, tuple):  # return_dict=False
+        value = value[0]
+    if isinstance(value, list) and value and hasattr(value[0], "convert"):  # PIL images
+        value = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in value])
+    elif isinstance(value, list) and value and isinstance(value[0], (np.ndarray, torch.Tensor)):
+        value = torch.stack([torch.as_tensor(np.asarray(v)) if isinstance(v, np.ndarray) else v for v in value])
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"calibrate cannot compare the pipeline's output ({type(value).__name__}); pass "
+                         "output_type='latent' (or output='latents' for a modular pipeline).")
+    return value.detach().float().cpu()
+
+
+class _Recorder:
+    """Keeps each branch's features (a fixed subsample of elements) at every step of the recording runs."""
+
+    def __init__(self, denoisers: list[tuple[str, torch.nn.Module]], seed: int) -> None:
+        self.hooks = [_denoiser_hook(module) for _, module in denoisers]
+        self.names = {id(hook): name for hook, (name, _) in zip(self.hooks, denoisers)}
+        self.seed = seed
+        self.features: dict[tuple[int, str, str], dict[int, torch.Tensor]] = {}
+        self.sigmas: list[float] | None = None
+        self.time_points: list[float] | None = None
+        self._subsets: dict[int, torch.Tensor] = {}
+        self.index = 0
+        for hook in self.hooks:
+            hook.observer = self._observer(self.names[id(hook)])
+
+    def start(self, index: int) -> None:
+        self.index = index
+
+    def detach(self) -> None:
+        for hook in self.hooks:
+            hook.observer = None
+
+    def _observer(self, denoiser: str) -> Any:
+        def observe(generation: Generation, branch: str, step: int, feature: torch.Tensor) -> None:
+            flat = feature.detach().reshape(-1)
+            subset = self._subset(flat.numel(), flat.device)
+            kept = (flat if subset is None else flat[subset]).float().cpu()
+            self.features.setdefault((self.index, denoiser, branch), {})[step] = kept
+            if self.sigmas is None:
+                self.sigmas = step_levels(generation)
+                self.time_points = generation.time_points
+        return observe
+
+    def _subset(self, numel: int, device: torch.device) -> torch.Tensor | None:
+        if numel <= MAX_RECORDED_ELEMENTS:
+            return None
+        if numel not in self._subsets:
+            generator = torch.Generator().manual_seed(self.seed)
+            self._subsets[numel] = torch.randperm(numel, generator=generator)[:MAX_RECORDED_ELEMENTS].sort().values
+        return self._subsets[numel].to(device)
+
+    def result(self, num_steps: int) -> tuple[list[RecordedTrajectory], list[float] | None, list[float] | None]:
+        trajectories = []
+        for (index, denoiser, branch), by_step in sorted(self.features.items()):
+            steps = sorted(by_step)
+            if steps != list(range(num_steps)):
+                raise ValueError(
+                    f"{denoiser}/{branch} ran steps {steps[0]}..{steps[-1]} ({len(steps)} of them) on calibration "
+                    f"prompt {index}, not the {num_steps} planned: calibrate plans one trajectory of "
+                    f"num_inference_steps steps per denoiser (a pipeline that splits its steps between experts, or "
+                    f"runs fewer at strength < 1, needs num_inference_steps set to the steps that run).")
+            trajectories.append(RecordedTrajectory.from_features(torch.stack([by_step[s] for s in steps])))
+        if not trajectories:
+            raise ValueError("the calibration runs recorded no feature: does the pipeline call its denoiser?")
+        sizes = None
+        if self.sigmas is not None and len(self.sigmas) == num_steps + 1:
+            sizes = [abs(a - b) for a, b in zip(self.sigmas, self.sigmas[1:])]
+        return trajectories, sizes, self.time_points
+
+
+def step_levels(generation: Generation) -> list[float] | None:
+    """Each step's noise level and the one after the last step (N + 1 values): the sampler's sigmas where
+    it has them, else its timesteps; None for a loop without a scheduler."""
+    clock = generation.clock
+    if not isinstance(clock, SchedulerClock):
+        return None
+    sigmas = getattr(clock.scheduler, "sigmas", None)
+    values = torch.as_tensor(sigmas).detach().double().cpu().tolist() if sigmas is not None else None
+    if values is None or len(values) < len(clock.timesteps):
+        values = [t / 1000 for t in clock.timesteps] + [0.0]
+    firsts: dict[int, int] = {}
+    for index, step in enumerate(clock.step_of_index):
+        if step is not None and step not in firsts:
+            firsts[step] = index
+    if len(firsts) != generation.num_steps:
+        return None
+    last_index = max(i for i, s in enumerate(clock.step_of_index) if s is not None) + 1
+    levels = [values[firsts[s]] for s in range(generation.num_steps)]
+    return [*levels, values[last_index] if last_index < len(values) else 0.0]
+
+
+def _prompt_calls(prompts: Any) -> list[dict[str, Any]]:
+    if isinstance(prompts, (str, Mapping)) or not isinstance(prompts, Sequence) or not prompts:
+        raise ValueError("prompts must be a non-empty list of prompts (strings) or of call-argument mappings, "
+                         f"got {type(prompts).__name__}.")
+    calls = []
+    for prompt in prompts:
+        if isinstance(prompt, str):
+            calls.append({"prompt": prompt})
+        elif isinstance(prompt, Mapping):
+            calls.append(dict(prompt))
+        else:
+            raise ValueError(f"each prompt must be a string or a mapping of call arguments, got {type(prompt).__name__}.")
+    return calls
+
+
+def _checked_weights(weights: Sequence[float]) -> tuple[float, ...]:
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
+        raise ValueError(f"blend_weights must be a non-empty list of numbers in [0, 1], got {weights!r}.")
+    return tuple(dict.fromkeys(SpectrumConfig(blend_weight=w).blend_weight for w in weights))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
