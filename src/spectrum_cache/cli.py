@@ -82,7 +82,10 @@ def _add_generate(subparsers: Any) -> None:
     p.add_argument("prompt", help='e.g. "a red circle and a green square" (the embedded model draws the colours)')
     p.add_argument("--speedup", type=finite_float, default=None, metavar="X",
                    help="target ideal speedup N/passes, e.g. 4 (default: the paper's alpha=0.75 schedule)")
-    p.add_argument("--steps", type=positive_int, default=50, metavar="N", help="denoising steps (default 50)")
+    p.add_argument("--schedule", type=Path, default=None, metavar="FILE",
+                   help="a schedule file from `spectrum-cache calibrate` (its steps, blend weight and step count)")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="denoising steps (default 50, or the --schedule file's)")
     p.add_argument("--seed", type=seed_int, default=0, metavar="N", help="random seed, 0 to 2**64-1 (default 0)")
     p.add_argument("--out", type=Path, default=Path("spectrum.png"), metavar="FILE",
                    help="output image, any type Pillow writes (default spectrum.png); folders on its path that do "
@@ -131,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import cli as bench_cli
 
     bench_cli.add_parser(subparsers)
+    from . import cli_calibrate
+
+    cli_calibrate.add_parser(subparsers)
     return parser
 
 
@@ -229,6 +235,26 @@ def _check_out(out: Path, extra: Sequence[Path] = ()) -> None:
         raise usage_error(f"--out {str(out)!r}: cannot write in {str(existing)!r} ({error.strerror or error})") from None
 
 
+def _schedule_config(path: Path, speedup: float | None, steps: int | None) -> Any:
+    """The config of a --schedule file; --speedup cannot go with it, --steps must be its step count."""
+    from .config import SpectrumConfig
+
+    if speedup is not None:
+        raise usage_error("--speedup and --schedule both choose the steps that run; give one of them")
+    try:
+        config = SpectrumConfig.load(path)
+    except OSError as error:
+        raise usage_error(f"--schedule {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise usage_error(f"--schedule: {error}") from None
+    if config.compute_steps is None:
+        return config.replace(num_inference_steps=None) if steps is not None else config
+    if steps is not None and steps != config.num_inference_steps:
+        raise usage_error(f"--steps {steps}: the schedule in {path} was calibrated for {config.num_inference_steps} "
+                          "steps; drop --steps or calibrate again for this step count")
+    return config
+
+
 def _config(speedup: float | None, steps: int) -> Any:
     from .config import SpectrumConfig
 
@@ -255,6 +281,7 @@ def _warn_unknown_words(pipe: Any, prompt: str) -> None:
 CALL_OPTIONS = {"guidance_scale": "--guidance-scale", "negative_prompt": "--negative-prompt",
                 "true_cfg_scale": "--true-cfg-scale", "height": "--height", "width": "--width"}
 WARMUP_STEPS = 2
+DEFAULT_STEPS = 50
 
 
 def call_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -383,7 +410,12 @@ def _generate(args: argparse.Namespace) -> int:
             raise usage_error("--compare needs Spectrum on; drop --no-spectrum")
         _check_out(args.out, compare_paths(args.out) if args.compare else ())
         check_model(args.model)
-        config = _config(args.speedup, args.steps)
+        if args.schedule is not None:
+            config = _schedule_config(args.schedule, args.speedup, args.steps)
+            args.steps = args.steps or config.num_inference_steps or DEFAULT_STEPS
+        else:
+            args.steps = args.steps or DEFAULT_STEPS
+            config = _config(args.speedup, args.steps)
         device = resolve_device(args.device)
         check_offload(args.offload, device, args.device)
         embedded = is_embedded(args.model)
@@ -421,11 +453,14 @@ def _generate(args: argparse.Namespace) -> int:
 
     from .integrations import disable_spectrum, enable_spectrum, spectrum_summary
 
+    planned = config.compute_steps is not None
+    if args.compare and planned:  # a schedule runs only its own step count: warm up before it is on
+        sample(WARMUP_STEPS, f"warm-up ({WARMUP_STEPS} steps, untimed)")
     try:
         enable_spectrum(pipe, config)
     except ValueError as error:
         raise CommandError(str(error), FAILURE, error) from None
-    if args.compare:  # one short warm-up run, so neither timed run pays first-call costs
+    if args.compare and not planned:  # one short warm-up run, so neither timed run pays first-call costs
         sample(WARMUP_STEPS, f"warm-up ({WARMUP_STEPS} steps, untimed)")
     result, seconds = sample(args.steps, "Spectrum")
     branch = spectrum_summary(pipe).branches[0]

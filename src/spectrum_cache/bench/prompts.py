@@ -6,11 +6,20 @@ from importlib import resources
 from pathlib import Path
 
 BUNDLED_PROMPTS = "prompts.txt"
+CALIBRATION_PROMPTS = "calibration_prompts.txt"
+# How many calibration prompts a calibration uses by default.
+DEFAULT_CALIBRATION_PROMPTS = 4
 
 
 def bundled_prompts() -> list[str]:
     """The bundled list: held-out captions of the embedded model (never seen in its training)."""
     text = resources.files(__package__).joinpath(BUNDLED_PROMPTS).read_text(encoding="utf-8")
+    return _lines(text)
+
+
+def calibration_prompts() -> list[str]:
+    """The embedded model's calibration prompts: held-out captions, none of them in ``bundled_prompts()``."""
+    text = resources.files(__package__).joinpath(CALIBRATION_PROMPTS).read_text(encoding="utf-8")
     return _lines(text)
 
 
