@@ -31,6 +31,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="a diffusers pipeline id or folder (default: the embedded model)")
     p.add_argument("--prompts", type=Path, default=None, metavar="FILE",
                    help="file with one prompt per line (default: the bundled list)")
+    p.add_argument("--calibration-prompts", type=Path, default=None, metavar="FILE",
+                   help="prompts the spectrum-planned-pK methods calibrate on, none of them among --prompts (default "
+                        "for the embedded model: its bundled calibration prompts; needed for them with --model)")
     p.add_argument("--num-prompts", type=positive_int, default=None, metavar="N", help="use only the first N prompts")
     p.add_argument("--methods", default=None, metavar="LIST",
                    help="comma-separated subset, e.g. full,steps-14,spectrum-a0.75-w0.5,reuse-a0.75,diffusers-fbc "
@@ -91,6 +94,13 @@ def _options(args: argparse.Namespace) -> Any:
         raise usage_error(f"--prompts {args.prompts}: {reason}") from None
     if args.num_prompts is not None:
         prompts = prompts[: args.num_prompts]
+    calibration: list[str] = []
+    if args.calibration_prompts is not None:
+        try:
+            calibration = load_prompts(args.calibration_prompts)
+        except (OSError, ValueError, UnicodeDecodeError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+            raise usage_error(f"--calibration-prompts {args.calibration_prompts}: {reason}") from None
     if args.seed + len(prompts) - 1 > MAX_SEED:  # prompt i uses seed + i
         raise usage_error(f"--seed {args.seed}: with {len(prompts)} prompts the seeds would pass 2**64-1")
     check_model(args.model)
@@ -98,11 +108,17 @@ def _options(args: argparse.Namespace) -> Any:
         resolve_device(args.device)
     if args.out.exists() and not args.out.is_dir():
         raise usage_error(f"--out {args.out} is a file, not a folder")
-    return BenchOptions(
-        out=args.out, methods=tuple(methods), prompts=tuple(prompts), steps=args.steps, seed=args.seed,
-        model=args.model, device=args.device, guidance_scale=args.guidance_scale, repeats=args.repeats,
-        extra_metrics=args.extra_metrics, threads=args.threads, scheduler_shift=args.scheduler_shift,
-    )
+    from .runner import BenchError
+
+    try:
+        return BenchOptions(
+            out=args.out, methods=tuple(methods), prompts=tuple(prompts), steps=args.steps, seed=args.seed,
+            model=args.model, device=args.device, guidance_scale=args.guidance_scale, repeats=args.repeats,
+            extra_metrics=args.extra_metrics, threads=args.threads, scheduler_shift=args.scheduler_shift,
+            calibration_prompts=tuple(calibration),
+        )
+    except BenchError as error:
+        raise usage_error(f"--calibration-prompts: {error}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,9 @@ Names (the ``--methods`` list):
 - ``steps-N``: the plain sampler with N steps (as many network passes as a cached method);
 - ``spectrum-aALPHA-wW[-dD][-lL][-hK]``: Spectrum with flex_window ALPHA and blend_weight W, and optionally
   degree D and ridge_lambda L (default 4 and 0.1) and the lower-memory fit to the last K recorded steps;
+- ``spectrum-planned-pK``: Spectrum on a schedule of exactly K passes planned by ``spectrum_cache.calibrate``
+  on calibration prompts that are not among the benchmark's (the embedded model's bundled calibration list, or
+  ``--calibration-prompts``), once per run; its cost is in the records and the report;
 - ``reuse-aALPHA``, ``taylor1-aALPHA``, ``taylor2-aALPHA``: the in-house forecasters on Spectrum's
   schedule for ALPHA (FORA-style reuse, TaylorSeer-style finite differences of order 1 and 2);
 - either may end in ``-winW`` and/or ``-warmK`` for another starting window W and warm-up K
@@ -80,6 +83,7 @@ _PATTERNS = {
     "full": re.compile(r"full"),
     "steps": re.compile(r"steps-(\d+)"),
     "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-d(\d+))?(?:-l{_NUMBER})?(?:-h(\d+))?{_TAIL}"),
+    "planned": re.compile(r"spectrum-planned-p(\d+)"),
     "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}{_TAIL}"),
     "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?(?:-s(\d+))?(?:-r{_NUMBER})?"),
     "cachedit": re.compile(rf"cachedit-({'|'.join(CALIBRATORS)})-(?:a{_NUMBER}|({'|'.join(MASK_POLICIES)})|t{_NUMBER})"
@@ -104,6 +108,7 @@ class Method:
     mag_max_skip: int | None = None  # MagCache's max_skip_steps (None: diffusers' default, 3)
     mag_retention: float | None = None  # MagCache's retention_ratio (None: diffusers' default, 0.2)
     peer: CacheDitSettings | None = None  # cachedit-* only
+    planned_passes: int | None = None  # spectrum-planned-pK: calibrated at run time (spectrum is then a placeholder)
 
     def steps(self, num_inference_steps: int) -> int:
         """How many sampler steps this method runs when the benchmark's step count is given."""
@@ -113,6 +118,8 @@ class Method:
         """Network passes known in advance (schedules), None for the dynamic diffusers caches."""
         if self.kind in ("full", "steps"):
             return self.steps(num_inference_steps)
+        if self.planned_passes is not None:
+            return self.planned_passes
         if self.spectrum is not None:
             return len(compute_steps(self.spectrum, num_inference_steps))
         if self.cache == "taylorseer":
@@ -171,6 +178,11 @@ def parse_method(name: str) -> Method:
         if steps < 1:
             raise ValueError(f"method {name!r}: steps-N needs N >= 1")
         return Method(f"steps-{steps}", "steps", sampler_steps=steps)
+    if match := _PATTERNS["planned"].fullmatch(name):
+        passes = int(match.group(1))
+        if passes < 1:
+            raise ValueError(f"method {name!r}: spectrum-planned-pK needs K >= 1 passes")
+        return Method(f"spectrum-planned-p{passes}", "spectrum", spectrum=SpectrumConfig(), planned_passes=passes)
     try:
         if match := _PATTERNS["spectrum"].fullmatch(name):
             alpha, weight = _number(match.group(1)), _number(match.group(2))
@@ -225,7 +237,7 @@ def parse_method(name: str) -> Method:
             raise ValueError(f"method {name!r}: {error}") from None
         return Method(settings.name, "cachedit", peer=settings)
     raise ValueError(
-        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL][-hK]{TAIL_GRAMMAR}, "
+        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL][-hK]{TAIL_GRAMMAR}, spectrum-planned-pK, "
         f"{{reuse|taylor1|taylor2}}-aALPHA{TAIL_GRAMMAR}, "
         f"diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT][-sK][-rR], diffusers-sea[-tT], "
         f"cachedit-{{{'|'.join(CALIBRATORS)}}}-{{aALPHA|{'|'.join(MASK_POLICIES)}|tT}}[-fFbB]"

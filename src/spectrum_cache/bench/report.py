@@ -73,6 +73,9 @@ def summarize(records: list[dict[str, Any]], method_names: list[str]) -> list[di
         }
         for key, _, _ in OPTIONAL_COLUMNS:
             row[key] = _mean([r[key] for r in done if r.get(key) is not None])
+        row["shadow_error"] = _mean([r["shadow_error"] for r in done if r.get("shadow_error") is not None])
+        if done[0].get("calibration") is not None:
+            row["calibration"] = done[0]["calibration"]
         if any("checker_total" in r for r in done):
             correct = sum(r.get("checker_correct", 0) for r in done)
             total = sum(r.get("checker_total", 0) for r in done)
@@ -110,6 +113,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if r["status"] == "skipped":
             lines.append(f"\n- {r['method']}: skipped ({r['note']})")
+    for r in done:
+        calibration = r.get("calibration")
+        if calibration:
+            per_prompt = calibration["network_passes"] / max(calibration["full_run_passes"] or 1, 1) / max(
+                calibration["prompts"] or 1, 1)
+            lines.append(f"\n- {r['method']}: steps {calibration['compute_steps']}, blend weight "
+                         f"{calibration['blend_weight']:g}, planned on {calibration['prompts']} calibration prompts "
+                         f"(none of them benchmarked) for {calibration['network_passes']} network passes "
+                         f"({per_prompt:.1f} full runs per prompt) and {calibration['seconds']:.0f} s.")
     if done:
         kind = done[0]["memory_kind"]
         over = "prompts: how many prompts each mean covers" if uneven else f"means over {done[0]['images']} prompts"

@@ -6,6 +6,7 @@ Results folder layout (``--out``)::
     records/0003-spectrum-a0.75-w0.5.json   one record per prompt x method (a rerun skips these)
     images/0003-spectrum-a0.75-w0.5.png     the generated image (8-bit, what the metrics compare)
     calibration/mag_ratios.json   MagCache's calibration (one run on the first prompt)
+    calibration/spectrum-planned-p10.json   a planned schedule (spectrum_cache.calibrate on the calibration prompts)
     table.md, summary.json, quality_vs_speedup.png, grid.png   written by the main process
 
 Started with ``accelerate launch`` or ``torchrun``, each process takes a contiguous share of the prompts
@@ -15,8 +16,10 @@ every process is done. The folder must be shared by the processes (one machine, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -35,6 +38,8 @@ from .methods import Method, UnsupportedMethod, applied, denoiser
 from .metrics import psnr, ssim, to_nchw, to_uint8
 
 WARMUP_STEPS = 2
+# Calibration noise: calibration prompt i uses the bench's seed + this + i, never a bench item's seed.
+CALIBRATION_SEED_OFFSET = 1_000_000
 SEA_FAIL_OPEN = "fail-open"
 PACKAGE_LOGGER = "spectrum_cache"
 logger = get_logger(__name__)
@@ -61,12 +66,28 @@ class BenchOptions:
     extra_metrics: str = "auto"  # extra_metrics.MODES
     threads: int | None = None
     scheduler_shift: float | None = None  # a flow-matching scheduler's sigma shift (None: the pipeline's)
+    # The spectrum-planned methods' calibration prompts (empty: the embedded model's bundled ones).
+    calibration_prompts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from .extra_metrics import MODES
 
         if self.extra_metrics not in MODES:
             raise ValueError(f"extra_metrics must be one of {', '.join(MODES)}, got {self.extra_metrics!r}")
+        shared = sorted(set(self.calibration_prompts) & set(self.prompts))
+        if shared:
+            raise BenchError(f"the calibration prompts must not be among the benchmark's prompts; both have {shared[0]!r}"
+                             + (f" and {len(shared) - 1} more" if len(shared) > 1 else ""))
+
+    def planning_prompts(self) -> tuple[str, ...]:
+        """The calibration prompts of the spectrum-planned methods; empty where none are known."""
+        if self.calibration_prompts:
+            return self.calibration_prompts
+        if self.model is not None:
+            return ()
+        from .prompts import DEFAULT_CALIBRATION_PROMPTS, calibration_prompts
+
+        return tuple(calibration_prompts()[:DEFAULT_CALIBRATION_PROMPTS])
 
     def run_key(self) -> dict[str, Any]:
         """What must stay the same for records in one folder to be comparable. The prompts are not part
@@ -151,6 +172,7 @@ class _Worker:
         self.extra: ExtraMetrics | None = None
         self.mag_ratios: list[float] | None = None
         self.unsupported: dict[str, str] = {}
+        self.planned: dict[str, Any] = {}  # spectrum-planned method name -> its calibrated SpectrumConfig
         # The full sampler's time per prompt, measured in this process: speedups compare times taken
         # under the same conditions (threads, processes, machine load), never across runs.
         self.full_seconds: dict[int, float] = {}
@@ -209,6 +231,39 @@ class _Worker:
         _write_json(path, {"prompt": prompt, "seed": seed, "steps": steps, "ratios": ratios})
         self.mag_ratios = ratios
         return ratios
+
+    def _planned_config(self, method: Method) -> Any:
+        """The calibrated config of a spectrum-planned method: planned once per run on the calibration
+        prompts, kept in the results folder (and planned again when the prompts or settings changed)."""
+        if method.name in self.planned:
+            return self.planned[method.name]
+        from ..config import SpectrumConfig
+        from ..integrations.calibrate import calibrate
+
+        options = self.options
+        prompts = options.planning_prompts()
+        if not prompts:
+            raise UnsupportedMethod("it needs calibration prompts that are not among the benchmark's: "
+                                    "--calibration-prompts FILE")
+        seed = options.seed + CALIBRATION_SEED_OFFSET
+        key = {"prompts": list(prompts), "steps": options.steps, "guidance_scale": options.guidance_scale,
+               "seed": seed, "passes": method.planned_passes}
+        path = options.out / "calibration" / f"{method.name}.json"
+        key_path = path.with_suffix(".key.json")
+        if path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
+            config = SpectrumConfig.load(path)
+        else:
+            extra = {} if options.guidance_scale is None else {"guidance_scale": options.guidance_scale}
+            try:
+                config = calibrate(self.pipe, list(prompts), passes=method.planned_passes,
+                                   num_inference_steps=options.steps, seed=seed, progress=False, **extra)
+            except (ValueError, TypeError) as error:
+                raise UnsupportedMethod(f"calibration failed: {str(error).splitlines()[0]}") from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            config.save(path)
+            _write_json(key_path, key)
+        self.planned[method.name] = config
+        return config
 
     # -- one item -------------------------------------------------------------------------------------
     def run_item(self, index: int, method: Method, reference: dict[str, Any] | None) -> dict[str, Any]:
@@ -274,6 +329,10 @@ class _Worker:
         options = self.options
         steps = method.steps(options.steps)
         mag = self._mag_calibration() if method.cache == "mag" else None
+        planned = None
+        if method.planned_passes is not None:
+            planned = self._planned_config(method)
+            method = dataclasses.replace(method, spectrum=planned)
         module = denoiser(self.pipe)
         result: dict[str, Any] = {}
         times = []
@@ -282,7 +341,7 @@ class _Worker:
                 with applied(self.pipe, method, options.steps, mag, options.guidance_scale), PassCounter(module) as counter:
                     with peak_memory(self.device) as memory:
                         image, seconds = timed(self.device, lambda: self._generate(prompt, steps, seed))
-                    schedule = self._computed_steps() if method.spectrum is not None else None
+                    summary = self._summary() if method.spectrum is not None else None
             fail_open = [m for m in sea_log if SEA_FAIL_OPEN in m]
             if fail_open:  # it would run, but skip nothing: not a method worth a row
                 raise UnsupportedMethod(f"SeaCache ran fail-open, skipping nothing: {fail_open[0].strip()}")
@@ -292,15 +351,34 @@ class _Worker:
                           "block_passes": counter.block_passes,
                           "peak_memory_mib": None if memory["peak_mib"] is None else round(memory["peak_mib"], 1),
                           "memory_kind": memory["kind"]}
-                if schedule is not None:
-                    result["computed_steps"] = schedule
+                if summary is not None:
+                    result["computed_steps"] = list(summary.branches[0].computed_steps)
+                    shadow = [b.mean_shadow_error for b in summary.branches if b.mean_shadow_error is not None]
+                    result["shadow_error"] = float(np.mean(shadow)) if shadow else None
+                    result["shadow_errors"] = {b.branch: [list(e) for e in b.shadow_errors] for b in summary.branches}
+                if planned is not None:
+                    result["calibration"] = _calibration_record(planned)
         result.update(seconds=min(times), seconds_all=times)
         return result
 
-    def _computed_steps(self) -> list[int]:
+    def _summary(self) -> Any:
         from ..integrations import spectrum_summary
 
-        return list(spectrum_summary(self.pipe).branches[0].computed_steps)
+        return spectrum_summary(self.pipe)
+
+
+def _calibration_record(config: Any) -> dict[str, Any]:
+    """What a record says of its planned schedule: the schedule, w, and the calibration's cost and score."""
+    record = config.provenance or {}
+
+    def finite(value: Any) -> Any:
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    return {"compute_steps": list(config.compute_steps), "blend_weight": config.blend_weight,
+            "prompts": record.get("calibration_prompts"), "network_passes": record.get("cost", {}).get("network_passes"),
+            "full_run_passes": record.get("cost", {}).get("full_run_passes"),
+            "seconds": record.get("cost", {}).get("seconds"), "mean_psnr": finite(record.get("mean_psnr")),
+            "paper_mean_psnr": finite(record.get("paper_mean_psnr"))}
 
 
 def shifted_scheduler(scheduler: Any, shift: float) -> Any:
