@@ -248,3 +248,19 @@ def test_calibrate_refuses_a_denoiser_that_runs_fewer_steps():
         calibrate(pipe, [{"prompt_embeds": embeds}], passes=5, num_inference_steps=12, progress=False, **kwargs)
     assert spectrum_summary(pipe).enabled is False  # removed after the refusal
     enable_spectrum(pipe)
+
+
+def test_calibrate_a_modular_pipeline_with_cfg():
+    from families_modular import build
+
+    pipe, call = build("wan2.1", "cfg")
+    call.pop("num_inference_steps", None)
+    embeds = call.pop("prompt_embeds")
+    config = calibrate(pipe, [{"prompt_embeds": embeds}], passes=4, num_inference_steps=8, blend_weights=(0.5,),
+                       progress=False, **call)
+    assert len(config.compute_steps) == 4 and config.provenance["pipeline"] == "WanModularPipeline"
+    enable_spectrum(pipe, config)
+    pipe(prompt_embeds=embeds, num_inference_steps=8, **call)
+    branches = spectrum_summary(pipe).branches
+    assert {b.branch for b in branches} == {"cond", "uncond"}
+    assert all(b.computed_steps == config.compute_steps for b in branches)
