@@ -181,6 +181,10 @@ def test_calibrate_flux_with_true_cfg(guidance_forecast):
     assert record["true_cfg_scale"] == 3.0 and record["guidance_scale"] == 3.5 and record["passes"] == 6
     assert record["mean_psnr"] >= record["paper_mean_psnr"]  # the paper's schedule is a candidate
     assert {c["kind"] for c in record["candidates"]} == {"planned", "paper"}
+    assert {c["fit"] for c in record["candidates"]} == {"as configured", "local"}
+    # The winner's settings are its fit's: the local fit sets history, degree and lambda.
+    winner = max(record["candidates"], key=lambda c: c["mean_psnr"])
+    assert (config.history == 3) == (winner["fit"] == "local") and record["fit"] == winner["fit"]
     # Cost: 2 full runs of 12 steps x 2 branches, then every candidate at 6 passes per branch.
     assert record["cost"]["network_passes"] == 2 * 24 + len(record["candidates"]) * 2 * 12
     assert record["cost"]["seconds"] > 0
@@ -231,6 +235,10 @@ def test_calibrate_refuses_bad_arguments_and_enabled_pipelines():
         calibrate(pipe, prompts, passes=4, num_inference_steps=12, blend_weights=(2.0,), **kwargs)
     with pytest.raises(ValueError, match="calibrate sets prompt itself; pass it as prompts="):
         calibrate(pipe, prompts, passes=4, num_inference_steps=12, **{**kwargs, "prompt": "x"})
+    with pytest.raises(ValueError, match="fits must map names"):
+        calibrate(pipe, prompts, passes=4, num_inference_steps=12, fits={"as configured": {}}, **kwargs)
+    with pytest.raises(ValueError, match="history must be an integer >= 2"):
+        calibrate(pipe, prompts, passes=4, num_inference_steps=12, fits={"tiny": {"history": 1}}, **kwargs)
     with pytest.raises(TypeError, match="takes a pipeline"):
         calibrate(pipe.transformer, prompts, passes=4, num_inference_steps=12)
     enable_spectrum(pipe)

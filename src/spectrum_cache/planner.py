@@ -53,20 +53,57 @@ class RecordedTrajectory:
         return cls((flat @ flat.T).cpu().numpy(), weight)
 
 
-def forecast_weights(make: ForecasterFactory, schedule: Iterable[int], num_steps: int) -> np.ndarray:
+def forecast_weights(make: ForecasterFactory, schedule: Iterable[int], num_steps: int,
+                     cache: ForecastCache | None = None) -> np.ndarray:
     """W (N x N): row s holds the weights of the recorded features in what the network or the forecast gives
-    at step s (e_s on a compute step). ``make`` builds a fresh forecaster for ``num_steps`` steps."""
+    at step s (e_s on a compute step). ``make`` builds a fresh forecaster for ``num_steps`` steps; ``cache``
+    (of the same ``make``) reuses what earlier schedules with the same first compute steps computed."""
     compute = set(schedule)
-    forecaster = make()
-    eye = torch.eye(num_steps, dtype=torch.float64)
+    cache = ForecastCache(make, num_steps) if cache is None else cache
     weights = np.zeros((num_steps, num_steps))
+    prefix: tuple[int, ...] = ()
     for step in range(num_steps):
-        if step in compute or forecaster.num_recorded == 0:
-            forecaster.update(step, eye[step], check_finite=False)
+        if step in compute or not prefix:
             weights[step, step] = 1.0
+            prefix += (step,)
         else:
-            weights[step] = forecaster.predict(step).double().numpy()
+            weights[step] = cache.row(prefix, step)
     return weights
+
+
+class ForecastCache:
+    """Forecast rows by (compute steps so far, step), and forecaster states by compute steps so far.
+
+    A forecast at step s depends only on the compute steps before s, so schedules that share their first
+    compute steps (the local search moves one step at a time) share those rows and states."""
+
+    MAX_ENTRIES = 200_000  # then start over: memory stays bounded, results do not change
+
+    def __init__(self, make: ForecasterFactory, num_steps: int) -> None:
+        self.make, self.num_steps = make, num_steps
+        self.eye = torch.eye(num_steps, dtype=torch.float64)
+        self.rows: dict[tuple[tuple[int, ...], int], np.ndarray] = {}
+        self.states: dict[tuple[int, ...], FeatureForecaster] = {}
+
+    def row(self, prefix: tuple[int, ...], step: int) -> np.ndarray:
+        key = (prefix, step)
+        if key not in self.rows:
+            if len(self.rows) + len(self.states) > self.MAX_ENTRIES:
+                self.rows.clear()
+                self.states.clear()
+            self.rows[key] = self._state(prefix).predict(step).double().numpy()
+        return self.rows[key]
+
+    def _state(self, prefix: tuple[int, ...]) -> FeatureForecaster:
+        """The forecaster after recording the one-hot features of ``prefix`` (kept; callers only predict)."""
+        if prefix in self.states:
+            return self.states[prefix]
+        # Built afresh: K updates with N-element features cost less than copying a forecaster.
+        forecaster = self.make()
+        for step in prefix:
+            forecaster.update(step, self.eye[step], check_finite=False)
+        self.states[prefix] = forecaster
+        return forecaster
 
 
 @dataclass(frozen=True)
@@ -78,8 +115,8 @@ class ScheduleScorer:
         trajectories: the recorded trajectories, all of ``num_steps`` steps.
         step_sizes: d_s, each step's weight in the final state (sigma_s - sigma_{s+1}); None: all equal.
         incoherent: the share of the per-step error term in the score, in [0, 1].
-        weights_cache: forecast weights by schedule, shared by scorers of the same forecaster (they cost
-            more than the score itself).
+        weights_cache: forecast rows and states (a ForecastCache of ``make``), shared by scorers of the same
+            forecaster: they cost more than the score itself.
     """
 
     make: ForecasterFactory
@@ -87,7 +124,7 @@ class ScheduleScorer:
     num_steps: int
     step_sizes: Sequence[float] | None = None
     incoherent: float = 0.0
-    weights_cache: dict[tuple[int, ...], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    weights_cache: ForecastCache | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.trajectories:
@@ -101,21 +138,26 @@ class ScheduleScorer:
             raise ValueError(f"step_sizes needs one value per step ({self.num_steps}), got {len(self.step_sizes)}.")
 
     def __call__(self, schedule: Iterable[int]) -> float:
-        key = tuple(sorted(schedule))
-        if key not in self.weights_cache:
-            self.weights_cache[key] = forecast_weights(self.make, key, self.num_steps)
-        residual = self.weights_cache[key] - np.eye(self.num_steps)
+        if self.weights_cache is None:  # frozen: set once, on first use
+            object.__setattr__(self, "weights_cache", ForecastCache(self.make, self.num_steps))
+        residual = forecast_weights(self.make, schedule, self.num_steps, self.weights_cache) - np.eye(self.num_steps)
         d = np.ones(self.num_steps) if self.step_sizes is None else np.abs(np.asarray(self.step_sizes, float))
         u = residual.T @ d
-        total = 0.0
-        for t in self.trajectories:
-            g = t.gram
-            score = (1 - self.incoherent) * (u @ g @ u) / max(d @ g @ d, 1e-300)
-            if self.incoherent:
-                per_step = np.einsum("ij,jk,ik->i", residual, g, residual)
-                score += self.incoherent * float(d**2 @ per_step) / max(float(d**2 @ np.diag(g)), 1e-300)
-            total += t.weight * score
-        return float(total)
+        coherent, incoherent = self._combined(d)
+        score = (1 - self.incoherent) * float(u @ coherent @ u)
+        if self.incoherent:
+            score += self.incoherent * float(d**2 @ ((residual @ incoherent) * residual).sum(axis=1))
+        return score
+
+    def _combined(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Both terms are linear in the Gram matrices: sum_t weight_t G_t / norm_t, computed once."""
+        cached = getattr(self, "_sums", None)
+        if cached is None:
+            coherent = sum(t.weight * t.gram / max(float(d @ t.gram @ d), 1e-300) for t in self.trajectories)
+            incoherent = sum(t.weight * t.gram / max(float(d**2 @ np.diag(t.gram)), 1e-300) for t in self.trajectories)
+            cached = (coherent, incoherent)
+            object.__setattr__(self, "_sums", cached)
+        return cached
 
 
 @dataclass(frozen=True)

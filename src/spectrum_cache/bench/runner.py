@@ -238,7 +238,7 @@ class _Worker:
         if method.name in self.planned:
             return self.planned[method.name]
         from ..config import SpectrumConfig
-        from ..integrations.calibrate import calibrate
+        from ..integrations.calibrate import BLEND_WEIGHTS, FITS, INCOHERENT_SHARES, calibrate
 
         options = self.options
         prompts = options.planning_prompts()
@@ -247,7 +247,8 @@ class _Worker:
                                     "--calibration-prompts FILE")
         seed = options.seed + CALIBRATION_SEED_OFFSET
         key = {"prompts": list(prompts), "steps": options.steps, "guidance_scale": options.guidance_scale,
-               "seed": seed, "passes": method.planned_passes}
+               "seed": seed, "passes": method.planned_passes,
+               "planner": repr((FITS, BLEND_WEIGHTS, INCOHERENT_SHARES))}
         path = options.out / "calibration" / f"{method.name}.json"
         key_path = path.with_suffix(".key.json")
         if path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:

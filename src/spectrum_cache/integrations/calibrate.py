@@ -3,12 +3,12 @@
 1. **Record.** One full run per calibration prompt (Spectrum enabled with every step computing, which gives
    the plain sampler's output) records each branch's feature at every step, a fixed random subsample of
    its elements (the forecast treats every element alike), and the sampler's step sizes.
-2. **Search.** ``planner.search_schedule`` finds, for each blend weight w tried and each of the planner's
-   scores (``INCOHERENT_SHARES``), the schedule of exactly ``passes`` steps with the lowest forecast error
+2. **Search.** ``planner.search_schedule`` finds, for each fit (the config's own and ``FITS``), each
+   blend weight w tried and each of the planner's scores (``INCOHERENT_SHARES``), the schedule of exactly ``passes`` steps with the lowest forecast error
    on those trajectories (an open-loop score, computed from the trajectories' Gram matrices: milliseconds
    per schedule).
-3. **Check.** Every candidate (the planned schedules, and the paper's adaptive schedule with the same
-   passes for each w) runs end to end on every calibration prompt with the same noise; the one
+3. **Check.** Every candidate (per fit and score, the planned schedule of the w that scored best; and the
+   paper's adaptive schedule with the same passes, with the config's fit, for each w) runs end to end on every calibration prompt with the same noise; the one
    whose output is closest to the full run's (mean PSNR) wins. The paper's schedule is a candidate, so
    the result is never worse than it on the calibration prompts.
 
@@ -22,6 +22,7 @@ import datetime
 import math
 import time
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..config import SpectrumConfig, check_int
 from ..forecast import make_forecaster
-from ..planner import RecordedTrajectory, ScheduleScorer, search_schedule
+from ..planner import ForecastCache, RecordedTrajectory, ScheduleScorer, search_schedule
 from ..schedule import adaptive_schedule
 from .api import _denoiser_hook, _denoisers, disable_spectrum, enable_spectrum, spectrum_summary
 from .generation import Generation, SchedulerClock
@@ -47,11 +48,17 @@ MAX_RECORDED_ELEMENTS = 1 << 16
 # calibration prompts no one share planned best in every cell (docs/planning.md).
 INCOHERENT_SHARES = (0.0, 0.5, 1.0)
 METRIC = "psnr"
+AS_CONFIGURED = "as configured"
+# The fits calibrate plans for besides the config's own: a local Chebyshev fit (degree 2 over the last 3
+# recorded steps, almost no ridge), close to a quadratic through them, blended with the linear step.
+FITS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {"local": MappingProxyType({"history": 3, "degree": 2, "ridge_lambda": 1e-4})})
 
 
 def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: int, num_inference_steps: int,
               config: SpectrumConfig | None = None, seed: int = 0,
-              blend_weights: Sequence[float] | None = BLEND_WEIGHTS, progress: bool = True,
+              blend_weights: Sequence[float] | None = BLEND_WEIGHTS,
+              fits: Mapping[str, Mapping[str, Any]] | None = FITS, progress: bool = True,
               **call_kwargs: Any) -> SpectrumConfig:
     """A ``SpectrumConfig`` for ``pipe`` whose schedule (``compute_steps``) runs the network on exactly
     ``passes`` of ``num_inference_steps`` steps, chosen to make Spectrum's output closest to the full
@@ -69,6 +76,10 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         seed: noise of prompt i comes from ``torch.Generator().manual_seed(seed + i)``, unless
             ``call_kwargs`` has a ``generator``, which is then rewound to its starting state for every run.
         blend_weights: the w values to plan for (the winner's is returned); None keeps ``config``'s.
+        fits: other Chebyshev fits to plan for besides ``config``'s own, by name: SpectrumConfig fields
+            (``history``, ``degree``, ``ridge_lambda``) that replace ``config``'s. The default adds a local fit
+            (degree 2 over the last 3 recorded steps), which planned better than the paper's full fit at 14 of
+            50 passes on the test bed (docs/planning.md). None plans ``config``'s fit only.
         progress: show progress bars.
         call_kwargs: passed to every pipeline call (``guidance_scale``, ``height``, ``width``, ...). The
             output is compared as latents (``output_type="latent"``, a modular pipeline's ``output="latents"``)
@@ -97,6 +108,13 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     if "prompt" in call_kwargs:
         raise ValueError("calibrate sets prompt itself; pass it as prompts=[...].")
     base = base.replace(num_inference_steps=n, compute_steps=None, provenance=None)
+    fit_configs = {AS_CONFIGURED: base}
+    if base.forecaster == "chebyshev":  # the fits are the Chebyshev forecaster's; other forecasters have none
+        for name, fields in (fits or {}).items():
+            if name == AS_CONFIGURED or not isinstance(fields, Mapping):
+                raise ValueError(f"fits must map names other than {AS_CONFIGURED!r} to SpectrumConfig fields, got "
+                                 f"{name!r}: {fields!r}.")
+            fit_configs[name] = base.replace(**fields)
     runner = _Runner(pipe, n, seed, call_kwargs)
 
     # 1. Record: the full run of every prompt, with its features.
@@ -119,39 +137,43 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         disable_spectrum(pipe)
     trajectories, step_sizes, time_points = recorder.result(n)
 
-    # 2. Search, for each w.
+    # 2. Search, for each fit, w and score.
     paper = paper_schedule(n, k, base)
-    candidates: list[tuple[tuple[int, ...], float, str]] = []
+    # (schedule, fit name, w): the paper's schedule with the user's own settings is the baseline.
+    candidates: list[tuple[tuple[int, ...], str, float]] = []
     searched: dict[str, dict[str, Any]] = {}
     bar = tqdm(desc="calibrate: schedules scored", disable=not progress, unit=" schedules")
     try:
-        for w in weights:
-            def make(w: float = w) -> Any:
-                return make_forecaster(base.forecaster, n, base.degree, base.ridge_lambda, w, time_points, base.history)
+        for fit_name, fit in fit_configs.items():
+            best: dict[float, tuple[float, tuple[int, ...], float]] = {}  # per score mix: the best w's (score, schedule, w)
+            for w in weights:
+                def make(c: SpectrumConfig = fit, w: float = w) -> Any:
+                    return make_forecaster(c.forecaster, n, c.degree, c.ridge_lambda, w, time_points, c.history)
 
-            cache: dict = {}
-            for share in INCOHERENT_SHARES:
-                scorer = ScheduleScorer(make, trajectories, n, step_sizes, share, weights_cache=cache)
-                result = search_schedule(scorer, n, k, seeds=[paper] if paper else [], progress=bar.update)
-                searched[f"w={w:g} incoherent={share:g}"] = {
-                    "schedule": list(result.schedule), "score": result.score,
-                    "paper_score": result.seed_scores[0] if paper else None, "evaluations": result.evaluations}
-                candidates.append((result.schedule, w, "planned"))
-            if paper:
-                candidates.append((tuple(paper), w, "paper"))
+                cache = ForecastCache(make, n)
+                for share in INCOHERENT_SHARES:
+                    scorer = ScheduleScorer(make, trajectories, n, step_sizes, share, weights_cache=cache)
+                    result = search_schedule(scorer, n, k, seeds=[paper] if paper else [], progress=bar.update)
+                    searched[f"{fit_name} w={w:g} incoherent={share:g}"] = {
+                        "schedule": list(result.schedule), "score": result.score,
+                        "paper_score": result.seed_scores[0] if paper else None, "evaluations": result.evaluations}
+                    if share not in best or result.score < best[share][0]:
+                        best[share] = (result.score, result.schedule, w)
+                if paper and fit_name == AS_CONFIGURED:
+                    candidates.append((tuple(paper), fit_name, w))
+            candidates += [(schedule, fit_name, w) for _, schedule, w in best.values()]
     finally:
         bar.close()
-    if paper:  # the user's own w on the paper's schedule: the baseline, whatever w values are tried
-        candidates.append((tuple(paper), base.blend_weight, "paper"))
-    unique = list(dict.fromkeys((schedule, w) for schedule, w, _ in candidates))
-    kinds = {key: "paper" if paper and key[0] == tuple(paper) else "planned" for key in unique}
+    if paper:
+        candidates.insert(0, (tuple(paper), AS_CONFIGURED, base.blend_weight))
+    unique = list(dict.fromkeys(candidates))
 
     # 3. Check every candidate end to end.
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(unique) * len(prompt_calls), desc="calibrate: candidate runs", disable=not progress)
     try:
-        for schedule, w in unique:
-            enable_spectrum(pipe, base.replace(compute_steps=schedule, blend_weight=w))
+        for schedule, fit_name, w in unique:
+            enable_spectrum(pipe, fit_configs[fit_name].replace(compute_steps=schedule, blend_weight=w))
             try:
                 scores = []
                 for index, extra in enumerate(prompt_calls):
@@ -160,12 +182,14 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                     bar.update()
             finally:
                 disable_spectrum(pipe)
-            results.append({"compute_steps": list(schedule), "blend_weight": w, "kind": kinds[(schedule, w)],
+            kind = "paper" if paper and schedule == tuple(paper) else "planned"
+            results.append({"compute_steps": list(schedule), "fit": fit_name, "blend_weight": w, "kind": kind,
                             "psnr": scores, "mean_psnr": _mean(scores)})
     finally:
         bar.close()
-    best = max(results, key=lambda r: r["mean_psnr"])  # the first of equals: candidates are in a fixed order
-    paper_results = [r for r in results if r["kind"] == "paper" and r["blend_weight"] == base.blend_weight]
+    best_result = max(results, key=lambda r: r["mean_psnr"])  # the first of equals: the baseline comes first
+    paper_results = [r for r in results if r["kind"] == "paper" and r["fit"] == AS_CONFIGURED
+                     and r["blend_weight"] == base.blend_weight]
     provenance = {
         **describe(pipe, denoisers),
         "num_inference_steps": n,
@@ -178,7 +202,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         "calibration_prompts": len(prompt_calls),
         "seed": seed if "generator" not in call_kwargs else None,
         "metric": METRIC,
-        "mean_psnr": best["mean_psnr"],
+        "mean_psnr": best_result["mean_psnr"],
+        "fit": best_result["fit"],
         "paper_schedule": list(paper) if paper else None,
         "paper_mean_psnr": paper_results[0]["mean_psnr"] if paper_results else None,
         "candidates": results,
@@ -188,8 +213,9 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         "spectrum_cache_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    return base.replace(compute_steps=tuple(best["compute_steps"]), blend_weight=best["blend_weight"],
-                        provenance=provenance)
+    winner = fit_configs[best_result["fit"]]
+    return winner.replace(compute_steps=tuple(best_result["compute_steps"]), blend_weight=best_result["blend_weight"],
+                          provenance=provenance)
 
 
 def paper_schedule(num_steps: int, passes: int, config: SpectrumConfig | None = None) -> list[int] | None:
