@@ -103,6 +103,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         self._warned: set[str] = set()
         self._hooks_checked: weakref.ref | None = None  # the generation whose skipped modules were checked
         self._calls = threading.local()  # per thread: the guider's state at the last call it named
+        self.residuals: Any = None  # the pipeline's ControlNet, where Spectrum skips it too (controlnet.py)
 
     # -- diffusers hook interface -------------------------------------------------------------
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -140,6 +141,8 @@ class SpectrumHook(Unpicklable, ModelHook):
         try:
             call = self._plan(args, kwargs)
             call.args, call.kwargs = args, kwargs
+            if call.prediction is None and self.residuals is not None:
+                self.residuals.before_compute(call.generation, call.step, call.arguments)
             slot = self.slot
             slot.active = call.trajectory is not None and not self.config.forecast_output
             if slot.active and call.prediction is not None:
@@ -163,6 +166,8 @@ class SpectrumHook(Unpicklable, ModelHook):
                     self._warn("head", "the output head was not called, or a head the forecast does not cover "
                                "was; running the network.")
                     call.prediction = None
+                    if self.residuals is not None:
+                        self.residuals.before_compute(call.generation, call.step, call.arguments)
                     self.slot.clear()
                     self.slot.active = True
                     output = self.fn_ref.original_forward(*call.args, **call.kwargs)
@@ -203,6 +208,8 @@ class SpectrumHook(Unpicklable, ModelHook):
         generation = placement.generation
         self._check_skipped_hooks(generation)
         extras = has_extra_inputs(arguments, self.layout.constant_inputs if self.layout is not None else ())
+        if extras and self.residuals is not None:  # a ControlNet's residuals: only the skipped blocks read them
+            extras = self.residuals.claim(extras, generation, placement.step)
         if extras:
             self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step.")
         batch = _batch_size(arguments)
