@@ -1,5 +1,5 @@
-"""Tiny ControlNet pipelines of the real diffusers classes: SD, SDXL, FLUX (also ControlNet-Union) and SD3,
-each with one ControlNet or two (the pipelines wrap a list in their multi-ControlNet class).
+"""Tiny ControlNet pipelines of the real diffusers classes: SD, SDXL (also ControlNet-Union), FLUX (also
+ControlNet-Union) and SD3, with one ControlNet or two (the pipelines wrap a list in their multi-ControlNet class).
 
 Each builder returns ``(pipeline, call_kwargs)`` as the family builders do (families.py), on the same
 denoisers (SDXL's, FLUX's and SD3's family builders; SD is SDXL's UNet without the added time
@@ -97,6 +97,31 @@ def sdxl(count: int = 1) -> tuple[Any, dict[str, Any]]:
     return pipe, dict(kwargs, image=images[0] if count == 1 else images)
 
 
+def sdxl_union() -> tuple[Any, dict[str, Any]]:
+    """SDXL's family pipeline with a ControlNet-Union (three control types; its control-type transformer has
+    the width of the first block)."""
+    from diffusers import ControlNetUnionModel, StableDiffusionXLControlNetUnionPipeline
+
+    from families import sdxl as base
+
+    plain, kwargs = base()
+    unet = plain.unet.config
+    _seeded(10)
+    net = _unzero(ControlNetUnionModel(
+        in_channels=4, down_block_types=unet.down_block_types, block_out_channels=unet.block_out_channels,
+        layers_per_block=1, cross_attention_dim=24, attention_head_dim=unet.attention_head_dim,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=20 + 6 * 8, norm_num_groups=8, transformer_layers_per_block=(1, 1),
+        conditioning_embedding_out_channels=(4, 8, 8, 16), num_control_type=3, num_trans_channel=16,
+        num_trans_head=2, num_proj_channel=16), 20)
+    pipe = StableDiffusionXLControlNetUnionPipeline(
+        vae=None, text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None, unet=plain.unet,
+        controlnet=net, scheduler=plain.scheduler,
+    )
+    image = _control_image(30, kwargs["height"], kwargs["width"])
+    return pipe, dict(kwargs, control_image=[image], control_mode=[1])
+
+
 def flux(count: int = 1, union: bool = False) -> tuple[Any, dict[str, Any]]:
     """FLUX.1's family transformer with InstantX-style ControlNets (the control image VAE-encoded, one
     double- and one single-stream block each); ``union``: ControlNet-Union with three control modes. 4x6
@@ -166,6 +191,7 @@ CASES: dict[str, ControlNetCase] = {
     "sd": ControlNetCase("sd", sd, "sdxl", "unet"),
     "sd-multi": ControlNetCase("sd-multi", lambda: sd(2), "sdxl", "unet"),
     "sdxl": ControlNetCase("sdxl", sdxl, "sdxl", "unet"),
+    "sdxl-union": ControlNetCase("sdxl-union", sdxl_union, "sdxl", "unet"),
     "flux": ControlNetCase("flux", flux, "flux", "transformer"),
     "flux-multi": ControlNetCase("flux-multi", lambda: flux(2), "flux", "transformer"),
     "flux-union": ControlNetCase("flux-union", lambda: flux(union=True), "flux", "transformer"),

@@ -236,3 +236,15 @@ def test_a_controlnet_serving_another_pipeline_is_refused_and_nothing_is_left_en
     disable_spectrum(first)
     enable_spectrum(second, REAL)  # free again
     assert controlnet_hooked(second)
+
+
+def test_spectrum_on_the_denoiser_alone_runs_every_step_and_says_to_enable_the_pipeline():
+    """Without the pipeline Spectrum cannot reach its ControlNet: the residuals make the denoiser run the
+    network on every step, as they did before, and the warning names the fix."""
+    pipe, kwargs = CASES["flux"].build()
+    baseline = run(pipe, kwargs)
+    enable_spectrum(pipe.transformer, REAL, scheduler=pipe.scheduler)
+    with pytest.warns(SpectrumWarning, match=r"controlnet_block_samples.*enable_spectrum\(pipe\)"):
+        out = run(pipe, kwargs)
+    torch.testing.assert_close(out, baseline, rtol=0, atol=0)
+    assert spectrum_summary(pipe.transformer).branches[0].forecast_steps == ()

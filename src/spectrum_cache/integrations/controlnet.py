@@ -73,7 +73,6 @@ class ControlNetCompanion:
         self.owner = owner
         self.controlnet = controlnet
         self.residual_args = residual_args
-        self.hook: ControlNetHook | None = None
         self._local = threading.local()
         # The outputs of the ControlNet's last run in each live generation: (input key, output). A generation
         # that ends is dropped by its owner, and its entry with it.
@@ -83,6 +82,8 @@ class ControlNetCompanion:
 
     # -- the ControlNet's side ----------------------------------------------------------------
     def call(self, forward: Any, args: tuple, kwargs: dict) -> Any:
+        if getattr(self._local, "forced", False):  # before_compute's late run
+            return forward(*args, **kwargs)
         arguments = self._signature.bind_partial(*args, **kwargs).arguments
         key = input_key(arguments)
         with self.owner._lock:
@@ -117,7 +118,12 @@ class ControlNetCompanion:
         if record.generation is None or record.generation() is not generation or record.step != step:
             return
         record.settled = True
-        real = self.hook.fn_ref.original_forward(*record.args, **(record.kwargs or {}))
+        # Through the module, so that offload hooks put its weights where its inputs are.
+        self._local.forced = True
+        try:
+            real = self.controlnet(*record.args, **(record.kwargs or {}))
+        finally:
+            self._local.forced = False
         given, fresh = _leaves(record.output), _leaves(real)
         passed = {id(t) for name in self.residual_args for t in _leaves((arguments or {}).get(name))}
         if passed and passed <= {id(t) for t in given} and len(given) == len(fresh):
@@ -204,9 +210,17 @@ def attach_controlnet(pipeline: Any, owners: list[SpectrumHook]) -> None:
         )
     owner = consumers[0]
     companion = ControlNetCompanion(owner, controlnet, CONTROLNET_RESIDUALS[type(owner.module).__name__])
-    companion.hook = ControlNetHook(companion)
-    register_hook(controlnet, companion.hook, CONTROLNET_HOOK)
+    register_hook(controlnet, ControlNetHook(companion), CONTROLNET_HOOK)
     owner.residuals = companion
+
+
+def controlnet_hint(denoiser: torch.nn.Module, extras: list[str], hooked: bool) -> str:
+    """Where ``extras`` are ControlNet residuals Spectrum could skip with the forecast steps: how."""
+    residuals = CONTROLNET_RESIDUALS.get(type(denoiser).__name__, ())
+    if hooked or not any(name in residuals for name in extras):
+        return ""
+    return (" Enabled on the pipeline (enable_spectrum(pipe)), Spectrum also skips its ControlNet on forecast steps, if "
+            f"it is one of {', '.join(CONTROLNET_CLASSES)} (pipe.controlnet), and lets the denoiser forecast.")
 
 
 def _containers_copied(output: Any) -> Any:

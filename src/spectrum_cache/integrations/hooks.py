@@ -35,6 +35,7 @@ from ..forecast import all_finite
 from .adapters import ResolvedAdapter, has_extra_inputs
 from .compat import Unpicklable
 from .contexts import BranchContexts, branch_name
+from .controlnet import controlnet_hint
 from .generation import Generation, SchedulerClock, Trajectory, Unplaced
 from .lifecycle import Generations
 from .outputs import input_key, rebuild_output, split_output
@@ -211,7 +212,8 @@ class SpectrumHook(Unpicklable, ModelHook):
         if extras and self.residuals is not None:  # a ControlNet's residuals: only the skipped blocks read them
             extras = self.residuals.claim(extras, generation, placement.step)
         if extras:
-            self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step.")
+            self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step."
+                       + controlnet_hint(self.module, extras, self.residuals is not None))
         batch = _batch_size(arguments)
         decision = plan(generation, placement.name, placement.step, placement.slot, input_key(arguments), batch,
                         bool(extras))
