@@ -16,6 +16,7 @@ from families_controlnet import CASES, ControlNetCase, controlnet_leaves, sd
 from spectrum_cache import SpectrumConfig, SpectrumWarning, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary
 from spectrum_cache.forecast import SpectrumForecaster
 from spectrum_cache.integrations.adapters import resolve_adapter
+from spectrum_cache.integrations.api import _denoiser_hook
 from spectrum_cache.integrations.controlnet import CONTROLNET_HOOK
 
 EVERY_STEP = SpectrumConfig(warmup_steps=STEPS)
@@ -120,6 +121,9 @@ def test_forecast_steps_run_neither_the_controlnet_nor_the_blocks(built, pipe):
     assert built.blocks.take() == [len(PLAN)]
     (branch,) = spectrum_summary(pipe).branches
     assert list(branch.computed_steps) == PLAN and len(branch.forecast_steps) == STEPS - len(PLAN)
+    # The last step ran: no ControlNet tensors are kept (the UNet's generation stays live until the next call).
+    companion = _denoiser_hook(getattr(pipe, built.case.denoiser)).residuals
+    assert not companion._runs and all(r.output is None and not r.args for r in companion._records.values())
     # Close to the full run: much closer than the same run without its ControlNet is.
     error = ((out - built.baseline).norm() / built.baseline.norm()).item()
     disable_spectrum(pipe)
@@ -248,3 +252,14 @@ def test_spectrum_on_the_denoiser_alone_runs_every_step_and_says_to_enable_the_p
         out = run(pipe, kwargs)
     torch.testing.assert_close(out, baseline, rtol=0, atol=0)
     assert spectrum_summary(pipe.transformer).branches[0].forecast_steps == ()
+
+
+@pytest.mark.parametrize("name", ["sdxl", "flux"])
+def test_consecutive_generations_are_identical(name):
+    pipe, kwargs = CASES[name].build()
+    counter = Counter(controlnet_leaves(pipe))
+    enable_spectrum(pipe, REAL)
+    first = run(pipe, kwargs)
+    second = run(pipe, kwargs)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    assert counter.take() == [2 * len(PLAN)]

@@ -51,18 +51,17 @@ CONTROLNET_HOOK = "spectrum_cache_controlnet"
 
 @dataclass
 class _Record:
-    """This thread's last ControlNet call: run (``output`` is real) or skipped (``output`` is what it
-    handed out). ``generation`` and ``step``: where a skipped call was planned, or where the denoiser
-    call that took a run's output landed."""
+    """A generation's last ControlNet call: run (``output`` is real) or skipped at ``step`` (``output`` is
+    what it handed out, ``args`` and ``kwargs`` what it was called with)."""
 
     output: Any
     key: tuple
     skipped: bool
-    generation: weakref.ref | None = None
     step: int | None = None
     args: tuple = ()
     kwargs: dict | None = None
-    settled: bool = False  # a skipped call's outputs filled in, or a run's output kept for its generation
+    filled: bool = False  # a skipped call's outputs were filled in by a late run
+    released: bool = False  # the generation's last step was run: its tensors are let go
 
 
 class ControlNetCompanion:
@@ -73,10 +72,12 @@ class ControlNetCompanion:
         self.owner = owner
         self.controlnet = controlnet
         self.residual_args = residual_args
+        # Per thread: a run whose generation is not known yet (step 0 starts it), until the denoiser call takes it.
         self._local = threading.local()
-        # The outputs of the ControlNet's last run in each live generation: (input key, output). A generation
-        # that ends is dropped by its owner, and its entry with it.
-        self._outputs: weakref.WeakKeyDictionary[Generation, tuple[tuple, Any]] = weakref.WeakKeyDictionary()
+        # Per live generation (a generation that ends is dropped by its owner, and its entries with it): the
+        # ControlNet's last call, and its last run, whose outputs a skipped call hands out.
+        self._records: weakref.WeakKeyDictionary[Generation, _Record] = weakref.WeakKeyDictionary()
+        self._runs: weakref.WeakKeyDictionary[Generation, _Record] = weakref.WeakKeyDictionary()
         signature = inspect.signature(type(controlnet).forward)
         self._signature = signature.replace(parameters=list(signature.parameters.values())[1:])
 
@@ -86,38 +87,43 @@ class ControlNetCompanion:
             return forward(*args, **kwargs)
         arguments = self._signature.bind_partial(*args, **kwargs).arguments
         key = input_key(arguments)
+        self._local.unclaimed = None
         with self.owner._lock:
             ahead = upcoming_forecast(self.owner, arguments.get("timestep"))
-            kept = self._outputs.get(ahead[0]) if ahead is not None else None
-            if kept is not None and kept[0] == key:
-                output = _containers_copied(kept[1])
-                self._local.record = _Record(output, key, True, weakref.ref(ahead[0]), ahead[1], args, kwargs)
+            run = self._runs.get(ahead[0]) if ahead is not None else None
+            if run is not None and run.key == key:
+                output = _containers_copied(run.output)
+                self._records[ahead[0]] = _Record(output, key, True, ahead[1], args, kwargs)
                 return output
         output = forward(*args, **kwargs)
-        self._local.record = _Record(output, key, False)
+        self._local.unclaimed = _Record(output, key, False)
         return output
 
     # -- the denoiser's side (its hook calls these under its lock) ------------------------------
     def claim(self, extras: list[str], generation: Generation, step: int) -> list[str]:
         """The names in ``extras`` that this thread's last ControlNet call does not account for; the
         output of a run is kept as the generation's last, for the forecast steps after it."""
-        record = getattr(self._local, "record", None)
-        if record is None:
+        run = getattr(self._local, "unclaimed", None)
+        if run is not None:
+            self._local.unclaimed = None
+            run.step = step
+            self._records[generation] = self._runs[generation] = run
+        if generation not in self._records:
             return extras
-        if not record.skipped and not record.settled:
-            self._outputs[generation] = (record.key, record.output)
-            record.generation, record.step, record.settled = weakref.ref(generation), step, True
         return [name for name in extras if name not in self.residual_args]
 
     def before_compute(self, generation: Generation | None, step: int, arguments: dict[str, Any] | None) -> None:
         """A denoiser call at ``step`` runs the network: if the ControlNet call of that step was skipped,
         run it now and put its outputs where the denoiser reads them."""
-        record = getattr(self._local, "record", None)
-        if record is None or not record.skipped or record.settled or generation is None:
+        record = self._records.get(generation) if generation is not None else None
+        if record is None or not record.skipped or record.filled or record.step != step:
             return
-        if record.generation is None or record.generation() is not generation or record.step != step:
+        record.filled = True
+        if record.released:
+            self.owner._warn("controlnet-released", f"a second denoiser call on the last step ({step}) ran the "
+                             "network where the first forecast, and the ControlNet, skipped there, was let go with "
+                             "the first call: that call used the ControlNet's residuals of its last run.")
             return
-        record.settled = True
         # Through the module, so that offload hooks put its weights where its inputs are.
         self._local.forced = True
         try:
@@ -137,6 +143,17 @@ class ControlNetCompanion:
             "output (guess mode with CFG does), which Spectrum cannot replace: that step used the ControlNet's "
             "residuals of its last run.",
         )
+
+    def release(self, generation: Generation | None) -> None:
+        """The denoiser ran ``generation``'s last step: keep no ControlNet tensors for it (the generation
+        itself may stay live until the pipeline's next call)."""
+        if generation is None:
+            return
+        self._runs.pop(generation, None)
+        record = self._records.get(generation)
+        if record is not None:
+            self._records[generation] = _Record(None, (), record.skipped, record.step, filled=record.filled,
+                                                released=True)
 
     def detach(self) -> None:
         remove_hook(self.controlnet, CONTROLNET_HOOK)

@@ -174,6 +174,8 @@ class SpectrumHook(Unpicklable, ModelHook):
                     output = self.fn_ref.original_forward(*call.args, **call.kwargs)
             if call.trajectory is not None:
                 self._record(call, output)
+            if call.final and self.residuals is not None:
+                self.residuals.release(call.generation)
             return output
         finally:
             self.slot.clear()
