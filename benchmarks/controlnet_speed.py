@@ -14,7 +14,8 @@ in one process and interleaved call by call, four ways of running the same gener
 - ``spectrum``: both skip the forecast steps (the default now).
 
 Passes are counted on a leaf layer of each ControlNet net and of the denoiser's first block. Times are
-medians of ``--repeats`` calls after one untimed call; the speedup is against ``today``.
+medians of ``--repeats`` rounds (one call per mode each) after an untimed round; the speedup against ``today``
+is the median of the rounds' ratios, which a machine whose load drifts disturbs less.
 """
 
 from __future__ import annotations
@@ -192,9 +193,10 @@ def measure(family: str, steps: int, repeats: int, config: SpectrumConfig) -> li
             passes[name] = (counts["controlnet"], counts["denoiser"])
             if repeat:
                 seconds[name].append(elapsed)
-    today = statistics.median(seconds["today"])
+    # The speedup is the median of each round's ratio: the modes of a round ran back to back, under the same load.
     return [dict(family=family, mode=name, controlnet=passes[name][0], denoiser=passes[name][1],
-                 seconds=statistics.median(seconds[name]), speedup=today / statistics.median(seconds[name]))
+                 seconds=statistics.median(seconds[name]),
+                 speedup=statistics.median(t / s for t, s in zip(seconds["today"], seconds[name])))
             for name in MODES]
 
 

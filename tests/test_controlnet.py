@@ -13,7 +13,8 @@ import torch
 
 from families import STEPS
 from families_controlnet import CASES, ControlNetCase, controlnet_leaves, sd
-from spectrum_cache import SpectrumConfig, SpectrumWarning, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary
+from spectrum_cache import (SpectrumConfig, SpectrumWarning, compute_steps, disable_spectrum, enable_spectrum,
+                            spectrum_summary)
 from spectrum_cache.forecast import SpectrumForecaster
 from spectrum_cache.integrations.adapters import resolve_adapter
 from spectrum_cache.integrations.api import _denoiser_hook

@@ -236,8 +236,9 @@ def controlnet_hint(denoiser: torch.nn.Module, extras: list[str], hooked: bool) 
     residuals = CONTROLNET_RESIDUALS.get(type(denoiser).__name__, ())
     if hooked or not any(name in residuals for name in extras):
         return ""
-    return (" Enabled on the pipeline (enable_spectrum(pipe)), Spectrum also skips its ControlNet on forecast steps, if "
-            f"it is one of {', '.join(CONTROLNET_CLASSES)} (pipe.controlnet), and lets the denoiser forecast.")
+    return (" Enabled on the pipeline (enable_spectrum(pipe)), Spectrum also skips its ControlNet on forecast "
+            f"steps, if it is one of {', '.join(CONTROLNET_CLASSES)} (pipe.controlnet), and lets the denoiser "
+            "forecast.")
 
 
 def _containers_copied(output: Any) -> Any:
