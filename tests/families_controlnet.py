@@ -122,10 +122,11 @@ def sdxl_union() -> tuple[Any, dict[str, Any]]:
     return pipe, dict(kwargs, control_image=[image], control_mode=[1])
 
 
-def flux(count: int = 1, union: bool = False) -> tuple[Any, dict[str, Any]]:
+def flux(count: int = 1, union: bool = False, true_cfg: bool = False) -> tuple[Any, dict[str, Any]]:
     """FLUX.1's family transformer with InstantX-style ControlNets (the control image VAE-encoded, one
     double- and one single-stream block each); ``union``: ControlNet-Union with three control modes. 4x6
-    pixels are a 4x6 latent (the VAE keeps the size), 2x3 packed tokens; two images per prompt."""
+    pixels are a 4x6 latent (the VAE keeps the size), 2x3 packed tokens; two images per prompt. ``true_cfg``:
+    a negative prompt, so two transformer calls per step (unnamed) share each ControlNet call."""
     from diffusers import FluxControlNetModel, FluxControlNetPipeline, FluxMultiControlNetModel
 
     from families import flux as base
@@ -148,6 +149,9 @@ def flux(count: int = 1, union: bool = False) -> tuple[Any, dict[str, Any]]:
         kwargs["control_mode"] = 2 if count == 1 else [2, 0]
     if count > 1:  # the FLUX pipeline takes one scale per ControlNet
         kwargs["controlnet_conditioning_scale"] = [1.0] * count
+    if true_cfg:
+        kwargs.update(negative_prompt_embeds=torch.randn(1, 6, 24), negative_pooled_prompt_embeds=torch.randn(1, 20),
+                      true_cfg_scale=2.0)
     if union:  # diffusers 0.42 repeats the control modes, not the mode embedding's text, per image of a prompt
         kwargs["num_images_per_prompt"] = 1
     return pipe, kwargs
@@ -193,6 +197,7 @@ CASES: dict[str, ControlNetCase] = {
     "sdxl": ControlNetCase("sdxl", sdxl, "sdxl", "unet"),
     "sdxl-union": ControlNetCase("sdxl-union", sdxl_union, "sdxl", "unet"),
     "flux": ControlNetCase("flux", flux, "flux", "transformer"),
+    "flux-true-cfg": ControlNetCase("flux-true-cfg", lambda: flux(true_cfg=True), "flux", "transformer"),
     "flux-multi": ControlNetCase("flux-multi", lambda: flux(2), "flux", "transformer"),
     "flux-union": ControlNetCase("flux-union", lambda: flux(union=True), "flux", "transformer"),
     "flux-union-multi": ControlNetCase("flux-union-multi", lambda: flux(2, union=True), "flux", "transformer"),
