@@ -201,6 +201,29 @@ def test_a_forecast_that_falls_back_to_the_network_gets_the_controlnets_residual
     assert spectrum_summary(pipe).branches[0].forecast_steps == ()
 
 
+def test_a_call_that_cannot_be_placed_after_the_controlnet_skipped_gets_its_residuals(monkeypatch):
+    """The ControlNet planned a forecast, then the denoiser's call was not placed (it runs the network): the
+    ControlNet runs then, for the residuals the denoiser got."""
+    from spectrum_cache.integrations.generation import Unplaced
+    from spectrum_cache.integrations.lifecycle import Generations
+
+    pipe, kwargs = CASES["sdxl"].build()
+    baseline = run(pipe, kwargs)
+    place = Generations.place
+
+    def unplaced_off_plan(self, *args, **kwargs):
+        placement = place(self, *args, **kwargs)
+        if placement.step not in PLAN:
+            raise Unplaced("test", None)
+        return placement
+
+    monkeypatch.setattr(Generations, "place", unplaced_off_plan)
+    counter = Counter(controlnet_leaves(pipe))
+    enable_spectrum(pipe, REAL)
+    torch.testing.assert_close(run(pipe, kwargs), baseline, rtol=0, atol=0)
+    assert counter.take() == [STEPS]
+
+
 def test_guess_mode_skips_the_controlnet_and_says_when_a_fallback_cannot_reach_it(monkeypatch):
     """SD's guess mode with CFG runs the ControlNet on the cond half and concatenates zeros for the uncond
     half: forecast steps skip it as usual; a fallback to the network cannot replace the residuals the

@@ -112,11 +112,19 @@ class ControlNetCompanion:
             return extras
         return [name for name in extras if name not in self.residual_args]
 
-    def before_compute(self, generation: Generation | None, step: int, arguments: dict[str, Any] | None) -> None:
+    def before_compute(self, generation: Generation | None, step: int, arguments: dict[str, Any]) -> None:
         """A denoiser call at ``step`` runs the network: if the ControlNet call of that step was skipped,
         run it now and put its outputs where the denoiser reads them."""
-        record = self._records.get(generation) if generation is not None else None
-        if record is None or not record.skipped or record.filled or record.step != step:
+        passed = {id(t) for name in self.residual_args for t in _leaves((arguments or {}).get(name))}
+        # The skipped call whose outputs the denoiser got (also where the call was not placed), else the skipped
+        # call of this step, whose outputs the pipeline passed on as other tensors.
+        record = next((r for r in self._records.values() if r.skipped and not r.filled and r.output is not None
+                       and passed & {id(t) for t in _leaves(r.output)}), None)
+        if record is None and generation is not None:
+            record = self._records.get(generation)
+            if record is None or not record.skipped or record.filled or record.step != step:
+                return
+        if record is None:
             return
         record.filled = True
         if record.released:
@@ -131,7 +139,6 @@ class ControlNetCompanion:
         finally:
             self._local.forced = False
         given, fresh = _leaves(record.output), _leaves(real)
-        passed = {id(t) for name in self.residual_args for t in _leaves((arguments or {}).get(name))}
         if passed and passed <= {id(t) for t in given} and len(given) == len(fresh):
             for placeholder, value in zip(given, fresh):
                 placeholder.copy_(value)

@@ -143,7 +143,8 @@ class SpectrumHook(Unpicklable, ModelHook):
             call = self._plan(args, kwargs)
             call.args, call.kwargs = args, kwargs
             if call.prediction is None and self.residuals is not None:
-                self.residuals.before_compute(call.generation, call.step, call.arguments)
+                self.residuals.before_compute(call.generation, call.step, call.arguments if call.arguments is not None
+                                              else self._arguments(args, kwargs))
             slot = self.slot
             slot.active = call.trajectory is not None and not self.config.forecast_output
             if slot.active and call.prediction is not None:
