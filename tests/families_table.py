@@ -15,6 +15,7 @@ import warnings
 sys.path.insert(0, os.path.dirname(__file__))
 
 from families import FAMILIES  # noqa: E402
+from families_controlnet import CASES as CONTROLNETS  # noqa: E402
 from families_modular import MODULAR  # noqa: E402
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
@@ -44,8 +45,25 @@ def _skips(denoiser) -> str:
     return text
 
 
+def _controlnets() -> dict[str, str]:
+    """Per family row, what its ControlNet pipelines (tests/test_controlnet.py) also skip on a forecast step."""
+    found: dict[str, tuple[dict, dict]] = {}
+    for case in CONTROLNETS.values():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe, _ = case.build()
+        pipelines, nets = found.setdefault(case.family, ({}, {}))
+        pipelines[type(pipe).__name__] = None
+        net = pipe.controlnet
+        union = getattr(net.nets[0] if hasattr(net, "nets") else net, "union", False)
+        nets[f"`{type(net).__name__}`" + (" (Union)" if union else "")] = None
+    return {family: "; with " + ", ".join(f"`{p}`" for p in pipelines) + ": the ControlNet (" + ", ".join(nets) + ")"
+            for family, (pipelines, nets) in found.items()}
+
+
 def rows() -> list[str]:
     out = ["| family | pipeline | modular pipeline | CFG | a forecast step skips |", "|---|---|---|---|---|"]
+    controlnets = _controlnets()
     for name in sorted(FAMILIES):
         family = FAMILIES[name]
         with warnings.catch_warnings():
@@ -54,7 +72,7 @@ def rows() -> list[str]:
         modular = MODULAR.get(name)
         modular_name = modular.blocks.replace("AutoBlocks", "").replace("Blocks", "") + " (`" + modular.blocks + "`)" if modular else "-"
         skips = "; ".join(f"{d}: {_skips(getattr(pipe, d))}" if len(family.denoisers) > 1 else _skips(getattr(pipe, d))
-                          for d in family.denoisers)
+                          for d in family.denoisers) + controlnets.get(name, "")
         out.append(f"| {name} | `{type(pipe).__name__}` | {modular_name} | {CFG[family.cfg]} | {skips} |")
     # Families diffusers ships only as modular pipelines (tests/test_modular.py runs them).
     for name, modular in sorted(MODULAR.items()):

@@ -26,6 +26,7 @@ def test_the_table_lists_every_family_once_with_what_its_forecast_steps_skip():
     assert all("blocks `" in row for row in rows)
     flux = next(row for row in rows if row.startswith("| flux |"))
     assert "`FluxPipeline`" in flux and "FluxAutoBlocks" in flux and "`x_embedder`" in flux
+    assert "`FluxControlNetPipeline`: the ControlNet (" in flux and "`FluxMultiControlNetModel` (Union)" in flux
 
 
 def test_replacing_the_table_keeps_the_rest_of_the_readme():

@@ -199,6 +199,24 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "BriaFibo2Transformer2DModel": DenoiserAdapter(input_paths=("perceiver",)),
 }
 
+# ControlNets: per denoiser class, the forward arguments that carry a ControlNet's residuals. Its forward
+# reads them only inside the skipped blocks (FLUX's and SD3's per-block samples) or adds them to outputs
+# that only skipped blocks read (the UNet's down-block skip connections and the stand-in mid block's
+# output, which go to the up blocks), so on a forecast step they never reach the output head.
+CONTROLNET_RESIDUALS: dict[str, tuple[str, ...]] = {
+    "UNet2DConditionModel": ("down_block_additional_residuals", "mid_block_additional_residual"),
+    "FluxTransformer2DModel": ("controlnet_block_samples", "controlnet_single_block_samples"),
+    "SD3Transformer2DModel": ("block_controlnet_hidden_states",),
+}
+# The ControlNet classes whose whole output is those residuals (the multi-ControlNet wrappers sum their
+# nets' residuals inside their forward), as the pipelines of those denoisers hold them in ``controlnet``:
+# on a forecast step of the denoiser they are not run (integrations/controlnet.py).
+CONTROLNET_CLASSES: tuple[str, ...] = (
+    "ControlNetModel", "MultiControlNetModel", "ControlNetUnionModel", "MultiControlNetUnionModel",
+    "FluxControlNetModel", "FluxMultiControlNetModel", "SD3ControlNetModel", "SD3MultiControlNetModel",
+)
+CONTROLNET_COMPONENT = "controlnet"
+
 # Denoisers whose blocks feed output heads that Spectrum cannot list as extra_heads (their inputs are not
 # the blocks' output as it is): on a forecast step they would decode features that never went through the
 # blocks. Each maps to the reason; they are refused unless SpectrumConfig(forecast_output=True) forecasts the

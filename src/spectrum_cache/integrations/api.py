@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import unwrap_module
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
 from .compat import register_hook, remove_hook
+from .controlnet import attach_controlnet
 from .hooks import (CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, HeadHook, SpectrumHook,
                     SpectrumWarning)
 from .provenance import mismatches
@@ -144,6 +145,8 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
     try:
         for name, module, adapter, timestep_arg in plans:
             _attach(module, name, config, adapter, timestep_arg, target if is_pipeline else None, scheduler)
+        if is_pipeline:
+            attach_controlnet(target, [_denoiser_hook(module) for _, module, _, _ in plans])
     except BaseException:
         for _, module, _, _ in plans:  # leave nothing half-initialised
             _detach(module)
@@ -226,6 +229,8 @@ def _detach(module: torch.nn.Module) -> None:
     hook = _denoiser_hook(module)
     if isinstance(hook, SpectrumHook):  # not the inert placeholder a deepcopy of the hook is
         setattr(module, _LAST_REPORT_ATTR, tuple(hook.summaries()))
+        if hook.residuals is not None:
+            hook.residuals.detach()
     for submodule in module.modules():
         ungate_block_list(submodule)
         if hasattr(submodule, "_diffusers_hook"):

@@ -35,6 +35,7 @@ from ..forecast import all_finite
 from .adapters import ResolvedAdapter, has_extra_inputs
 from .compat import Unpicklable
 from .contexts import BranchContexts, branch_name
+from .controlnet import controlnet_hint
 from .generation import Generation, SchedulerClock, Trajectory, Unplaced
 from .lifecycle import Generations
 from .outputs import input_key, rebuild_output, split_output
@@ -106,6 +107,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         # calibrate() listens to the recorded features for the length of its recording runs:
         # observer(generation, branch label, step, feature).
         self.observer: Any = None
+        self.residuals: Any = None  # the pipeline's ControlNet, where Spectrum skips it too (controlnet.py)
 
     # -- diffusers hook interface -------------------------------------------------------------
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -143,6 +145,9 @@ class SpectrumHook(Unpicklable, ModelHook):
         try:
             call = self._plan(args, kwargs)
             call.args, call.kwargs = args, kwargs
+            if call.prediction is None and self.residuals is not None:
+                self.residuals.before_compute(call.generation, call.step, call.arguments if call.arguments is not None
+                                              else self._arguments(args, kwargs))
             slot = self.slot
             slot.active = call.trajectory is not None and not self.config.forecast_output
             if slot.active and call.prediction is not None:
@@ -166,11 +171,15 @@ class SpectrumHook(Unpicklable, ModelHook):
                     self._warn("head", "the output head was not called, or a head the forecast does not cover "
                                "was; running the network.")
                     call.prediction = None
+                    if self.residuals is not None:
+                        self.residuals.before_compute(call.generation, call.step, call.arguments)
                     self.slot.clear()
                     self.slot.active = True
                     output = self.fn_ref.original_forward(*call.args, **call.kwargs)
             if call.trajectory is not None:
                 self._record(call, output)
+            if call.final and self.residuals is not None:
+                self.residuals.release(call.generation)
             return output
         finally:
             self.slot.clear()
@@ -206,8 +215,11 @@ class SpectrumHook(Unpicklable, ModelHook):
         generation = placement.generation
         self._check_skipped_hooks(generation)
         extras = has_extra_inputs(arguments, self.layout.constant_inputs if self.layout is not None else ())
+        if extras and self.residuals is not None:  # a ControlNet's residuals: only the skipped blocks read them
+            extras = self.residuals.claim(extras, generation, placement.step)
         if extras:
-            self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step.")
+            self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step."
+                       + controlnet_hint(self.module, extras, self.residuals is not None))
         batch = _batch_size(arguments)
         decision = plan(generation, placement.name, placement.step, placement.slot, input_key(arguments), batch,
                         bool(extras))

@@ -1,0 +1,265 @@
+"""ControlNets at forecast speed: on the denoiser's forecast steps the ControlNet does not run either.
+
+A ControlNet's outputs are residuals that only the denoiser's skipped blocks read
+(``adapters.CONTROLNET_RESIDUALS``), so on a forecast step they never reach the output. There a
+``ControlNetHook`` on the pipeline's ``controlnet`` (one of ``adapters.CONTROLNET_CLASSES``) hands back
+the outputs of its last run in this generation (containers copied, the same tensors: the shapes, dtype
+and device the pipeline and the denoiser's forward expect) instead of running. On compute steps it runs
+as without Spectrum. The ControlNet module itself is not changed; ``disable_spectrum`` removes the hook.
+
+Knowing ahead. The pipelines call the ControlNet first in each step, with the denoiser's timestep and
+before ``scheduler.step()``, so the denoiser call that follows lands on the step the ControlNet's call
+would land on now. ``upcoming_forecast`` reads the denoiser's live generation, placing and counting
+nothing, and says whether this thread's next denoiser call would forecast: a step that is not a compute
+step, on a trajectory with a recorded feature. Where it cannot tell (no generation yet, as on step 0; a
+generation of another pipeline; a modular pipeline's guider naming the branches; gradients enabled), the
+ControlNet runs, which is always right.
+
+When the denoiser computes after all on such a step (a non-finite forecast, an output head not called,
+new input shapes), ``before_compute`` runs the skipped ControlNet call then and copies its outputs into
+the tensors it handed out, which the pipelines pass on to the denoiser as they are. A pipeline that built
+new tensors from them (guess mode with CFG concatenates zeros for the uncond half) cannot be reached that
+way: that step then runs with the residuals of the ControlNet's last run, and a warning says so.
+
+The denoiser hook asks ``claim`` which of a call's per-step extra inputs the ControlNet accounts for: those
+do not make the denoiser run every step, as other per-step inputs (T2I adapters) still do.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from diffusers.hooks.hooks import ModelHook
+from diffusers.utils.torch_utils import unwrap_module
+
+from .adapters import CONTROLNET_CLASSES, CONTROLNET_COMPONENT, CONTROLNET_RESIDUALS
+from .compat import Unpicklable, register_hook, remove_hook
+from .generation import Generation, SchedulerClock, Unplaced
+from .outputs import input_key
+from .steps import running_pipeline
+
+if TYPE_CHECKING:
+    from .hooks import SpectrumHook
+
+CONTROLNET_HOOK = "spectrum_cache_controlnet"
+
+
+@dataclass
+class _Record:
+    """A generation's last ControlNet call: run (``output`` is real) or skipped at ``step`` (``output`` is
+    what it handed out, ``args`` and ``kwargs`` what it was called with)."""
+
+    output: Any
+    key: tuple
+    skipped: bool
+    step: int | None = None
+    args: tuple = ()
+    kwargs: dict | None = None
+    filled: bool = False  # a skipped call's outputs were filled in by a late run
+    released: bool = False  # the generation's last step was run: its tensors are let go
+
+
+class ControlNetCompanion:
+    """The ControlNet of one Spectrum denoiser: decides per ControlNet call whether it runs (see the
+    module docstring). Its state is per thread, as the denoiser's generations are."""
+
+    def __init__(self, owner: SpectrumHook, controlnet: torch.nn.Module, residual_args: tuple[str, ...]) -> None:
+        self.owner = owner
+        self.controlnet = controlnet
+        self.residual_args = residual_args
+        # Per thread: a run whose generation is not known yet (step 0 starts it), until the denoiser call takes it.
+        self._local = threading.local()
+        # Per live generation (a generation that ends is dropped by its owner, and its entries with it): the
+        # ControlNet's last call, and its last run, whose outputs a skipped call hands out.
+        self._records: weakref.WeakKeyDictionary[Generation, _Record] = weakref.WeakKeyDictionary()
+        self._runs: weakref.WeakKeyDictionary[Generation, _Record] = weakref.WeakKeyDictionary()
+        signature = inspect.signature(type(controlnet).forward)
+        self._signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+
+    # -- the ControlNet's side ----------------------------------------------------------------
+    def call(self, forward: Any, args: tuple, kwargs: dict) -> Any:
+        if getattr(self._local, "forced", False):  # before_compute's late run
+            return forward(*args, **kwargs)
+        arguments = self._signature.bind_partial(*args, **kwargs).arguments
+        key = input_key(arguments)
+        self._local.unclaimed = None
+        with self.owner._lock:
+            ahead = upcoming_forecast(self.owner, arguments.get("timestep"))
+            run = self._runs.get(ahead[0]) if ahead is not None else None
+            if run is not None and run.key == key:
+                output = _containers_copied(run.output)
+                self._records[ahead[0]] = _Record(output, key, True, ahead[1], args, kwargs)
+                return output
+        output = forward(*args, **kwargs)
+        self._local.unclaimed = _Record(output, key, False)
+        return output
+
+    # -- the denoiser's side (its hook calls these under its lock) ------------------------------
+    def claim(self, extras: list[str], generation: Generation, step: int) -> list[str]:
+        """The names in ``extras`` that this thread's last ControlNet call does not account for; the
+        output of a run is kept as the generation's last, for the forecast steps after it."""
+        run = getattr(self._local, "unclaimed", None)
+        if run is not None:
+            self._local.unclaimed = None
+            run.step = step
+            self._records[generation] = self._runs[generation] = run
+        if generation not in self._records:
+            return extras
+        return [name for name in extras if name not in self.residual_args]
+
+    def before_compute(self, generation: Generation | None, step: int, arguments: dict[str, Any]) -> None:
+        """A denoiser call at ``step`` runs the network: if the ControlNet call of that step was skipped,
+        run it now and put its outputs where the denoiser reads them."""
+        passed = {id(t) for name in self.residual_args for t in _leaves((arguments or {}).get(name))}
+        # The skipped call whose outputs the denoiser got (also where the call was not placed), else the skipped
+        # call of this step, whose outputs the pipeline passed on as other tensors.
+        record = next((r for r in self._records.values() if r.skipped and not r.filled and r.output is not None
+                       and passed & {id(t) for t in _leaves(r.output)}), None)
+        if record is None and generation is not None:
+            record = self._records.get(generation)
+            if record is None or not record.skipped or record.filled or record.step != step:
+                return
+        if record is None:
+            return
+        record.filled = True
+        if record.released:
+            self.owner._warn("controlnet-released", f"a second denoiser call on the last step ({step}) ran the "
+                             "network where the first forecast, and the ControlNet, skipped there, was let go with "
+                             "the first call: that call used the ControlNet's residuals of its last run.")
+            return
+        # Through the module, so that offload hooks put its weights where its inputs are.
+        self._local.forced = True
+        try:
+            real = self.controlnet(*record.args, **(record.kwargs or {}))
+        finally:
+            self._local.forced = False
+        given, fresh = _leaves(record.output), _leaves(real)
+        if passed and passed <= {id(t) for t in given} and len(given) == len(fresh):
+            for placeholder, value in zip(given, fresh):
+                placeholder.copy_(value)
+            return
+        self.owner._warn(
+            "controlnet",
+            f"step {step} was planned as a forecast step, so the ControlNet did not run, but the denoiser "
+            "ran the network there, and the pipeline passed it residuals built from the ControlNet's "
+            "output (guess mode with CFG does), which Spectrum cannot replace: that step used the ControlNet's "
+            "residuals of its last run.",
+        )
+
+    def release(self, generation: Generation | None) -> None:
+        """The denoiser ran ``generation``'s last step: keep no ControlNet tensors for it (the generation
+        itself may stay live until the pipeline's next call)."""
+        if generation is None:
+            return
+        self._runs.pop(generation, None)
+        record = self._records.get(generation)
+        if record is not None:
+            self._records[generation] = _Record(None, (), record.skipped, record.step, filled=record.filled,
+                                                released=True)
+
+    def detach(self) -> None:
+        remove_hook(self.controlnet, CONTROLNET_HOOK)
+        if self.owner.residuals is self:
+            self.owner.residuals = None
+
+
+class ControlNetHook(Unpicklable, ModelHook):
+    """On the pipeline's ControlNet: runs it, or on a forecast step of its denoiser hands back its last
+    run's outputs (see the module docstring)."""
+
+    def __init__(self, companion: ControlNetCompanion) -> None:
+        super().__init__()
+        self.companion = companion
+
+    @torch.compiler.disable
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return self.companion.call(self.fn_ref.original_forward, args, kwargs)
+
+
+def upcoming_forecast(owner: SpectrumHook, timestep: Any) -> tuple[Generation, int] | None:
+    """(generation, step) if this thread's next call of ``owner``'s denoiser, made now, would forecast;
+    None where it would compute or that cannot be told. Places and counts nothing."""
+    if torch.is_grad_enabled() or owner.contexts.step_fields() is not None:
+        return None
+    generation = owner.generations.current()
+    if (generation is None or generation.by_fields or not isinstance(generation.clock, SchedulerClock)
+            or generation.source is None or generation.source.guider is not None
+            or not generation.clock.still_running()):
+        return None
+    # The generation belongs to the pipeline call running now, not to one that ended early.
+    pipeline, _, _ = running_pipeline(owner.module)
+    if pipeline is None or pipeline is not generation.pipeline:
+        return None
+    name = owner.contexts.name()
+    try:
+        step = generation.clock.place(name, timestep)
+    except Unplaced:
+        return None
+    if generation.num_steps is None or step >= generation.num_steps or step in generation.compute_steps:
+        return None
+    branch = generation.branches.get(name)
+    if branch is None:
+        return None
+    trajectory = branch.trajectories.get(branch.calls_in_step if branch.step == step else 0)
+    if trajectory is None or trajectory.forecaster.num_recorded == 0:
+        return None
+    if owner.config.forecast_output and trajectory.output_layout is None:
+        return None
+    return generation, step
+
+
+def attach_controlnet(pipeline: Any, owners: list[SpectrumHook]) -> None:
+    """Hook ``pipeline``'s ControlNet for the denoiser that reads its residuals, where both are known;
+    an unknown ControlNet is left alone (its residuals make the denoiser run every step, with a warning)."""
+    components = getattr(pipeline, "components", None)
+    controlnet = components.get(CONTROLNET_COMPONENT) if isinstance(components, dict) else None
+    if not isinstance(controlnet, torch.nn.Module):
+        return
+    controlnet = unwrap_module(controlnet)
+    if type(controlnet).__name__ not in CONTROLNET_CLASSES:
+        return
+    consumers = [o for o in owners if type(o.module).__name__ in CONTROLNET_RESIDUALS]
+    if len(consumers) != 1:
+        return
+    registry = getattr(controlnet, "_diffusers_hook", None)
+    if registry is not None and registry.get_hook(CONTROLNET_HOOK) is not None:
+        raise ValueError(
+            f"{type(controlnet).__name__} already skips forecast steps for another pipeline's denoiser with "
+            "Spectrum; call disable_spectrum on that pipeline first."
+        )
+    owner = consumers[0]
+    companion = ControlNetCompanion(owner, controlnet, CONTROLNET_RESIDUALS[type(owner.module).__name__])
+    register_hook(controlnet, ControlNetHook(companion), CONTROLNET_HOOK)
+    owner.residuals = companion
+
+
+def controlnet_hint(denoiser: torch.nn.Module, extras: list[str], hooked: bool) -> str:
+    """Where ``extras`` are ControlNet residuals Spectrum could skip with the forecast steps: how."""
+    residuals = CONTROLNET_RESIDUALS.get(type(denoiser).__name__, ())
+    if hooked or not any(name in residuals for name in extras):
+        return ""
+    return (" Enabled on the pipeline (enable_spectrum(pipe)), Spectrum also skips its ControlNet on forecast "
+            f"steps, if it is one of {', '.join(CONTROLNET_CLASSES)} (pipe.controlnet), and lets the denoiser "
+            "forecast.")
+
+
+def _containers_copied(output: Any) -> Any:
+    """``output`` with its tuples and lists new (a pipeline may change them), the tensors the same."""
+    if isinstance(output, (tuple, list)) and not hasattr(output, "_fields"):
+        return type(output)(_containers_copied(o) for o in output)
+    return output
+
+
+def _leaves(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _leaves(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _leaves(v)]
+    return []
