@@ -360,7 +360,9 @@ def test_num_images_per_prompt_makes_each_prompts_images_in_order(pipe: Embedded
     assert images.shape == (4, IMAGE_SIZE, IMAGE_SIZE, 3)
     # diffusers' order: the first prompt's images, then the second's, each from its own generator.
     for index, (prompt, seed) in enumerate([(prompts[0], 0), (prompts[0], 1), (prompts[1], 2), (prompts[1], 3)]):
-        assert np.allclose(images[index], _np(pipe, prompt, seed, num_inference_steps=3)[0], atol=1e-5), index
+        # A batch of 4 and a batch of 1 take different float32 kernels: up to 1.5e-5 apart on this machine's
+        # CPU, far below one 8-bit level (3.9e-3); another prompt or seed is 1e-2 or more away (checked below).
+        assert np.allclose(images[index], _np(pipe, prompt, seed, num_inference_steps=3)[0], atol=1e-4), index
     assert not np.allclose(images[0], images[1], atol=1e-2)  # two seeds, two pictures
     assert len(pipe("a red circle", num_images_per_prompt=3, num_inference_steps=1).images) == 3
 
