@@ -38,6 +38,7 @@ from ..forecast import (
 from ..schedule import compute_steps
 from .adapters import GuidanceLayout, TimestepRange, guidance_layout
 from .contexts import BATCHED_CFG_BRANCHES
+from .skipping import blanked
 from .summary import BranchSummary
 
 
@@ -68,14 +69,19 @@ class Trajectory:
     finite: torch.Tensor | None = None
     # The adapter's constant_paths outputs, by slot index: (input, its version, output, its version).
     constants: dict[int, tuple[torch.Tensor, int, torch.Tensor, int]] = field(default_factory=dict)
-    # The stand-in modules' outputs of the last compute step, by stand-in index (skipping.py), in call order.
+    # The stand-in modules' outputs of the last compute step, by stand-in index (skipping.py), in call order:
+    # their blanks, or the outputs themselves for the adapter's kept inputs.
     stand_in_outputs: list[list[Any]] | None = None
 
     stand_in_bytes: int = 0  # the most the kept stand-in outputs held
 
-    def keep_stand_in_outputs(self, outputs: list[list[Any]]) -> None:
-        self.stand_in_outputs = outputs
-        held = sum(_tensor_bytes(o) for kept in outputs for o in kept)
+    def keep_stand_in_outputs(self, outputs: list[list[Any]], kept: tuple[bool, ...] = ()) -> None:
+        """Keep the stand-ins' outputs of a compute step: only where ``kept[i]`` is set; the others' layouts."""
+        self.stand_in_outputs = [
+            given if index < len(kept) and kept[index] else [blanked(o) for o in given]
+            for index, given in enumerate(outputs)
+        ]
+        held = sum(_tensor_bytes(o) for given in self.stand_in_outputs for o in given)
         self.stand_in_bytes = max(self.stand_in_bytes, held)
 
     def note_finite(self, feature: torch.Tensor) -> None:
@@ -371,4 +377,6 @@ def _tensor_bytes(value: Any) -> int:
         return value.numel() * value.element_size()
     if isinstance(value, (tuple, list)):
         return sum(_tensor_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
     return 0
