@@ -484,6 +484,24 @@ def test_history_caps_the_forecaster_memory():
     assert held[None] == (5 * 4 + 2 * 4) * numel + 25 * 8  # moments, two features, the float64 Gram matrix
 
 
+@pytest.mark.parametrize("mode", ["independent", "paired"])
+def test_state_in_host_memory_gives_the_same_latents(mode):
+    """state_device="cpu" on a CPU model: the host-memory path (a copy per record, a slice-wise sum per
+    forecast) gives the on-device window's latents bitwise, with both CFG branches of Wan2.2 (paired: the
+    difference is taken against the primary's host copy)."""
+    pipe, kwargs = wan22()
+    out, held = {}, {}
+    for device in (None, "cpu"):
+        enable_spectrum(pipe, REAL.replace(history=4, state_device=device, guidance_forecast=mode))
+        out[device] = latents(pipe, kwargs)
+        summary = spectrum_summary(pipe)
+        assert summary.passes_saved > 0
+        held[device] = [b.peak_bytes for b in summary.branches]
+        disable_spectrum(pipe)
+    torch.testing.assert_close(out["cpu"], out[None], rtol=0, atol=0)
+    assert held["cpu"] == held[None]
+
+
 # -- constant modules (the adapter's constant_paths) ---------------------------------------------------
 @torch.no_grad()
 def _loop_changing_pooled(transformer, n, inputs, change):

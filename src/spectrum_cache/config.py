@@ -35,6 +35,19 @@ def check_int(name: str, value: object, minimum: int, maximum: int | None = None
     return int(value)
 
 
+STATE_DEVICES = ("cpu",)
+
+
+def check_state_device(value: object) -> str | None:
+    """``value`` as a state device (None, or one of ``STATE_DEVICES``), or a ValueError naming state_device."""
+    if value is None:
+        return None
+    name = str(value) if not isinstance(value, (str, bool, numbers.Number)) else value  # a torch.device too
+    if name not in STATE_DEVICES:
+        raise ValueError(f"state_device must be None (the features' own device) or 'cpu' (host memory), got {value!r}.")
+    return name
+
+
 def check_real(name: str, value: object, minimum: float, maximum: float = math.inf) -> float:
     """``value`` as a finite float (numpy numbers too), or a ValueError naming ``name`` and the range."""
     if (
@@ -93,6 +106,10 @@ class SpectrumConfig:
             instead of 4 (M + 1) + 2 x (bytes per element), e.g. 8 instead of 24 bytes for bfloat16
             features with K = 4. ``None`` (the default) fits every recorded step, as the paper does.
             See the README for what it costs in quality.
+        state_device: where the forecaster keeps the features of its window: ``None`` (the default) on
+            the features' own device, ``"cpu"`` in host memory (pinned on CUDA, copies overlapped with the
+            model), so the accelerator holds none of it. Needs ``history`` (the full fit's moments change
+            on every record) and ``forecaster="chebyshev"``.
 
     Every field is keyword-only: ``SpectrumConfig(flex_window=0.75)``, never ``SpectrumConfig(0.75)``
     (the first field is N, so a positional alpha would be read as a step count).
@@ -122,6 +139,7 @@ class SpectrumConfig:
     difference_forecaster: str = "reuse"
     time_axis: str = "step"
     history: int | None = None
+    state_device: str | None = None
 
     def __post_init__(self) -> None:
         # Normalised to Python numbers so numpy scalars behave like the ints and floats they stand for.
@@ -148,6 +166,13 @@ class SpectrumConfig:
                              f"got {self.difference_forecaster!r}.")
         if self.history is not None:
             object.__setattr__(self, "history", check_int("history", self.history, 2))
+        object.__setattr__(self, "state_device", check_state_device(self.state_device))
+        if self.state_device is not None and (self.history is None or self.forecaster != "chebyshev"):
+            raise ValueError(
+                f"state_device={self.state_device!r} keeps the windowed Chebyshev fit's features off the device: "
+                f"it needs forecaster='chebyshev' (got {self.forecaster!r}) and a history K (got "
+                f"{self.history!r}); the full fit (history=None) adds to its moments on every record."
+            )
         if self.time_axis not in TIME_AXES:
             raise ValueError(f"time_axis must be one of {', '.join(TIME_AXES)}; got {self.time_axis!r}.")
 

@@ -143,7 +143,7 @@ class Generation:
     def new_forecaster(self) -> FeatureForecaster:
         c = self.config
         return make_forecaster(c.forecaster, self.num_steps, c.degree, c.ridge_lambda, c.blend_weight, self.time_points,
-                               c.history)
+                               c.history, c.state_device)
 
     def forecaster_for(self, branch: str, slot: int, batch: int | None) -> tuple[FeatureForecaster, str | None]:
         """The forecaster of a new trajectory, and a note when paired forecasting was asked for and
