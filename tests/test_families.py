@@ -229,14 +229,14 @@ def test_forecast_steps_keep_no_stand_in_output_and_change_nothing(case, pipe, m
     """The stand-ins (input modules, single blocks) give fresh tensors on forecast steps, not a kept copy
     of their last output: the images are exactly those of keeping every output (the old behaviour), with
     the fresh tensors poisoned by NaN, and only the adapter's kept_inputs are held (stand_in_bytes)."""
-    from spectrum_cache.integrations import generation
+    from spectrum_cache.integrations import skipping
     from spectrum_cache.integrations.adapters import resolve_adapter
 
     layouts = [resolve_adapter(getattr(pipe, name)) for name in case.family.denoisers]
     if not any(layout.stand_in_modules for layout in layouts):
         pytest.skip(f"{case.family.name}: nothing stands in for a skipped module")
     with monkeypatch.context() as keep_all:
-        keep_all.setattr(generation, "blanked", lambda value: value)
+        keep_all.setattr(skipping, "blanked", lambda value: value)
         enable_spectrum(pipe, REAL)
         kept = run(pipe, case.kwargs)
         kept_bytes = sum(b.stand_in_bytes for b in spectrum_summary(pipe).branches)

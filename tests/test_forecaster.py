@@ -305,10 +305,10 @@ def test_window_in_host_memory_reuses_the_buffer_it_drops():
     steps, feats = _windowed_case(4)
     host = _record_all(WindowedSpectrumForecaster(3, num_inference_steps=50, state_device="cpu"), steps[:3], feats[:3])
     oldest = host._tensors()[0].data_ptr()
-    host.update(steps[3], feats[3])  # drops the oldest; the next record writes into its buffer
-    host.update(steps[4], feats[4])
-    assert host._tensors()[-1].data_ptr() == oldest
-    torch.testing.assert_close(host._tensors()[-1], feats[4], rtol=0, atol=0)
+    host.update(steps[3], feats[3])  # drops the oldest first and writes the new feature into its buffer
+    assert host._tensors()[-1].data_ptr() == oldest and len(host._tensors()) == 3
+    torch.testing.assert_close(host._tensors()[-1], feats[3], rtol=0, atol=0)
+    torch.testing.assert_close(host._tensors()[0], feats[1], rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, streamed path needs a CUDA device")

@@ -188,7 +188,6 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
     def _clear(self) -> None:
         super()._clear()
         self._window: list[tuple[int, torch.Tensor]] = []  # (step, feature), oldest first
-        self._spare: torch.Tensor | None = None  # a host buffer the window let go of, for the next record
         self._device: torch.device | None = None  # where the features come from (and forecasts go)
 
     def _tensors(self) -> list[torch.Tensor | None]:
@@ -199,14 +198,12 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
 
     def _record(self, step: int, feature: torch.Tensor) -> None:
         self._device = feature.device
-        self._window.append((step, feature.clone() if self.state_device is None else self._to_host(feature)))
-        if len(self._window) > self.history:
-            _, dropped = self._window.pop(0)
-            if self.state_device is not None:
-                self._spare = dropped  # pinning is slow: the next record reuses it
+        # The oldest goes first, so that the window never holds K + 1 features; in host memory its buffer
+        # takes the new one (pinning is slow).
+        dropped = self._window.pop(0)[1] if len(self._window) == self.history else None
+        self._window.append((step, feature.clone() if self.state_device is None else self._to_host(feature, dropped)))
 
-    def _to_host(self, feature: torch.Tensor) -> torch.Tensor:
-        spare, self._spare = self._spare, None
+    def _to_host(self, feature: torch.Tensor, spare: torch.Tensor | None) -> torch.Tensor:
         if spare is None or spare.shape != feature.shape or spare.dtype != feature.dtype:
             spare = torch.empty(feature.shape, dtype=feature.dtype, device="cpu", pin_memory=feature.is_cuda)
         if not feature.is_cuda:
@@ -258,10 +255,13 @@ def _chunked_sum(weights: list[float], features: list[torch.Tensor], device: tor
     flats = [f.reshape(-1) for f in features]
     for start in range(0, flat_out.numel(), _CHUNK):
         end = min(start + _CHUNK, flat_out.numel())
-        acc = torch.zeros(end - start, dtype=torch.float32, device=device)
+        # float32 features are summed in the output itself: no slice to copy over.
+        acc = flat_out[start:end].zero_() if out.dtype == torch.float32 else torch.zeros(
+            end - start, dtype=torch.float32, device=device)
         for weight, flat in zip(weights, flats):
             acc.add_(flat[start:end].to(device), alpha=weight)
-        flat_out[start:end].copy_(acc)
+        if acc.data_ptr() != flat_out[start:end].data_ptr():
+            flat_out[start:end].copy_(acc)
     return out
 
 

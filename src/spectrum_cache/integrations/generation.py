@@ -38,7 +38,6 @@ from ..forecast import (
 from ..schedule import compute_steps
 from .adapters import GuidanceLayout, TimestepRange, guidance_layout
 from .contexts import BATCHED_CFG_BRANCHES
-from .skipping import blanked
 from .summary import BranchSummary
 
 
@@ -75,13 +74,9 @@ class Trajectory:
 
     stand_in_bytes: int = 0  # the most the kept stand-in outputs held
 
-    def keep_stand_in_outputs(self, outputs: list[list[Any]], kept: tuple[bool, ...] = ()) -> None:
-        """Keep the stand-ins' outputs of a compute step: only where ``kept[i]`` is set; the others' layouts."""
-        self.stand_in_outputs = [
-            given if index < len(kept) and kept[index] else [blanked(o) for o in given]
-            for index, given in enumerate(outputs)
-        ]
-        held = sum(_tensor_bytes(o) for given in self.stand_in_outputs for o in given)
+    def keep_stand_in_outputs(self, outputs: list[list[Any]]) -> None:
+        self.stand_in_outputs = outputs
+        held = sum(_tensor_bytes(o) for kept in outputs for o in kept)
         self.stand_in_bytes = max(self.stand_in_bytes, held)
 
     def note_finite(self, feature: torch.Tensor) -> None:

@@ -331,7 +331,7 @@ class SpectrumHook(Unpicklable, ModelHook):
                     feature, trajectory.output_layout = split
             elif any(f is not None for f in self.slot.features):
                 feature, head_layout = join_heads(self.slot.features)
-                trajectory.keep_stand_in_outputs(self.slot.stand_in_outputs, self.layout.kept_stand_ins)
+                trajectory.keep_stand_in_outputs(self.slot.stand_in_outputs)
             else:
                 self._warn("head", "the output head was not called; nothing recorded.")
             if feature is not None:

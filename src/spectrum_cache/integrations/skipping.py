@@ -155,9 +155,10 @@ class StandInHook(Unpicklable, ModelHook):
     laid out as the output the module gave on the trajectory's last compute step (that output itself for
     a kept input); on compute steps it hands that output over."""
 
-    def __init__(self, gate: SkipGate, slot: CallSlot, index: int) -> None:
+    def __init__(self, gate: SkipGate, slot: CallSlot, index: int, keep: bool = False) -> None:
         super().__init__()
         self.gate, self.slot, self.index = gate, slot, index
+        self.keep = keep  # the adapter's kept_inputs: the forward reads this output's values outside the blocks
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         slot, index = self.slot, self.index
@@ -168,7 +169,9 @@ class StandInHook(Unpicklable, ModelHook):
                 return unblanked(kept[used])
         output = self.fn_ref.original_forward(*args, **kwargs)
         if slot.active and slot.prediction is None:
-            slot.stand_in_outputs[index].append(output)
+            # Only the layout, at once: holding the output to the end of the call would keep it alive
+            # while the blocks run, past where the forward itself lets go of it.
+            slot.stand_in_outputs[index].append(output if self.keep else blanked(output))
         return output
 
 
