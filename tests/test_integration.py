@@ -230,7 +230,10 @@ def test_with_gradients_enabled_runs_normally():
 def test_non_finite_forecast_runs_the_network(monkeypatch):
     pipe, kwargs = flux()
     baseline = latents(pipe, kwargs)
-    monkeypatch.setattr(SpectrumForecaster, "_forecast", lambda self, step: torch.full(self._last.shape, float("nan")))
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    for fit in (SpectrumForecaster, WindowedSpectrumForecaster):  # the full fit and the default window
+        monkeypatch.setattr(fit, "_forecast", lambda self, step: torch.full(self.feature_shape, float("nan")))
     enable_spectrum(pipe, REAL)
     with pytest.warns(SpectrumWarning, match="non-finite forecast"):
         out = latents(pipe, kwargs)
