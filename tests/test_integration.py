@@ -505,6 +505,31 @@ def test_state_in_host_memory_gives_the_same_latents(mode):
     assert held["cpu"] == held[None]
 
 
+def test_only_the_adapters_kept_inputs_keep_their_output(monkeypatch, poisoned_blanks):
+    """A stand-in listed in kept_inputs returns its last compute step's output and is counted in
+    stand_in_bytes; the others keep nothing. Here FLUX's x_embedder: 2 images x 6 tokens x 32 channels, float32."""
+    import dataclasses
+
+    from spectrum_cache.integrations import adapters
+
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    blank = latents(pipe, kwargs)
+    assert spectrum_summary(pipe).branches[0].stand_in_bytes == 0
+    disable_spectrum(pipe)
+    made = poisoned_blanks[0]
+    flux_adapter = adapters.ADAPTERS["FluxTransformer2DModel"]
+    monkeypatch.setitem(adapters.ADAPTERS, "FluxTransformer2DModel",
+                        dataclasses.replace(flux_adapter, kept_inputs=("x_embedder",)))
+    enable_spectrum(pipe, REAL)
+    kept = latents(pipe, kwargs)
+    (branch,) = spectrum_summary(pipe).branches
+    assert branch.stand_in_bytes == 2 * 6 * 32 * 4
+    # The other two stand-ins (context_embedder, pos_embed: cos and sin) still make blanks on each forecast step.
+    assert poisoned_blanks[0] - made == 3 * len(branch.forecast_steps)
+    torch.testing.assert_close(kept, blank, rtol=0, atol=0)
+
+
 # -- constant modules (the adapter's constant_paths) ---------------------------------------------------
 @torch.no_grad()
 def _loop_changing_pooled(transformer, n, inputs, change):
