@@ -37,3 +37,22 @@ def load_benchmark():
         return module
 
     return load
+
+
+@pytest.fixture
+def poisoned_blanks(monkeypatch):
+    """The stand-ins' fresh tensors (skipping.Blank) filled with NaN (integers with their largest value),
+    so that any value of them reaching an output shows there; yields the count of tensors made."""
+    from spectrum_cache.integrations import skipping
+
+    made = [0]
+
+    def poisoned(blank):
+        made[0] += 1
+        if blank.dtype.is_floating_point or blank.dtype.is_complex:
+            return torch.full(blank.shape, float("nan"), dtype=blank.dtype, device=blank.device)
+        top = True if blank.dtype == torch.bool else torch.iinfo(blank.dtype).max
+        return torch.full(blank.shape, top, dtype=blank.dtype, device=blank.device)
+
+    monkeypatch.setattr(skipping.Blank, "make", poisoned)
+    yield made

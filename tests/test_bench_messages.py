@@ -31,7 +31,7 @@ def test_the_methods_error_spells_out_every_ending_and_each_one_parses() -> None
     with pytest.raises(ValueError) as raised:
         parse_method("bogus")
     message = str(raised.value)
-    for part in ("-pair", "-pair-linear", "-pair-chebyshev", "-sigma", "spectrum-aALPHA-wW[-dD][-lL][-hK][-winW]",
+    for part in ("-pair", "-pair-linear", "-pair-chebyshev", "-sigma", "spectrum-aALPHA-wW[-dD][-lL][-hK|-hfull][-winW]",
                  "{reuse|taylor1|taylor2}-aALPHA[-winW]"):
         assert part in message, part
     endings = _tail_alternatives()

@@ -113,12 +113,17 @@ def check_schedules(entry: Denoiser, model, inputs, config_extra: dict | None = 
 
 
 @pytest.mark.parametrize("entry", SUPPORTED, ids=lambda e: e.cls)
-def test_denoiser_under_spectrum(entry):
+def test_denoiser_under_spectrum(entry, poisoned_blanks):
     model, inputs = build(entry)
     forecast = check_schedules(entry, model, inputs)
     adapter = resolve_adapter(model)
+    assert (poisoned_blanks[0] > 0) == bool(adapter.stand_in_modules)
+    if not any(adapter.kept_stand_ins):  # nothing kept between steps (the report of the PAPER run, kept after disable)
+        (branch,) = spectrum_summary(model).branches
+        assert branch.forecast_steps and branch.stand_in_bytes == 0
     if adapter.input_slots:
-        # The input stand-ins change nothing: with the input modules running on forecast steps, the same latents.
+        # The input stand-ins change nothing: with the input modules running on forecast steps (and their
+        # fresh tensors poisoned where they stand in), the same latents.
         plain = dataclasses.replace(ADAPTERS[entry.cls], input_paths=())
         saved = ADAPTERS[entry.cls]
         ADAPTERS[entry.cls] = plain

@@ -225,6 +225,34 @@ def test_forecast_steps_skip_the_input_embedders_and_change_nothing(case, pipe, 
     torch.testing.assert_close(skipped, _run_without(case, pipe, monkeypatch, "input_paths"), rtol=0, atol=0)
 
 
+def test_forecast_steps_keep_no_stand_in_output_and_change_nothing(case, pipe, monkeypatch, poisoned_blanks):
+    """The stand-ins (input modules, single blocks) give fresh tensors on forecast steps, not a kept copy
+    of their last output: the images are exactly those of keeping every output (the old behaviour), with
+    the fresh tensors poisoned by NaN, and only the adapter's kept_inputs are held (stand_in_bytes)."""
+    from spectrum_cache.integrations import skipping
+    from spectrum_cache.integrations.adapters import resolve_adapter
+
+    layouts = [resolve_adapter(getattr(pipe, name)) for name in case.family.denoisers]
+    if not any(layout.stand_in_modules for layout in layouts):
+        pytest.skip(f"{case.family.name}: nothing stands in for a skipped module")
+    with monkeypatch.context() as keep_all:
+        keep_all.setattr(skipping, "blanked", lambda value: value)
+        enable_spectrum(pipe, REAL)
+        kept = run(pipe, case.kwargs)
+        kept_bytes = sum(b.stand_in_bytes for b in spectrum_summary(pipe).branches)
+        disable_spectrum(pipe)
+    assert poisoned_blanks[0] == 0
+    enable_spectrum(pipe, REAL)
+    blank = run(pipe, case.kwargs)
+    held = sum(b.stand_in_bytes for b in spectrum_summary(pipe).branches)
+    torch.testing.assert_close(blank, kept, rtol=0, atol=0)
+    assert kept_bytes > 0 and poisoned_blanks[0] > 0
+    if not any(any(layout.kept_stand_ins) for layout in layouts):
+        assert held == 0
+    else:
+        assert 0 < held < kept_bytes
+
+
 def test_forecast_steps_reuse_the_constant_modules_and_change_nothing(case, pipe, monkeypatch):
     """The adapter table's constant_paths (the pooled-text projection) run on compute steps and once per
     trajectory on forecast steps, and reusing their output gives exactly the images of running them."""

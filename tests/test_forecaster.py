@@ -268,3 +268,80 @@ def test_windowed_history_must_be_at_least_two():
         WindowedSpectrumForecaster(1)
     with pytest.raises(ValueError, match="history must be an integer >= 2"):
         SpectrumConfig(history=0)
+
+
+# -- the window in host memory (state_device="cpu") ----------------------------------------------------
+def _record_all(forecaster, steps, feats):
+    for s, x in zip(steps, feats):
+        forecaster.update(s, x)
+    return forecaster
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_window_in_host_memory_forecasts_as_on_the_device(dtype, monkeypatch):
+    """On CPU features the host window is a plain copy path; its forecasts equal the on-device window's
+    bitwise, across slice boundaries too (a 7-element slice splits the 32-element feature unevenly)."""
+    from spectrum_cache.forecast import WindowedSpectrumForecaster, chebyshev
+
+    steps, feats = _windowed_case(3)
+    feats = [x.to(dtype) for x in feats]
+    here = _record_all(WindowedSpectrumForecaster(4, num_inference_steps=50), steps, feats)
+    host = _record_all(WindowedSpectrumForecaster(4, num_inference_steps=50, state_device="cpu"), steps, feats)
+    expected = {t: here.predict(t) for t in (21, 30, 49)}
+    monkeypatch.setattr(chebyshev, "_CHUNK", 7)
+    for target, want in expected.items():
+        got = host.predict(target)
+        assert got.dtype == dtype and got.device == feats[0].device
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    held = host._tensors()
+    assert len(held) == 4 and all(t.device.type == "cpu" for t in held)
+    assert not any(t.data_ptr() == x.data_ptr() for t in held for x in feats)  # copies, not the caller's tensors
+    assert host.nbytes == here.nbytes == 4 * feats[0].numel() * feats[0].element_size()
+
+
+def test_window_in_host_memory_reuses_the_buffer_it_drops():
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    steps, feats = _windowed_case(4)
+    host = _record_all(WindowedSpectrumForecaster(3, num_inference_steps=50, state_device="cpu"), steps[:3], feats[:3])
+    oldest = host._tensors()[0].data_ptr()
+    host.update(steps[3], feats[3])  # drops the oldest first and writes the new feature into its buffer
+    assert host._tensors()[-1].data_ptr() == oldest and len(host._tensors()) == 3
+    torch.testing.assert_close(host._tensors()[-1], feats[3], rtol=0, atol=0)
+    torch.testing.assert_close(host._tensors()[0], feats[1], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, streamed path needs a CUDA device")
+def test_window_in_pinned_host_memory_for_cuda_features():
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    steps, feats = _windowed_case(5)
+    feats = [x.cuda().repeat(64, 64) for x in feats]  # 256 x 512 elements, bigger than nothing
+    here = _record_all(WindowedSpectrumForecaster(4, num_inference_steps=50), steps, feats)
+    before = torch.cuda.memory_allocated()
+    host = _record_all(WindowedSpectrumForecaster(4, num_inference_steps=50, state_device="cpu"), steps, feats)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == before  # the window holds nothing on the device
+    assert all(t.device.type == "cpu" and t.is_pinned() for t in host._tensors())
+    for target in (21, 30, 49):
+        got = host.predict(target)
+        assert got.device == feats[0].device
+        torch.testing.assert_close(got, here.predict(target), rtol=0, atol=0)
+
+
+def test_state_device_is_checked():
+    from spectrum_cache import SpectrumConfig
+    from spectrum_cache.forecast import WindowedSpectrumForecaster, make_forecaster
+
+    for bad in ("cuda", "gpu", 0, True):
+        with pytest.raises(ValueError, match="state_device must be None .* or 'cpu'"):
+            SpectrumConfig(history=4, state_device=bad)
+        with pytest.raises(ValueError, match="state_device must be None"):
+            WindowedSpectrumForecaster(4, state_device=bad)
+    with pytest.raises(ValueError, match="state_device='cpu' .* needs forecaster='chebyshev' .* history"):
+        SpectrumConfig(history=None, state_device="cpu")
+    with pytest.raises(ValueError, match="state_device='cpu' .* needs forecaster='chebyshev'"):
+        SpectrumConfig(history=4, forecaster="reuse", state_device="cpu")
+    with pytest.raises(ValueError, match="state_device needs the windowed Chebyshev forecaster"):
+        make_forecaster("taylor1", 50, state_device="cpu")
+    assert SpectrumConfig(history=4, state_device=torch.device("cpu")).state_device == "cpu"

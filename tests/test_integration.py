@@ -230,7 +230,10 @@ def test_with_gradients_enabled_runs_normally():
 def test_non_finite_forecast_runs_the_network(monkeypatch):
     pipe, kwargs = flux()
     baseline = latents(pipe, kwargs)
-    monkeypatch.setattr(SpectrumForecaster, "_forecast", lambda self, step: torch.full(self._last.shape, float("nan")))
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    for fit in (SpectrumForecaster, WindowedSpectrumForecaster):  # the full fit and the default window
+        monkeypatch.setattr(fit, "_forecast", lambda self, step: torch.full(self.feature_shape, float("nan")))
     enable_spectrum(pipe, REAL)
     with pytest.warns(SpectrumWarning, match="non-finite forecast"):
         out = latents(pipe, kwargs)
@@ -482,6 +485,49 @@ def test_history_caps_the_forecaster_memory():
     numel = 2 * 6 * 32
     assert held[3] == 3 * 4 * numel
     assert held[None] == (5 * 4 + 2 * 4) * numel + 25 * 8  # moments, two features, the float64 Gram matrix
+
+
+@pytest.mark.parametrize("mode", ["independent", "paired"])
+def test_state_in_host_memory_gives_the_same_latents(mode):
+    """state_device="cpu" on a CPU model: the host-memory path (a copy per record, a slice-wise sum per
+    forecast) gives the on-device window's latents bitwise, with both CFG branches of Wan2.2 (paired: the
+    difference is taken against the primary's host copy)."""
+    pipe, kwargs = wan22()
+    out, held = {}, {}
+    for device in (None, "cpu"):
+        enable_spectrum(pipe, REAL.replace(history=4, state_device=device, guidance_forecast=mode))
+        out[device] = latents(pipe, kwargs)
+        summary = spectrum_summary(pipe)
+        assert summary.passes_saved > 0
+        held[device] = [b.peak_bytes for b in summary.branches]
+        disable_spectrum(pipe)
+    torch.testing.assert_close(out["cpu"], out[None], rtol=0, atol=0)
+    assert held["cpu"] == held[None]
+
+
+def test_only_the_adapters_kept_inputs_keep_their_output(monkeypatch, poisoned_blanks):
+    """A stand-in listed in kept_inputs returns its last compute step's output and is counted in
+    stand_in_bytes; the others keep nothing. Here FLUX's x_embedder: 2 images x 6 tokens x 32 channels, float32."""
+    import dataclasses
+
+    from spectrum_cache.integrations import adapters
+
+    pipe, kwargs = flux()
+    enable_spectrum(pipe, REAL)
+    blank = latents(pipe, kwargs)
+    assert spectrum_summary(pipe).branches[0].stand_in_bytes == 0
+    disable_spectrum(pipe)
+    made = poisoned_blanks[0]
+    flux_adapter = adapters.ADAPTERS["FluxTransformer2DModel"]
+    monkeypatch.setitem(adapters.ADAPTERS, "FluxTransformer2DModel",
+                        dataclasses.replace(flux_adapter, kept_inputs=("x_embedder",)))
+    enable_spectrum(pipe, REAL)
+    kept = latents(pipe, kwargs)
+    (branch,) = spectrum_summary(pipe).branches
+    assert branch.stand_in_bytes == 2 * 6 * 32 * 4
+    # The other two stand-ins (context_embedder, pos_embed: cos and sin) still make blanks on each forecast step.
+    assert poisoned_blanks[0] - made == 3 * len(branch.forecast_steps)
+    torch.testing.assert_close(kept, blank, rtol=0, atol=0)
 
 
 # -- constant modules (the adapter's constant_paths) ---------------------------------------------------

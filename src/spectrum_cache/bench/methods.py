@@ -4,8 +4,9 @@ Names (the ``--methods`` list):
 
 - ``full``: the full sampler, the reference for every quality metric;
 - ``steps-N``: the plain sampler with N steps (as many network passes as a cached method);
-- ``spectrum-aALPHA-wW[-dD][-lL][-hK]``: Spectrum with flex_window ALPHA and blend_weight W, and optionally
-  degree D and ridge_lambda L (default 4 and 0.1) and the lower-memory fit to the last K recorded steps;
+- ``spectrum-aALPHA-wW[-dD][-lL][-hK|-hfull]``: Spectrum with flex_window ALPHA and blend_weight W, and optionally
+  degree D and ridge_lambda L (default 4 and 0.1) and the fit to the last K recorded steps (default 4) or, with
+  ``-hfull``, to every recorded step (the paper's full fit);
 - ``spectrum-planned-pK``: Spectrum on a schedule of exactly K passes planned by ``spectrum_cache.calibrate``
   on calibration prompts that are not among the benchmark's (the embedded model's bundled calibration list, or
   ``--calibration-prompts``), once per run; its cost is in the records and the report;
@@ -82,7 +83,7 @@ TAIL_GRAMMAR = "[-winW][-warmK][-out][-pair|-pair-linear|-pair-chebyshev|-pair-r
 _PATTERNS = {
     "full": re.compile(r"full"),
     "steps": re.compile(r"steps-(\d+)"),
-    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-d(\d+))?(?:-l{_NUMBER})?(?:-h(\d+))?{_TAIL}"),
+    "spectrum": re.compile(rf"spectrum-a{_NUMBER}-w{_NUMBER}(?:-d(\d+))?(?:-l{_NUMBER})?(?:-h(\d+|full))?{_TAIL}"),
     "planned": re.compile(r"spectrum-planned-p(\d+)"),
     "in-house": re.compile(rf"({'|'.join(IN_HOUSE)})-a{_NUMBER}{_TAIL}"),
     "diffusers": re.compile(rf"diffusers-({'|'.join(DIFFUSERS_CACHES)})(?:-([it]){_NUMBER})?(?:-s(\d+))?(?:-r{_NUMBER})?"),
@@ -191,13 +192,13 @@ def parse_method(name: str) -> Method:
                 fit["degree"] = int(match.group(3))
             if match.group(4) is not None:
                 fit["ridge_lambda"] = _number(match.group(4))
-            if match.group(5) is not None:
-                fit["history"] = int(match.group(5))
+            if match.group(5) is not None:  # -hfull: the paper's full fit (the default is history=4)
+                fit["history"] = None if match.group(5) == "full" else int(match.group(5))
             schedule, suffix = _schedule(*match.group(6, 7, 8, 9, 10))
             config = SpectrumConfig(flex_window=alpha, blend_weight=weight, **fit, **schedule)
             fit_suffix = (f"-d{config.degree}" if "degree" in fit else "") + (
                 f"-l{config.ridge_lambda}" if "ridge_lambda" in fit else "") + (
-                f"-h{config.history}" if "history" in fit else "")
+                f"-h{config.history or 'full'}" if "history" in fit else "")
             return Method(f"spectrum-a{alpha}-w{weight}{fit_suffix}{suffix}", "spectrum", spectrum=config)
         if match := _PATTERNS["in-house"].fullmatch(name):
             forecaster, alpha = match.group(1), _number(match.group(2))
@@ -237,7 +238,7 @@ def parse_method(name: str) -> Method:
             raise ValueError(f"method {name!r}: {error}") from None
         return Method(settings.name, "cachedit", peer=settings)
     raise ValueError(
-        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL][-hK]{TAIL_GRAMMAR}, spectrum-planned-pK, "
+        f"unknown method {name!r}; use full, steps-N, spectrum-aALPHA-wW[-dD][-lL][-hK|-hfull]{TAIL_GRAMMAR}, spectrum-planned-pK, "
         f"{{reuse|taylor1|taylor2}}-aALPHA{TAIL_GRAMMAR}, "
         f"diffusers-taylorseer[-iK], diffusers-fbc[-tT], diffusers-mag[-tT][-sK][-rR], diffusers-sea[-tT], "
         f"cachedit-{{{'|'.join(CALIBRATORS)}}}-{{aALPHA|{'|'.join(MASK_POLICIES)}|tT}}[-fFbB]"

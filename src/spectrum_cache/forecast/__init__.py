@@ -35,11 +35,17 @@ def make_forecaster(
     blend_weight: float = 0.5,
     time_points: Sequence[float] | None = None,
     history: int | None = None,
+    state_device: str | None = None,
 ) -> FeatureForecaster:
     """A new forecaster by name: ``chebyshev`` (Spectrum; fitted to the last ``history`` recorded steps
-    when that is set), ``reuse``, ``taylor1`` or ``taylor2``; ``time_points`` as in FeatureForecaster."""
+    when that is set, kept on ``state_device``), ``reuse``, ``taylor1`` or ``taylor2``; ``time_points``
+    as in FeatureForecaster."""
     if kind == "chebyshev" and history is not None:
-        return WindowedSpectrumForecaster(history, degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
+        return WindowedSpectrumForecaster(history, degree, ridge_lambda, blend_weight, num_inference_steps, time_points,
+                                          state_device)
+    if state_device is not None:
+        raise ValueError(f"state_device needs the windowed Chebyshev forecaster (kind 'chebyshev' with a history), "
+                         f"got kind {kind!r} with history {history!r}.")
     if kind == "chebyshev":
         return SpectrumForecaster(degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
     if kind == "reuse":

@@ -151,13 +151,20 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
 
     It keeps those features as they came (bfloat16 stays bfloat16) instead of the float32 moments
     X^T H, so it holds K x (bytes per element) per feature element instead of 4 (M + 1) + 2 x (bytes
-    per element): for bfloat16 features and the paper's M = 4, 2K bytes against 24. A forecast then
-    builds one float32 feature (4 more bytes per element, freed after the call). With K at least the
-    number of recorded steps it is the full fit (up to float32 rounding); with fewer, older steps no
-    longer pull on the fit.
+    per element): for bfloat16 features and the paper's M = 4, 2K bytes against 24. A forecast is
+    summed in float32 a slice at a time (``_CHUNK`` elements), so it needs only the output feature
+    beyond that. With K at least the number of recorded steps it is the full fit (up to float32
+    rounding); with fewer, older steps no longer pull on the fit.
+
+    With ``state_device="cpu"`` the window lives in host memory (pinned when the features are on a
+    CUDA device): a record is copied out on a side stream, overlapping the rest of the call, and a
+    forecast streams the window back a slice at a time into two staging buffers (the copy of one slice
+    overlaps the sum of the previous one). The device then holds none of the window, only the forecast
+    it returns and 2 x K slices. For features already on the CPU it is the same path, a plain copy.
 
     Args:
         history: K >= 2, how many of the most recent recorded steps the fit uses.
+        state_device: None keeps the window on the features' device; ``"cpu"`` in host memory.
         (the rest as in SpectrumForecaster)
     """
 
@@ -169,15 +176,19 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         blend_weight: float = 0.5,
         num_inference_steps: int = 50,
         time_points: Sequence[float] | None = None,
+        state_device: str | None = None,
     ) -> None:
-        from ..config import check_int
+        from ..config import check_int, check_state_device
 
         self.history = check_int("history", history, 2)
+        self.state_device = check_state_device(state_device)
+        self._copy_stream = None  # CUDA only: the side stream of the copies to and from the host
         super().__init__(degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
 
     def _clear(self) -> None:
         super()._clear()
         self._window: list[tuple[int, torch.Tensor]] = []  # (step, feature), oldest first
+        self._device: torch.device | None = None  # where the features come from (and forecasts go)
 
     def _tensors(self) -> list[torch.Tensor | None]:
         return [feature for _, feature in self._window]
@@ -186,8 +197,30 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         return self._window[-1][1] if self._window else None
 
     def _record(self, step: int, feature: torch.Tensor) -> None:
-        self._window.append((step, feature.clone()))
-        del self._window[: -self.history]
+        self._device = feature.device
+        # The oldest goes first, so that the window never holds K + 1 features; in host memory its buffer
+        # takes the new one (pinning is slow).
+        dropped = self._window.pop(0)[1] if len(self._window) == self.history else None
+        self._window.append((step, feature.clone() if self.state_device is None else self._to_host(feature, dropped)))
+
+    def _to_host(self, feature: torch.Tensor, spare: torch.Tensor | None) -> torch.Tensor:
+        if spare is None or spare.shape != feature.shape or spare.dtype != feature.dtype:
+            spare = torch.empty(feature.shape, dtype=feature.dtype, device="cpu", pin_memory=feature.is_cuda)
+        if not feature.is_cuda:
+            return spare.copy_(feature)
+        # On the side stream once the feature is made; every copy into or out of a host buffer is on that
+        # one stream, so reusing a buffer waits for the copies still reading it. The host never reads them.
+        stream = self._stream(feature.device)
+        stream.wait_stream(torch.cuda.current_stream(feature.device))
+        with torch.cuda.stream(stream):
+            spare.copy_(feature, non_blocking=True)
+        feature.record_stream(stream)  # the allocator must not reuse the feature before the copy has read it
+        return spare
+
+    def _stream(self, device: torch.device):  # noqa: ANN202 - torch.cuda.Stream, CUDA only
+        if self._copy_stream is None or self._copy_stream.device != device:
+            self._copy_stream = torch.cuda.Stream(device)
+        return self._copy_stream
 
     def _forecast(self, step: int) -> torch.Tensor:
         steps = [s for s, _ in self._window]
@@ -201,11 +234,68 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         weights[-1] += on_last
         if on_prev:
             weights[-2] += on_prev
-        last = self._window[-1][1]
-        out = torch.zeros(last.shape, dtype=torch.float32, device=last.device)
-        for weight, (_, feature) in zip(weights.tolist(), self._window):
-            out.add_(feature, alpha=weight)
-        return out.to(last.dtype)
+        features = [feature for _, feature in self._window]
+        device = self._device if self._device is not None else features[-1].device
+        if device.type == "cuda" and features[-1].device.type == "cpu":
+            return _streamed_sum(weights.tolist(), features, device, self._stream(device))
+        return _chunked_sum(weights.tolist(), features, device)
+
+
+# Elements per slice of a forecast's float32 sum (16 MiB of float32): large enough that the per-slice
+# overhead is nothing next to the sum, small enough that the float32 slice is nothing next to a feature.
+_CHUNK = 1 << 22
+
+
+def _chunked_sum(weights: list[float], features: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """sum_i weights[i] * features[i], summed in float32, in the features' dtype on ``device`` (features
+    elsewhere are copied there a slice at a time). Slices sum in the same order as the whole, bitwise."""
+    last = features[-1]
+    out = torch.empty(last.shape, dtype=last.dtype, device=device)
+    flat_out = out.view(-1)
+    flats = [f.reshape(-1) for f in features]
+    for start in range(0, flat_out.numel(), _CHUNK):
+        end = min(start + _CHUNK, flat_out.numel())
+        # float32 features are summed in the output itself: no slice to copy over.
+        acc = flat_out[start:end].zero_() if out.dtype == torch.float32 else torch.zeros(
+            end - start, dtype=torch.float32, device=device)
+        for weight, flat in zip(weights, flats):
+            acc.add_(flat[start:end].to(device), alpha=weight)
+        if acc.data_ptr() != flat_out[start:end].data_ptr():
+            flat_out[start:end].copy_(acc)
+    return out
+
+
+def _streamed_sum(weights: list[float], features: list[torch.Tensor], device: torch.device, stream) -> torch.Tensor:  # noqa: ANN001
+    """``_chunked_sum`` of pinned host features onto a CUDA device: each slice of the K features is copied on
+    ``stream`` into one of two staging buffers while the current stream sums the slice before it."""
+    compute = torch.cuda.current_stream(device)
+    last = features[-1]
+    out = torch.empty(last.shape, dtype=last.dtype, device=device)
+    flat_out = out.view(-1)
+    numel = flat_out.numel()
+    size = min(_CHUNK, numel)
+    staging = [torch.empty(len(features), size, dtype=last.dtype, device=device) for _ in range(2)]
+    freed: list[torch.cuda.Event | None] = [None, None]
+    flats = [f.reshape(-1) for f in features]
+    stream.wait_stream(compute)  # the staging buffers and out are made on the current stream
+    for index, start in enumerate(range(0, numel, size)):
+        end = min(start + size, numel)
+        buffer = staging[index % 2][:, : end - start]
+        with torch.cuda.stream(stream):
+            if freed[index % 2] is not None:
+                stream.wait_event(freed[index % 2])  # the sum two slices back has read this buffer
+            for row, flat in enumerate(flats):
+                buffer[row].copy_(flat[start:end], non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        compute.wait_event(ready)
+        acc = torch.zeros(end - start, dtype=torch.float32, device=device)
+        for row, weight in enumerate(weights):
+            acc.add_(buffer[row], alpha=weight)
+        flat_out[start:end].copy_(acc)
+        freed[index % 2] = torch.cuda.Event()
+        freed[index % 2].record(compute)
+    return out
 
 
 def _ridge_inverse(gram: np.ndarray, ridge_lambda: float) -> tuple[np.ndarray, float]:

@@ -111,8 +111,9 @@ class PairedForecaster:
 
 
 def _minus(b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """b - a in b's dtype, computed in float32 so that it is rounded once (a and b may differ in dtype)."""
-    return (b.float() - a.float()).to(b.dtype)
+    """b - a in b's dtype and on b's device, computed in float32 so that it is rounded once (a and b may
+    differ in dtype; a is in host memory when the primary keeps its state there, state_device="cpu")."""
+    return (b.float() - a.to(b.device).float()).to(b.dtype)
 
 
 class PairBranch(FeatureForecaster):

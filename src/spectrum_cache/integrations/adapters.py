@@ -35,13 +35,16 @@ class DenoiserAdapter:
         timestep_arg: the forward argument holding the timestep; ``None`` means the first of
             ``TIMESTEP_ARGS`` in the forward signature.
         input_paths: modules whose outputs feed the skipped blocks (patch and text embedders, rotary
-            position embeddings). On forecast steps each returns the output it gave on the trajectory's
-            last compute step (integrations/skipping.py), so a forecast step runs only the time
-            embedding and the head, and the forward sees outputs of the right shape whatever the
-            model's widths. The values never reach the output (the head's input is the forecast):
-            tests/test_families.py checks every entry gives the images of running the modules. A
-            ModuleList stands for each of its children (HiDream's ``caption_projection``). Paths the model
-            lacks are ignored.
+            position embeddings). On forecast steps each returns fresh uninitialised tensors laid out as
+            the output it gave on the trajectory's last compute step (integrations/skipping.py), so a
+            forecast step runs only the time embedding and the head, and the forward sees outputs of the
+            right shape whatever the model's widths. The values never reach the output (the head's input
+            is the forecast): tests/test_families.py checks every entry gives the images of running the
+            modules, with the fresh tensors filled with NaN. A ModuleList stands for each of its children
+            (HiDream's ``caption_projection``). Paths the model lacks are ignored.
+        kept_inputs: the stand-ins (``input_paths``, or single modules of ``block_paths``) whose output
+            values the forward reads outside the skipped blocks: these keep the last compute step's
+            output itself for the trajectory (``stand_in_bytes`` counts it) instead of a fresh tensor.
         constant_paths: (module path, forward argument) pairs: modules that the forward calls on that
             argument exactly as it was passed, and whose output depends on nothing else (the pooled-text
             projection of the time embedding). Pipelines pass the same tensor on every step, so on
@@ -63,6 +66,7 @@ class DenoiserAdapter:
     extra_heads: tuple[str, ...] = ()
     timestep_arg: str | None = None
     input_paths: tuple[str, ...] = ()
+    kept_inputs: tuple[str, ...] = ()
     constant_paths: tuple[tuple[str, str], ...] = ()
     constant_inputs: tuple[str, ...] = ()
 
@@ -277,6 +281,7 @@ class ResolvedAdapter:
     constant_slots: tuple[tuple[nn.Module, str, str], ...] = ()  # constant_paths, as (parent, child, argument)
     constant_inputs: tuple[str, ...] = ()
     extra_heads: tuple[nn.Module, ...] = ()  # further heads whose inputs the blocks produce too
+    kept_stand_ins: tuple[bool, ...] = ()  # per stand_in_modules entry: it keeps its output (kept_inputs)
 
     @property
     def heads(self) -> tuple[nn.Module, ...]:
@@ -348,6 +353,7 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     else:
         block_paths = adapter.block_paths(model) if callable(adapter.block_paths) else adapter.block_paths
     slots = []
+    single_paths = []  # the block paths that are single modules: the first stand-ins
     for path in block_paths:
         module = modules.get(path)
         if module is None:
@@ -356,6 +362,8 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
             continue
         parent_path, _, child = path.rpartition(".")
         slots.append((modules[parent_path], child))
+        if not isinstance(module, nn.ModuleList):
+            single_paths.append(path)
     if not slots:
         raise UnsupportedModelError(f"{hint}: no transformer blocks found.")
 
@@ -377,8 +385,11 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
         module = modules.get(path)
         return [f"{path}.{name}" for name in module._modules] if isinstance(module, nn.ModuleList) else [path]
 
-    input_paths = [child for path in adapter.input_paths for child in children(path)]
-    inputs = tuple(found for found in map(slot, input_paths) if found is not None)
+    input_paths = [(child, path) for path in adapter.input_paths for child in children(path)]
+    inputs = tuple(found for child, _ in input_paths if (found := slot(child)) is not None)
+    kept = (*(path in adapter.kept_inputs for path in single_paths),
+            *(child in adapter.kept_inputs or path in adapter.kept_inputs for child, path in input_paths
+              if slot(child) is not None))
     constants = tuple((*found, argument) for path, argument in adapter.constant_paths if (found := slot(path)) is not None)
     extra_heads = []
     for path in adapter.extra_heads:
@@ -386,7 +397,7 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
             raise UnsupportedModelError(f"{hint}: it has no head {path!r}.")
         extra_heads.append(modules[path])
     return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), inputs, constants,
-                           adapter.constant_inputs, tuple(extra_heads))
+                           adapter.constant_inputs, tuple(extra_heads), kept)
 
 
 def timestep_argument(model: nn.Module) -> str:

@@ -169,8 +169,10 @@ def _attach(
             register_hook(head, HeadHook(owner.slot, index), HEAD_HOOK)
         for blocks in adapter.block_lists:
             gate_block_list(blocks, owner.gate)
+        kept = adapter.kept_stand_ins
         for index, stand_in in enumerate(adapter.stand_in_modules):
-            register_hook(stand_in, StandInHook(owner.gate, owner.slot, index), STAND_IN_HOOK)
+            keep = index < len(kept) and kept[index]
+            register_hook(stand_in, StandInHook(owner.gate, owner.slot, index, keep), STAND_IN_HOOK)
         for index, (parent, child, _) in enumerate(adapter.constant_slots):
             register_hook(parent._modules[child], ConstantHook(owner.gate, owner.slot, index), CONSTANT_HOOK)
     HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()

@@ -68,7 +68,8 @@ class Trajectory:
     finite: torch.Tensor | None = None
     # The adapter's constant_paths outputs, by slot index: (input, its version, output, its version).
     constants: dict[int, tuple[torch.Tensor, int, torch.Tensor, int]] = field(default_factory=dict)
-    # The stand-in modules' outputs of the last compute step, by stand-in index (skipping.py), in call order.
+    # The stand-in modules' outputs of the last compute step, by stand-in index (skipping.py), in call order:
+    # their blanks, or the outputs themselves for the adapter's kept inputs.
     stand_in_outputs: list[list[Any]] | None = None
 
     stand_in_bytes: int = 0  # the most the kept stand-in outputs held
@@ -145,7 +146,7 @@ class Generation:
     def new_forecaster(self) -> FeatureForecaster:
         c = self.config
         return make_forecaster(c.forecaster, self.num_steps, c.degree, c.ridge_lambda, c.blend_weight, self.time_points,
-                               c.history)
+                               c.history, c.state_device)
 
     def forecaster_for(self, branch: str, slot: int, batch: int | None) -> tuple[FeatureForecaster, str | None]:
         """The forecaster of a new trajectory, and a note when paired forecasting was asked for and
@@ -380,4 +381,6 @@ def _tensor_bytes(value: Any) -> int:
         return value.numel() * value.element_size()
     if isinstance(value, (tuple, list)):
         return sum(_tensor_bytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
     return 0

@@ -10,11 +10,15 @@ libraries' hooks see the real modules during a call as after it. What does the s
   runs no block. Indexing (``blocks[0]``), ``len`` and every ``nn.Module`` walk are unchanged. The
   list's class becomes a subclass of its own that adds only this method, undone by ``disable_spectrum``.
 - A single block (the SDXL UNet's ``mid_block``) and the input embedders (the adapter's
-  ``input_paths``) get a ``StandInHook``: on a forecast step they return the output they gave on the
-  trajectory's last compute step. That is the shape, dtype and device the forward expects from them
-  whatever the model's widths, so a forward that concatenates or slices their outputs outside the
-  blocks (FLUX.2, Chroma, Lumina2, CogVideoX) runs as on a compute step; the values never reach the
-  output, because the head's input is the forecast (tests/test_families.py checks the images).
+  ``input_paths``) get a ``StandInHook``: on a forecast step they return fresh, uninitialised tensors of
+  the shapes, dtypes and devices they gave on the trajectory's last compute step (``Blank``). That is
+  what the forward expects from them whatever the model's widths, so a forward that concatenates or
+  slices their outputs outside the blocks (FLUX.2, Chroma, Lumina2, CogVideoX) runs as on a compute
+  step; the values never reach the output, because the head's input is the forecast
+  (tests/test_families.py checks the images, with the blanks poisoned). Nothing of the output is kept
+  between steps, only its layout: a kept copy would be one more feature-sized tensor per branch for
+  the whole trajectory (a Wan patch embedding, unsharded under context parallelism). Only the
+  adapter's ``kept_inputs``, whose values the forward does read outside the blocks, keep their output.
 - A constant module (the adapter's ``constant_paths``) gets a ``ConstantHook`` that returns the
   output the denoiser hook computed once for the trajectory.
 
@@ -71,7 +75,8 @@ class CallSlot:
         self.features: list[torch.Tensor | None] = [None] * self.num_heads
         self.unforecast_head = False  # a forecast step called a head the forecast has no input for
         self.constants: list[torch.Tensor | None] = []  # forecast steps: the constant modules' outputs
-        # Stand-in modules' outputs, in call order: taken on compute steps, given back on forecast steps.
+        # Stand-in modules' outputs, in call order: taken on compute steps; on forecast steps, their
+        # blanks (or, for the kept inputs, the outputs themselves) are given back.
         self.stand_in_outputs: list[list[Any]] = [[] for _ in range(self.num_stand_ins)]
         self.stand_in_used: list[int] = [0] * self.num_stand_ins
 
@@ -108,13 +113,52 @@ def is_gated(blocks: torch.nn.Module) -> bool:
     return isinstance(blocks, _GatedIteration)
 
 
-class StandInHook(Unpicklable, ModelHook):
-    """A skipped single module (a block or an input embedder): on forecast steps it returns the output
-    the module gave on the trajectory's last compute step; on compute steps it hands that output over."""
+class Blank:
+    """Where a stand-in's output had a tensor whose values are never read: its layout, to make a fresh
+    uninitialised tensor of on each forecast step instead of holding the tensor between steps."""
 
-    def __init__(self, gate: SkipGate, slot: CallSlot, index: int) -> None:
+    __slots__ = ("shape", "dtype", "device")
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.shape, self.dtype, self.device = tensor.shape, tensor.dtype, tensor.device
+
+    def make(self) -> torch.Tensor:
+        return torch.empty(self.shape, dtype=self.dtype, device=self.device)
+
+
+def blanked(value: Any) -> Any:
+    """``value`` with each tensor in it (in tuples, lists and dicts) replaced by its ``Blank``."""
+    if isinstance(value, torch.Tensor):
+        return Blank(value)
+    if isinstance(value, (tuple, list)):
+        items = [blanked(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return type(value)((k, blanked(v)) for k, v in value.items())
+    return value
+
+
+def unblanked(value: Any) -> Any:
+    """``value`` with each ``Blank`` in it made into a fresh tensor (the inverse of ``blanked`` in layout)."""
+    if isinstance(value, Blank):
+        return value.make()
+    if isinstance(value, (tuple, list)):
+        items = [unblanked(v) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return type(value)((k, unblanked(v)) for k, v in value.items())
+    return value
+
+
+class StandInHook(Unpicklable, ModelHook):
+    """A skipped single module (a block or an input embedder): on forecast steps it returns fresh tensors
+    laid out as the output the module gave on the trajectory's last compute step (that output itself for
+    a kept input); on compute steps it hands that output over."""
+
+    def __init__(self, gate: SkipGate, slot: CallSlot, index: int, keep: bool = False) -> None:
         super().__init__()
         self.gate, self.slot, self.index = gate, slot, index
+        self.keep = keep  # the adapter's kept_inputs: the forward reads this output's values outside the blocks
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         slot, index = self.slot, self.index
@@ -122,10 +166,12 @@ class StandInHook(Unpicklable, ModelHook):
             kept, used = slot.stand_in_outputs[index], slot.stand_in_used[index]
             if used < len(kept):  # the module's n-th call of this step gets its n-th output
                 slot.stand_in_used[index] = used + 1
-                return kept[used]
+                return unblanked(kept[used])
         output = self.fn_ref.original_forward(*args, **kwargs)
         if slot.active and slot.prediction is None:
-            slot.stand_in_outputs[index].append(output)
+            # Only the layout, at once: holding the output to the end of the call would keep it alive
+            # while the blocks run, past where the forward itself lets go of it.
+            slot.stand_in_outputs[index].append(output if self.keep else blanked(output))
         return output
 
 

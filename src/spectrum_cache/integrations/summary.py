@@ -12,10 +12,12 @@ class BranchSummary:
     ``from step s`` a trajectory that restarted at step s because the inputs changed shape (Z-Image's
     cfg_truncation). ``num_inference_steps`` is the number of steps this denoiser was planned to run
     in the generation (SDXL's ``denoising_end`` and Wan2.2's expert split already applied).
-    ``peak_bytes`` is the most the forecaster held; ``stand_in_bytes`` what the skipped input modules'
-    kept outputs held (one output each, from the last compute step). ``shadow_errors`` holds, for each
-    compute step after the first forecast step, (step, ||forecast - feature|| / ||feature||): how far the
-    forecast that step would have had was from what the network made, measured at no extra pass."""
+    ``peak_bytes`` is the most the forecaster held; ``stand_in_bytes`` what the skipped modules' kept
+    outputs held between steps (only the adapter's ``kept_inputs`` keep one: the other stand-ins make fresh
+    tensors on each forecast step, so it is 0 for every family the table has today). ``shadow_errors``
+    holds, for each compute step after the first forecast step, (step, ||forecast - feature|| / ||feature||):
+    how far the forecast that step would have had was from what the network made, measured at no extra pass
+    (under context parallelism, on each rank's slice of the sequence)."""
 
     denoiser: str
     branch: str
