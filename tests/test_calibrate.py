@@ -127,7 +127,7 @@ def test_shadow_error_is_the_forecast_error_on_each_compute_step_after_the_warm_
     (branch,) = spectrum_summary(pipe).branches
     assert [step for step, _ in branch.shadow_errors] == [4, 7, 10]  # compute steps after the first forecast
     # Replay: the same forecaster fed the features the network made on the compute steps.
-    forecaster = make_forecaster("chebyshev", 12, 4, 0.1, 0.75)
+    forecaster = make_forecaster("chebyshev", 12, 4, 0.1, 0.75, history=config.history)
     expected = []
     for step, feature in zip(range(12), heads):
         if step in config.compute_steps:
