@@ -22,9 +22,10 @@ first the plain loop, then with Spectrum (``enable_spectrum`` on the bare transf
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ import torch
 from diffusers import DiffusionPipeline, FluxTransformer2DModel
 
 from spectrum_cache import SpectrumConfig, SpectrumWarning, compute_steps
+from spectrum_cache.bench.methods import parse_method
 from spectrum_cache.integrations import disable_spectrum, enable_spectrum, spectrum_summary
 
 # FLUX.1-dev's transformer/config.json.
@@ -234,6 +236,70 @@ def median(values: list[float]) -> float:
     return float(torch.tensor(values, dtype=torch.float64).median()) if values else float("nan")
 
 
+def measure_method(transformer: torch.nn.Module, inputs: dict[str, torch.Tensor], steps: int, device: torch.device,
+                   probe: torch.nn.Module, repeats: int, label: str,
+                   through: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """One untimed run (first-call costs, a forecaster's first fit, a compile), then ``repeats`` timed
+    runs: every call's seconds and whether it ran the network, the median whole-run seconds, and the
+    peak GPU memory of the timed runs (None on a CPU)."""
+
+    def fresh_run(timer: CallTimer | None = None) -> None:
+        # As a pipeline does after every call (maybe_free_model_hooks): stateful caches start over, so
+        # diffusers' TaylorSeer counts its warm-up steps again instead of carrying on from the last run.
+        registry = getattr(transformer, "_diffusers_hook", None)
+        if registry is not None:
+            registry.reset_stateful_hooks()
+        (through or sample)(transformer, inputs, steps, timer)
+
+    start = time.perf_counter()
+    fresh_run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    warmup = time.perf_counter() - start
+    calls: list[list[tuple[float, bool]]] = []
+    totals = []
+    for _ in range(repeats):
+        timer = CallTimer(device, probe)
+        start = time.perf_counter()
+        fresh_run(timer)
+        seconds = timer.seconds()  # synchronises on a GPU, so the total is the whole run's
+        totals.append(time.perf_counter() - start)
+        calls.append(list(zip(seconds, timer.ran)))
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"method": label, "calls": calls, "total": median(totals), "warmup_s": warmup, "peak_gib": peak}
+
+
+def derive(row: dict[str, Any], steps: int, full_call: float, full_total: float) -> dict[str, Any]:
+    """Adds to a measured row its passes, per-call medians, r against the full sampler's median call,
+    the speedup those medians give and its share of the ideal N / passes, and the whole-run speedup."""
+    passes = [t for run_calls in row["calls"] for t, ran in run_calls if ran]
+    forecasts = [t for run_calls in row["calls"] for t, ran in run_calls if not ran]
+    row["passes"] = sum(ran for _, ran in row["calls"][0])
+    if row.get("expected_passes") is not None:
+        assert row["passes"] == row["expected_passes"], row
+    row["pass_ms"] = 1000 * median(passes)
+    row["forecast_ms"] = 1000 * median(forecasts) if forecasts else None
+    row["r"] = median(forecasts) / full_call if forecasts else 0.0
+    p = row["passes"]
+    row["ideal"] = steps / p
+    row["per_call_speedup"] = steps / (p + (steps - p) * row["r"])
+    row["of_ideal"] = row["per_call_speedup"] / row["ideal"]
+    row["total_speedup"] = full_total / row["total"]
+    return row
+
+
+def spectrum_figures(transformer: torch.nn.Module, config: SpectrumConfig, feature_elements: int) -> dict[str, Any]:
+    """The passes Spectrum's schedule plans and the forecaster's peak bytes (also per feature element),
+    read from spectrum_summary after a run; asserts the run computed the planned steps."""
+    summary = spectrum_summary(transformer)
+    expected = len(compute_steps(config))
+    held = max(b.peak_bytes for b in summary.branches)
+    assert len(summary.branches[0].computed_steps) == expected, summary
+    return {"expected_passes": expected, "held_bytes": held, "bytes_per_element": held / feature_elements,
+            "stand_in_bytes": max(b.stand_in_bytes for b in summary.branches)}
+
+
 def run(setting: Setting, steps: int, alphas: list[float], device: torch.device, dtype: torch.dtype,
         repeats: int, taylorseer: list[int], histories: list[int] = (), cachedit: list[str] = ()
         ) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -244,92 +310,68 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
     probe = transformer.single_transformer_blocks[-1].attn.to_q
     rows: list[dict[str, Any]] = []
 
-    def fresh_run(timer: CallTimer | None = None, through: Callable[..., Any] | None = None) -> None:
-        # As a pipeline does after every call (maybe_free_model_hooks): stateful caches start over, so
-        # diffusers' TaylorSeer counts its warm-up steps again instead of carrying on from the last run.
-        registry = getattr(transformer, "_diffusers_hook", None)
-        if registry is not None:
-            registry.reset_stateful_hooks()
-        (through or sample)(transformer, inputs, steps, timer)
-
     def measure(label: str, through: Callable[..., Any] | None = None) -> dict[str, Any]:
-        fresh_run(through=through)  # untimed: first-call costs, and a forecaster's first fit
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-        calls: list[list[tuple[float, bool]]] = []
-        totals = []
-        for _ in range(repeats):
-            timer = CallTimer(device, probe)
-            start = time.perf_counter()
-            fresh_run(timer, through)
-            seconds = timer.seconds()
-            totals.append(time.perf_counter() - start)
-            calls.append(list(zip(seconds, timer.ran)))
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-        row = {"method": label, "calls": calls, "total": median(totals), "peak_gib": peak}
-        rows.append(row)
-        return row
+        rows.append(measure_method(transformer, inputs, steps, device, probe, repeats, label, through))
+        return rows[-1]
 
     full = measure("full")
     full_call = median([t for run_calls in full["calls"] for t, _ in run_calls])
-    # The forecast feature: the head's input, image tokens x width.
-    feature_elements = setting.image_side**2 * setting.config["num_attention_heads"] * setting.config["attention_head_dim"]
+    feature_elements = feature_size(setting)
     for alpha in alphas:
         for history in (None, *histories):
             config = SpectrumConfig(num_inference_steps=steps, flex_window=alpha, history=history)
             enable_spectrum(transformer, config)
             try:
                 row = measure(f"spectrum alpha={alpha}" + (f" history={history}" if history else ""))
-                summary = spectrum_summary(transformer)
-                row["expected_passes"] = len(compute_steps(config))
-                row["held_bytes"] = max(b.peak_bytes for b in summary.branches)
-                row["bytes_per_element"] = row["held_bytes"] / feature_elements
-                assert len(summary.branches[0].computed_steps) == row["expected_passes"], summary
+                row.update(spectrum_figures(transformer, config, feature_elements))
             finally:
                 disable_spectrum(transformer)
     for interval in taylorseer:
-        from diffusers import TaylorSeerCacheConfig
-
-        transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=interval, max_order=1,
-                                                       taylor_factors_dtype=dtype))
-        try:
+        with taylorseer_enabled(transformer, interval, dtype):
             measure(f"diffusers TaylorSeer N={interval} O=1")
-        finally:
-            transformer.disable_cache()
 
-    if cachedit:
-        from spectrum_cache.bench.methods import parse_method
-        from spectrum_cache.bench.peers import cache_dit_applied
-
-        pipe = LoopPipeline(transformer)
-        for name in cachedit:
-            settings = parse_method(name).peer
-
-            def through(transformer, inputs, steps, timer, settings=settings):
-                with cache_dit_applied(pipe, settings, steps, guidance_scale=1.0):
-                    pipe(inputs, steps, timer)
-
-            row = measure(f"cache-dit {settings.name.removeprefix('cachedit-')}", through)
-            row["expected_passes"] = settings.expected_passes(steps)
+    for name in cachedit:
+        through, expected = cachedit_through(transformer, name, steps)
+        row = measure(f"cache-dit {parse_method(name).peer.name.removeprefix('cachedit-')}", through)
+        row["expected_passes"] = expected
 
     floor_seconds = forecast_floor(transformer, inputs, steps, device)
     floor = {"ms": 1000 * floor_seconds, "r": floor_seconds / full_call}
     for row in rows:
-        passes = [t for run_calls in row["calls"] for t, ran in run_calls if ran]
-        forecasts = [t for run_calls in row["calls"] for t, ran in run_calls if not ran]
-        row["passes"] = sum(ran for _, ran in row["calls"][0])
-        if "expected_passes" in row:
-            assert row["passes"] == row["expected_passes"], row
-        row["pass_ms"] = 1000 * median(passes)
-        row["forecast_ms"] = 1000 * median(forecasts) if forecasts else None
-        row["r"] = median(forecasts) / full_call if forecasts else 0.0
-        p = row["passes"]
-        row["ideal"] = steps / p
-        row["per_call_speedup"] = steps / (p + (steps - p) * row["r"])
-        row["of_ideal"] = row["per_call_speedup"] / row["ideal"]
-        row["total_speedup"] = full["total"] / row["total"]
+        derive(row, steps, full_call, full["total"])
     return rows, floor
+
+
+def feature_size(setting: Setting) -> int:
+    """Elements of the forecast feature: the head's input, image tokens x width."""
+    return setting.image_side**2 * setting.config["num_attention_heads"] * setting.config["attention_head_dim"]
+
+
+@contextlib.contextmanager
+def taylorseer_enabled(transformer: torch.nn.Module, interval: int, dtype: torch.dtype) -> Iterator[None]:
+    """diffusers' TaylorSeer (order 1, its default attention-only skipping) for the ``with`` block."""
+    from diffusers import TaylorSeerCacheConfig
+
+    transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=interval, max_order=1, taylor_factors_dtype=dtype))
+    try:
+        yield
+    finally:
+        transformer.disable_cache()
+
+
+def cachedit_through(transformer: torch.nn.Module, name: str, steps: int) -> tuple[Callable[..., Any], int | None]:
+    """A sampler that runs the loop as a pipeline call with the cache-dit bench method ``name`` applied
+    (cache-dit resets its cache per pipeline call), and the passes its step mask plans."""
+    from spectrum_cache.bench.peers import cache_dit_applied
+
+    settings = parse_method(name).peer
+    pipe = LoopPipeline(transformer)
+
+    def through(transformer, inputs, steps, timer):
+        with cache_dit_applied(pipe, settings, steps, guidance_scale=1.0):
+            pipe(inputs, steps, timer)
+
+    return through, settings.expected_passes(steps)
 
 
 def main(argv: list[str] | None = None) -> int:
