@@ -109,7 +109,7 @@ class CallTimer:
     """Seconds of each transformer call: CUDA events on a GPU (device time, read after the loop, so
     timing adds no sync inside it), perf_counter elsewhere; and whether the call ran the network."""
 
-    def __init__(self, device: torch.device, probe: torch.nn.Module) -> None:
+    def __init__(self, device: torch.device, probe: torch.nn.Module | None) -> None:
         self.cuda = device.type == "cuda"
         self.marks: list[Any] = []
         self.ran: list[bool] = []
@@ -117,6 +117,8 @@ class CallTimer:
         self._probe = probe
 
     def __call__(self, fn: Callable[[], Any]) -> Any:
+        if self._probe is None:  # the caller fills ``ran`` after the run
+            return self._timed(fn)
         before = self._probe_calls
         handle = self._probe.register_forward_pre_hook(self._count)
         try:
@@ -238,10 +240,12 @@ def median(values: list[float]) -> float:
 
 def measure_method(transformer: torch.nn.Module, inputs: dict[str, torch.Tensor], steps: int, device: torch.device,
                    probe: torch.nn.Module, repeats: int, label: str,
-                   through: Callable[..., Any] | None = None) -> dict[str, Any]:
+                   through: Callable[..., Any] | None = None,
+                   ran: Callable[[], list[bool]] | None = None) -> dict[str, Any]:
     """One untimed run (first-call costs, a forecaster's first fit, a compile), then ``repeats`` timed
     runs: every call's seconds and whether it ran the network, the median whole-run seconds, and the
-    peak GPU memory of the timed runs (None on a CPU)."""
+    peak GPU memory of the timed runs (None on a CPU). ``ran``, where given, says after each run which
+    calls ran the network instead of the probe (a hook inside a compiled block does not fire)."""
 
     def fresh_run(timer: CallTimer | None = None) -> None:
         # As a pipeline does after every call (maybe_free_model_hooks): stateful caches start over, so
@@ -260,11 +264,14 @@ def measure_method(transformer: torch.nn.Module, inputs: dict[str, torch.Tensor]
     calls: list[list[tuple[float, bool]]] = []
     totals = []
     for _ in range(repeats):
-        timer = CallTimer(device, probe)
+        timer = CallTimer(device, None if ran else probe)
         start = time.perf_counter()
         fresh_run(timer)
         seconds = timer.seconds()  # synchronises on a GPU, so the total is the whole run's
         totals.append(time.perf_counter() - start)
+        if ran is not None:
+            timer.ran = ran()
+            assert len(timer.ran) == len(seconds), (label, len(timer.ran), len(seconds))
         calls.append(list(zip(seconds, timer.ran)))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"method": label, "calls": calls, "total": median(totals), "warmup_s": warmup, "peak_gib": peak}
@@ -277,7 +284,8 @@ def derive(row: dict[str, Any], steps: int, full_call: float, full_total: float)
     forecasts = [t for run_calls in row["calls"] for t, ran in run_calls if not ran]
     row["passes"] = sum(ran for _, ran in row["calls"][0])
     if row.get("expected_passes") is not None:
-        assert row["passes"] == row["expected_passes"], row
+        assert row["passes"] == row["expected_passes"], (
+            f"{row['method']}: {row['passes']} network passes counted, {row['expected_passes']} planned")
     row["pass_ms"] = 1000 * median(passes)
     row["forecast_ms"] = 1000 * median(forecasts) if forecasts else None
     row["r"] = median(forecasts) / full_call if forecasts else 0.0
