@@ -247,13 +247,15 @@ def measure_method(transformer: torch.nn.Module, inputs: dict[str, torch.Tensor]
     peak GPU memory of the timed runs (None on a CPU). ``ran``, where given, says after each run which
     calls ran the network instead of the probe (a hook inside a compiled block does not fire)."""
 
+    outputs: list[Any] = []
+
     def fresh_run(timer: CallTimer | None = None) -> None:
         # As a pipeline does after every call (maybe_free_model_hooks): stateful caches start over, so
         # diffusers' TaylorSeer counts its warm-up steps again instead of carrying on from the last run.
         registry = getattr(transformer, "_diffusers_hook", None)
         if registry is not None:
             registry.reset_stateful_hooks()
-        (through or sample)(transformer, inputs, steps, timer)
+        outputs[:] = [(through or sample)(transformer, inputs, steps, timer)]
 
     start = time.perf_counter()
     fresh_run()
@@ -274,7 +276,9 @@ def measure_method(transformer: torch.nn.Module, inputs: dict[str, torch.Tensor]
             assert len(timer.ran) == len(seconds), (label, len(timer.ran), len(seconds))
         calls.append(list(zip(seconds, timer.ran)))
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return {"method": label, "calls": calls, "total": median(totals), "warmup_s": warmup, "peak_gib": peak}
+    # "_output": the last run's final latent (None where the sampler returns none), for comparisons.
+    return {"method": label, "calls": calls, "total": median(totals), "warmup_s": warmup, "peak_gib": peak,
+            "_output": outputs[0]}
 
 
 def derive(row: dict[str, Any], steps: int, full_call: float, full_total: float) -> dict[str, Any]:
@@ -320,6 +324,7 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
 
     def measure(label: str, through: Callable[..., Any] | None = None) -> dict[str, Any]:
         rows.append(measure_method(transformer, inputs, steps, device, probe, repeats, label, through))
+        del rows[-1]["_output"]
         return rows[-1]
 
     full = measure("full")
@@ -377,7 +382,7 @@ def cachedit_through(transformer: torch.nn.Module, name: str, steps: int) -> tup
 
     def through(transformer, inputs, steps, timer):
         with cache_dit_applied(pipe, settings, steps, guidance_scale=1.0):
-            pipe(inputs, steps, timer)
+            return pipe(inputs, steps, timer)
 
     return through, settings.expected_passes(steps)
 

@@ -6,14 +6,15 @@
 Part 1, FLUX: FluxTransformer2DModel with FLUX.1-dev's config (flux_transformer_speed.FLUX_DEV: 19 dual- and
 38 single-stream blocks, 24 heads x 128), random bfloat16 weights created on the GPU, 4096 image + 512 text
 tokens (1024x1024), 50 Euler steps driven as flux_transformer_speed drives them. Methods, in this order: the
-full sampler; Spectrum at alpha 0.75 and 3.0, each with the full fit and ``history=4``; diffusers'
-TaylorSeer (N=4 and 6, order 1); cache-dit's DBCache on Spectrum's two schedules (left out, with a note, when
+full sampler; Spectrum at alpha 0.75 and 3.0, each with the full fit and ``history=4`` (the default), and
+alpha 0.75 ``history=4`` with ``state_device="cpu"``; diffusers' TaylorSeer (N=4 and 6, order 1); cache-dit's DBCache on Spectrum's two schedules (left out, with a note, when
 cache-dit is not installed); then regional compile (``compile_repeated_blocks``, inductor) of the full
-sampler and of Spectrum at both alphas. Each method gets one untimed run, then ``--repeats`` timed runs.
+sampler and of Spectrum (``history=4``) at both alphas. Each method gets one untimed run, then ``--repeats`` timed runs.
 
 Part 2, Wan: after FLUX is freed, WanTransformer3DModel with Wan2.1-14B's config (40 layers, 40 heads x 128,
 ffn 13824) at 480p (832x480, 81 frames: latent 21x60x104, 32,760 tokens), one branch (no CFG): a few full
-calls, then one short Spectrum run (8 steps, warm-up 2, alpha 3.0: 3 passes, 5 forecasts): r and memory.
+calls, then two short Spectrum runs (8 steps, warm-up 2, alpha 3.0, history=4: 3 passes, 5 forecasts), the
+second with ``state_device="cpu"``: r and memory.
 
 Figures per method: passes, median compute-call and forecast-call ms, r = forecast call / the full sampler's
 median call, the per-call speedup N / (P + (N - P) r) and its share of the ideal N / P, the whole-run speedup
@@ -31,7 +32,11 @@ measured; progress lines carry the elapsed time.
 
 from __future__ import annotations
 
-import argparse
+import time
+
+_STARTED = time.perf_counter()  # the budget counts from here: imports of torch and diffusers take seconds
+
+import argparse  # noqa: E402
 import contextlib
 import datetime
 import gc
@@ -43,7 +48,6 @@ import os
 import platform
 import subprocess
 import sys
-import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -53,7 +57,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# This checkout's sources before any installed copy, and the speed script beside this one.
+sys.path[:0] = [os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"),
+                os.path.dirname(os.path.abspath(__file__))]
 from flux_transformer_speed import (  # noqa: E402
     DEFAULT_CACHEDIT, FULL_SIZE, SMOKE_SIZE, CallTimer, Setting, build_transformer, cachedit_through, derive,
     feature_size, forecast_floor, make_inputs, measure_method, median, spectrum_figures, taylorseer_enabled,
@@ -96,7 +102,7 @@ class WanSetting:
 WAN_480P = WanSetting("Wan2.1-14B, 832x480, 81 frames", WAN_14B, latent=(21, 60, 104), text_tokens=512)
 WAN_TINY = WanSetting("smoke (scaled-down Wan2.1)", WAN_SMOKE, latent=(3, 6, 10), text_tokens=8)
 # The short Spectrum run on Wan: 3 passes (steps 0, 1, 3) and 5 forecasts of 8 steps.
-WAN_SPECTRUM = dict(num_inference_steps=8, warmup_steps=2, window_size=2, flex_window=3.0)
+WAN_SPECTRUM = dict(num_inference_steps=8, warmup_steps=2, window_size=2, flex_window=3.0, history=4)
 WAN_FULL_CALLS = 3
 # Upper bounds on a cheap call's cost against a pass, for the time estimates only: Spectrum's forecast calls
 # are about 1% of a pass, cache-dit runs 1 of the blocks on its cached steps, diffusers' TaylorSeer every
@@ -112,9 +118,9 @@ class Suite:
     device: torch.device
     dtype: torch.dtype
     out: Path
-    start: float = field(default_factory=time.perf_counter)
+    start: float = _STARTED
     record: dict[str, Any] = field(default_factory=dict)
-    compiled_once: bool = False
+    outputs: dict[str, torch.Tensor] = field(default_factory=dict)  # final latents by method, on the host
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -157,6 +163,11 @@ class Suite:
             release(self.device)
             self.save()
             return None
+        output = row.pop("_output", None)
+        if isinstance(output, torch.Tensor):
+            row["output_finite"] = bool(torch.isfinite(output).all())
+            row["output_rms"] = float(output.float().pow(2).mean().sqrt())
+            self.outputs[label] = output.float().cpu()
         row.update(method=label, status="ok", seconds=round(time.perf_counter() - started, 2))
         rows.append(row)
         self.log(f"done {label} in {row['seconds']:.1f} s: {brief(row)}")
@@ -192,6 +203,27 @@ def regional_compile(transformer: torch.nn.Module, backend: str) -> None:
         return
     raise RuntimeError(f"{type(transformer).__name__} has no compile_repeated_blocks in diffusers "
                        f"{importlib.metadata.version('diffusers')}")
+
+
+ALPHAS, HISTORIES, TAYLORSEER_INTERVALS = (0.75, 3.0), (None, 4), (4, 6)
+
+
+# The default fit with its window in host memory (the forecaster's on-GPU bytes drop; what the copies cost).
+OFFLOAD_LABEL = "spectrum alpha=0.75 history=4 state_device=cpu"
+# Compiled with Spectrum's default fit (the last 4 recorded steps), the one users get.
+COMPILED_HISTORY = 4
+
+
+def spectrum_label(alpha: float, history: int | None = None, compiled: bool = False) -> str:
+    return f"spectrum alpha={alpha}" + (f" history={history}" if history else "") + (", regional compile" if compiled else "")
+
+
+def flux_labels() -> list[str]:
+    """Every FLUX method in the order run, so that what never started is still listed."""
+    return ["full", *(spectrum_label(a, h) for a in ALPHAS for h in HISTORIES), OFFLOAD_LABEL,
+            *(f"diffusers TaylorSeer N={i} O=1" for i in TAYLORSEER_INTERVALS),
+            *(f"cache-dit {name.removeprefix('cachedit-')}" for name in DEFAULT_CACHEDIT),
+            "full, regional compile", *(spectrum_label(a, COMPILED_HISTORY, compiled=True) for a in ALPHAS)]
 
 
 def flux_part(suite: Suite, setting: Setting) -> None:
@@ -231,6 +263,9 @@ def flux_part(suite: Suite, setting: Setting) -> None:
 
     full = suite.attempt(rows, "full", 0.0, reserve, full_method)
     if full is None:
+        rows += [{"method": label, "status": "skipped", "reason": "the full sampler was not measured"}
+                 for label in flux_labels()[1:]]
+        suite.save()
         return
     full_call = full["pass_ms"] / 1000
     part["full_call_ms"] = full["pass_ms"]
@@ -251,13 +286,13 @@ def flux_part(suite: Suite, setting: Setting) -> None:
             return finish(row)
         return go
 
-    spectrum_configs = [(f"spectrum alpha={alpha}" + (f" history={history}" if history else ""),
-                         SpectrumConfig(num_inference_steps=steps, flex_window=alpha, history=history))
-                        for alpha in (0.75, 3.0) for history in (None, 4)]
+    spectrum_configs = [(spectrum_label(alpha, history), SpectrumConfig(num_inference_steps=steps, flex_window=alpha, history=history))
+                        for alpha in ALPHAS for history in HISTORIES]
+    spectrum_configs.append((OFFLOAD_LABEL, SpectrumConfig(num_inference_steps=steps, flex_window=0.75, history=4, state_device="cpu")))
     for label, config in spectrum_configs:
         suite.attempt(rows, label, estimate("spectrum", len(compute_steps(config))), reserve, spectrum_method(config, label))
 
-    for interval in (4, 6):
+    for interval in TAYLORSEER_INTERVALS:
         def taylorseer(interval: int = interval) -> dict[str, Any]:
             with taylorseer_enabled(transformer, interval, dtype):
                 return finish(measure(f"diffusers TaylorSeer N={interval} O=1"))
@@ -305,13 +340,28 @@ def flux_part(suite: Suite, setting: Setting) -> None:
         compile_once()
         return finish(measure("full, regional compile", ran=every_call_ran))
 
+    def against_eager(row: dict[str, Any] | None, eager: str) -> None:
+        """What compiling changed: the final latent against the eager run's, and dynamo's graph counts."""
+        if row is None:
+            return
+        from torch._dynamo.utils import counters
+
+        row["dynamo_graphs"] = counters["stats"]["unique_graphs"]
+        row["graph_breaks"] = sum(counters["graph_break"].values())
+        if eager in suite.outputs and row["method"] in suite.outputs:
+            a, b = suite.outputs[row["method"]], suite.outputs[eager]
+            row["max_abs_diff_vs_eager"] = float((a - b).abs().max())
+            row["rel_diff_vs_eager"] = float((a - b).norm() / b.norm().clamp_min(1e-30))
+        suite.save()
+
     compiled_rows: list[dict[str, Any]] = []
     row = suite.attempt(rows, "full, regional compile", estimate("full", None) + allowance(), reserve, compiled_full)
+    against_eager(row, "full")
     if row is not None:
         compiled_rows.append(row)
-    for alpha in (0.75, 3.0):
-        config = SpectrumConfig(num_inference_steps=steps, flex_window=alpha)
-        label = f"spectrum alpha={alpha}, regional compile"
+    for alpha in ALPHAS:
+        config = SpectrumConfig(num_inference_steps=steps, flex_window=alpha, history=COMPILED_HISTORY)
+        label = spectrum_label(alpha, COMPILED_HISTORY, compiled=True)
 
         def compiled_spectrum(config: SpectrumConfig = config, label: str = label) -> dict[str, Any]:
             compile_once()
@@ -319,6 +369,7 @@ def flux_part(suite: Suite, setting: Setting) -> None:
 
         row = suite.attempt(rows, label, estimate("spectrum", len(compute_steps(config))) + allowance(), reserve,
                             compiled_spectrum)
+        against_eager(row, spectrum_label(alpha, COMPILED_HISTORY))
         if row is not None and compiled_rows:
             row["speedup_vs_compiled_full"] = compiled_rows[0]["total"] / row["total"]
     suite.save()
@@ -372,6 +423,12 @@ def build_wan(config: dict[str, Any], device: torch.device, dtype: torch.dtype) 
     return model.eval().requires_grad_(False)
 
 
+def wan_methods() -> list[tuple[str, SpectrumConfig]]:
+    """The short Spectrum runs on Wan: the default fit on the device, then its window in host memory."""
+    return [("spectrum alpha=3.0 history=4, 8 steps", SpectrumConfig(**WAN_SPECTRUM)),
+            ("spectrum alpha=3.0 history=4 state_device=cpu, 8 steps", SpectrumConfig(**WAN_SPECTRUM, state_device="cpu"))]
+
+
 def wan_part(suite: Suite, setting: WanSetting) -> None:
     device, dtype = suite.device, suite.dtype
     part = suite.record["wan"] = {"setting": setting.name, "config": setting.config, "latent": setting.latent,
@@ -381,7 +438,7 @@ def wan_part(suite: Suite, setting: WanSetting) -> None:
     reason = suite.fits(suite.args.wan_reserve_s, 0.0)
     if reason is not None:
         suite.log(f"skip Wan: {reason}")
-        for label in ("full", "spectrum alpha=3.0, 8 steps"):
+        for label in ("full", *(label for label, _ in wan_methods())):
             rows.append({"method": label, "status": "skipped", "reason": reason})
         suite.save()
         return
@@ -399,14 +456,13 @@ def wan_part(suite: Suite, setting: WanSetting) -> None:
         return derive(row, WAN_FULL_CALLS, median([t for t, _ in row["calls"][0]]), row["total"])
 
     full_row = suite.attempt(rows, "full", 0.0, 0.0, full)
-    config = SpectrumConfig(**WAN_SPECTRUM)
-    label = "spectrum alpha=3.0, 8 steps"
-    if full_row is None:
-        rows.append({"method": label, "status": "skipped", "reason": "the full sampler was not measured"})
-    else:
+    for label, config in wan_methods():
+        if full_row is None:
+            rows.append({"method": label, "status": "skipped", "reason": "the full sampler was not measured"})
+            continue
         full_call = full_row["pass_ms"] / 1000
 
-        def spectrum() -> dict[str, Any]:
+        def spectrum(label: str = label, config: SpectrumConfig = config) -> dict[str, Any]:
             with spectrum_enabled(transformer, config):
                 row = measure_method(transformer, inputs, config.num_inference_steps, device, probe, 1, label, wan_sample)
                 row.update(spectrum_figures(transformer, config, elements))
@@ -461,6 +517,11 @@ def markdown(record: dict[str, Any]) -> str:
         for row in flux["rows"]:
             if "speedup_vs_compiled_full" in row:
                 lines.append(f"{row['method']}: {row['speedup_vs_compiled_full']:.2f}x the compiled full sampler's whole run.")
+            if "rel_diff_vs_eager" in row:
+                lines.append(f"{row['method']}: final latent {row['rel_diff_vs_eager']:.1e} (relative L2) from the eager run's; "
+                             f"dynamo graphs so far {row['dynamo_graphs']}, graph breaks {row['graph_breaks']}.")
+            if row.get("output_finite") is False:
+                lines.append(f"{row['method']}: its final latent is NOT finite (random weights overflowed?).")
         lines += [f"Note: {note}" for note in flux.get("notes", [])]
         lines.append("")
     wan = record.get("wan")
@@ -501,7 +562,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny FLUX and Wan configs on CPU, float32, eager-backend compile")
     parser.add_argument("--out", type=Path, default=None, help="folder for gpu_suite.json and gpu_suite.md "
-                        "(default $OUT when set, else benchmarks/gpu-results/)")
+                        "(default $OUT when set, else benchmarks/gpu-results/; a smoke subfolder of either with --smoke)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="seconds after which no method starts (default 540)")
     parser.add_argument("--wan-reserve-s", type=float, default=None,
                         help="seconds of the budget kept for the Wan part (default 120 on a GPU, 0 with --smoke)")
@@ -538,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     # compute steps, which is what the probe counts.
     warnings.filterwarnings("ignore", message=".*has hooks of its own", category=SpectrumWarning)
     out = args.out or Path(os.environ.get("OUT") or ROOT / "benchmarks" / "gpu-results")
+    if args.smoke and args.out is None:
+        out = out / "smoke"  # never mistaken for, or written over, a GPU record
     suite = Suite(args, device, dtype, out)
     suite.record.update(
         suite="spectrum-cache benchmarks/gpu_suite.py", smoke=args.smoke,
