@@ -375,8 +375,7 @@ def flux_part(suite: Suite, setting: Setting) -> None:
     suite.save()
 
     del transformer, inputs, probe
-    if device.type == "cuda":
-        torch._dynamo.reset()  # compiled code holds the blocks
+    torch._dynamo.reset()  # compiled code holds the blocks
     release(device)
 
 
@@ -569,6 +568,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile-allowance-s", type=float, default=None,
                         help="compile time assumed for the first compiled method (default 150 on a GPU, 20 with --smoke)")
     parser.add_argument("--compile-backend", default=None, help="torch.compile backend (default inductor; eager with --smoke)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                        help="default bfloat16 on the GPU (as FLUX and Wan ship), float32 with --smoke")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per FLUX method after its untimed one")
     parser.add_argument("--no-wan", action="store_true", help="leave out the Wan part (recorded as skipped)")
@@ -586,13 +587,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.smoke:
-        device, dtype = torch.device("cpu"), torch.float32
+        device, dtype = torch.device("cpu"), getattr(torch, args.dtype or "float32")
         torch.set_num_threads(args.threads or 1)
     else:
         if not torch.cuda.is_available():
             print("gpu_suite: no CUDA device; run with --smoke for the CPU check of the same code", file=sys.stderr)
             return 2
-        device, dtype = torch.device("cuda"), torch.bfloat16
+        device, dtype = torch.device("cuda"), getattr(torch, args.dtype or "bfloat16")
         if args.threads:
             torch.set_num_threads(args.threads)
     # The call timer's probe is a hook on a block's query projection: Spectrum rightly says it runs only on
