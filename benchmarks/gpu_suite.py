@@ -158,8 +158,11 @@ class Suite:
             row = measure()
         except Exception as error:  # one method's failure must not lose the others' figures
             traceback.print_exc()
-            rows.append({"method": label, "status": "failed", "error": f"{type(error).__name__}: {error}"[:2000]})
-            self.log(f"FAILED {label}: {type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}")
+            row = {"method": label, "status": "failed", "error": f"{type(error).__name__}: {error}"[:2000]}
+        if row.get("status") == "failed":
+            # Out here, not in the except block: the traceback's frames hold the method's tensors until it ends.
+            rows.append(row)
+            self.log(f"FAILED {label}: {row['error'].splitlines()[0][:300]}")
             release(self.device)
             self.save()
             return None

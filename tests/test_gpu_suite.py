@@ -76,3 +76,15 @@ def test_spent_budget_lists_every_method_as_skipped(tmp_path: Path) -> None:
     assert rows["full"]["reason"].startswith("budget")
     assert [row["status"] for row in record["wan"]["rows"]] == ["skipped"] * (1 + len(WAN_SPECTRUM))
     assert table.count("| skipped: ") == len(FLUX_METHODS) + 1 + len(WAN_SPECTRUM)
+
+
+def test_a_failing_method_is_recorded_and_the_rest_still_run(tmp_path: Path) -> None:
+    record, table, _ = _suite(tmp_path, "--no-wan", "--compile-backend", "no-such-backend")
+    rows = {row["method"]: row for row in record["flux"]["rows"]}
+    assert set(rows) == FLUX_METHODS
+    compiled = {name for name in rows if name.endswith("regional compile")}
+    assert all(rows[name]["status"] == "failed" for name in compiled), {n: rows[n] for n in compiled}
+    assert "no-such-backend" in rows["full, regional compile"]["error"]
+    assert all(row["status"] == "ok" for name, row in rows.items() if name not in compiled)
+    assert "| full, regional compile | failed: InvalidBackend" in table
+    assert record["wan"]["rows"] == [{"method": "wan", "status": "skipped", "reason": "--no-wan"}]
