@@ -1,6 +1,6 @@
 """Every GPU figure in one command: FLUX.1-dev-sized speed and memory per method, then Wan2.1-14B-sized r and memory.
 
-    python benchmarks/gpu_suite.py                   # one GPU (H100 80 GB): about 6-8 minutes, --budget-s 540
+    python benchmarks/gpu_suite.py                   # one GPU (H100 80 GB): stops starting methods at --budget-s 540
     python benchmarks/gpu_suite.py --smoke           # the same code at tiny sizes on CPU, float32, seconds
 
 Part 1, FLUX: FluxTransformer2DModel with FLUX.1-dev's config (flux_transformer_speed.FLUX_DEV: 19 dual- and
