@@ -26,11 +26,12 @@ from spectrum_cache import SpectrumForecaster  # noqa: E402
 from spectrum_cache.forecast import WindowedSpectrumForecaster  # noqa: E402
 
 STEPS = (0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 25, 31, 38, 46)
-# (name, tokens of the head's input, width, how the tokens come about)
+# (name, tokens of the head's input, width, how the tokens come about, the dtype of the head's input in a bfloat16
+# model: Wan's forward calls its FP32LayerNorm head on hidden_states.float(), so Spectrum records float32 there)
 MODELS = (
-    ("Wan2.1-14B, 720p, 81 frames", 75_600, 5_120, "21 latent frames x 45 x 80 patches"),
-    ("HunyuanVideo, 720p, 129 frames", 118_800, 3_072, "33 latent frames x 45 x 80 patches"),
-    ("FLUX.1-dev, 1024x1024", 4_096, 3_072, "64 x 64 packed latent patches, image tokens only"),
+    ("Wan2.1-14B, 720p, 81 frames", 75_600, 5_120, "21 latent frames x 45 x 80 patches", torch.float32),
+    ("HunyuanVideo, 720p, 129 frames", 118_800, 3_072, "33 latent frames x 45 x 80 patches", torch.bfloat16),
+    ("FLUX.1-dev, 1024x1024", 4_096, 3_072, "64 x 64 packed latent patches, image tokens only", torch.bfloat16),
 )
 DEGREES = (1, 2, 4)
 
@@ -49,14 +50,14 @@ def _options() -> dict[str, tuple[callable, bool]]:
     }
 
 
-def bytes_per_element() -> dict[str, tuple[float, bool]]:
-    """Measured bytes per bfloat16 feature element of each option, and whether they are in host memory."""
+def bytes_per_element(dtype: torch.dtype = torch.bfloat16) -> dict[str, tuple[float, bool]]:
+    """Measured bytes per feature element of ``dtype`` of each option, and whether they are in host memory."""
     out = {}
     for name, (make, on_host) in _options().items():
         held = []
         for tokens in (8, 16):
             forecaster = make()
-            feature = torch.randn(tokens, 96, generator=torch.Generator().manual_seed(0)).bfloat16()
+            feature = torch.randn(tokens, 96, generator=torch.Generator().manual_seed(0)).to(dtype)
             for step in STEPS:
                 forecaster.update(step, feature)
             held.append(forecaster.nbytes)
@@ -69,12 +70,14 @@ def _gib(nbytes: float) -> str:
 
 
 def tables() -> str:
-    per_element = bytes_per_element()
     lines = []
-    for name, tokens, width, how in MODELS:
+    for name, tokens, width, how, dtype in MODELS:
+        per_element = bytes_per_element(dtype)
         numel = tokens * width
+        kind = ("float32 (the head's input is upcast in the forward, even in a bfloat16 model)"
+                if dtype == torch.float32 else "bfloat16")
         lines += [f"**{name}**: {tokens:,} tokens ({how}) x {width:,} = {numel / 1e6:,.1f} M elements per branch, "
-                  "bfloat16.", "",
+                  f"{kind}.", "",
                   "| option | bytes / element | per CFG branch | " + " | ".join(
                       f"per rank on the device, CP {d}" for d in DEGREES) + " |",
                   "|---" * (3 + len(DEGREES)) + "|"]
