@@ -182,7 +182,10 @@ def test_conditioning_scale_and_guidance_window(name, option):
 
 # -- when the denoiser computes on a step planned as a forecast ----------------------------------------
 def _nan_forecasts(monkeypatch):
-    monkeypatch.setattr(SpectrumForecaster, "_forecast", lambda self, step: torch.full(self._last.shape, float("nan")))
+    from spectrum_cache.forecast import WindowedSpectrumForecaster
+
+    for fit in (SpectrumForecaster, WindowedSpectrumForecaster):  # the full fit and the default window
+        monkeypatch.setattr(fit, "_forecast", lambda self, step: torch.full(self.feature_shape, float("nan")))
 
 
 @pytest.mark.parametrize("name", ["sd-multi", "flux-true-cfg"])
