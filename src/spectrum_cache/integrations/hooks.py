@@ -49,6 +49,10 @@ HEAD_HOOK = "spectrum_cache_head"
 STAND_IN_HOOK = "spectrum_cache_stand_in"
 CONSTANT_HOOK = "spectrum_cache_constant"
 SPECTRUM_HOOKS = (DENOISER_HOOK, HEAD_HOOK, STAND_IN_HOOK, CONSTANT_HOOK)
+EXPORT_REFUSAL = (
+    "torch.export of {model} with Spectrum enabled is not supported: Spectrum decides on every call, outside the "
+    "graph, whether the blocks run. Call spectrum_cache.disable_spectrum(pipe) (or disable_spectrum(model)) "
+    "before exporting, and enable_spectrum again after.")
 
 class SpectrumWarning(UserWarning):
     """Spectrum ran the network where it would have forecast, or something runs differently under
@@ -124,9 +128,18 @@ class SpectrumHook(Unpicklable, ModelHook):
         self.contexts.reset()
         return module
 
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        # Non-strict torch.export refuses new_forward's non-recursive disable with an error that names
+        # neither Spectrum nor the fix, before new_forward runs; a check wrapped around new_forward would
+        # cost whole-model torch.compile a graph break. Strict export (dynamo) stops at new_forward, and
+        # the disable's reason says it.
+        if torch.compiler.is_exporting() and not torch.compiler.is_dynamo_compiling():
+            raise RuntimeError(EXPORT_REFUSAL.format(model=type(module).__name__))
+        return args, kwargs
+
     # Not traced by torch.compile, but what it calls is: the model's forward becomes a frame of its own,
     # compiled in one piece (a graph break here would make dynamo trace the whole model twice).
-    @torch.compiler.disable(recursive=False)
+    @torch.compiler.disable(recursive=False, reason=EXPORT_REFUSAL.format(model="the model"))
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         call = self._begin(args, kwargs)
         done = False
