@@ -41,7 +41,6 @@ from .adapters import CONTROLNET_CLASSES, CONTROLNET_COMPONENT, CONTROLNET_RESID
 from .compat import Unpicklable, register_hook, remove_hook
 from .generation import Generation, SchedulerClock, Unplaced
 from .outputs import input_key
-from .steps import running_pipeline
 
 if TYPE_CHECKING:
     from .hooks import SpectrumHook
@@ -192,8 +191,7 @@ def upcoming_forecast(owner: SpectrumHook, timestep: Any) -> tuple[Generation, i
             or not generation.clock.still_running()):
         return None
     # The generation belongs to the pipeline call running now, not to one that ended early.
-    pipeline, _, _ = running_pipeline(owner.module)
-    if pipeline is None or pipeline is not generation.pipeline:
+    if generation.source.call is None or not generation.source.call.running():
         return None
     name = owner.contexts.name()
     try:

@@ -193,16 +193,26 @@ class SpectrumHook(Unpicklable, ModelHook):
                 self._record(call, output)
             if call.final and self.residuals is not None:
                 self.residuals.release(call.generation)
-            return output
-        finally:
-            self.slot.clear()
-            self._lock.release()
+        except BaseException:
+            self._abort()
+            raise
+        self.slot.clear()
+        self._lock.release()
+        return output
 
     @torch.compiler.disable
     def _abort(self) -> None:
-        self.gate.open()
-        self.slot.clear()
-        self._lock.release()
+        """The call raised (out of memory, an interrupt, a bad input): its generation is over, since a
+        pipeline does not go on after its denoiser raised. Free its tensors now (on a GPU, gigabytes the
+        user wants back after an out-of-memory error); its report stays."""
+        try:
+            self.gate.open()
+            self.slot.clear()
+            if self.residuals is not None:
+                self.residuals.release(self.generations.current())
+            self.generations.end()
+        finally:
+            self._lock.release()
 
     # -- planning -----------------------------------------------------------------------------
     def _plan(self, args: tuple, kwargs: dict) -> _Call:

@@ -101,7 +101,7 @@ class Generations:
         its scheduler still says which steps this denoiser runs (Wan2.2's experts); elsewhere the
         fields alone give the steps."""
         n = fields.num_inference_steps
-        if (generation is None or not generation.by_fields
+        if (generation is None or not generation.by_fields or not _in_its_call(generation)
                 or (isinstance(generation.clock, FieldClock) and generation.num_steps != n)
                 or not _moves_on(generation, name_of(generation), fields.step_index)):
             source = discover()
@@ -241,8 +241,17 @@ def _moves_on(generation: Generation, name: str, index: int) -> bool:
     return step is None or step >= branch.step
 
 
+def _in_its_call(generation: Generation) -> bool:
+    """Whether the pipeline call that started ``generation`` (if one did) is still running: one that
+    ended early leaves its generation open, and the next pipeline on this denoiser must not go on in it."""
+    call = generation.source.call if generation.source is not None else None
+    return call is None or call.running()
+
+
 def _still_running(generation: Generation) -> bool:
     """Whether the next call without step fields may go on in ``generation``."""
+    if not _in_its_call(generation):
+        return False
     clock = generation.clock
     if isinstance(clock, SchedulerClock):
         return clock.still_running()

@@ -60,6 +60,31 @@ class StepSource:
     guider: Any = None
     origin: str = "configured"  # for messages: "pipeline", "loop", "enable", "configured"
     report_to: Any = None  # the pipeline whose spectrum_summary reports a loop's generation
+    call: CallMark | None = None  # the pipeline call that runs the generation
+
+
+@dataclass(frozen=True)
+class CallMark:
+    """One running pipeline call: its outermost frame holding the pipeline (``__call__``), known by
+    identity without keeping the frame (a kept frame keeps the call's tensors)."""
+
+    frame_id: int
+    code: Any
+    local: str  # "self" or "components"
+    owner: Any
+
+    def running(self) -> bool:
+        """Whether this call is still on this thread's stack. A call that ended early (interrupted, raised,
+        stopped at ``denoising_end``) is not, so the next pipeline on the same denoiser gets a generation of
+        its own. The owner check covers a new frame at the address of one that is gone."""
+        frame = sys._getframe(1)
+        for _ in range(_MAX_CALLER_FRAMES):
+            if frame is None:
+                return False
+            if id(frame) == self.frame_id and frame.f_code is self.code:
+                return frame.f_locals.get(self.local) is self.owner
+            frame = frame.f_back
+        return False
 
 
 @dataclass(frozen=True)
@@ -74,12 +99,12 @@ class DeclaredLoop:
 def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: DeclaredLoop | None,
                 enable_scheduler: Any, enable_pipeline: Any, configured_steps: int | None) -> StepSource:
     """The step source of a generation that starts with this call (sources 2-4 of the module docstring)."""
-    pipeline, component, call_locals = running_pipeline(denoiser)
+    pipeline, component, call_locals, call = running_pipeline(denoiser)
     scheduler = getattr(pipeline, "scheduler", None) if pipeline is not None else None
     if scheduler is not None:
         guider = _guider_of(pipeline, component) if ModularPipeline and isinstance(pipeline, ModularPipeline) else None
         return StepSource(scheduler, None, pipeline, component, uses_cfg(pipeline, call_locals, guider), guider,
-                          "pipeline")
+                          "pipeline", call=call)
     # A running pipeline without a scheduler (Echo's modular blocks step their own sigmas): the loop's own
     # word or the configured step count, as for a hand-written loop.
     without = f"{type(pipeline).__name__} has no scheduler" if pipeline is not None else None
@@ -111,27 +136,40 @@ def check_ready(scheduler: Any, origin: str) -> None:
         )
 
 
-def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[str, Any] | None]:
+def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[str, Any] | None, CallMark | None]:
     """The pipeline whose call is running ``denoiser`` in this thread, the component name it has there,
-    and that frame's locals; (None, None, None) where no pipeline is running.
+    that frame's locals and the mark of the call; (None, None, None, None) where no pipeline is running.
 
     It is the nearest caller frame with a pipeline holding the denoiser as its ``self`` (a
     DiffusionPipeline's ``__call__``), or a modular pipeline as the ``components`` argument its blocks
-    take. A user's function that merely takes a pipeline argument is not a pipeline call."""
+    take. A user's function that merely takes a pipeline argument is not a pipeline call. The call's
+    mark is the outermost such frame of the same pipeline: a modular pipeline's blocks are new frames
+    every step, its ``__call__`` is not."""
     frame = sys._getframe(1)
+    found: tuple[Any, str, dict[str, Any] | None] | None = None
+    call: CallMark | None = None
     for _ in range(_MAX_CALLER_FRAMES):
         if frame is None:
             break
         code = frame.f_code
         for name in code.co_varnames[: min(code.co_argcount, 2)]:
+            if name not in ("self", "components"):
+                continue
             owner = frame.f_locals.get(name)
+            if found is not None:
+                if owner is found[0]:
+                    call = CallMark(id(frame), code, name, owner)
+                continue
             if (name == "self" and isinstance(owner, PIPELINE_TYPES)) or (
                     name == "components" and ModularPipeline and isinstance(owner, ModularPipeline)):
                 component = _component_of(owner, denoiser)
                 if component is not None:
-                    return owner, component, frame.f_locals if name == "self" else None
+                    found = (owner, component, frame.f_locals if name == "self" else None)
+                    call = CallMark(id(frame), code, name, owner)
         frame = frame.f_back
-    return None, None, None
+    if found is None:
+        return None, None, None, None
+    return (*found, call)
 
 
 def _guider_of(pipeline: Any, component: str | None) -> Any:
