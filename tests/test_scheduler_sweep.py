@@ -26,6 +26,9 @@ from families_video import cogvideox
 from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary
 from test_integration import latents
 
+# numpy 2 warns on every sigma conversion of several diffusers schedulers (thousands per run).
+pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")
+
 STEP_COUNTS = (1, 2, 3, 4, 12)
 EVERY_STEP = SpectrumConfig(warmup_steps=max(STEP_COUNTS))
 # warmup 1: forecasting from 2 steps on (compute_steps 2 -> [0], 12 -> [0, 2, 4, 7, 11]).
