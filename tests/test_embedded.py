@@ -494,7 +494,60 @@ TINY = ["--width", "32", "--heads", "2", "--dual", "1", "--single", "1", "--text
 
 
 def _state(ckpt: Path) -> dict:
-    return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+    # weights_only, as --resume loads it: a checkpoint that needs more would fail here.
+    return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+
+
+class _Payload:
+    """Unpickling this writes a marker file: what a crafted checkpoint could do with any code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def _crafted_checkpoint(ckpt: Path, marker: Path) -> None:
+    ckpt.mkdir(parents=True)
+    torch.save({"step": 0, "args": {}, "transformer": _Payload(marker)}, ckpt / "state.pt")
+
+
+def test_resume_does_not_run_code_in_a_crafted_checkpoint(tmp_path: Path) -> None:
+    from spectrum_cache.embedded.train import main
+
+    marker = tmp_path / "marker"
+    _crafted_checkpoint(tmp_path / "evil", marker)
+    with pytest.raises(SystemExit) as refused:
+        main(["--out", str(tmp_path / "pipe"), "--ckpt-dir", str(tmp_path / "evil"), "--steps", "1", "--resume", *TINY])
+    assert not marker.exists()
+    message = str(refused.value.code)
+    assert "\n" not in message and "state.pt" in message and "(exec)" in message and "not loaded" in message
+    assert not (tmp_path / "pipe").exists()  # nothing trained or exported
+
+
+def test_resume_refusal_is_one_line_on_the_command_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    marker = tmp_path / "marker"
+    _crafted_checkpoint(tmp_path / "evil", marker)
+    missing, damaged = tmp_path / "missing", tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "state.pt").write_bytes(b"not a checkpoint")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    for ckpt in (tmp_path / "evil", missing, damaged):
+        run = subprocess.run(
+            [sys.executable, "-m", "spectrum_cache.embedded.train", "--out", str(tmp_path / "pipe"), "--ckpt-dir",
+             str(ckpt), "--steps", "1", "--resume", *TINY],
+            capture_output=True, text=True, env=env, timeout=120,
+        )
+        lines = [line for line in run.stderr.splitlines() if line.startswith("--resume")]
+        assert run.returncode != 0 and "Traceback" not in run.stderr, run.stderr
+        assert len(lines) == 1 and str(ckpt) in lines[0], run.stderr
+    assert not marker.exists()
 
 
 def test_training_runs_and_resumes_exactly(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ import argparse
 import copy
 import json
 import os
+import pickle
+import re
 import time
 from typing import Any
 
@@ -143,6 +145,30 @@ def flow_loss(transformer: torch.nn.Module, text_encoder: torch.nn.Module, batch
     return F.mse_loss(pred, pack(noise - x0, patch))
 
 
+def load_state(path: str) -> dict[str, Any]:
+    """A checkpoint written by ``save_state``, read without running any code it holds.
+
+    ``weights_only=True`` unpickles tensors and plain values only (the state dicts, the optimizer's state,
+    ints, floats, lists and the argument dict are all a checkpoint has), so a crafted file in --ckpt-dir
+    cannot run code on --resume. Failures are one-line SystemExit messages, as the other resume refusals."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SystemExit(f"--resume: there is no checkpoint at {path}") from None
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        # torch's message spans many lines; the one line here says what happened and that nothing ran.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found:
+            raise SystemExit(f"--resume: {path} holds an object other than tensors and plain values ({found.group(1)}), "
+                             "so it is not a checkpoint this trainer wrote; it was not loaded (nothing in it ran)") from None
+        raise SystemExit(f"--resume: {path} is not a readable checkpoint (damaged, or not written by this "
+                         "trainer); it was not loaded") from None
+    if not isinstance(state, dict):
+        raise SystemExit(f"--resume: {path} is not a checkpoint this trainer wrote (it holds a "
+                         f"{type(state).__name__}, not a dict)")
+    return state
+
+
 def save_state(path: str, state: dict[str, Any]) -> None:
     """Write atomically, so a run killed mid-save never leaves a broken checkpoint."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -193,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ema_t, ema_e = copy.deepcopy(transformer).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     step, elapsed, losses = 0, 0.0, []
     if args.resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = load_state(state_path)
         for flag, default in (("prediction", "velocity"), ("position_unit", "token"), ("patch", PATCH),
                               ("position_channels", 0), ("timestep_shift", 1.0),
                               ("freeze_text_encoder", False)):

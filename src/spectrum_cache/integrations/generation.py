@@ -6,8 +6,9 @@ A ``Generation`` belongs to one pipeline call (one thread's run of a denoiser); 
 - ``SchedulerClock`` (a pipeline, or a bare denoiser given ``scheduler=``): the step count comes from
   the scheduler's timesteps, read once when the generation starts; the current step from the
   scheduler's ``step_index``, not from the timestep's value (reading it would be a host-device sync
-  per call, and rounding can repeat a value, as DPM++ Karras does at 60 steps). Schedulers of order 2 (Heun, KDPM2) evaluate the model twice per step on
-  repeated timesteps; each pair is one step. Schedulers without ``step_index`` (DDIM, DDPM, PNDM)
+  per call, and rounding can repeat a value, as DPM++ Karras does at 60 steps). Schedulers of order 2 (Heun,
+  KDPM2, KDPM2 ancestral, DPM-SDE, FlowMatchHeun) list 2N - 1 timesteps for N steps (t0, then two per later
+  step: Heun repeats the value, KDPM2 and DPM-SDE put an interpolated one first); each pair of positions is one step. Schedulers without ``step_index`` (DDIM, DDPM, PNDM)
   are placed by matching the call's timestep value against their timesteps.
 - ``FieldClock`` (the loop passes ``CacheContext(step_index=..., num_inference_steps=...)``): the
   loop's own word.
@@ -241,7 +242,11 @@ class SchedulerClock:
         timesteps = torch.as_tensor(scheduler.timesteps).detach().float().cpu().tolist()
         self.begin = getattr(scheduler, "begin_index", None) or 0
         self.by_index = hasattr(type(scheduler), "step_index")
-        group_repeats = not self.by_index or getattr(scheduler, "order", 1) > 1
+        # An order-2 scheduler lists 2N - 1 timesteps for N steps: t0, then two per later step. Heun repeats
+        # each value, but KDPM2, KDPM2 ancestral and DPM-SDE put an interpolated timestep between, so the
+        # pairs go by position (index begin + 2k - 1 and begin + 2k are step k), not by equal values.
+        in_pairs = self.by_index and getattr(scheduler, "order", 1) > 1
+        group_repeats = not self.by_index  # PNDM's PLMS warm-up evaluates its second timestep twice
         self.timesteps = timesteps
         # step_of_index[i]: the step that index i of scheduler.timesteps belongs to, or None where this
         # denoiser does not run (before begin_index, or outside steps_run).
@@ -250,7 +255,11 @@ class SchedulerClock:
         for i in range(self.begin, len(timesteps)):
             if timesteps[i] not in steps_run:
                 continue
-            if not (group_repeats and i > self.begin and timesteps[i] == timesteps[i - 1]):
+            if in_pairs:
+                starts = (i - self.begin) % 2 == 1
+            else:
+                starts = not (group_repeats and i > self.begin and timesteps[i] == timesteps[i - 1])
+            if starts or step < 0:  # the first index this denoiser runs always starts a step
                 step += 1
             self.step_of_index[i] = step
         self.num_steps = step + 1 if step >= 0 else None
