@@ -53,15 +53,21 @@ def first_layer(block: torch.nn.Module) -> torch.nn.Module:
 
 
 class PassCounter:
-    """Counts runs of the first block's first layer."""
+    """Counts runs of the first layer of ``block``, or of every skipped block: a forward that reaches a
+    block some other way than by iterating its list (a slice, ``reversed``) shows here, since a counter
+    on a leaf does not fire for a stand-in."""
 
     def __init__(self, model: torch.nn.Module, block: torch.nn.Module | None = None):
         self.count = 0
-        block = block if block is not None else resolve_adapter(model).blocks[0]
-        self.handle = first_layer(block).register_forward_hook(self._hook)
+        blocks = [block] if block is not None else resolve_adapter(model).blocks
+        self.handles = [first_layer(b).register_forward_hook(self._hook) for b in blocks]
 
     def _hook(self, *args) -> None:
         self.count += 1
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
     def take(self) -> int:
         count, self.count = self.count, 0
@@ -107,7 +113,7 @@ def check_schedules(entry: Denoiser, model, inputs, config_extra: dict | None = 
         torch.testing.assert_close(denoise(entry, model, inputs), baseline, rtol=0, atol=0)
     finally:
         if counter:
-            counter.handle.remove()
+            counter.remove()
         disable_spectrum(model)
     return forecast
 
@@ -160,7 +166,7 @@ def test_wan_vace_forecasts_calls_with_control_and_skips_the_vace_blocks():
         (branch,) = spectrum_summary(model).branches
         assert branch.forecast_steps
     finally:
-        vace.handle.remove()
+        vace.remove()
         disable_spectrum(model)
 
 

@@ -173,3 +173,51 @@ def test_a_call_that_raised_frees_the_forecasters_tensors(name, error, where):
     assert _held_bytes(seen[0]) == 0
     assert hook.live_generation() is None
     torch.testing.assert_close(latents(pipe, kwargs), reference, rtol=0, atol=0)
+
+
+# -- 4: a forward that slices its block list skips the slices on forecast steps -------------------
+def test_motif_videos_sliced_block_lists_run_on_compute_steps_only():
+    """Motif Video runs ``single_transformer_blocks[: n - k]`` (encoder) then ``[-k:]`` (decoder): both
+    slices skip on forecast steps. The counters sit on a leaf inside each block (a hook on the block
+    itself would also fire for a stand-in)."""
+    from diffusers import MotifVideoTransformer3DModel
+
+    from denoisers import Denoiser, denoise, motif_video
+
+    torch.manual_seed(0)
+    model = MotifVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=16, num_layers=1, num_single_layers=3,
+        num_decoder_layers=1, patch_size=2, patch_size_t=1, text_embed_dim=24, rope_axes_dim=(4, 6, 6))
+    _, inputs = motif_video()
+    entry = Denoiser("MotifVideoTransformer3DModel", motif_video)
+    counts = [0] * len(model.single_transformer_blocks)
+    for i, block in enumerate(model.single_transformer_blocks):
+        leaf = next(m for m in block.modules() if isinstance(m, torch.nn.Linear))
+        leaf.register_forward_hook(lambda *a, i=i: counts.__setitem__(i, counts[i] + 1))
+    config = SpectrumConfig(num_inference_steps=STEPS, warmup_steps=3)
+    enable_spectrum(model, config)
+    try:
+        out = denoise(entry, model, inputs)
+        assert torch.isfinite(out).all()
+        (branch,) = spectrum_summary(model).branches
+        assert branch.forecast_steps
+        assert counts == [len(branch.computed_steps)] * len(counts)  # the encoder's two blocks and the decoder's
+    finally:
+        disable_spectrum(model)
+
+
+def test_every_view_of_a_gated_block_list_shares_its_gate():
+    from spectrum_cache.integrations.skipping import SkipGate, gate_block_list, ungate_block_list
+
+    blocks = torch.nn.ModuleList(torch.nn.Linear(2, 2) for _ in range(3))
+    gate = SkipGate()
+    gate_block_list(blocks, gate)
+    gate.close()
+    assert gate.skips()
+    assert list(blocks) == [] and list(blocks[:2]) == [] and list(blocks[-1:]) == [] and list(reversed(blocks)) == []
+    assert list(blocks[::2][1:]) == []  # a view of a view
+    assert len(blocks) == 3 and blocks[1] is blocks._modules["1"]  # indexing and len are the real list's
+    gate.open()
+    assert list(blocks[:2]) == [blocks[0], blocks[1]] and list(reversed(blocks)) == [blocks[2], blocks[1], blocks[0]]
+    ungate_block_list(blocks)
+    assert type(blocks) is torch.nn.ModuleList

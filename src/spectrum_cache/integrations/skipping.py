@@ -82,13 +82,29 @@ class CallSlot:
 
 
 class _GatedIteration:
-    """Mixed in before a block list's own class: iterating it yields nothing while its gate skips."""
+    """Mixed in before a block list's own class: iterating it yields nothing while its gate skips.
+
+    Every view of the list iterates the same way: a slice (Motif Video runs ``blocks[: n - k]``, then
+    ``blocks[-k:]``) is a new list of this class that shares the gate, and ``reversed`` is gated too.
+    Indexing one block (``blocks[i]``) is not a view and runs it; no diffusers denoiser loops that way."""
 
     def __iter__(self):  # noqa: ANN204 - ModuleList's own signature
         gate = self.__dict__.get(_GATE_ATTR)
         if gate is not None and gate.skips():
             return iter(())
         return super().__iter__()
+
+    def __reversed__(self):  # noqa: ANN204 - ModuleList has none: reversed() would index block by block
+        gate = self.__dict__.get(_GATE_ATTR)
+        if gate is not None and gate.skips():
+            return iter(())
+        return reversed(list(self._modules.values()))
+
+    def __getitem__(self, index):  # noqa: ANN001, ANN204 - ModuleList's own signature
+        item = super().__getitem__(index)
+        if isinstance(index, slice) and _GATE_ATTR in self.__dict__:
+            item.__dict__[_GATE_ATTR] = self.__dict__[_GATE_ATTR]
+        return item
 
 
 def gate_block_list(blocks: torch.nn.ModuleList, gate: SkipGate) -> None:
