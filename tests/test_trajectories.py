@@ -221,3 +221,86 @@ def test_every_view_of_a_gated_block_list_shares_its_gate():
     assert list(blocks[:2]) == [blocks[0], blocks[1]] and list(reversed(blocks)) == [blocks[2], blocks[1], blocks[0]]
     ungate_block_list(blocks)
     assert type(blocks) is torch.nn.ModuleList
+
+
+# -- 1: video-to-video strength is planned on the steps that run -----------------------------------
+def _wan_v2v():
+    from diffusers import WanVideoToVideoPipeline
+
+    from families import wan21
+    from families_new import _wan_vae
+
+    pipe, kwargs = wan21()
+    v2v = WanVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=_wan_vae(), scheduler=pipe.scheduler,
+                                  transformer=pipe.transformer)
+    kwargs = {k: v for k, v in kwargs.items() if k != "num_frames"}
+    return v2v, dict(kwargs, num_videos_per_prompt=1, video=torch.rand(1, 5, 3, 32, 48) * 2 - 1)
+
+
+def _cogvideox_v2v():
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXVideoToVideoPipeline
+
+    import families  # noqa: F401 - families_video imports it first
+    from families_video import cogvideox
+
+    pipe, kwargs = cogvideox()
+    torch.manual_seed(3)
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+        layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4)
+    v2v = CogVideoXVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=pipe.scheduler,
+                                        transformer=pipe.transformer)
+    kwargs = {k: v for k, v in kwargs.items() if k != "num_frames"}
+    return v2v, dict(kwargs, num_videos_per_prompt=1, video=torch.rand(1, 5, 3, 16, 24) * 2 - 1)
+
+
+@pytest.mark.parametrize("build", [_wan_v2v, _cogvideox_v2v], ids=["wan", "cogvideox"])
+def test_video_to_video_strength_is_planned_on_the_steps_that_run(build):
+    """12 steps at strength 0.75 run 9: N is 9 and the computed steps are the plan for 9 (before: N = 12 and
+    steps [0, 4, 6, 8, 11] for Wan, [3, 4, 6, 8, 11] for CogVideoX). These pipelines slice the timesteps
+    without set_begin_index; SDXL's and FLUX's img2img, which call it, were right already."""
+    from spectrum_cache import compute_steps
+
+    pipe, kwargs = build()
+    kwargs = dict(kwargs, num_inference_steps=12, strength=0.75)
+    ran = []
+
+    def count(p, i, t, callback_kwargs):
+        ran.append(i)
+        return callback_kwargs
+
+    def run(**extra):
+        out = pipe(**kwargs, **extra, generator=torch.Generator().manual_seed(0))
+        return out.frames
+
+    plain = run()
+    config = SpectrumConfig()
+    enable_spectrum(pipe, SpectrumConfig(warmup_steps=12))  # the every-step schedule is the plain run
+    torch.testing.assert_close(run(), plain, rtol=0, atol=0)
+    disable_spectrum(pipe)
+    enable_spectrum(pipe, config)
+    run(callback_on_step_end=count)
+    assert len(ran) == 9
+    branches = spectrum_summary(pipe).branches
+    assert branches and all(b.num_inference_steps == 9 for b in branches)
+    assert all(list(b.computed_steps) == compute_steps(config, 9) for b in branches)
+    disable_spectrum(pipe)
+
+
+def test_the_loops_first_index_is_read_only_where_the_scheduler_does_not_say():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from spectrum_cache.integrations.steps import loop_begin
+
+    scheduler = FlowMatchEulerDiscreteScheduler()
+    scheduler.set_timesteps(12)
+    full = scheduler.timesteps
+    assert loop_begin(scheduler, {"timesteps": full[3:]}) == 3
+    assert loop_begin(scheduler, {"timesteps": full[3:].tolist()}) is None  # not the loop's tensor
+    assert loop_begin(scheduler, {"timesteps": full}) is None  # the whole schedule: from 0
+    assert loop_begin(scheduler, {"timesteps": full[:8]}) is None  # SDXL's denoising_end keeps a head, not a tail
+    assert loop_begin(scheduler, {"timesteps": full[3:] + 1}) is None
+    assert loop_begin(scheduler, None) is None
+    scheduler.set_begin_index(5)
+    assert loop_begin(scheduler, {"timesteps": full[3:]}) is None  # the scheduler's own word wins

@@ -235,12 +235,13 @@ class Generation:
 class SchedulerClock:
     """Places calls by a scheduler's ``step_index`` (see the module docstring)."""
 
-    def __init__(self, scheduler: Any, steps_run: TimestepRange) -> None:
+    def __init__(self, scheduler: Any, steps_run: TimestepRange, begin: int | None = None) -> None:
         self.scheduler = scheduler
         self.token = scheduler.timesteps  # a new tensor after every set_timesteps: a new generation
         # One host-device sync per generation, not per call.
         timesteps = torch.as_tensor(scheduler.timesteps).detach().float().cpu().tolist()
-        self.begin = getattr(scheduler, "begin_index", None) or 0
+        # ``begin``: where the pipeline's loop starts, for a scheduler that does not say (steps.loop_begin).
+        self.begin = getattr(scheduler, "begin_index", None) or begin or 0
         self.by_index = hasattr(type(scheduler), "step_index")
         # An order-2 scheduler lists 2N - 1 timesteps for N steps: t0, then two per later step. Heun repeats
         # each value, but KDPM2, KDPM2 ancestral and DPM-SDE put an interpolated timestep between, so the

@@ -156,7 +156,7 @@ class Generations:
                            "the network. Call the pipeline, or set_timesteps before a hand-written loop.")
         pipeline = source.pipeline
         steps_run = steps_run_by(pipeline, source.component) if pipeline is not None else TimestepRange()
-        clock = SchedulerClock(scheduler, steps_run)
+        clock = SchedulerClock(scheduler, steps_run, source.begin)
         wanted = self.config.num_inference_steps
         # An explicit schedule refuses another step count itself (schedule.compute_steps).
         if (wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange()

@@ -61,6 +61,7 @@ class StepSource:
     origin: str = "configured"  # for messages: "pipeline", "loop", "enable", "configured"
     report_to: Any = None  # the pipeline whose spectrum_summary reports a loop's generation
     call: CallMark | None = None  # the pipeline call that runs the generation
+    begin: int | None = None  # the scheduler index the call's loop starts at, where the scheduler does not say
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: Declare
     if scheduler is not None:
         guider = _guider_of(pipeline, component) if ModularPipeline and isinstance(pipeline, ModularPipeline) else None
         return StepSource(scheduler, None, pipeline, component, uses_cfg(pipeline, call_locals, guider), guider,
-                          "pipeline", call=call)
+                          "pipeline", call=call, begin=loop_begin(scheduler, call_locals))
     # A running pipeline without a scheduler (Echo's modular blocks step their own sigmas): the loop's own
     # word or the configured step count, as for a hand-written loop.
     without = f"{type(pipeline).__name__} has no scheduler" if pipeline is not None else None
@@ -119,6 +120,27 @@ def find_source(denoiser: torch.nn.Module, denoiser_name: str, declared: Declare
                        "SpectrumConfig(num_inference_steps=N), or wrap the call in spectrum_cache.denoising_loop(pipe, "
                        "num_inference_steps=N).")
     return StepSource(None, configured_steps, report_to=pipeline)
+
+
+def loop_begin(scheduler: Any, call_locals: dict[str, Any] | None) -> int | None:
+    """Where the running call's loop starts in ``scheduler.timesteps``, when the scheduler's own
+    ``begin_index`` is unset: the call's ``timesteps`` local is then a tail of the scheduler's.
+
+    Strength < 1 keeps the last steps of the schedule. SDXL's and FLUX's img2img say where they start
+    (``set_begin_index``); Wan's and CogVideoX's video-to-video, AnimateDiff's and others slice
+    ``timesteps`` and let the scheduler find its index at the first ``step()``, after the first call."""
+    if getattr(scheduler, "begin_index", None) is not None or call_locals is None:
+        return None
+    loop, full = call_locals.get("timesteps"), getattr(scheduler, "timesteps", None)
+    if not isinstance(loop, torch.Tensor) or not isinstance(full, torch.Tensor) or loop.dim() != 1:
+        return None
+    n, m = len(full), len(loop)
+    if not 0 < m < n:
+        return None
+    tail = full[n - m:]
+    if torch.equal(tail, loop.to(tail.device, tail.dtype)):  # one sync per generation
+        return n - m
+    return None
 
 
 def check_ready(scheduler: Any, origin: str) -> None:
