@@ -116,8 +116,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"device {device}, {args.steps} steps, torch {torch.__version__}")
-    print("| model | run | passes | peak (MiB) | above full sampler (MiB) | forecaster + stand-ins held (MiB) | within |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | run | passes | peak (MiB) | above full sampler (MiB) | forecaster + stand-ins held (MiB) | within "
+          "| excess (bytes) |")
+    print("|---|---|---|---|---|---|---|---|")
     mib = 2**20
     for model in args.models.split(","):
         pipe, kwargs = build(model, device, args.steps)
@@ -129,7 +130,7 @@ def main() -> None:
                 peak = peak_bytes(pipe, kwargs, device)
                 if config is None:
                     full = peak
-                    print(f"| {model} | {name} | {args.steps} | {peak / mib:.1f} | - | - | - |")
+                    print(f"| {model} | {name} | {args.steps} | {peak / mib:.1f} | - | - | - | - |")
                     continue
                 branches = spectrum_summary(pipe).branches
                 held = sum(b.peak_bytes + b.stand_in_bytes for b in branches)
@@ -137,7 +138,7 @@ def main() -> None:
                 disable_spectrum(pipe)
                 within = "yes" if peak <= full + held else "NO"
                 print(f"| {model} | {name} | {passes} | {peak / mib:.1f} | {(peak - full) / mib:+.1f} | "
-                      f"{held / mib:.1f} | {within} |")
+                      f"{held / mib:.1f} | {within} | {max(0, peak - full - held):,} |")
 
 
 if __name__ == "__main__":
