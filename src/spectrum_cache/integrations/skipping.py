@@ -88,17 +88,15 @@ class _GatedIteration:
     ``blocks[-k:]``) is a new list of this class that shares the gate, and ``reversed`` is gated too.
     Indexing one block (``blocks[i]``) is not a view and runs it; no diffusers denoiser loops that way."""
 
-    def __iter__(self):  # noqa: ANN204 - ModuleList's own signature
+    def _spectrum_skips(self) -> bool:
         gate = self.__dict__.get(_GATE_ATTR)
-        if gate is not None and gate.skips():
-            return iter(())
-        return super().__iter__()
+        return gate is not None and gate.skips()
+
+    def __iter__(self):  # noqa: ANN204 - ModuleList's own signature
+        return iter(()) if self._spectrum_skips() else super().__iter__()
 
     def __reversed__(self):  # noqa: ANN204 - ModuleList has none: reversed() would index block by block
-        gate = self.__dict__.get(_GATE_ATTR)
-        if gate is not None and gate.skips():
-            return iter(())
-        return reversed(list(self._modules.values()))
+        return iter(()) if self._spectrum_skips() else reversed(list(self._modules.values()))
 
     def __getitem__(self, index):  # noqa: ANN001, ANN204 - ModuleList's own signature
         item = super().__getitem__(index)

@@ -174,20 +174,24 @@ def running_pipeline(denoiser: torch.nn.Module) -> tuple[Any, str | None, dict[s
         if frame is None:
             break
         code = frame.f_code
-        for name in code.co_varnames[: min(code.co_argcount, 2)]:
-            if name not in ("self", "components"):
-                continue
+        names = [n for n in code.co_varnames[: min(code.co_argcount, 2)] if n in ("self", "components")]
+        if found is not None and names:
+            # Above the pipeline's frames: the first frame of another object ends the call's frames, and
+            # the walk stops there (reading more frames' f_locals would make 3.11 keep snapshots of them).
+            mine = next((n for n in names if frame.f_locals.get(n) is found[0]), None)
+            if mine is None:
+                break
+            call = CallMark(id(frame), code, mine, found[0])
+            names = []
+        for name in names:
             owner = frame.f_locals.get(name)
-            if found is not None:
-                if owner is found[0]:
-                    call = CallMark(id(frame), code, name, owner)
-                continue
             if (name == "self" and isinstance(owner, PIPELINE_TYPES)) or (
                     name == "components" and ModularPipeline and isinstance(owner, ModularPipeline)):
                 component = _component_of(owner, denoiser)
                 if component is not None:
                     found = (owner, component, frame.f_locals if name == "self" else None)
                     call = CallMark(id(frame), code, name, owner)
+                    break
         frame = frame.f_back
     if found is None:
         return None, None, None, None
