@@ -64,7 +64,7 @@ def test_an_explicit_schedule_runs_exactly_its_steps_on_every_branch():
 
 # -- save / load ------------------------------------------------------------------------------------
 def test_save_and_load_round_trip_with_provenance(tmp_path):
-    config = SpectrumConfig(num_inference_steps=20, compute_steps=(0, 1, 5, 12), blend_weight=0.75, history=4,
+    config = SpectrumConfig(num_inference_steps=20, compute_steps=(0, 1, 5, 12), blend_weight=0.75, history=5,
                             provenance={"pipeline": "FluxPipeline", "passes": 4, "candidates": [{"psnr": [1.5]}]})
     path = tmp_path / "schedule.json"
     config.save(path)

@@ -53,7 +53,7 @@ def test_copies_and_pickles_survive_the_keyword_only_constructor():
     import copy
     import pickle
 
-    c = SpectrumConfig(flex_window=3.0, history=4)
+    c = SpectrumConfig(flex_window=3.0, history=5)
     assert copy.deepcopy(c) == c and pickle.loads(pickle.dumps(c)) == c and c.replace(degree=3).flex_window == 3.0
 
 

@@ -249,25 +249,37 @@ def test_windowed_fit_holds_k_features_in_their_dtype():
     from spectrum_cache.forecast import WindowedSpectrumForecaster
 
     steps, feats = _windowed_case(2)
-    windowed = WindowedSpectrumForecaster(4, num_inference_steps=50)
+    windowed = WindowedSpectrumForecaster(5, num_inference_steps=50)
     full = SpectrumForecaster(num_inference_steps=50)
     for s, x in zip(steps, feats):
         windowed.update(s, x.bfloat16())
         full.update(s, x.bfloat16())
     numel = feats[0].numel()
-    assert windowed.nbytes == 4 * 2 * numel  # K x bfloat16
-    assert full.nbytes >= (5 * 4 + 2 * 2) * numel  # float32 moments and two bfloat16 features
+    assert windowed.nbytes == 5 * 2 * numel  # K x bfloat16
+    # float32 moments, two bfloat16 features and the (M+1)^2 float64 Gram matrix
+    assert full.nbytes == (5 * 4 + 2 * 2) * numel + 25 * 8
     assert windowed.predict(25).dtype == torch.bfloat16
 
 
-def test_windowed_history_must_be_at_least_two():
+def test_history_must_cover_the_coefficients():
+    """K recorded steps cannot pin down more than K coefficients: K < degree + 1 is refused, naming both."""
     from spectrum_cache import SpectrumConfig
-    from spectrum_cache.forecast import WindowedSpectrumForecaster
+    from spectrum_cache.forecast import WindowedSpectrumForecaster, make_forecaster
 
-    with pytest.raises(ValueError, match="history must be an integer >= 2"):
-        WindowedSpectrumForecaster(1)
-    with pytest.raises(ValueError, match="history must be an integer >= 2"):
-        SpectrumConfig(history=0)
+    for history, degree in ((4, 4), (1, 0), (3, 3), (0, 2), (6, 6)):
+        minimum = max(2, degree + 1)
+        message = rf"history must be an integer >= {minimum} \(at least degree \+ 1 = {degree + 1} for degree={degree}.*got {history}"
+        with pytest.raises(ValueError, match=message):
+            SpectrumConfig(history=history, degree=degree)
+        with pytest.raises(ValueError, match=message):
+            WindowedSpectrumForecaster(history, degree)
+        with pytest.raises(ValueError, match=message):
+            make_forecaster("chebyshev", 50, degree=degree, history=history)
+    for bad in (True, 5.0, "6"):
+        with pytest.raises(ValueError, match="history must be an integer"):
+            SpectrumConfig(history=bad)
+    assert SpectrumConfig(history=5).history == 5 and SpectrumConfig(history=3, degree=2).history == 3
+    assert SpectrumConfig(history=np.int64(7)).history == 7
 
 
 # -- the window in host memory (state_device="cpu") ----------------------------------------------------
@@ -285,8 +297,8 @@ def test_window_in_host_memory_forecasts_as_on_the_device(dtype, monkeypatch):
 
     steps, feats = _windowed_case(3)
     feats = [x.to(dtype) for x in feats]
-    here = _record_all(WindowedSpectrumForecaster(4, num_inference_steps=50), steps, feats)
-    host = _record_all(WindowedSpectrumForecaster(4, num_inference_steps=50, state_device="cpu"), steps, feats)
+    here = _record_all(WindowedSpectrumForecaster(5, num_inference_steps=50), steps, feats)
+    host = _record_all(WindowedSpectrumForecaster(5, num_inference_steps=50, state_device="cpu"), steps, feats)
     expected = {t: here.predict(t) for t in (21, 30, 49)}
     monkeypatch.setattr(chebyshev, "_CHUNK", 7)
     for target, want in expected.items():
@@ -294,21 +306,21 @@ def test_window_in_host_memory_forecasts_as_on_the_device(dtype, monkeypatch):
         assert got.dtype == dtype and got.device == feats[0].device
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     held = host._tensors()
-    assert len(held) == 4 and all(t.device.type == "cpu" for t in held)
+    assert len(held) == 5 and all(t.device.type == "cpu" for t in held)
     assert not any(t.data_ptr() == x.data_ptr() for t in held for x in feats)  # copies, not the caller's tensors
-    assert host.nbytes == here.nbytes == 4 * feats[0].numel() * feats[0].element_size()
+    assert host.nbytes == here.nbytes == 5 * feats[0].numel() * feats[0].element_size()
 
 
 def test_window_in_host_memory_reuses_the_buffer_it_drops():
     from spectrum_cache.forecast import WindowedSpectrumForecaster
 
     steps, feats = _windowed_case(4)
-    host = _record_all(WindowedSpectrumForecaster(3, num_inference_steps=50, state_device="cpu"), steps[:3], feats[:3])
+    host = _record_all(WindowedSpectrumForecaster(3, 2, num_inference_steps=50, state_device="cpu"), steps[:3], feats[:3])
     oldest = host._tensors()[0].data_ptr()
     host.update(steps[3], feats[3])  # drops the oldest first and writes the new feature into its buffer
     assert host._tensors()[-1].data_ptr() == oldest and len(host._tensors()) == 3
-    torch.testing.assert_close(host._tensors()[-1], feats[3], rtol=0, atol=0)
-    torch.testing.assert_close(host._tensors()[0], feats[1], rtol=0, atol=0)
+    torch.testing.assert_close(host._tensors()[-1], feats[3].reshape(-1), rtol=0, atol=0)
+    torch.testing.assert_close(host._tensors()[0], feats[1].reshape(-1), rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, streamed path needs a CUDA device")
@@ -317,9 +329,9 @@ def test_window_in_pinned_host_memory_for_cuda_features():
 
     steps, feats = _windowed_case(5)
     feats = [x.cuda().repeat(64, 64) for x in feats]  # 256 x 512 elements, bigger than nothing
-    here = _record_all(WindowedSpectrumForecaster(4, num_inference_steps=50), steps, feats)
+    here = _record_all(WindowedSpectrumForecaster(5, num_inference_steps=50), steps, feats)
     before = torch.cuda.memory_allocated()
-    host = _record_all(WindowedSpectrumForecaster(4, num_inference_steps=50, state_device="cpu"), steps, feats)
+    host = _record_all(WindowedSpectrumForecaster(5, num_inference_steps=50, state_device="cpu"), steps, feats)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() == before  # the window holds nothing on the device
     assert all(t.device.type == "cpu" and t.is_pinned() for t in host._tensors())
@@ -335,13 +347,148 @@ def test_state_device_is_checked():
 
     for bad in ("cuda", "gpu", 0, True):
         with pytest.raises(ValueError, match="state_device must be None .* or 'cpu'"):
-            SpectrumConfig(history=4, state_device=bad)
+            SpectrumConfig(history=5, state_device=bad)
+        with pytest.raises(ValueError, match="state_device must be None .* or 'cpu'"):
+            SpectrumConfig(state_device=bad)
         with pytest.raises(ValueError, match="state_device must be None"):
-            WindowedSpectrumForecaster(4, state_device=bad)
-    with pytest.raises(ValueError, match="state_device='cpu' .* needs forecaster='chebyshev' .* history"):
-        SpectrumConfig(history=None, state_device="cpu")
+            WindowedSpectrumForecaster(5, state_device=bad)
+        with pytest.raises(ValueError, match="state_device must be None"):
+            SpectrumForecaster(state_device=bad)
     with pytest.raises(ValueError, match="state_device='cpu' .* needs forecaster='chebyshev'"):
-        SpectrumConfig(history=4, forecaster="reuse", state_device="cpu")
-    with pytest.raises(ValueError, match="state_device needs the windowed Chebyshev forecaster"):
+        SpectrumConfig(history=5, forecaster="reuse", state_device="cpu")
+    with pytest.raises(ValueError, match="state_device needs the Chebyshev forecaster"):
         make_forecaster("taylor1", 50, state_device="cpu")
-    assert SpectrumConfig(history=4, state_device=torch.device("cpu")).state_device == "cpu"
+    assert SpectrumConfig(history=5, state_device=torch.device("cpu")).state_device == "cpu"
+    assert SpectrumConfig(state_device="cpu").state_device == "cpu"  # the full fit too
+
+
+# -- the paper's forecaster by default -------------------------------------------------------------
+def test_the_default_config_is_the_papers_forecaster():
+    """SpectrumConfig() is the paper's method: the global fit over every recorded step (history None),
+    Chebyshev degree 4, lambda 0.1, the adaptive schedule with warm-up 5, window 2 and alpha 0.75, on the
+    step axis, each CFG branch forecast by its own forecaster; w 0.5, the authors' published recommendation."""
+    from spectrum_cache import SpectrumConfig
+    from spectrum_cache.forecast import make_forecaster
+    from spectrum_cache.schedule import compute_steps
+
+    c = SpectrumConfig()
+    assert (c.forecaster, c.history, c.degree, c.ridge_lambda, c.blend_weight) == ("chebyshev", None, 4, 0.1, 0.5)
+    assert (c.warmup_steps, c.window_size, c.flex_window, c.time_axis) == (5, 2, 0.75, "step")
+    assert (c.guidance_forecast, c.state_device, c.compute_steps) == ("independent", None, None)
+    assert compute_steps(c, 50) == [0, 1, 2, 3, 4, 6, 8, 11, 15, 20, 25, 31, 38, 46]
+    made = make_forecaster(c.forecaster, 50, c.degree, c.ridge_lambda, c.blend_weight, None, c.history, c.state_device)
+    assert type(made) is SpectrumForecaster
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3, 4])
+def test_the_default_forecaster_extrapolates_polynomials_exactly(degree):
+    """A trajectory that is a polynomial of degree <= 4 in the step is forecast exactly, up to the float32
+    rounding of X^T H (which an ill-conditioned early fit amplifies: hence the looser bound before every
+    record is in), by the default config's forecaster on the steps its schedule skips, with the ridge
+    penalty near 0 so it does not shrink the fit (w = 1; and the default w = 0.5 for degree <= 1, the
+    degrees its linear part extrapolates exactly). A sign error in tau or in the extrapolation fails it."""
+    from spectrum_cache import SpectrumConfig
+    from spectrum_cache.forecast import make_forecaster
+    from spectrum_cache.schedule import compute_steps
+
+    c, n = SpectrumConfig(), 50
+    gen = torch.Generator().manual_seed(degree)
+    coefficients = torch.randn(degree + 1, 3, 5, generator=gen, dtype=torch.float64)
+
+    def h(s: float) -> torch.Tensor:
+        return sum(coefficients[j] * ((s - 20) / n) ** j for j in range(degree + 1))
+
+    computed = compute_steps(c, n)
+    for w in (1.0, c.blend_weight) if degree <= 1 else (1.0,):
+        f = make_forecaster(c.forecaster, n, c.degree, 1e-9, w, None, c.history, c.state_device)
+        for s in range(n):
+            if s in computed:
+                f.update(s, h(s).float())
+            elif f.num_recorded >= 11:  # from step 32 on, each skipped step from the records before it
+                err = (f.predict(s).double() - h(s)).abs().max() / h(s).abs().max()
+                assert err < 1e-3, (w, s, float(err))
+        for s in range(n):  # with every record in: the whole trajectory, and past the last record (46)
+            err = (f.predict(s).double() - h(s)).abs().max() / h(s).abs().max()
+            assert err < 1e-4, (w, s, float(err))
+
+
+@pytest.mark.parametrize("history", [None, 5])
+def test_features_held_in_a_narrower_dtype_only_where_it_is_lossless(history):
+    """float32 features whose values are bfloat16 ones (Wan's head input) are held in bfloat16: the held
+    copies equal the features exactly, the forecasts equal those of holding float32, and the bytes drop to
+    24 per element (full fit). A float32 feature with real float32 precision stays float32."""
+    from spectrum_cache.forecast import make_forecaster
+
+    steps, feats = _windowed_case(6)
+    upcast = [x.bfloat16().float() for x in feats]
+    wide = _record_all(make_forecaster("chebyshev", 50, history=history), steps, upcast)
+    narrow = _record_all(make_forecaster("chebyshev", 50, history=history, held_dtype=torch.bfloat16), steps, upcast)
+    numel = feats[0].numel()
+    held = [t for t in narrow._tensors() if t is not None and t.numel() == numel]
+    assert held and all(t.dtype == torch.bfloat16 for t in held)
+    recorded = upcast[-len(held):] if history else upcast[-2:]
+    for copy in held:  # every held feature is exactly one of the recorded ones
+        assert any(torch.equal(copy.float(), x.reshape(-1)) for x in recorded)
+    for target in (21, 30, 49):
+        got = narrow.predict(target)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, wide.predict(target), rtol=0, atol=0)
+    torch.testing.assert_close(narrow.last_feature, upcast[-1], rtol=0, atol=0)
+    if history is None:
+        assert narrow.nbytes == (5 * 4 + 2 * 2) * numel + 25 * 8  # 24 B per element, as bfloat16 features
+        assert wide.nbytes == (5 * 4 + 2 * 4) * numel + 25 * 8
+    else:
+        assert narrow.nbytes * 2 == wide.nbytes == 5 * 4 * numel
+    # Real float32 values are not exact in bfloat16: kept as they are, whatever held_dtype says.
+    kept = _record_all(make_forecaster("chebyshev", 50, history=history, held_dtype=torch.bfloat16), steps, feats)
+    assert all(t.dtype == torch.float32 for t in kept._tensors() if t is not None and t.numel() == numel)
+    torch.testing.assert_close(kept.predict(30), _record_all(make_forecaster("chebyshev", 50, history=history),
+                                                             steps, feats).predict(30), rtol=0, atol=0)
+
+
+def test_held_dtype_is_checked():
+    with pytest.raises(ValueError, match="held_dtype must be None or a floating-point torch.dtype"):
+        SpectrumForecaster(held_dtype=torch.int8)
+    with pytest.raises(ValueError, match="held_dtype must be None or a floating-point torch.dtype"):
+        SpectrumForecaster(held_dtype="bfloat16")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("w", [0.0, 0.5, 1.0])
+def test_full_fit_in_host_memory_forecasts_as_on_the_device(dtype, w, monkeypatch):
+    """state_device="cpu" with the full fit: X^T H and the last two features in host memory, in slices (a
+    7-element slice splits the 32-element feature unevenly); the forecasts equal the on-device fit's bitwise,
+    and every tensor it holds is on the host."""
+    from spectrum_cache.forecast import chebyshev
+
+    monkeypatch.setattr(chebyshev, "_CHUNK", 7)
+    steps, feats = _windowed_case(7)
+    feats = [x.to(dtype) for x in feats]
+    here = SpectrumForecaster(blend_weight=w, num_inference_steps=50)
+    host = SpectrumForecaster(blend_weight=w, num_inference_steps=50, state_device="cpu")
+    for s, x in zip(steps, feats):
+        here.update(s, x)
+        host.update(s, x)
+        for target in (s + 1, 49):
+            got = host.predict(target)
+            assert got.dtype == dtype and got.shape == x.shape
+            torch.testing.assert_close(got, here.predict(target), rtol=0, atol=0)
+    assert len(host._host_moments) == 5 and host._moments is None  # ceil(32 / 7) slices
+    assert host.nbytes == here.nbytes
+    torch.testing.assert_close(host.last_feature, feats[-1], rtol=0, atol=0)
+    host.reset()
+    assert host.nbytes == 25 * 8 and host.num_recorded == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the pinned, streamed path needs a CUDA device")
+def test_full_fit_in_pinned_host_memory_for_cuda_features():
+    steps, feats = _windowed_case(8)
+    feats = [x.cuda().repeat(64, 64) for x in feats]
+    here = _record_all(SpectrumForecaster(num_inference_steps=50), steps, feats)
+    before = torch.cuda.memory_allocated()
+    host = _record_all(SpectrumForecaster(num_inference_steps=50, state_device="cpu"), steps, feats)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == before  # the state holds nothing on the device
+    assert all(t.device.type == "cpu" and t.is_pinned() for t in host._tensors()[1:] if t is not None)
+    for target in (21, 30, 49):
+        torch.testing.assert_close(host.predict(target), here.predict(target), rtol=1e-6, atol=1e-6)

@@ -474,7 +474,7 @@ def test_summary_before_enable_raises():
 def test_history_caps_the_forecaster_memory():
     pipe, kwargs = flux()
     held = {}
-    for history in (None, 3):
+    for history in (None, 5):
         enable_spectrum(pipe, REAL.replace(history=history))
         latents(pipe, kwargs)
         (branch,) = spectrum_summary(pipe).branches
@@ -483,19 +483,24 @@ def test_history_caps_the_forecaster_memory():
     # FLUX's head input here: 2 images x 6 tokens (32 x 48 pixels, VAE factor 8, 2 x 2 patches) x 32 channels
     # (the inner width), float32.
     numel = 2 * 6 * 32
-    assert held[3] == 3 * 4 * numel
+    assert held[5] == 5 * 4 * numel
     assert held[None] == (5 * 4 + 2 * 4) * numel + 25 * 8  # moments, two features, the float64 Gram matrix
 
 
+@pytest.mark.parametrize("history", [None, 5])
 @pytest.mark.parametrize("mode", ["independent", "paired"])
-def test_state_in_host_memory_gives_the_same_latents(mode):
-    """state_device="cpu" on a CPU model: the host-memory path (a copy per record, a slice-wise sum per
-    forecast) gives the on-device window's latents bitwise, with both CFG branches of Wan2.2 (paired: the
-    difference is taken against the primary's host copy)."""
+def test_state_in_host_memory_gives_the_same_latents(mode, history, monkeypatch):
+    """state_device="cpu" on a CPU model: the host-memory path (the full fit's moments and last features, or
+    the window, in host slices: a 100-element slice splits Wan's 2 x 2 x 6 x 32 feature unevenly) gives the
+    on-device state's latents bitwise, with both CFG branches of Wan2.2 (paired: the difference is taken
+    against the primary's host copy)."""
+    from spectrum_cache.forecast import chebyshev
+
+    monkeypatch.setattr(chebyshev, "_CHUNK", 100)
     pipe, kwargs = wan22()
     out, held = {}, {}
     for device in (None, "cpu"):
-        enable_spectrum(pipe, REAL.replace(history=4, state_device=device, guidance_forecast=mode))
+        enable_spectrum(pipe, REAL.replace(history=history, state_device=device, guidance_forecast=mode))
         out[device] = latents(pipe, kwargs)
         summary = spectrum_summary(pipe)
         assert summary.passes_saved > 0
@@ -503,6 +508,41 @@ def test_state_in_host_memory_gives_the_same_latents(mode):
         disable_spectrum(pipe)
     torch.testing.assert_close(out["cpu"], out[None], rtol=0, atol=0)
     assert held["cpu"] == held[None]
+
+
+@pytest.mark.parametrize("history", [None, 5])
+def test_wan_holds_its_upcast_head_input_in_bfloat16_losslessly(history, monkeypatch):
+    """Wan's forward upcasts its blocks' bfloat16 output to float32 for the head; the forecaster holds those
+    features in bfloat16 (24 bytes per element for the full fit, not 28), and the latents are bitwise those
+    of holding them in float32 (the adapter's head_input_upcast switched off)."""
+    import dataclasses
+
+    from families import wan21
+
+    from spectrum_cache.integrations import adapters
+
+    pipe, kwargs = wan21()
+    pipe.transformer.to(torch.bfloat16)
+    kwargs = {**kwargs, "prompt_embeds": kwargs["prompt_embeds"].bfloat16(),
+              "negative_prompt_embeds": kwargs["negative_prompt_embeds"].bfloat16()}
+    out, held = {}, {}
+    for upcast in (True, False):
+        entry = adapters.ADAPTERS["WanTransformer3DModel"]
+        monkeypatch.setitem(adapters.ADAPTERS, "WanTransformer3DModel",
+                            dataclasses.replace(entry, head_input_upcast=upcast))
+        enable_spectrum(pipe, REAL.replace(history=history))
+        out[upcast] = latents(pipe, kwargs)
+        summary = spectrum_summary(pipe)
+        assert summary.passes_saved > 0 and len(summary.branches) == 2
+        held[upcast] = [b.peak_bytes for b in summary.branches]
+        disable_spectrum(pipe)
+    torch.testing.assert_close(out[True], out[False], rtol=0, atol=0)
+    numel = 2 * 2 * 6 * 32  # 2 videos x 2 latent frames x 2 x 3 tokens x 32 channels
+    if history is None:  # float32 moments, two bfloat16 features, the float64 Gram matrix
+        assert held[True] == [(5 * 4 + 2 * 2) * numel + 25 * 8] * 2
+        assert held[False] == [(5 * 4 + 2 * 4) * numel + 25 * 8] * 2
+    else:
+        assert held[True] == [5 * 2 * numel] * 2 and held[False] == [5 * 4 * numel] * 2
 
 
 def test_only_the_adapters_kept_inputs_keep_their_output(monkeypatch, poisoned_blanks):

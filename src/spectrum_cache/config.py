@@ -42,6 +42,18 @@ def check_int(name: str, value: object, minimum: int, maximum: int | None = None
     return int(value)
 
 
+def check_history(history: object, degree: int) -> int:
+    """``history`` K as an int of at least ``degree`` + 1 (and 2), or a ValueError naming both: with fewer
+    recorded points than the M + 1 coefficients the ridge penalty, not the data, would choose the fit."""
+    minimum = max(2, degree + 1)
+    if isinstance(history, bool) or not isinstance(history, numbers.Integral) or history < minimum:
+        raise ValueError(f"history must be an integer >= {minimum} (at least degree + 1 = {degree + 1} for "
+                         f"degree={degree}: a fit of {degree + 1} Chebyshev coefficients needs as many recorded "
+                         f"steps; and at least 2), got {history!r}; history=None fits every recorded step, as "
+                         f"the paper does.")
+    return int(history)
+
+
 STATE_DEVICES = ("cpu",)
 
 
@@ -86,7 +98,8 @@ class SpectrumConfig:
             steps (10 to 20 in practice) cannot determine more coefficients than that.
         ridge_lambda: lambda, the ridge penalty in C = (X^T X + lambda I)^-1 X^T H.
         blend_weight: w, the forecast is (1 - w) * linear extrapolation + w * Chebyshev forecast.
-            w = 1 is the paper's pure spectral predictor.
+            w = 1 is the paper's own predictor; the blend came after publication: the authors' README
+            recommends w in [0.5, 1] (larger for larger speedups) and their examples use 0.5, the default.
         forecaster: which forecaster fills the skipped steps: ``"chebyshev"`` (Spectrum), or the
             baselines ``"reuse"`` (last feature, FORA-style), ``"taylor1"`` and ``"taylor2"``
             (finite-difference Taylor forecasts of order 1 and 2, TaylorSeer-style).
@@ -108,16 +121,15 @@ class SpectrumConfig:
             sampler spaces it unevenly (FLUX and SD3 shift their sigmas). On an unshifted flow-matching
             schedule the two are the same. Needs a scheduler; a bare loop falls back to ``"step"`` with
             a warning.
-        history: K, fit the Chebyshev forecast to the last K recorded steps only, keeping those features
-            in their own dtype instead of float32 moments: K x (bytes per element) per feature element
-            instead of 4 (M + 1) + 2 x (bytes per element), e.g. 8 instead of 24 bytes for bfloat16
-            features with K = 4 (the default: on the test bed it scores within 0.02 dB of the full fit or
-            better in every cell, docs/memory.md). ``None`` fits every recorded step, as the paper does
-            (the paper-faithful full fit).
-        state_device: where the forecaster keeps the features of its window: ``None`` (the default) on
-            the features' own device, ``"cpu"`` in host memory (pinned on CUDA, copies overlapped with the
-            model), so the accelerator holds none of it. Needs ``history`` (the full fit's moments change
-            on every record) and ``forecaster="chebyshev"``.
+        history: K. ``None`` (the default) fits every recorded step, as the paper and the authors' code
+            do (the global fit; 4 (M + 1) + 2 b bytes per feature element for b-byte features, 24 for
+            bfloat16). An integer K fits the last K recorded steps only (a local fit), keeping those
+            features in their own dtype: K b bytes per element, 8 for bfloat16 at K = 4. K must be at
+            least ``degree`` + 1, so that the data, not the ridge penalty, choose the coefficients.
+        state_device: where the forecaster keeps its state between steps: ``None`` (the default) on the
+            features' own device, ``"cpu"`` in host memory (pinned on CUDA, copies overlapped with the
+            model), so the accelerator holds none of it: the full fit's moments X^T H and last two
+            features, or the window of ``history``. Needs ``forecaster="chebyshev"``.
         compute_steps: an explicit schedule: the 0-based steps that run the network, in place of the
             adaptive window (``warmup_steps``, ``window_size`` and ``flex_window`` are then not used).
             It is planned for one step count, so ``num_inference_steps`` must be set with it; step 0
@@ -155,7 +167,7 @@ class SpectrumConfig:
     guidance_forecast: str = "independent"
     difference_forecaster: str = "reuse"
     time_axis: str = "step"
-    history: int | None = 4
+    history: int | None = None
     state_device: str | None = None
     compute_steps: tuple[int, ...] | None = None
     provenance: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
@@ -184,13 +196,12 @@ class SpectrumConfig:
             raise ValueError(f"difference_forecaster must be one of {', '.join(DIFFERENCE_FORECASTERS)}; "
                              f"got {self.difference_forecaster!r}.")
         if self.history is not None:
-            object.__setattr__(self, "history", check_int("history", self.history, 2))
+            object.__setattr__(self, "history", check_history(self.history, self.degree))
         object.__setattr__(self, "state_device", check_state_device(self.state_device))
-        if self.state_device is not None and (self.history is None or self.forecaster != "chebyshev"):
+        if self.state_device is not None and self.forecaster != "chebyshev":
             raise ValueError(
-                f"state_device={self.state_device!r} keeps the windowed Chebyshev fit's features off the device: "
-                f"it needs forecaster='chebyshev' (got {self.forecaster!r}) and a history K (got "
-                f"{self.history!r}); the full fit (history=None) adds to its moments on every record."
+                f"state_device={self.state_device!r} keeps the Chebyshev fit's state off the device: it needs "
+                f"forecaster='chebyshev', got {self.forecaster!r}."
             )
         if self.time_axis not in TIME_AXES:
             raise ValueError(f"time_axis must be one of {', '.join(TIME_AXES)}; got {self.time_axis!r}.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from .base import FeatureForecaster, all_finite
 from .baselines import ReuseForecaster, TaylorForecaster
 from .chebyshev import SpectrumForecaster, WindowedSpectrumForecaster, chebyshev_basis
@@ -36,18 +38,19 @@ def make_forecaster(
     time_points: Sequence[float] | None = None,
     history: int | None = None,
     state_device: str | None = None,
+    held_dtype: torch.dtype | None = None,
 ) -> FeatureForecaster:
-    """A new forecaster by name: ``chebyshev`` (Spectrum; fitted to the last ``history`` recorded steps
-    when that is set, kept on ``state_device``), ``reuse``, ``taylor1`` or ``taylor2``; ``time_points``
-    as in FeatureForecaster."""
+    """A new forecaster by name: ``chebyshev`` (Spectrum; fitted to every recorded step, or to the last
+    ``history`` when that is set; its state kept on ``state_device``, its features in ``held_dtype`` where
+    that is exact), ``reuse``, ``taylor1`` or ``taylor2``; ``time_points`` as in FeatureForecaster."""
     if kind == "chebyshev" and history is not None:
         return WindowedSpectrumForecaster(history, degree, ridge_lambda, blend_weight, num_inference_steps, time_points,
-                                          state_device)
-    if state_device is not None:
-        raise ValueError(f"state_device needs the windowed Chebyshev forecaster (kind 'chebyshev' with a history), "
-                         f"got kind {kind!r} with history {history!r}.")
+                                          state_device, held_dtype)
     if kind == "chebyshev":
-        return SpectrumForecaster(degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
+        return SpectrumForecaster(degree, ridge_lambda, blend_weight, num_inference_steps, time_points, state_device,
+                                  held_dtype)
+    if state_device is not None:
+        raise ValueError(f"state_device needs the Chebyshev forecaster, got kind {kind!r}.")
     if kind == "reuse":
         return ReuseForecaster(num_inference_steps, time_points)
     if kind in ("taylor1", "taylor2"):

@@ -34,7 +34,8 @@ class SpectrumForecaster(FeatureForecaster):
 
     Memory does not grow with the number of recorded steps: only the running normal equations
     X^T X ((M+1)^2 numbers) and X^T H ((M+1) float32 copies of the feature) and the last two features
-    are kept. The forecast needs the coefficients only through T(tau)^T C = a^T X^T H with
+    are kept: 4 (M + 1) + 2 b bytes per feature element for b-byte features, 24 for bfloat16 at M = 4.
+    The forecast needs the coefficients only through T(tau)^T C = a^T X^T H with
     a = (X^T X + lambda I)^-1 T(tau), so the solve is (M+1) x (M+1); it is done in float64 by
     Cholesky, and X^T H is accumulated in float32 whatever the feature's dtype.
 
@@ -45,6 +46,13 @@ class SpectrumForecaster(FeatureForecaster):
         num_inference_steps: N, the trajectory's step count, which sets tau.
         time_points: the steps' positions on the time axis (see FeatureForecaster); s above is the
             step's position, so tau and k follow the noise level rather than the step index.
+        state_device: None keeps the state on the features' device; ``"cpu"`` keeps X^T H and the last
+            two features in host memory (pinned on CUDA), so the device holds none of it between
+            steps: a record adds to X^T H a slice at a time, a forecast streams it back a slice at a time.
+        held_dtype: a narrower dtype to hold recorded features in (h_last, h_prev; the window), used when
+            the first recorded feature of a trajectory is exactly representable in it (checked once).
+            For a feature that is a wider copy of narrower values, as Wan's float32 head input is of its
+            bfloat16 blocks' output; a forecast keeps the recorded features' own dtype.
     """
 
     def __init__(
@@ -54,15 +62,22 @@ class SpectrumForecaster(FeatureForecaster):
         blend_weight: float = 0.5,
         num_inference_steps: int = 50,
         time_points: Sequence[float] | None = None,
+        state_device: str | None = None,
+        held_dtype: torch.dtype | None = None,
     ) -> None:
         # Validated through the config so the messages are the same everywhere.
-        from ..config import SpectrumConfig
+        from ..config import SpectrumConfig, check_state_device
 
         checked = SpectrumConfig(degree=degree, ridge_lambda=ridge_lambda, blend_weight=blend_weight)
         super().__init__(num_inference_steps, time_points)
         self.degree = checked.degree
         self.ridge_lambda = checked.ridge_lambda
         self.blend_weight = checked.blend_weight
+        self.state_device = check_state_device(state_device)
+        if held_dtype is not None and not (isinstance(held_dtype, torch.dtype) and held_dtype.is_floating_point):
+            raise ValueError(f"held_dtype must be None or a floating-point torch.dtype, got {held_dtype!r}.")
+        self.held_dtype = held_dtype
+        self._copy_stream = None  # CUDA with state_device="cpu": the side stream of host copies
         self._clear()
 
     def tau(self, step: float) -> float:
@@ -72,10 +87,16 @@ class SpectrumForecaster(FeatureForecaster):
     def _clear(self) -> None:
         size = self.degree + 1
         self._gram = torch.zeros(size, size, dtype=torch.float64)  # X^T X
-        self._moments: torch.Tensor | None = None  # X^T H, shape (M+1, numel), float32
+        # X^T H in float32: one (M+1, numel) tensor on the device, or with state_device="cpu" a list of
+        # contiguous (M+1, slice) host tensors, so each slice goes to and from the device in one copy.
+        self._moments: torch.Tensor | None = None
+        self._host_moments: list[torch.Tensor] = []
         self._last: torch.Tensor | None = None
         self._prev: torch.Tensor | None = None
         self._prev_step: int | None = None
+        self._dtype: torch.dtype | None = None  # the recorded features' own dtype (forecasts are made in it)
+        self._device: torch.device | None = None  # where the features come from (and forecasts go)
+        self._held: torch.dtype | None = None  # the dtype they are held in, chosen on the first record
         # The diagonal jitter the last forecast's ridge system needed (0.0: none). Non-zero means the
         # system was singular, e.g. ridge_lambda = 0 with fewer recorded steps than coefficients, and
         # the forecast rests on the jitter rather than on the data; callers may warn about it.
@@ -85,35 +106,71 @@ class SpectrumForecaster(FeatureForecaster):
         self._inverse: tuple[bytes, np.ndarray, float] | None = None
 
     def _tensors(self) -> list[torch.Tensor | None]:
-        return [self._gram, self._moments, self._last, self._prev]
+        return [self._gram, self._moments, *self._host_moments, self._last, self._prev]
 
     def _last_feature(self) -> torch.Tensor | None:
-        return self._last
+        if self._last is None:
+            return None
+        return self._last.to(device=self._device, dtype=self._dtype).reshape(self._shape)
+
+    def _hold_in(self, feature: torch.Tensor) -> torch.dtype:
+        """The dtype this trajectory holds its features in: ``held_dtype`` if the first one is exact in it."""
+        if self._held is None:
+            narrow = self.held_dtype
+            exact = (narrow is not None and narrow != feature.dtype and feature.dtype.is_floating_point
+                     and torch.equal(feature.to(narrow).to(feature.dtype), feature))
+            self._held = narrow if exact else feature.dtype
+        return self._held
+
+    def _held_copy(self, feature: torch.Tensor, spare: torch.Tensor | None) -> torch.Tensor:
+        """A flat copy of ``feature`` in the held dtype where the state lives (``spare``: a buffer to reuse)."""
+        flat = feature.reshape(-1).to(self._hold_in(feature))
+        if self.state_device is None:
+            return flat.clone() if flat.data_ptr() == feature.data_ptr() else flat
+        return _to_host(flat, spare, self._stream)
+
+    def _stream(self, device: torch.device):  # noqa: ANN202 - torch.cuda.Stream, CUDA only
+        if self._copy_stream is None or self._copy_stream.device != device:
+            self._copy_stream = torch.cuda.Stream(device)
+        return self._copy_stream
 
     def _record(self, step: int, feature: torch.Tensor) -> None:
         basis = chebyshev_basis(self.tau(step), self.degree)
         row = torch.tensor(basis, dtype=torch.float64)
         flat = feature.reshape(-1)
-        if self._moments is None:
-            self._moments = torch.zeros(self.degree + 1, flat.numel(), dtype=torch.float32, device=feature.device)
+        self._dtype, self._device = feature.dtype, feature.device
+        if self.state_device is None:
+            if self._moments is None:
+                self._moments = torch.zeros(self.degree + 1, flat.numel(), dtype=torch.float32, device=feature.device)
+            for m, t_m in enumerate(basis):
+                self._moments[m].add_(flat, alpha=t_m)
+        else:
+            if not self._host_moments:
+                self._host_moments = [_host_zeros((self.degree + 1, end - start), feature.is_cuda)
+                                      for start, end in _slices(flat.numel())]
+            _add_to_host_moments(self._host_moments, basis, flat, self._stream)
         self._gram += torch.outer(row, row)
-        for m, t_m in enumerate(basis):
-            self._moments[m].add_(flat, alpha=t_m)
+        spare = self._prev
         self._prev, self._prev_step = self._last, self._last_step
-        self._last = feature.clone()
+        self._last = self._held_copy(feature, spare)
 
     def _forecast(self, step: int) -> torch.Tensor:
         w = self.blend_weight
-        last = self._last.reshape(-1)
         on_last, on_prev = self._linear_coefficients(step, self._prev_step if self._prev is not None else None)
+        if self.state_device is not None:
+            spectral = self._ridge_weights(self._gram.numpy(), step) * w if w > 0 else None
+            out = _host_forecast(self._host_moments, spectral, self._last, on_last, self._prev, on_prev,
+                                 self._dtype, self._device, self._stream)
+            return out.reshape(self._shape)
+        last = self._last
         if w > 0:
             # One fused pass: on_last * h_last + (X^T H)^T (w a), in float32.
             out = torch.addmv(last.to(torch.float32), self._moments.T, self._spectral_weights(step, w), beta=on_last)
         else:
             out = last.to(torch.float32) * on_last
         if on_prev:
-            out.add_(self._prev.reshape(-1), alpha=on_prev)
-        return out.reshape(self._last.shape).to(self._last.dtype)
+            out.add_(self._prev, alpha=on_prev)
+        return out.reshape(self._shape).to(self._dtype)
 
     def _linear_coefficients(self, step: int, prev_step: int | None) -> tuple[float, float]:
         """The blend's linear part, (1 - w) (h_last + k (h_last - h_prev)), as coefficients on h_last and
@@ -147,14 +204,15 @@ class SpectrumForecaster(FeatureForecaster):
 
 
 class WindowedSpectrumForecaster(SpectrumForecaster):
-    """Spectrum's forecast fitted to the last ``history`` recorded steps only: the lower-memory variant.
+    """Spectrum's forecast fitted to the last ``history`` recorded steps only: a local variant.
 
     It keeps those features as they came (bfloat16 stays bfloat16) instead of the float32 moments
     X^T H, so it holds K x (bytes per element) per feature element instead of 4 (M + 1) + 2 x (bytes
     per element): for bfloat16 features and the paper's M = 4, 2K bytes against 24. A forecast is
     summed in float32 a slice at a time (``_CHUNK`` elements), so it needs only the output feature
     beyond that. With K at least the number of recorded steps it is the full fit (up to float32
-    rounding); with fewer, older steps no longer pull on the fit.
+    rounding); with fewer, older steps no longer pull on the fit. K must be at least M + 1: with fewer
+    points than coefficients the ridge penalty, not the data, would choose the fit.
 
     With ``state_device="cpu"`` the window lives in host memory (pinned when the features are on a
     CUDA device): a record is copied out on a side stream, overlapping the rest of the call, and a
@@ -163,8 +221,7 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
     it returns and 2 x K slices. For features already on the CPU it is the same path, a plain copy.
 
     Args:
-        history: K >= 2, how many of the most recent recorded steps the fit uses.
-        state_device: None keeps the window on the features' device; ``"cpu"`` in host memory.
+        history: K >= degree + 1, how many of the most recent recorded steps the fit uses.
         (the rest as in SpectrumForecaster)
     """
 
@@ -177,50 +234,31 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         num_inference_steps: int = 50,
         time_points: Sequence[float] | None = None,
         state_device: str | None = None,
+        held_dtype: torch.dtype | None = None,
     ) -> None:
-        from ..config import check_int, check_state_device
+        from ..config import check_history
 
-        self.history = check_int("history", history, 2)
-        self.state_device = check_state_device(state_device)
-        self._copy_stream = None  # CUDA only: the side stream of the copies to and from the host
-        super().__init__(degree, ridge_lambda, blend_weight, num_inference_steps, time_points)
+        self.history = check_history(history, degree)
+        super().__init__(degree, ridge_lambda, blend_weight, num_inference_steps, time_points, state_device, held_dtype)
 
     def _clear(self) -> None:
         super()._clear()
-        self._window: list[tuple[int, torch.Tensor]] = []  # (step, feature), oldest first
-        self._device: torch.device | None = None  # where the features come from (and forecasts go)
+        self._window: list[tuple[int, torch.Tensor]] = []  # (step, flat feature in the held dtype), oldest first
 
     def _tensors(self) -> list[torch.Tensor | None]:
         return [feature for _, feature in self._window]
 
     def _last_feature(self) -> torch.Tensor | None:
-        return self._window[-1][1] if self._window else None
+        if not self._window:
+            return None
+        return self._window[-1][1].to(device=self._device, dtype=self._dtype).reshape(self._shape)
 
     def _record(self, step: int, feature: torch.Tensor) -> None:
-        self._device = feature.device
+        self._dtype, self._device = feature.dtype, feature.device
         # The oldest goes first, so that the window never holds K + 1 features; in host memory its buffer
         # takes the new one (pinning is slow).
         dropped = self._window.pop(0)[1] if len(self._window) == self.history else None
-        self._window.append((step, feature.clone() if self.state_device is None else self._to_host(feature, dropped)))
-
-    def _to_host(self, feature: torch.Tensor, spare: torch.Tensor | None) -> torch.Tensor:
-        if spare is None or spare.shape != feature.shape or spare.dtype != feature.dtype:
-            spare = torch.empty(feature.shape, dtype=feature.dtype, device="cpu", pin_memory=feature.is_cuda)
-        if not feature.is_cuda:
-            return spare.copy_(feature)
-        # On the side stream once the feature is made; every copy into or out of a host buffer is on that
-        # one stream, so reusing a buffer waits for the copies still reading it. The host never reads them.
-        stream = self._stream(feature.device)
-        stream.wait_stream(torch.cuda.current_stream(feature.device))
-        with torch.cuda.stream(stream):
-            spare.copy_(feature, non_blocking=True)
-        feature.record_stream(stream)  # the allocator must not reuse the feature before the copy has read it
-        return spare
-
-    def _stream(self, device: torch.device):  # noqa: ANN202 - torch.cuda.Stream, CUDA only
-        if self._copy_stream is None or self._copy_stream.device != device:
-            self._copy_stream = torch.cuda.Stream(device)
-        return self._copy_stream
+        self._window.append((step, self._held_copy(feature, dropped)))
 
     def _forecast(self, step: int) -> torch.Tensor:
         steps = [s for s, _ in self._window]
@@ -235,56 +273,175 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         if on_prev:
             weights[-2] += on_prev
         features = [feature for _, feature in self._window]
-        device = self._device if self._device is not None else features[-1].device
+        device = self._device
         if device.type == "cuda" and features[-1].device.type == "cpu":
-            return _streamed_sum(weights.tolist(), features, device, self._stream(device))
-        return _chunked_sum(weights.tolist(), features, device)
+            out = _streamed_sum(weights.tolist(), features, device, self._dtype, self._stream(device))
+        else:
+            out = _chunked_sum(weights.tolist(), features, device, self._dtype)
+        return out.reshape(self._shape)
 
 
-# Elements per slice of a forecast's float32 sum (16 MiB of float32): large enough that the per-slice
-# overhead is nothing next to the sum, small enough that the float32 slice is nothing next to a feature.
+# Elements per slice of a forecast's float32 sum, and of host-memory state (16 MiB of float32): large enough
+# that the per-slice overhead is nothing next to the sum, small enough that the float32 slice is nothing
+# next to a feature.
 _CHUNK = 1 << 22
 
 
-def _chunked_sum(weights: list[float], features: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """sum_i weights[i] * features[i], summed in float32, in the features' dtype on ``device`` (features
-    elsewhere are copied there a slice at a time). Slices sum in the same order as the whole, bitwise."""
-    last = features[-1]
-    out = torch.empty(last.shape, dtype=last.dtype, device=device)
-    flat_out = out.view(-1)
-    flats = [f.reshape(-1) for f in features]
-    for start in range(0, flat_out.numel(), _CHUNK):
-        end = min(start + _CHUNK, flat_out.numel())
-        # float32 features are summed in the output itself: no slice to copy over.
-        acc = flat_out[start:end].zero_() if out.dtype == torch.float32 else torch.zeros(
-            end - start, dtype=torch.float32, device=device)
-        for weight, flat in zip(weights, flats):
-            acc.add_(flat[start:end].to(device), alpha=weight)
-        if acc.data_ptr() != flat_out[start:end].data_ptr():
-            flat_out[start:end].copy_(acc)
+def _slices(numel: int) -> list[tuple[int, int]]:
+    return [(start, min(start + _CHUNK, numel)) for start in range(0, numel, _CHUNK)]
+
+
+def _host_empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype, pinned: bool) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, device="cpu", pin_memory=pinned)
+
+
+def _host_zeros(shape: tuple[int, ...], pinned: bool) -> torch.Tensor:
+    return _host_empty(shape, torch.float32, pinned).zero_()
+
+
+def _to_host(flat: torch.Tensor, spare: torch.Tensor | None, stream_of) -> torch.Tensor:  # noqa: ANN001
+    """``flat`` copied into host memory (into ``spare`` when it fits: pinning is slow). From a CUDA device the
+    copy runs on the side stream once the feature is made; every copy into or out of a host buffer is on that
+    one stream, so reusing a buffer waits for the copies still reading it. The host never reads them."""
+    if spare is None or spare.shape != flat.shape or spare.dtype != flat.dtype:
+        spare = _host_empty(flat.shape, flat.dtype, flat.is_cuda)
+    if not flat.is_cuda:
+        return spare.copy_(flat)
+    stream = stream_of(flat.device)
+    stream.wait_stream(torch.cuda.current_stream(flat.device))
+    with torch.cuda.stream(stream):
+        spare.copy_(flat, non_blocking=True)
+    flat.record_stream(stream)  # the allocator must not reuse the feature before the copy has read it
+    return spare
+
+
+def _staging(rows: int, size: int, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """Two flat staging buffers of ``rows`` x ``size``; ``_rows_of`` views a slice of one as contiguous rows."""
+    return [torch.empty(rows * size, dtype=dtype, device=device) for _ in range(2)]
+
+
+def _rows_of(buffer: torch.Tensor, rows: int, length: int) -> torch.Tensor:
+    return buffer[: rows * length].view(rows, length)
+
+
+def _add_to_host_moments(moments: list[torch.Tensor], basis: list[float], flat: torch.Tensor, stream_of) -> None:  # noqa: ANN001
+    """X^T H += T(tau)^T h on host-memory moments, a slice at a time. On the CPU in place; from a CUDA
+    device each slice goes to the device on the side stream, is added to there, and comes back on it, with
+    two staging buffers so that the copies of one slice overlap the sum of the other."""
+    if not flat.is_cuda:
+        for chunk, (start, end) in zip(moments, _slices(flat.numel())):
+            for m, t_m in enumerate(basis):
+                chunk[m].add_(flat[start:end], alpha=t_m)
+        return
+    device, rows = flat.device, len(basis)
+    compute, stream = torch.cuda.current_stream(device), stream_of(device)
+    staging = _staging(rows, moments[0].shape[1], torch.float32, device)
+    stream.wait_stream(compute)  # the staging buffers are made on the current stream
+    for index, (chunk, (start, end)) in enumerate(zip(moments, _slices(flat.numel()))):
+        buffer = _rows_of(staging[index % 2], rows, end - start)
+        with torch.cuda.stream(stream):  # after this buffer's last copy back (same stream)
+            buffer.copy_(chunk, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        compute.wait_event(ready)
+        for m, t_m in enumerate(basis):
+            buffer[m].add_(flat[start:end], alpha=t_m)
+        added = torch.cuda.Event()
+        added.record(compute)
+        with torch.cuda.stream(stream):
+            stream.wait_event(added)
+            chunk.copy_(buffer, non_blocking=True)
+    for buffer in staging:
+        buffer.record_stream(stream)
+
+
+def _host_forecast(moments: list[torch.Tensor], spectral: np.ndarray | None, last: torch.Tensor, on_last: float,
+                   prev: torch.Tensor | None, on_prev: float, dtype: torch.dtype, device: torch.device,
+                   stream_of) -> torch.Tensor:  # noqa: ANN001
+    """The full fit's forecast from host-memory state, on ``device``, a slice at a time: on_last h_last +
+    (X^T H)^T (w a) + on_prev h_prev in float32, returned flat in ``dtype``. From the CPU the same operations
+    as the on-device forecast, slice by slice; to a CUDA device each slice's moments and features are copied
+    on the side stream into one of two staging buffers while the current stream sums the slice before."""
+    numel = last.numel()
+    out = torch.empty(numel, dtype=dtype, device=device)
+    weights = None if spectral is None else torch.from_numpy(spectral).to(torch.float32)
+    on_cuda = device.type == "cuda"
+    rows = moments[0].shape[0]
+    if on_cuda:
+        compute, stream = torch.cuda.current_stream(device), stream_of(device)
+        if weights is not None:
+            weights = weights.pin_memory().to(device, non_blocking=True)
+        size = moments[0].shape[1]
+        staging = _staging(rows, size, torch.float32, device)
+        held = _staging(2, size, last.dtype, device)
+        freed: list[torch.cuda.Event | None] = [None, None]
+        stream.wait_stream(compute)  # the staging buffers and out are made on the current stream
+    for index, (chunk, (start, end)) in enumerate(zip(moments, _slices(numel))):
+        h_last = last[start:end]
+        h_prev = prev[start:end] if on_prev else None
+        if on_cuda:
+            buffer = _rows_of(staging[index % 2], rows, end - start)
+            features = _rows_of(held[index % 2], 2, end - start)
+            with torch.cuda.stream(stream):
+                if freed[index % 2] is not None:
+                    stream.wait_event(freed[index % 2])  # the sum two slices back has read these buffers
+                buffer.copy_(chunk, non_blocking=True)
+                features[0].copy_(h_last, non_blocking=True)
+                if h_prev is not None:
+                    features[1].copy_(h_prev, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record(stream)
+            compute.wait_event(ready)
+            chunk, h_last, h_prev = buffer, features[0], features[1] if h_prev is not None else None
+        if weights is not None:
+            acc = torch.addmv(h_last.to(torch.float32), chunk.T, weights, beta=on_last)
+        else:
+            acc = h_last.to(torch.float32) * on_last
+        if h_prev is not None:
+            acc.add_(h_prev, alpha=on_prev)
+        out[start:end].copy_(acc)
+        if on_cuda:
+            freed[index % 2] = torch.cuda.Event()
+            freed[index % 2].record(compute)
+    if on_cuda:
+        for buffer in (*staging, *held):
+            buffer.record_stream(stream)
     return out
 
 
-def _streamed_sum(weights: list[float], features: list[torch.Tensor], device: torch.device, stream) -> torch.Tensor:  # noqa: ANN001
+def _chunked_sum(weights: list[float], features: list[torch.Tensor], device: torch.device,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """sum_i weights[i] * features[i] of flat features, summed in float32, flat in ``dtype`` on ``device``
+    (features elsewhere are copied there a slice at a time). Slices sum in the same order as the whole, bitwise."""
+    out = torch.empty(features[-1].numel(), dtype=dtype, device=device)
+    for start, end in _slices(out.numel()):
+        # float32 output is summed in place: no slice to copy over.
+        acc = out[start:end].zero_() if dtype == torch.float32 else torch.zeros(
+            end - start, dtype=torch.float32, device=device)
+        for weight, flat in zip(weights, features):
+            acc.add_(flat[start:end].to(device), alpha=weight)
+        if acc.data_ptr() != out[start:end].data_ptr():
+            out[start:end].copy_(acc)
+    return out
+
+
+def _streamed_sum(weights: list[float], features: list[torch.Tensor], device: torch.device, dtype: torch.dtype,
+                  stream) -> torch.Tensor:  # noqa: ANN001
     """``_chunked_sum`` of pinned host features onto a CUDA device: each slice of the K features is copied on
     ``stream`` into one of two staging buffers while the current stream sums the slice before it."""
     compute = torch.cuda.current_stream(device)
-    last = features[-1]
-    out = torch.empty(last.shape, dtype=last.dtype, device=device)
-    flat_out = out.view(-1)
-    numel = flat_out.numel()
-    size = min(_CHUNK, numel)
-    staging = [torch.empty(len(features), size, dtype=last.dtype, device=device) for _ in range(2)]
+    numel = features[-1].numel()
+    out = torch.empty(numel, dtype=dtype, device=device)
+    rows = len(features)
+    staging = _staging(rows, min(_CHUNK, numel), features[-1].dtype, device)
     freed: list[torch.cuda.Event | None] = [None, None]
-    flats = [f.reshape(-1) for f in features]
     stream.wait_stream(compute)  # the staging buffers and out are made on the current stream
-    for index, start in enumerate(range(0, numel, size)):
-        end = min(start + size, numel)
-        buffer = staging[index % 2][:, : end - start]
+    for index, (start, end) in enumerate(_slices(numel)):
+        buffer = _rows_of(staging[index % 2], rows, end - start)
         with torch.cuda.stream(stream):
             if freed[index % 2] is not None:
                 stream.wait_event(freed[index % 2])  # the sum two slices back has read this buffer
-            for row, flat in enumerate(flats):
+            for row, flat in enumerate(features):
                 buffer[row].copy_(flat[start:end], non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(stream)
@@ -292,9 +449,11 @@ def _streamed_sum(weights: list[float], features: list[torch.Tensor], device: to
         acc = torch.zeros(end - start, dtype=torch.float32, device=device)
         for row, weight in enumerate(weights):
             acc.add_(buffer[row], alpha=weight)
-        flat_out[start:end].copy_(acc)
+        out[start:end].copy_(acc)
         freed[index % 2] = torch.cuda.Event()
         freed[index % 2].record(compute)
+    for buffer in staging:
+        buffer.record_stream(stream)
     return out
 
 

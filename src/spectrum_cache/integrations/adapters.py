@@ -59,6 +59,10 @@ class DenoiserAdapter:
             (``EXTRA_INPUT_ARGS``) but are a conditioning that only the skipped blocks read and that
             does not change from step to step (WanVACE's ``control_hidden_states``): a call with them
             may still forecast.
+        head_input_upcast: the forward upcasts the blocks' output to float32 before the head (Wan:
+            ``norm_out(hidden_states.float())``), so the head's input holds values of the model's dtype:
+            the forecaster holds its features in that dtype (checked exact on each trajectory's first
+            record), 24 instead of 28 bytes per element for the full fit in a bfloat16 model.
     """
 
     block_paths: tuple[str, ...] | Callable[[nn.Module], tuple[str, ...]] | None = None
@@ -69,6 +73,7 @@ class DenoiserAdapter:
     kept_inputs: tuple[str, ...] = ()
     constant_paths: tuple[tuple[str, str], ...] = ()
     constant_inputs: tuple[str, ...] = ()
+    head_input_upcast: bool = False
 
 
 # Top-level ModuleLists (or ModuleDicts of them) whose outputs only flow towards the head: the transformer
@@ -108,14 +113,14 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "Flux2Transformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
     "ChromaTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
     "SD3Transformer2DModel": DenoiserAdapter(input_paths=("pos_embed", "context_embedder"), constant_paths=_POOLED_TEXT),
-    "WanTransformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding")),
+    "WanTransformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding"), head_input_upcast=True),
     # SkyReels-V2 embeds as Wan does; HunyuanVideo 1.5's embedders (the token refiner context_embedder, the ByT5
     # and image embedders, rope) feed only its blocks.
-    "SkyReelsV2Transformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding")),
+    "SkyReelsV2Transformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding"), head_input_upcast=True),
     # Wan Animate: the motion encoder runs once per face batch, so it runs; the face encoder, read only by the face
     # adapters inside the block loop, is skipped.
     "WanAnimateTransformer3DModel": DenoiserAdapter(
-        input_paths=("rope", "patch_embedding", "pose_patch_embedding", "face_encoder")),
+        input_paths=("rope", "patch_embedding", "pose_patch_embedding", "face_encoder"), head_input_upcast=True),
     # Kandinsky 5: the visual and text embeddings and ropes feed only the blocks; the pooled CLIP projection is
     # added to the time embedding as passed.
     "Kandinsky5Transformer3DModel": DenoiserAdapter(
@@ -136,6 +141,7 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     "WanVACETransformer3DModel": DenoiserAdapter(
         input_paths=("rope", "patch_embedding", "vace_patch_embedding"),
         constant_inputs=("control_hidden_states", "control_hidden_states_scale"),
+        head_input_upcast=True,
     ),
     "QwenImageTransformer2DModel": DenoiserAdapter(input_paths=("img_in", "txt_norm", "txt_in", "pos_embed")),
     "HunyuanVideoTransformer3DModel": DenoiserAdapter(input_paths=("x_embedder", "context_embedder", "rope"),
@@ -282,6 +288,7 @@ class ResolvedAdapter:
     constant_inputs: tuple[str, ...] = ()
     extra_heads: tuple[nn.Module, ...] = ()  # further heads whose inputs the blocks produce too
     kept_stand_ins: tuple[bool, ...] = ()  # per stand_in_modules entry: it keeps its output (kept_inputs)
+    head_input_upcast: bool = False  # the adapter's flag: the head's input is the blocks' output upcast
 
     @property
     def heads(self) -> tuple[nn.Module, ...]:
@@ -397,7 +404,7 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
             raise UnsupportedModelError(f"{hint}: it has no head {path!r}.")
         extra_heads.append(modules[path])
     return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), inputs, constants,
-                           adapter.constant_inputs, tuple(extra_heads), kept)
+                           adapter.constant_inputs, tuple(extra_heads), kept, adapter.head_input_upcast)
 
 
 def timestep_argument(model: nn.Module) -> str:

@@ -115,8 +115,10 @@ class Generation:
     ``source`` is what placed it (steps.StepSource), kept to start the next one alike."""
 
     def __init__(self, config: SpectrumConfig, denoiser: str, clock: SchedulerClock | BareClock | FieldClock,
-                 pipeline: Any, uses_cfg: bool | None = None, source: Any = None) -> None:
+                 pipeline: Any, uses_cfg: bool | None = None, source: Any = None,
+                 held_dtype: torch.dtype | None = None) -> None:
         self.config = config
+        self.held_dtype = held_dtype  # the forecasters hold features in it where that is exact
         self.source = source
         self.denoiser = denoiser
         self.clock = clock
@@ -147,7 +149,7 @@ class Generation:
     def new_forecaster(self) -> FeatureForecaster:
         c = self.config
         return make_forecaster(c.forecaster, self.num_steps, c.degree, c.ridge_lambda, c.blend_weight, self.time_points,
-                               c.history, c.state_device)
+                               c.history, c.state_device, self.held_dtype)
 
     def forecaster_for(self, branch: str, slot: int, batch: int | None) -> tuple[FeatureForecaster, str | None]:
         """The forecaster of a new trajectory, and a note when paired forecasting was asked for and

@@ -103,7 +103,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         self.gate = SkipGate()
         self.slot = CallSlot(len(layout.stand_in_modules) if layout is not None else 0,
                              len(layout.heads) if layout is not None else 1)
-        self.generations = Generations(config, denoiser_name, self._warn)
+        self.generations = Generations(config, denoiser_name, self._warn, self._held_dtype)
         self._lock = threading.RLock()
         self._warned: set[str] = set()
         self._hooks_checked: weakref.ref | None = None  # the generation whose skipped modules were checked
@@ -114,6 +114,12 @@ class SpectrumHook(Unpicklable, ModelHook):
         self.residuals: Any = None  # the pipeline's ControlNet, where Spectrum skips it too (controlnet.py)
 
     # -- diffusers hook interface -------------------------------------------------------------
+    def _held_dtype(self) -> torch.dtype | None:
+        """The model's dtype where the adapter table says the head's input is the blocks' output upcast."""
+        if self.layout is None or not self.layout.head_input_upcast or self.config.forecast_output:
+            return None
+        return getattr(self.module, "dtype", None)
+
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
         self.module = module
         signature = inspect.signature(type(module).forward)

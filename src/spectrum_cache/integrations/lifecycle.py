@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from diffusers import DiffusionPipeline
 
 from ..config import SpectrumConfig
@@ -45,10 +46,12 @@ class Placement:
 class Generations:
     """One denoiser's generations, one per thread, and the reports of those that ended."""
 
-    def __init__(self, config: SpectrumConfig, denoiser: str, note: Callable[[str, str], None]) -> None:
+    def __init__(self, config: SpectrumConfig, denoiser: str, note: Callable[[str, str], None],
+                 held_dtype: Callable[[], torch.dtype | None] = lambda: None) -> None:
         self.config = config
         self.denoiser = denoiser
         self._note = note  # (kind, message): a warning said once
+        self._held_dtype = held_dtype  # asked at each generation's start: the model's dtype may have changed
         self._local = threading.local()
         self._reports: dict[int, tuple[weakref.ref | None, list[BranchSummary]]] = {}  # per pipeline id
         self._last_report: list[BranchSummary] = []
@@ -170,7 +173,8 @@ class Generations:
         earlier = getattr(self._local, "earlier", None)
         if earlier is not None and not (isinstance(source.pipeline, DiffusionPipeline) and earlier[0] is source.pipeline):
             self._local.earlier = None  # not another run within the same pipeline call
-        generation = Generation(self.config, self.denoiser, clock, source.pipeline, source.uses_cfg, source)
+        generation = Generation(self.config, self.denoiser, clock, source.pipeline, source.uses_cfg, source,
+                                self._held_dtype())
         self._local.generation = generation
         if generation.time_axis_note:
             self._note("time-axis", generation.time_axis_note)
