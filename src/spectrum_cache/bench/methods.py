@@ -192,7 +192,7 @@ def parse_method(name: str) -> Method:
                 fit["degree"] = int(match.group(3))
             if match.group(4) is not None:
                 fit["ridge_lambda"] = _number(match.group(4))
-            if match.group(5) is not None:  # -hfull: the paper's full fit (the default is history=4)
+            if match.group(5) is not None:  # -hK: the last K steps only; -hfull: every step, the default
                 fit["history"] = None if match.group(5) == "full" else int(match.group(5))
             schedule, suffix = _schedule(*match.group(6, 7, 8, 9, 10))
             config = SpectrumConfig(flex_window=alpha, blend_weight=weight, **fit, **schedule)
