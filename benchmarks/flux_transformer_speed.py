@@ -312,9 +312,14 @@ def spectrum_figures(transformer: torch.nn.Module, config: SpectrumConfig, featu
             "stand_in_bytes": max(b.stand_in_bytes for b in summary.branches)}
 
 
+def full_pass(rows: list[dict[str, Any]]) -> float:
+    """The full sampler's median call (ms): the network pass the ratios are taken against."""
+    return next(r["pass_ms"] for r in rows if r["method"] == "full")
+
+
 def run(setting: Setting, steps: int, alphas: list[float], device: torch.device, dtype: torch.dtype,
-        repeats: int, taylorseer: list[int], histories: list[int] = (), cachedit: list[str] = ()
-        ) -> tuple[list[dict[str, Any]], dict[str, float]]:
+        repeats: int, taylorseer: list[int], histories: list[int] = (), cachedit: list[str] = (),
+        state_devices: list[str] = ()) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """One row per method (passes, per-call medians, r, and measured against ideal speedup), and the
     forecast-step floor: its median ms and its r against the same network pass."""
     transformer = build_transformer(setting.config, device, dtype)
@@ -331,11 +336,14 @@ def run(setting: Setting, steps: int, alphas: list[float], device: torch.device,
     full_call = median([t for run_calls in full["calls"] for t, _ in run_calls])
     feature_elements = feature_size(setting)
     for alpha in alphas:
-        for history in (None, *histories):
-            config = SpectrumConfig(num_inference_steps=steps, flex_window=alpha, history=history)
+        for history, state_device in ((None, None), *((k, None) for k in histories),
+                                      *((None, d) for d in state_devices)):
+            config = SpectrumConfig(num_inference_steps=steps, flex_window=alpha, history=history,
+                                    state_device=state_device)
             enable_spectrum(transformer, config)
             try:
-                row = measure(f"spectrum alpha={alpha}" + (f" history={history}" if history else ""))
+                row = measure(f"spectrum alpha={alpha}" + (f" history={history}" if history else "")
+                              + (f" state_device={state_device}" if state_device else ""))
                 row.update(spectrum_figures(transformer, config, feature_elements))
             finally:
                 disable_spectrum(transformer)
@@ -398,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="diffusers TaylorSeer cache intervals to include ('' for none; default 4,6)")
     parser.add_argument("--history", default="",
                         help="also time Spectrum's lower-memory fit to the last K recorded steps, e.g. 4,6 (default none)")
+    parser.add_argument("--state-device", default="",
+                        help="also time the default fit with its state on this device, e.g. cpu (default none)")
     parser.add_argument("--cachedit", default=None,
                         help="cache-dit methods as bench names (default cachedit-dbcache-a0.75,cachedit-taylorseer-a3.0 "
                              "where cache-dit is installed; '' for none)")
@@ -435,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
             print("cache-dit is not installed (pip install -e '.[peers]'): no cache-dit rows")
     else:
         cachedit = [m for m in args.cachedit.split(",") if m]
-    rows, floor = run(setting, args.steps, alphas, device, dtype, args.repeats, intervals, histories, cachedit)
+    state_devices = [d for d in args.state_device.split(",") if d]
+    rows, floor = run(setting, args.steps, alphas, device, dtype, args.repeats, intervals, histories, cachedit,
+                      state_devices)
 
     print("| method | passes | ideal speedup (N/passes) | pass ms (median) | cheap call ms (median) | r | "
           "speedup from per-call medians | of ideal | whole-run speedup | forecaster MiB (bytes per element) | peak GiB |")
@@ -447,7 +459,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['method']} | {r['passes']} | {r['ideal']:.2f}x | {r['pass_ms']:.1f} | {forecast} | "
               f"{r['r']:.2%} | {r['per_call_speedup']:.2f}x | {r['of_ideal']:.1%} | {r['total_speedup']:.2f}x | "
               f"{held} | {peak} |")
-    spectrum = [r for r in rows if r["method"].startswith("spectrum") and "history" not in r["method"]]
+    spectrum = [r for r in rows if r["method"].startswith("spectrum") and "history" not in r["method"]
+                and "state_device" not in r["method"]]
+    for r in rows:  # what keeping the state in host memory adds, against the same alpha on the device
+        base = next((b for b in rows if b["method"] == r["method"].split(" state_device=")[0]), None)
+        if "state_device" in r["method"] and base is not None:
+            print(f"{r['method']}: adds {(r['pass_ms'] - base['pass_ms']) / full_pass(rows):+.2%} of a network pass "
+                  f"to a compute call and {(r['forecast_ms'] - base['forecast_ms']) / full_pass(rows):+.2%} to a "
+                  f"forecast call (per-call medians)")
     if spectrum:
         best = ", ".join(f"{r['passes'] / (r['passes'] + (args.steps - r['passes']) * floor['r']):.1%} at "
                          f"{r['method'].removeprefix('spectrum ')}" for r in spectrum)

@@ -6,15 +6,15 @@
 Part 1, FLUX: FluxTransformer2DModel with FLUX.1-dev's config (flux_transformer_speed.FLUX_DEV: 19 dual- and
 38 single-stream blocks, 24 heads x 128), random bfloat16 weights created on the GPU, 4096 image + 512 text
 tokens (1024x1024), 50 Euler steps driven as flux_transformer_speed drives them. Methods, in this order: the
-full sampler; Spectrum at alpha 0.75 and 3.0, each with the full fit and ``history=4`` (the default), and
-alpha 0.75 ``history=4`` with ``state_device="cpu"``; diffusers' TaylorSeer (N=4 and 6, order 1); cache-dit's DBCache on Spectrum's two schedules (left out, with a note, when
+full sampler; Spectrum at alpha 0.75 and 3.0, each with the full fit (the default, the paper's) and
+``history=5`` (a local fit), and alpha 0.75 with the full fit's state in host memory (``state_device="cpu"``); diffusers' TaylorSeer (N=4 and 6, order 1); cache-dit's DBCache on Spectrum's two schedules (left out, with a note, when
 cache-dit is not installed); then regional compile (``compile_repeated_blocks``, inductor) of the full
-sampler and of Spectrum (``history=4``) at both alphas. Each method gets one untimed run, then ``--repeats`` timed runs.
+sampler and of Spectrum (the default) at both alphas. Each method gets one untimed run, then ``--repeats`` timed runs.
 
 Part 2, Wan: after FLUX is freed, WanTransformer3DModel with Wan2.1-14B's config (40 layers, 40 heads x 128,
 ffn 13824) at 480p (832x480, 81 frames: latent 21x60x104, 32,760 tokens), one branch (no CFG): a few full
-calls, then two short Spectrum runs (8 steps, warm-up 2, alpha 3.0, history=4: 3 passes, 5 forecasts), the
-second with ``state_device="cpu"``: r and memory.
+calls, then two short Spectrum runs (8 steps, warm-up 2, alpha 3.0, the default full fit: 3 passes, 5 forecasts),
+the second with ``state_device="cpu"``: r and memory.
 
 Figures per method: passes, median compute-call and forecast-call ms, r = forecast call / the full sampler's
 median call, the per-call speedup N / (P + (N - P) r) and its share of the ideal N / P, the whole-run speedup
@@ -102,7 +102,7 @@ class WanSetting:
 WAN_480P = WanSetting("Wan2.1-14B, 832x480, 81 frames", WAN_14B, latent=(21, 60, 104), text_tokens=512)
 WAN_TINY = WanSetting("smoke (scaled-down Wan2.1)", WAN_SMOKE, latent=(3, 6, 10), text_tokens=8)
 # The short Spectrum run on Wan: 3 passes (steps 0, 1, 3) and 5 forecasts of 8 steps.
-WAN_SPECTRUM = dict(num_inference_steps=8, warmup_steps=2, window_size=2, flex_window=3.0, history=4)
+WAN_SPECTRUM = dict(num_inference_steps=8, warmup_steps=2, window_size=2, flex_window=3.0)
 WAN_FULL_CALLS = 3
 # Upper bounds on a cheap call's cost against a pass, for the time estimates only: Spectrum's forecast calls
 # are about 1% of a pass, cache-dit runs 1 of the blocks on its cached steps, diffusers' TaylorSeer every
@@ -208,13 +208,13 @@ def regional_compile(transformer: torch.nn.Module, backend: str) -> None:
                        f"{importlib.metadata.version('diffusers')}")
 
 
-ALPHAS, HISTORIES, TAYLORSEER_INTERVALS = (0.75, 3.0), (None, 4), (4, 6)
+ALPHAS, HISTORIES, TAYLORSEER_INTERVALS = (0.75, 3.0), (None, 5), (4, 6)
 
 
-# The default fit with its window in host memory (the forecaster's on-GPU bytes drop; what the copies cost).
-OFFLOAD_LABEL = "spectrum alpha=0.75 history=4 state_device=cpu"
-# Compiled with Spectrum's default fit (the last 4 recorded steps), the one users get.
-COMPILED_HISTORY = 4
+# The default fit with its state in host memory (the forecaster's on-GPU bytes drop; what the copies cost).
+OFFLOAD_LABEL = "spectrum alpha=0.75 state_device=cpu"
+# Compiled with Spectrum's default fit (every recorded step), the one users get.
+COMPILED_HISTORY = None
 
 
 def spectrum_label(alpha: float, history: int | None = None, compiled: bool = False) -> str:
@@ -291,7 +291,7 @@ def flux_part(suite: Suite, setting: Setting) -> None:
 
     spectrum_configs = [(spectrum_label(alpha, history), SpectrumConfig(num_inference_steps=steps, flex_window=alpha, history=history))
                         for alpha in ALPHAS for history in HISTORIES]
-    spectrum_configs.append((OFFLOAD_LABEL, SpectrumConfig(num_inference_steps=steps, flex_window=0.75, history=4, state_device="cpu")))
+    spectrum_configs.append((OFFLOAD_LABEL, SpectrumConfig(num_inference_steps=steps, flex_window=0.75, state_device="cpu")))
     for label, config in spectrum_configs:
         suite.attempt(rows, label, estimate("spectrum", len(compute_steps(config))), reserve, spectrum_method(config, label))
 
@@ -427,8 +427,8 @@ def build_wan(config: dict[str, Any], device: torch.device, dtype: torch.dtype) 
 
 def wan_methods() -> list[tuple[str, SpectrumConfig]]:
     """The short Spectrum runs on Wan: the default fit on the device, then its window in host memory."""
-    return [("spectrum alpha=3.0 history=4, 8 steps", SpectrumConfig(**WAN_SPECTRUM)),
-            ("spectrum alpha=3.0 history=4 state_device=cpu, 8 steps", SpectrumConfig(**WAN_SPECTRUM, state_device="cpu"))]
+    return [("spectrum alpha=3.0, 8 steps", SpectrumConfig(**WAN_SPECTRUM)),
+            ("spectrum alpha=3.0 state_device=cpu, 8 steps", SpectrumConfig(**WAN_SPECTRUM, state_device="cpu"))]
 
 
 def wan_part(suite: Suite, setting: WanSetting) -> None:

@@ -96,9 +96,10 @@ def peak_bytes(pipe, kwargs: dict, device: torch.device) -> int:
 
 RUNS = {
     "full sampler": None,
-    "spectrum (default)": SpectrumConfig(flex_window=0.75),
-    "spectrum, full fit (history=None)": SpectrumConfig(flex_window=0.75, history=None),
-    "spectrum, state_device='cpu'": SpectrumConfig(flex_window=0.75, history=4, state_device="cpu"),
+    "spectrum (default: the full fit)": SpectrumConfig(flex_window=0.75),
+    "spectrum, full fit, state_device='cpu'": SpectrumConfig(flex_window=0.75, state_device="cpu"),
+    "spectrum, history=5": SpectrumConfig(flex_window=0.75, history=5),
+    "spectrum, history=5, state_device='cpu'": SpectrumConfig(flex_window=0.75, history=5, state_device="cpu"),
 }
 
 

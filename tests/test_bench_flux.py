@@ -15,18 +15,18 @@ ROW = re.compile(r"^\| ([^|]+?) \| (\d+) \| ([\d.]+)x \| ([\d.]+) \| ([\d.]+|-) 
 def test_flux_speed_smoke_mode() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(SCRIPT), "--config", "smoke", "--device", "cpu", "--threads", "1",
-                           "--taylorseer", "4", "--history", "4", "--cachedit", "cachedit-dbcache-a3.0"],
+                           "--taylorseer", "4", "--history", "5", "--cachedit", "cachedit-dbcache-a3.0"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = {m.group(1): m.groups()[1:] for m in ROW.finditer(done.stdout)}
-    assert set(rows) == {"full", "spectrum alpha=0.75", "spectrum alpha=3.0", "spectrum alpha=0.75 history=4",
-                         "spectrum alpha=3.0 history=4", "diffusers TaylorSeer N=4 O=1", "cache-dit dbcache-a3.0"}, done.stdout
+    assert set(rows) == {"full", "spectrum alpha=0.75", "spectrum alpha=3.0", "spectrum alpha=0.75 history=5",
+                         "spectrum alpha=3.0 history=5", "diffusers TaylorSeer N=4 O=1", "cache-dit dbcache-a3.0"}, done.stdout
     # cache-dit's fixed mask is Spectrum's schedule: the probe (last block) sees the same 10 passes.
     assert rows["cache-dit dbcache-a3.0"][:2] == ("10", "5.00")
     # Bytes per feature element: float32 moments of degree 4 and two float32 features, or 4 float32 features.
     held = dict(re.findall(r"^\| (spectrum [^|]+?) \|.*\(([\d.]+) B\)", done.stdout, re.M))
     assert held == {"spectrum alpha=0.75": "28.0", "spectrum alpha=3.0": "28.0",
-                    "spectrum alpha=0.75 history=4": "16.0", "spectrum alpha=3.0 history=4": "16.0"}, done.stdout
+                    "spectrum alpha=0.75 history=5": "20.0", "spectrum alpha=3.0 history=5": "20.0"}, done.stdout
     # 50 steps: 14 and 10 network passes (METHOD.md), ideal speedup N / passes.
     assert rows["spectrum alpha=0.75"][:2] == ("14", "3.57")
     assert rows["spectrum alpha=3.0"][:2] == ("10", "5.00")
