@@ -238,12 +238,26 @@ def test_calibrate_refuses_bad_arguments_and_enabled_pipelines():
     with pytest.raises(ValueError, match="fits must map names"):
         calibrate(pipe, prompts, passes=4, num_inference_steps=12, fits={"as configured": {}}, **kwargs)
     with pytest.raises(ValueError, match="history must be an integer >= 2"):
-        calibrate(pipe, prompts, passes=4, num_inference_steps=12, fits={"tiny": {"history": 1}}, **kwargs)
+        calibrate(pipe, prompts, passes=4, num_inference_steps=12, fits={"tiny": {"history": 1, "degree": 0}}, **kwargs)
+    # A local fit with fewer points than coefficients is refused for calibrate's fits as for the config.
+    with pytest.raises(ValueError, match=r"history must be an integer >= 5 \(at least degree \+ 1 = 5"):
+        calibrate(pipe, prompts, passes=4, num_inference_steps=12, fits={"window": {"history": 4}}, **kwargs)
     with pytest.raises(TypeError, match="takes a pipeline"):
         calibrate(pipe.transformer, prompts, passes=4, num_inference_steps=12)
     enable_spectrum(pipe)
     with pytest.raises(ValueError, match="already enabled"):
         calibrate(pipe, prompts, passes=4, num_inference_steps=12, **kwargs)
+
+
+def test_calibrates_own_fits_have_a_point_per_coefficient():
+    """Every fit calibrate plans with besides the config's own fits at least degree + 1 recorded steps."""
+    from spectrum_cache import SpectrumConfig
+    from spectrum_cache.integrations.calibrate import FITS
+
+    assert FITS
+    for name, fit in FITS.items():
+        config = SpectrumConfig().replace(**fit)
+        assert config.history is None or config.history >= config.degree + 1, name
 
 
 def test_calibrate_refuses_a_denoiser_that_runs_fewer_steps():
