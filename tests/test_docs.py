@@ -126,3 +126,35 @@ def test_docs_commands_name_scripts_that_exist() -> None:
         for script in re.findall(r"python (benchmarks/[\w/]+\.py)", page.read_text()):
             assert (ROOT / script).is_file(), f"{page.name}: {script}"
     assert os.path.isfile(ROOT / "src" / "spectrum_cache" / "embedded" / "TRAINING.md")
+
+
+@pytest.mark.slow
+def test_the_readme_states_the_demos_figures(load_benchmark) -> None:
+    """The README's demo sentence has what benchmarks/demo_figures.py prints: the PSNR of the demo prompt
+    with the defaults and with --speedup 4, and the latter's passes (a small tolerance for BLAS rounding on
+    other CPUs; a changed default moves them by far more)."""
+    stated = re.search(r"It printed `PSNR (\d+\.\d+) dB` against the full sampler in every run \(`--speedup 4`: "
+                       r"(\d+) passes, (\d+\.\d+) dB\)", " ".join(README.read_text().split()))
+    assert stated, "the README's demo sentence changed its form"
+    figures = load_benchmark("demo_figures").demo_figures()
+    assert figures["default"][0] == 14 and figures["--speedup 4"][0] == int(stated.group(2))
+    assert abs(figures["default"][1] - float(stated.group(1))) < 0.02, figures
+    assert abs(figures["--speedup 4"][1] - float(stated.group(3))) < 0.02, figures
+
+
+def test_the_context_parallel_page_states_its_test_count() -> None:
+    """docs/context-parallel.md says how many tests its test file runs: the number collected, and no xfails
+    it no longer has."""
+    import subprocess
+    import sys
+
+    text = " ".join((ROOT / "docs" / "context-parallel.md").read_text().split())
+    stated = re.search(r"`pytest tests/test_context_parallel.py`: (\d+) passed", text)
+    assert stated, "the page no longer states the test count"
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                str(ROOT / "tests" / "test_context_parallel.py")], capture_output=True, text=True,
+                               cwd=ROOT)
+    count = sum("::" in line for line in collected.stdout.splitlines())
+    assert count == int(stated.group(1)), collected.stdout[-2000:]
+    source = (ROOT / "tests" / "test_context_parallel.py").read_text()
+    assert ("mark.xfail" in source) == bool(re.search(r"\d+ (strict )?xfails?\b", text))
