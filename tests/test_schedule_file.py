@@ -4,12 +4,15 @@ reports it."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
-from spectrum_cache import SpectrumConfig
+from spectrum_cache import SpectrumConfig, disable_spectrum, enable_spectrum
 from spectrum_cache.cli import main
+from spectrum_cache.integrations import SpectrumWarning
 
 
 def _file(tmp_path: Path, text: str) -> Path:
@@ -83,3 +86,59 @@ def test_a_schedule_of_30000_steps_loads(tmp_path):
                                                                    "compute_steps": [*schedule, 4, 2]}}))
     with pytest.raises(ValueError, match=r"lists steps \[2, 4\] more than once"):
         SpectrumConfig.load(path)
+
+
+# -- provenance: what identifies a checkpoint ---------------------------------------------------------------
+def _saved_flux(folder: Path, seed: int = 0) -> None:
+    from families import flux
+
+    pipe, _ = flux()
+    if seed:
+        torch.manual_seed(seed)
+        pipe.transformer = type(pipe.transformer).from_config(pipe.transformer.config)
+    pipe.transformer.save_pretrained(folder / "transformer")
+    pipe.scheduler.save_pretrained(folder / "scheduler")
+
+
+def _loaded_flux(folder: Path, dtype: torch.dtype = torch.float32):
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    return FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"), vae=None, text_encoder=None,
+        tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+        transformer=FluxTransformer2DModel.from_pretrained(folder / "transformer", torch_dtype=dtype))
+
+
+def _schedule_of(pipe, path: Path) -> SpectrumConfig:
+    from spectrum_cache.integrations.provenance import describe
+
+    config = SpectrumConfig(num_inference_steps=12, compute_steps=(0, 1, 2, 6),
+                            provenance=describe(pipe, [("transformer", pipe.transformer)]))
+    config.save(path)
+    return SpectrumConfig.load(path)
+
+
+def test_the_same_checkpoint_from_another_folder_or_dtype_is_the_model_calibrated_on(tmp_path):
+    for folder in ("a", "b"):
+        _saved_flux(tmp_path / folder)
+    calibrated = _loaded_flux(tmp_path / "a")
+    config = _schedule_of(calibrated, tmp_path / "schedule.json")
+    # The folders differ in diffusers' private config keys (_name_or_path); the weights and public keys are the same.
+    other = _loaded_flux(tmp_path / "b")
+    assert other.transformer.config["_name_or_path"] != calibrated.transformer.config["_name_or_path"]
+    for pipe in (other, _loaded_flux(tmp_path / "b", torch.bfloat16)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SpectrumWarning)
+            enable_spectrum(pipe, config)
+        disable_spectrum(pipe)
+    record = config.provenance["denoisers"]["transformer"]
+    assert record["weights"]["samples"] and len(record["weights"]["parameters"]) == 16
+
+
+def test_another_checkpoint_of_the_same_config_warns(tmp_path):
+    _saved_flux(tmp_path / "a")
+    _saved_flux(tmp_path / "retrained", seed=5)
+    config = _schedule_of(_loaded_flux(tmp_path / "a"), tmp_path / "schedule.json")
+    other = _loaded_flux(tmp_path / "retrained")
+    with pytest.warns(SpectrumWarning, match=r"its transformer \(FluxTransformer2DModel\) has other weights"):
+        enable_spectrum(other, config)

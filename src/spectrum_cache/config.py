@@ -125,9 +125,9 @@ class SpectrumConfig:
             must compute (there is nothing to forecast from before it). ``spectrum_cache.calibrate``
             finds one; a generation that runs another step count refuses it.
         provenance: what a calibrated schedule was planned for (pipeline, denoiser and scheduler
-            classes, hashes of their configs, resolution, guidance, the calibration's cost and score),
-            written by ``calibrate`` and kept by ``save`` / ``load``; ``enable_spectrum`` warns when it
-            does not match the model. Not compared by ``==``.
+            classes, hashes of their public configs, the denoisers' weights' identity, resolution,
+            guidance, the calibration's cost and score), written by ``calibrate`` and kept by ``save`` /
+            ``load``; ``enable_spectrum`` warns when it does not match the model. Not compared by ``==``.
 
     Every field is keyword-only: ``SpectrumConfig(flex_window=0.75)``, never ``SpectrumConfig(0.75)``
     (the first field is N, so a positional alpha would be read as a step count).
