@@ -5,6 +5,7 @@ Spectrum."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -294,3 +295,36 @@ def test_consecutive_generations_are_identical(name):
     second = run(pipe, kwargs)
     torch.testing.assert_close(second, first, rtol=0, atol=0)
     assert counter.take() == [2 * len(PLAN)]
+
+
+@pytest.mark.parametrize("name", ["sd", "flux-multi"])
+def test_a_deepcopy_of_an_enabled_pipeline_runs_its_own_controlnet_and_forecasts(name):
+    case = CASES[name]
+    pipe, kwargs = case.build()
+    plain = run(pipe, kwargs)
+    enable_spectrum(pipe, REAL)
+    first = run(pipe, kwargs)
+    twin = copy.deepcopy(pipe)
+    assert twin.controlnet is not pipe.controlnet and controlnet_hooked(twin)
+    # Passes counted on leaf modules: the copy's ControlNet and a layer inside the copy's first block.
+    original_controlnet, twin_controlnet = Counter(controlnet_leaves(pipe)), Counter(controlnet_leaves(twin))
+    denoiser = getattr(twin, case.denoiser)
+    blocks = Counter([first_layer(resolve_adapter(denoiser).blocks[0])])
+    torch.testing.assert_close(run(twin, kwargs), first, rtol=0, atol=0)
+    assert twin_controlnet.take() == [len(PLAN)] * len(twin_controlnet.counts)  # skipped on forecast steps
+    assert original_controlnet.take() == [0] * len(original_controlnet.counts)
+    assert blocks.take() == [len(PLAN)] and len(PLAN) < STEPS  # the copy's denoiser forecasts
+    with torch.no_grad():
+        for parameter in twin.controlnet.parameters():
+            parameter.mul_(0.5)
+    halved = run(twin, kwargs)
+    assert not torch.allclose(halved, first)
+    torch.testing.assert_close(run(pipe, kwargs), first, rtol=0, atol=0)  # the original is untouched
+    disable_spectrum(pipe)
+    disable_spectrum(twin)
+    assert not controlnet_hooked(pipe) and not controlnet_hooked(twin)
+    torch.testing.assert_close(run(pipe, kwargs), plain, rtol=0, atol=0)
+    twin_plain = run(twin, kwargs)
+    assert not torch.allclose(twin_plain, plain) and not torch.allclose(twin_plain, halved)
+    for counter in (original_controlnet, twin_controlnet, blocks):
+        counter.remove()

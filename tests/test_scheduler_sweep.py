@@ -7,7 +7,8 @@ For each (scheduler, step count) one plain run is compared with two Spectrum run
 1. the every-step schedule gives exactly the plain run's output (same seed);
 2. the summary's step count is the number of steps that ran. The denoiser calls of the plain run are
    counted, and each scheduler's calls per step are known: order-2 samplers (Heun, KDPM2, KDPM2 ancestral,
-   DPM-SDE, FlowMatchHeun) make 2N - 1 calls for N steps, PNDM's PLMS warm-up makes N + 1, the rest N;
+   DPM-SDE, FlowMatchHeun) make 2N - 1 calls for N steps, PNDM's PLMS warm-up makes N + 1 and its Runge-Kutta
+   warm-up N + 9, the rest N;
 3. with a schedule that forecasts, the computed steps are ``compute_steps(config, N)``.
 """
 
@@ -43,6 +44,7 @@ class Case:
     options: tuple[tuple[str, Any], ...] = ()  # from_config overrides
     calls: Callable[[int], int] = lambda n: n  # denoiser calls for n steps
     needs: str | None = None  # an optional module the scheduler imports
+    min_steps: int = 1  # fewer steps than this the scheduler cannot run
 
     def make(self, config: Any) -> Any:
         import diffusers
@@ -59,6 +61,11 @@ def _pndm(n: int) -> int:
     # PLMS has no history on its first step, so it evaluates it twice (timesteps t0, t1, t1, t2, ...);
     # a one-step run is a single call.
     return n + 1 if n > 1 else 1
+
+
+def _runge_kutta(n: int) -> int:
+    # PNDM's Runge-Kutta warm-up: 4 calls on each of the first 3 steps (it needs at least 4 steps).
+    return n + 9
 
 
 FLOW_SIGMAS = (("use_flow_sigmas", True), ("prediction_type", "flow_prediction"), ("flow_shift", 3.0))
@@ -82,6 +89,8 @@ CASES = [
     Case("sdxl-ddim", sdxl, "DDIMScheduler"),
     # The configuration Stable Diffusion checkpoints ship (PLMS only).
     Case("sdxl-pndm", sdxl, "PNDMScheduler", (("skip_prk_steps", True), ("steps_offset", 1)), calls=_pndm),
+    # diffusers' default PNDM: Runge-Kutta on the first 3 steps, then PLMS.
+    Case("sdxl-pndm-runge-kutta", sdxl, "PNDMScheduler", calls=_runge_kutta, min_steps=4),
     Case("sdxl-lms", sdxl, "LMSDiscreteScheduler"),
     Case("sdxl-heun", sdxl, "HeunDiscreteScheduler", calls=_second_order),
     Case("sdxl-heun-karras", sdxl, "HeunDiscreteScheduler", (("use_karras_sigmas", True),), calls=_second_order),
@@ -128,6 +137,8 @@ def _first_calls(summary: Any) -> list[Any]:
 def test_scheduler_sweep(case: Case, steps: int) -> None:
     if case.needs is not None:
         pytest.importorskip(case.needs, reason=f"{case.scheduler} needs {case.needs}")
+    if steps < case.min_steps:
+        pytest.skip(f"{case.scheduler} runs at least {case.min_steps} steps")
     pipe, kwargs = case.build()
     pipe.scheduler = case.make(pipe.scheduler.config)
     plain, calls = _count_calls(pipe, kwargs, steps)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -136,9 +137,9 @@ class SpectrumConfig:
             must compute (there is nothing to forecast from before it). ``spectrum_cache.calibrate``
             finds one; a generation that runs another step count refuses it.
         provenance: what a calibrated schedule was planned for (pipeline, denoiser and scheduler
-            classes, hashes of their configs, resolution, guidance, the calibration's cost and score),
-            written by ``calibrate`` and kept by ``save`` / ``load``; ``enable_spectrum`` warns when it
-            does not match the model. Not compared by ``==``.
+            classes, hashes of their public configs, the denoisers' weights' identity, resolution,
+            guidance, the calibration's cost and score), written by ``calibrate`` and kept by ``save`` /
+            ``load``; ``enable_spectrum`` warns when it does not match the model. Not compared by ``==``.
 
     Every field is keyword-only: ``SpectrumConfig(flex_window=0.75)``, never ``SpectrumConfig(0.75)``
     (the first field is N, so a positional alpha would be read as a step count).
@@ -208,9 +209,7 @@ class SpectrumConfig:
         if self.compute_steps is not None:
             object.__setattr__(self, "compute_steps", check_schedule(self.compute_steps, self.num_inference_steps))
         if self.provenance is not None:
-            if not isinstance(self.provenance, Mapping):
-                raise ValueError(f"provenance must be a mapping (a dict), got {type(self.provenance).__name__}.")
-            object.__setattr__(self, "provenance", dict(self.provenance))
+            object.__setattr__(self, "provenance", check_provenance(self.provenance))
 
     def replace(self, **changes: object) -> SpectrumConfig:
         """A copy with ``changes`` applied (and validated)."""
@@ -245,21 +244,26 @@ class SpectrumConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SpectrumConfig:
-        """The config ``save`` wrote. Raises ValueError naming the file when it is not one."""
+        """The config ``save`` wrote. Raises ValueError naming the file (and the field) when it is not one."""
+        name = os.fspath(path)
         try:
             with open(path, encoding="utf-8") as file:
                 data = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{os.fspath(path)} is not a Spectrum schedule file (not JSON: {error}).") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{name} is not a Spectrum schedule file (not JSON: {error}).") from None
+        except RecursionError:  # json's decoder recurses once per nested array or object
+            raise ValueError(f"{name} is not a Spectrum schedule file (its JSON is nested too deeply to read).") from None
         if not isinstance(data, dict) or "spectrum_config" not in data:
-            raise ValueError(f"{os.fspath(path)} is not a Spectrum schedule file (no 'spectrum_config' entry).")
-        if data.get("format") != CONFIG_FORMAT:
-            raise ValueError(f"{os.fspath(path)} has format {data.get('format')!r}; this version of spectrum-cache "
-                             f"reads format {CONFIG_FORMAT}.")
+            raise ValueError(f"{name} is not a Spectrum schedule file (no 'spectrum_config' entry).")
+        file_format = data.get("format")
+        # type() and not ==: JSON's true equals 1 in Python, and 1.0 is not the integer save writes.
+        if type(file_format) is not int or file_format != CONFIG_FORMAT:
+            raise ValueError(f"{name} has format {file_format!r}; this version of spectrum-cache reads format "
+                             f"{CONFIG_FORMAT} (the integer).")
         try:
             return cls.from_dict(data["spectrum_config"])
         except (TypeError, ValueError) as error:
-            raise ValueError(f"{os.fspath(path)}: {error}") from None
+            raise ValueError(f"{name}: {error}") from None
 
     @classmethod
     def for_speedup(cls, speedup: float, num_inference_steps: int, **overrides: object) -> SpectrumConfig:
@@ -304,13 +308,59 @@ def check_schedule(steps: object, num_inference_steps: int | None) -> tuple[int,
         raise ValueError(f"compute_steps must be a sequence of step indices, got {steps!r}.")
     n = num_inference_steps
     values = [check_int("compute_steps entry", s, 0, n - 1) for s in steps]
-    duplicates = sorted({s for s in values if values.count(s) > 1})
+    # Counted in one pass: a schedule file may list tens of thousands of steps.
+    duplicates = sorted(s for s, count in collections.Counter(values).items() if count > 1)
     if duplicates:
         raise ValueError(f"compute_steps lists steps {duplicates} more than once.")
     if 0 not in values:
         raise ValueError("compute_steps must include step 0: the first step has nothing to forecast from, so "
                          f"it runs the network; got {sorted(values)}.")
     return tuple(sorted(values))
+
+
+# How deep a provenance may nest: calibrate's nest 5 levels (its leaves counted); copy.deepcopy and pickle of a
+# config recurse per level and fail near 500 (at Python's default recursion limit).
+MAX_PROVENANCE_DEPTH = 32
+# The provenance entries that spectrum-cache reads back, with what each must be; other entries are kept as they are.
+_RECORD_FIELDS = (("class", (str,)), ("config_hash", (str, type(None))), ("weights", (Mapping, type(None))))
+
+
+def check_provenance(provenance: object) -> dict[str, Any]:
+    """``provenance`` as a dict, or a ValueError naming the entry that is not what ``calibrate`` writes."""
+    if not isinstance(provenance, Mapping):
+        raise ValueError(f"provenance must be a mapping (a dict), got {type(provenance).__name__}.")
+    pending: list[tuple[object, int]] = [(provenance, 1)]
+    while pending:  # iterative: a recursive walk would fail on the very nesting it looks for
+        value, depth = pending.pop()
+        if depth > MAX_PROVENANCE_DEPTH:
+            raise ValueError(f"provenance nests deeper than {MAX_PROVENANCE_DEPTH} levels (calibrate's nest 5).")
+        if isinstance(value, Mapping):
+            pending += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, (list, tuple)):
+            pending += [(v, depth + 1) for v in value]
+
+    def check_record(where: str, record: object) -> None:
+        if not isinstance(record, Mapping):
+            raise ValueError(f"{where} must be a mapping with 'class' and 'config_hash', got {type(record).__name__}.")
+        for key, kinds in _RECORD_FIELDS:
+            if key in record and not isinstance(record[key], kinds):
+                allowed = " or ".join("None" if k is type(None) else "a mapping" if k is Mapping else "a string"
+                                      for k in kinds)
+                raise ValueError(f"{where}[{key!r}] must be {allowed}, got {type(record[key]).__name__}.")
+
+    denoisers = provenance.get("denoisers")
+    if denoisers is not None:
+        if not isinstance(denoisers, Mapping):
+            raise ValueError("provenance['denoisers'] must map each denoiser's name to its record "
+                             f"({{'class': ..., 'config_hash': ...}}), got {type(denoisers).__name__}.")
+        for name, record in denoisers.items():
+            check_record(f"provenance['denoisers'][{name!r}]", record)
+    if provenance.get("scheduler") is not None:
+        check_record("provenance['scheduler']", provenance["scheduler"])
+    for key, kinds, allowed in (("pipeline", (str,), "a string"), ("cost", (Mapping,), "a mapping")):
+        if provenance.get(key) is not None and not isinstance(provenance[key], kinds):
+            raise ValueError(f"provenance[{key!r}] must be {allowed}, got {type(provenance[key]).__name__}.")
+    return dict(provenance)
 
 
 def _speedup_limit_reason(n: int, warmup_steps: int, fewest_passes: int) -> str:

@@ -18,7 +18,7 @@ from diffusers.utils.torch_utils import unwrap_module
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
 from .compat import register_hook, remove_hook
-from .controlnet import attach_controlnet
+from .controlnet import attach_controlnet, hook_controlnet
 from .hooks import (CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, HeadHook, SpectrumHook,
                     SpectrumWarning)
 from .provenance import mismatches
@@ -201,7 +201,8 @@ def _deepcopy_enabled(module: torch.nn.Module, memo: dict) -> torch.nn.Module:
     deepcopy keeps closures as they are, so a plain copy would run the original module. The copy's
     registry itself is consistent, so removing Spectrum's hooks through it restores the copy's own
     forward; then Spectrum is enabled on the copy afresh (same config, the copied pipeline if the
-    pipeline is being copied too).
+    pipeline is being copied too). With the pipeline, the ControlNet Spectrum skips is copied too (once:
+    through ``memo``) and hooked for the copy.
     """
     owner = _denoiser_hook(module)
     copier = module.__dict__.pop("__deepcopy__")
@@ -216,6 +217,10 @@ def _deepcopy_enabled(module: torch.nn.Module, memo: dict) -> torch.nn.Module:
         scheduler = memo.get(id(owner.scheduler), owner.scheduler) if owner.scheduler is not None else None
         adapter = None if owner.config.forecast_output else resolve_adapter(clone)
         _attach(clone, owner.denoiser_name, owner.config, adapter, owner.timestep_arg, pipeline, scheduler)
+        original = owner.pipeline_ref() if owner.pipeline_ref is not None else None
+        # Only a copy of the whole pipeline has a ControlNet of its own; a denoiser copied alone leaves it to the original.
+        if owner.residuals is not None and original is not None and id(original) in memo:
+            hook_controlnet(copy.deepcopy(owner.residuals.controlnet, memo), _denoiser_hook(clone))
     return clone
 
 

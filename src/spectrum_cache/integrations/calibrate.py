@@ -74,7 +74,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         num_inference_steps: N, the step count the schedule is for.
         config: the other settings (forecaster, degree, lambda, w, history, ...); the default config if None.
         seed: noise of prompt i comes from ``torch.Generator().manual_seed(seed + i)``, unless
-            ``call_kwargs`` has a ``generator``, which is then rewound to its starting state for every run.
+            ``call_kwargs`` has a ``generator``, which is then rewound to its starting state for every run
+            and left in it.
         blend_weights: the w values to plan for (the winner's is returned); None keeps ``config``'s.
         fits: other Chebyshev fits to plan for besides ``config``'s own, by name: SpectrumConfig fields
             (``history``, ``degree``, ``ridge_lambda``) that replace ``config``'s. The default adds a local fit
@@ -96,6 +97,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     n = check_int("num_inference_steps", num_inference_steps, 1)
     k = check_int("passes", passes, 1, n)
     prompt_calls = _prompt_calls(prompts)
+    # Prompt i's noise is seeded with seed + i, and torch seeds are 64-bit unsigned.
+    seed = check_int("seed", seed, 0, 2**64 - len(prompt_calls))
     weights = (base.blend_weight,) if blend_weights is None else _checked_weights(blend_weights)
     if isinstance(pipe, torch.nn.Module):
         raise TypeError("calibrate takes a pipeline (it runs whole generations), not a bare denoiser.")
@@ -278,14 +281,21 @@ class _Runner:
 
     def run(self, index: int, extra: Mapping[str, Any]) -> torch.Tensor:
         kwargs = {**self.kwargs, **extra, "num_inference_steps": self.num_steps}
-        if self.generator_states:
-            generator = kwargs["generator"]
-            for g, state in zip(generator if isinstance(generator, list) else [generator], self.generator_states):
-                g.set_state(state)
-        else:
+        given = kwargs["generator"] if self.generator_states else None
+        if given is None:
             kwargs["generator"] = torch.Generator().manual_seed(self.seed + index)
-        with torch.no_grad():
-            return output_tensor(self.pipe(**kwargs))
+        else:
+            self._rewind(given)
+        try:
+            with torch.no_grad():
+                return output_tensor(self.pipe(**kwargs))
+        finally:  # the user's generator is left as it was given, whether calibrate finishes or not
+            if given is not None:
+                self._rewind(given)
+
+    def _rewind(self, generator: torch.Generator | list[torch.Generator]) -> None:
+        for g, state in zip(generator if isinstance(generator, list) else [generator], self.generator_states):
+            g.set_state(state)
 
     def count_passes(self) -> None:
         summary = spectrum_summary(self.pipe)

@@ -7,7 +7,8 @@ under accelerate's, into ``_old_forward``, so both survive either order.
 
 pickle and deepcopy. diffusers' HookRegistry wraps forwards in local functions, which cannot be
 pickled: ``Unpicklable`` says so by name. A deepcopy of a Spectrum hook is an inert placeholder;
-``api`` enables Spectrum afresh on a copied denoiser.
+``api`` enables Spectrum afresh on a copied denoiser, and ``controlnet`` removes the hook from a copied
+ControlNet (hooking it for the copied denoiser where the whole pipeline is copied).
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ do not make the denoiser run every step, as other per-step inputs (T2I adapters)
 
 from __future__ import annotations
 
+import copy
+import functools
 import inspect
 import threading
 import weakref
@@ -163,6 +165,7 @@ class ControlNetCompanion:
 
     def detach(self) -> None:
         remove_hook(self.controlnet, CONTROLNET_HOOK)
+        self.controlnet.__dict__.pop("__deepcopy__", None)
         if self.owner.residuals is self:
             self.owner.residuals = None
 
@@ -230,10 +233,33 @@ def attach_controlnet(pipeline: Any, owners: list[SpectrumHook]) -> None:
             f"{type(controlnet).__name__} already skips forecast steps for another pipeline's denoiser with "
             "Spectrum; call disable_spectrum on that pipeline first."
         )
-    owner = consumers[0]
+    hook_controlnet(controlnet, consumers[0])
+
+
+def hook_controlnet(controlnet: torch.nn.Module, owner: SpectrumHook) -> None:
+    """Hook ``controlnet`` (unwrapped, one of ``CONTROLNET_CLASSES``) for ``owner``'s denoiser."""
     companion = ControlNetCompanion(owner, controlnet, CONTROLNET_RESIDUALS[type(owner.module).__name__])
     register_hook(controlnet, ControlNetHook(companion), CONTROLNET_HOOK)
+    # copy.deepcopy looks __deepcopy__ up on the instance: see _deepcopy_hooked.
+    controlnet.__deepcopy__ = functools.partial(_deepcopy_hooked, controlnet)
     owner.residuals = companion
+
+
+def _deepcopy_hooked(controlnet: torch.nn.Module, memo: dict) -> torch.nn.Module:
+    """``copy.deepcopy`` of a ControlNet that Spectrum skips: a copy without the hook, running its own weights.
+
+    diffusers' HookRegistry sets ``forward`` to a closure over the hook chain, which deepcopy keeps as it is,
+    so a plain copy would run the original ControlNet. The copy's registry is consistent (its forward
+    references are bound to the copy), so removing the hook through it restores the copy's own forward. A
+    denoiser copied with its pipeline hooks the copy for itself (api._deepcopy_enabled).
+    """
+    copier = controlnet.__dict__.pop("__deepcopy__")
+    try:
+        clone = copy.deepcopy(controlnet, memo)
+    finally:
+        controlnet.__deepcopy__ = copier
+    remove_hook(clone, CONTROLNET_HOOK)
+    return clone
 
 
 def controlnet_hint(denoiser: torch.nn.Module, extras: list[str], hooked: bool) -> str:

@@ -234,6 +234,12 @@ class Generation:
         return out
 
 
+def _count(step_of_index: list[int | None]) -> int | None:
+    """How many steps ``step_of_index`` places calls on; None for none."""
+    last = max((step for step in step_of_index if step is not None), default=None)
+    return None if last is None else last + 1
+
+
 class SchedulerClock:
     """Places calls by a scheduler's ``step_index`` (see the module docstring)."""
 
@@ -248,25 +254,43 @@ class SchedulerClock:
         # An order-2 scheduler lists 2N - 1 timesteps for N steps: t0, then two per later step. Heun repeats
         # each value, but KDPM2, KDPM2 ancestral and DPM-SDE put an interpolated timestep between, so the
         # pairs go by position (index begin + 2k - 1 and begin + 2k are step k), not by equal values.
-        in_pairs = self.by_index and getattr(scheduler, "order", 1) > 1
-        group_repeats = not self.by_index  # PNDM's PLMS warm-up evaluates its second timestep twice
         self.timesteps = timesteps
+        # PNDM with its Runge-Kutta warm-up (skip_prk_steps=False, diffusers' default) evaluates each of its
+        # first 3 steps 4 times (t, t - h/2 twice, t - h), the last value repeating as the next step's first:
+        # those calls are placed by the scheduler's own count of calls (``counter``), not by value.
+        prk = getattr(scheduler, "prk_timesteps", None) if not self.by_index else None
+        counts_calls = isinstance(getattr(scheduler, "counter", None), int)
+        self.runge_kutta_calls = len(prk) if prk is not None and counts_calls else 0
         # step_of_index[i]: the step that index i of scheduler.timesteps belongs to, or None where this
         # denoiser does not run (before begin_index, or outside steps_run).
-        self.step_of_index: list[int | None] = [None] * len(timesteps)
+        self.step_of_index = self._steps(self.begin, steps_run)
+        self.num_steps = _count(self.step_of_index)
+        # The same for the whole pipeline call (every denoiser, from its first timestep): the steps the user asked for.
+        self.call_step_of_index = self._steps(0, TimestepRange())
+        self.call_num_steps = _count(self.call_step_of_index)
+        self._last_index: dict[str, int] = {}
+
+    def _steps(self, begin: int, steps_run: TimestepRange) -> list[int | None]:
+        """Which step each index of the timesteps from ``begin`` on belongs to (None outside ``steps_run``)."""
+        timesteps = self.timesteps
+        in_pairs = self.by_index and getattr(self.scheduler, "order", 1) > 1
+        # PNDM's PLMS warm-up (without Runge-Kutta) evaluates its second timestep twice.
+        group_repeats = not self.by_index and not self.runge_kutta_calls
+        step_of_index: list[int | None] = [None] * len(timesteps)
         step = -1
-        for i in range(self.begin, len(timesteps)):
+        for i in range(begin, len(timesteps)):
             if timesteps[i] not in steps_run:
                 continue
-            if in_pairs:
-                starts = (i - self.begin) % 2 == 1
+            if i < self.runge_kutta_calls:
+                starts = i % 4 == 0
+            elif in_pairs:
+                starts = (i - begin) % 2 == 1
             else:
-                starts = not (group_repeats and i > self.begin and timesteps[i] == timesteps[i - 1])
+                starts = not (group_repeats and i > begin and timesteps[i] == timesteps[i - 1])
             if starts or step < 0:  # the first index this denoiser runs always starts a step
                 step += 1
-            self.step_of_index[i] = step
-        self.num_steps = step + 1 if step >= 0 else None
-        self._last_index: dict[str, int] = {}
+            step_of_index[i] = step
+        return step_of_index
 
     def sigma_positions(self) -> tuple[list[float] | None, str | None]:
         """Each step's noise level (the scheduler's ``sigmas``, else its timesteps, at the step's first
@@ -314,6 +338,8 @@ class SchedulerClock:
             index = self.scheduler.step_index
             if index is None:  # before the first scheduler.step() of the generation
                 index = self.begin
+        elif self.runge_kutta_calls:
+            index = self.begin + self.scheduler.counter  # one scheduler.step() per call: the call's index
         else:
             index = self._match(branch, timestep)
         step = self.step_of_index[index] if 0 <= index < len(self.step_of_index) else None

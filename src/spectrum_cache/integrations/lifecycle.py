@@ -161,6 +161,9 @@ class Generations:
         steps_run = steps_run_by(pipeline, source.component) if pipeline is not None else TimestepRange()
         clock = SchedulerClock(scheduler, steps_run, source.begin)
         wanted = self.config.num_inference_steps
+        if (self.config.compute_steps is not None and clock.num_steps is not None and clock.num_steps != wanted
+                and clock.num_steps != clock.call_num_steps):
+            raise ValueError(_part_of_call_refusal(self.config, self.denoiser, clock, steps_run))
         # An explicit schedule refuses another step count itself (schedule.compute_steps).
         if (wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange()
                 and self.config.compute_steps is None):
@@ -230,6 +233,22 @@ class Generations:
             return self._last_report
         ref, report = self._reports.get(id(pipeline), (None, []))
         return report if ref is not None and ref() is pipeline else []
+
+
+def _part_of_call_refusal(config: SpectrumConfig, denoiser: str, clock: SchedulerClock, steps_run: TimestepRange) -> str:
+    """Why an explicit schedule does not fit a denoiser that runs part of its pipeline call's steps, in the
+    call's own step count (schedule.compute_steps' message would give the denoiser's part as the run's)."""
+    steps = [clock.call_step_of_index[i] for i, step in enumerate(clock.step_of_index) if step is not None]
+    if steps_run != TimestepRange():
+        why = ("the pipeline gives its other steps to another denoiser (Wan2.2's boundary_ratio) or leaves them to "
+               "a refiner (denoising_end)")
+    else:
+        why = f"the call starts at step {steps[0]} (image-to-image strength below 1, or denoising_start)"
+    return (f"this schedule (compute_steps) was planned for {config.num_inference_steps} steps, and this pipeline "
+            f"call has {clock.call_num_steps} steps, of which {denoiser} runs {clock.num_steps} (steps {steps[0]} to "
+            f"{steps[-1]}): {why}. A schedule is for the steps a denoiser runs: plan it for {clock.num_steps} "
+            "steps (a denoiser that runs another count needs its own), or enable Spectrum without compute_steps (the "
+            "adaptive schedule fits each denoiser's steps).")
 
 
 def _moves_on(generation: Generation, name: str, index: int) -> bool:
