@@ -118,8 +118,10 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
             _check_scheduler(scheduler)
         elif config.num_inference_steps is None:
             raise ValueError(
-                "num_inference_steps is required for a bare denoiser without a scheduler: "
-                "pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
+                f"num_inference_steps is required for a bare denoiser without a scheduler "
+                f"({type(unwrap_module(target)).__name__}): enable Spectrum on the pipeline instead, "
+                "enable_spectrum(pipe), which reads the pipeline's scheduler at every call; for a hand-written "
+                "loop, pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
             )
 
     try:
@@ -170,7 +172,8 @@ def _attach(
 
 def _disable_cache(module: torch.nn.Module) -> None:
     """``module.disable_cache()`` while Spectrum is on: what disable_spectrum does for this module."""
-    logger.info(f"{type(module).__name__}.disable_cache(): removing Spectrum (the same as disable_spectrum)")
+    # A warning, not info: the caller asked diffusers to drop its cache and may not expect Spectrum to go too.
+    logger.warning(f"{type(module).__name__}.disable_cache(): removing Spectrum (the same as disable_spectrum)")
     _detach(module)
 
 
