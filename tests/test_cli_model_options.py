@@ -98,7 +98,9 @@ def test_offload_without_an_accelerator_is_one_line_before_loading(args: list[st
         (["--height", "0"], "argument --height: must be an integer >= 1, got '0'"),
         (["--width", "wide"], "argument --width: must be an integer >= 1, got 'wide'"),
         (["--true-cfg-scale", "2"], "--true-cfg-scale: EmbeddedPipeline takes no true_cfg_scale"),
-        (["--height", "50"], "EmbeddedPipeline refused the options: height and width must be multiples of 6, got 50x48"),
+        (["--height", "50"], "--height 50: the embedded model draws sizes that are multiples of 6 pixels (e.g. 48 or 54)"),
+        (["--width", "3"], "--width 3: the embedded model draws sizes that are multiples of 6 pixels (e.g. 6)"),
+        (["--num-frames", "9"], "--num-frames: EmbeddedPipeline takes no num_frames (it is for video pipelines)"),
     ],
 )
 def test_bad_model_options_fail_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -106,6 +108,7 @@ def test_bad_model_options_fail_in_one_line(args: list[str], message: str, tmp_p
     assert proc.returncode == 2, proc.stderr
     (line,) = error_lines(proc)
     assert message in line and "Traceback" not in proc.stderr
+    assert "Loading pipeline components" not in proc.stderr  # refused before the model loads
     assert not (tmp_path / "x.png").exists()
 
 
