@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import usage_error
-from .loading import DTYPE_NAMES, OFFLOAD_MODES, is_embedded, pipeline_class_name
+from .loading import DTYPE_NAMES, OFFLOAD_MODES, is_embedded, pipeline_class_name, quiet_torchvision_notice
 from .options import guidance_float, positive_int
 
 # The pipeline call's keyword for each option that is passed only when given.
@@ -66,7 +66,8 @@ def pipeline_class(model: str | None) -> type | None:
         return None
     import diffusers
 
-    found = getattr(diffusers, name, None)
+    with quiet_torchvision_notice(model):  # the lookup imports the pipeline's module
+        found = getattr(diffusers, name, None)
     return found if isinstance(found, type) else None
 
 
