@@ -369,11 +369,16 @@ def _save(frames: list[Any], path: Path, upscale: int) -> Path:
 
 def side_by_side(full: Any, spectrum: Any, full_label: str, spectrum_label: str, caption: str) -> Any:
     """The full sampler's image left, Spectrum's right, each labelled above, the caption centred under
-    both (it is about the pair, not one column)."""
+    both (it is about the pair, not one column). Images too small for their labels (a 64x64 output) are
+    enlarged by a whole factor, nearest neighbour, so titles do not overlap and the caption fits."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=15)
     gap, pad, line = 12, 8, 22
+    column = max(font.getlength(full_label), font.getlength(spectrum_label)) + gap
+    needed = max(column / min(full.width, spectrum.width), (font.getlength(caption) - gap) / (full.width + spectrum.width))
+    scale = max(1, math.ceil(needed))
+    full, spectrum = _enlarge(full, scale), _enlarge(spectrum, scale)
     width = full.width + gap + spectrum.width
     height = pad + line + max(full.height, spectrum.height) + pad + line + pad
     canvas = Image.new("RGB", (width + 2 * pad, height), "white")
@@ -471,12 +476,11 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"full sampler: {args.steps} steps in {full_seconds:.2f} s; measured speedup {speedup:.2f}x, {quality}")
         full_path, pair_path = compare_paths(args.out)
         written.append(_save(full_frames, full_path, upscale))
-        pair = side_by_side(
-            _enlarge(full_frames[0], upscale), _enlarge(frames[0], upscale),
-            f"full sampler ({args.steps} passes)", f"Spectrum ({passes} of {args.steps} passes)",
-            f"{quality}, measured speedup {speedup:.2f}x",
-        )
-        written.append(_save([pair], pair_path, 1))
+        # A video's comparison is an animation of both, frame by frame (a GIF where the type holds one image).
+        pairs = [side_by_side(_enlarge(f, upscale), _enlarge(s, upscale), f"full sampler ({args.steps} passes)",
+                              f"Spectrum ({passes} of {args.steps} passes)", f"{quality}, measured speedup {speedup:.2f}x")
+                 for f, s in zip(full_frames, frames)]
+        written.append(_save(pairs, pair_path, 1))
     print(f"wrote {', '.join(map(str, written))}")
     return 0
 
