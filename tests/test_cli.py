@@ -144,9 +144,11 @@ def places(tmp_path: Path) -> dict[str, str]:
         (["--seed", "-1"], "argument --seed: must be an integer from 0 to 2**64-1"),
         (["--guidance-scale", "nan"], "argument --guidance-scale: must be a finite number, got 'nan'"),
         (["--speedup", "inf"], "argument --speedup: must be a finite number"),
-        (["--speedup", "40"], "--speedup: speedup must be a number in [1,"),
-        (["--steps", "4", "--speedup", "2"], "speedup must be a number in [1, 1], got 2.0. At 4 steps every one of the "
-                                             "4 steps is a warm-up step"),
+        (["--speedup", "40"], "--speedup 40: at --steps 50 the sparsest schedule still runs the network on 6 of 50 "
+                              "steps (the first 5 always run), so the highest speedup is 8.33x; use --steps 240 or more"),
+        (["--speedup", "0.5"], "--speedup: speedup must be a number in [1,"),
+        (["--steps", "4", "--speedup", "2"], "--speedup 2: at --steps 4 the sparsest schedule still runs the network on "
+                                             "4 of 4 steps (the first 4 always run), so the highest speedup is 1.00x"),
         (["--threads", "0"], "argument --threads: must be an integer >= 1"),
         (["--device", "mps"], "--device 'mps' is not available here"),
         (["--no-spectrum", "--compare"], "--compare needs Spectrum on"),
@@ -246,7 +248,8 @@ def test_python_dash_m_reports_user_errors_in_one_line(module: str) -> None:
                           capture_output=True, text=True, env=cli_env(), timeout=120)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("spectrum-cache: error: --speedup: speedup must be a number in [1, 8.333], got 99.0. At 50 steps")
+    assert line.startswith("spectrum-cache: error: --speedup 99: at --steps 50 the sparsest schedule still runs the "
+                           "network on 6 of 50 steps")
 
 
 def test_main_returns_the_exit_status_of_argparse_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -98,7 +98,9 @@ def test_offload_without_an_accelerator_is_one_line_before_loading(args: list[st
         (["--height", "0"], "argument --height: must be an integer >= 1, got '0'"),
         (["--width", "wide"], "argument --width: must be an integer >= 1, got 'wide'"),
         (["--true-cfg-scale", "2"], "--true-cfg-scale: EmbeddedPipeline takes no true_cfg_scale"),
-        (["--height", "50"], "EmbeddedPipeline refused the options: height and width must be multiples of 6, got 50x48"),
+        (["--height", "50"], "--height 50: the embedded model draws sizes that are multiples of 6 pixels (e.g. 48 or 54)"),
+        (["--width", "3"], "--width 3: the embedded model draws sizes that are multiples of 6 pixels (e.g. 6)"),
+        (["--num-frames", "9"], "--num-frames: EmbeddedPipeline takes no num_frames (it is for video pipelines)"),
     ],
 )
 def test_bad_model_options_fail_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -106,6 +108,7 @@ def test_bad_model_options_fail_in_one_line(args: list[str], message: str, tmp_p
     assert proc.returncode == 2, proc.stderr
     (line,) = error_lines(proc)
     assert message in line and "Traceback" not in proc.stderr
+    assert "Loading pipeline components" not in proc.stderr  # refused before the model loads
     assert not (tmp_path / "x.png").exists()
 
 
@@ -166,3 +169,55 @@ def test_out_into_a_missing_folder_creates_it(tmp_path: Path) -> None:
     proc = run_cli("generate", PROMPT, "--steps", "2", "--out", str(out), script=True)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()
+
+
+def _flux_folder(out: Path, image_processor: bool) -> Path:
+    """A tiny FluxPipeline folder (transformer and scheduler only, so loading stops at the missing text encoders,
+    after the pipeline's module and its image processor classes were imported); with ``image_processor`` its
+    model_index.json also lists a feature_extractor, as IP-Adapter-ready FLUX checkpoints do."""
+    folder = _broken_flux_folder(out)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["tokenizer_2"] = [None, None]
+    if image_processor:
+        index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+@pytest.mark.parametrize("image_processor", [False, True])
+def test_the_torchvision_notice_shows_only_for_a_pipeline_with_an_image_processor(image_processor: bool,
+                                                                                  tmp_path: Path) -> None:
+    import importlib.util
+
+    from spectrum_cache.loading import TORCHVISION_NOTICE
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed: transformers has no notice to give")
+    folder = _flux_folder(tmp_path / "tiny-flux", image_processor)
+    proc = run_cli("generate", PROMPT, "--model", str(folder), "--out", str(tmp_path / "x.png"), script=True)
+    assert proc.returncode == 1 and "cannot load --model" in proc.stderr  # the other messages still show
+    assert (TORCHVISION_NOTICE in proc.stderr) == image_processor, proc.stderr
+
+
+def test_the_notice_filter_drops_nothing_else() -> None:
+    import logging
+
+    from spectrum_cache.loading import TORCHVISION_NOTICE, quiet_torchvision_notice
+
+    notices = logging.getLogger("transformers.utils.import_utils")
+    seen: list[str] = []
+
+    class Keep(logging.Handler):  # on the logger itself: transformers' root logger does not propagate
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep = Keep(logging.WARNING)
+    notices.addHandler(keep)
+    try:
+        with quiet_torchvision_notice(None):
+            notices.warning(f"`CLIPImageProcessor` {TORCHVISION_NOTICE} `CLIPImageProcessorPil`")
+            notices.warning("Could not import module 'X'")
+    finally:
+        notices.removeHandler(keep)
+    assert seen == ["Could not import module 'X'"]
+    assert not notices.filters  # removed on the way out

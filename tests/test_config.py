@@ -49,6 +49,15 @@ def test_fields_are_keyword_only_and_a_positional_call_says_so():
     assert SpectrumConfig(flex_window=0.5).flex_window == 0.5
 
 
+def test_the_papers_alpha_is_named_flex_window():
+    # The README and the paper call the window's growth alpha; the field is flex_window.
+    with pytest.raises(TypeError, match=r"no field alpha: the paper's alpha is flex_window, e\.g\. "
+                       r"SpectrumConfig\(flex_window=3\.0\)"):
+        SpectrumConfig(alpha=3.0)
+    with pytest.raises(TypeError, match="flex_window"):
+        SpectrumConfig().replace(alpha=3.0)
+
+
 def test_copies_and_pickles_survive_the_keyword_only_constructor():
     import copy
     import pickle

@@ -307,7 +307,7 @@ def test_refuses_to_stack_on_a_diffusers_cache_and_leaves_nothing_behind():
 
     pipe, _ = wan22()
     pipe.transformer_2.enable_cache(FirstBlockCacheConfig(threshold=0.1))
-    with pytest.raises(ValueError, match="diffusers cache enabled \\(FirstBlockCacheConfig\\)"):
+    with pytest.raises(ValueError, match="another cache, diffusers. FirstBlockCacheConfig"):
         enable_spectrum(pipe, REAL)
     for module in pipe.transformer.modules():
         registry = getattr(module, "_diffusers_hook", None)
@@ -364,9 +364,10 @@ def test_cache_context_isolates_branches_and_reset_clears_state():
     assert hook.live_generation() is None
 
 
-def test_bare_denoiser_needs_a_step_count():
+def test_bare_denoiser_needs_a_step_count_and_is_pointed_at_the_pipeline():
     pipe, _ = flux()
-    with pytest.raises(ValueError, match="num_inference_steps is required for a bare denoiser"):
+    with pytest.raises(ValueError, match=r"num_inference_steps is required for a bare denoiser without a scheduler "
+                       r"\(FluxTransformer2DModel\): enable Spectrum on the pipeline instead, enable_spectrum\(pipe\)"):
         enable_spectrum(pipe.transformer, SpectrumConfig())
     assert not hasattr(pipe.transformer, "_diffusers_hook") or not pipe.transformer._diffusers_hook.hooks
 

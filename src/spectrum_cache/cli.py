@@ -15,13 +15,14 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import FAILURE, INTERRUPTED, USAGE_ERROR, CommandError, exit_at_once_on_interrupt, usage_error
-from .loading import DTYPE_NAMES, OFFLOAD_MODES
 from .options import add_verbose, finite_float, guidance_float, positive_int, seed_int
+from .pipeline_options import add_model_options, call_options, check_call_options, check_size, pipeline_class
 
 # The embedded model draws tiny images; written this many times larger so a person can see them.
 EMBEDDED_UPSCALE = 8
@@ -100,25 +101,10 @@ def _add_generate(subparsers: Any) -> None:
                         "torch's default otherwise)")
     p.add_argument("--model", default=None, metavar="ID_OR_FOLDER",
                    help="a diffusers pipeline id or folder (e.g. black-forest-labs/FLUX.1-dev) instead of the embedded model")
-    p.add_argument("--guidance-scale", type=guidance_float, default=None, metavar="G",
-                   help="classifier-free guidance scale (default: the pipeline's)")
-    p.add_argument("--negative-prompt", default=None, metavar="TEXT",
-                   help="what the unconditional branch of classifier-free guidance is given (default: the "
-                        "pipeline's); FLUX.1 uses it only with --true-cfg-scale above 1")
+    add_model_options(p)
     p.add_argument("--true-cfg-scale", type=guidance_float, default=None, metavar="G",
                    help="FLUX.1's true classifier-free guidance with --negative-prompt (pipelines that take "
                         "true_cfg_scale)")
-    p.add_argument("--height", type=positive_int, default=None, metavar="PX",
-                   help="image height in pixels (default: the pipeline's)")
-    p.add_argument("--width", type=positive_int, default=None, metavar="PX",
-                   help="image width in pixels (default: the pipeline's)")
-    p.add_argument("--dtype", choices=DTYPE_NAMES, default=None,
-                   help="load the weights in this dtype (default: bfloat16 for --model on an accelerator, "
-                        "else float32)")
-    p.add_argument("--offload", choices=OFFLOAD_MODES, default=None,
-                   help="keep the weights on the CPU and move them onto the accelerator as they run: model "
-                        "(diffusers' enable_model_cpu_offload, whole components) or sequential "
-                        "(enable_sequential_cpu_offload: least memory, slowest); needs an accelerator and accelerate")
     add_verbose(p)
     p.set_defaults(handler=_generate)
 
@@ -147,6 +133,20 @@ class _LogFormat(logging.Formatter):
         return f"spectrum-cache: {record.levelname.lower()}: {record.getMessage()}"
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Python warnings (SpectrumWarning, a schedule calibrated on another model, other libraries') in the
+    command's one-line style; other libraries' say whose they are, as the source line would have."""
+    text = " ".join(str(message).split())
+    origin = category.__module__.split(".")[0]
+    if origin == "builtins":  # UserWarning and the like: the package of the file that warned
+        parts = Path(filename).parts
+        origin = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else Path(filename).stem
+    if origin != PACKAGE_LOGGER:
+        text = f"{text} ({category.__name__} from {origin})"
+    print(f"spectrum-cache: warning: {text}", file=sys.stderr if file is None else file)
+
+
 @contextlib.contextmanager
 def _console_log(verbose: bool) -> Iterator[None]:
     """Show the package's log on stderr for the command's duration (the library itself only logs)."""
@@ -156,6 +156,8 @@ def _console_log(verbose: bool) -> Iterator[None]:
     saved_level = package_logger.level
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    saved_showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         if not verbose:
             yield
@@ -170,6 +172,7 @@ def _console_log(verbose: bool) -> Iterator[None]:
         finally:
             diffusers_logging.set_verbosity(saved_diffusers)
     finally:
+        warnings.showwarning = saved_showwarning
         package_logger.removeHandler(handler)
         package_logger.setLevel(saved_level)
 
@@ -261,9 +264,33 @@ def _config(speedup: float | None, steps: int) -> Any:
     try:
         config = SpectrumConfig() if speedup is None else SpectrumConfig.for_speedup(speedup, steps)
     except ValueError as error:
-        raise usage_error(f"--speedup: {error}") from None
+        raise usage_error(_speedup_advice(speedup, steps) or f"--speedup: {error}") from None
     # The pipeline supplies the step count at run time (the warm-up run uses fewer steps).
     return config.replace(num_inference_steps=None)
+
+
+def _speedup_advice(speedup: float, steps: int) -> str | None:
+    """Why --speedup is out of reach at --steps, with fixes the command line offers (the library's own
+    message suggests config fields, such as warmup_steps, that no option sets); None if it is not out of reach."""
+    from .config import SpectrumConfig
+    from .schedule import adaptive_schedule
+
+    warmup = SpectrumConfig().warmup_steps
+
+    def fewest_passes(n: int) -> int:  # the sparsest adaptive schedule: window 2, growing by n per pass
+        return len(adaptive_schedule(n, warmup, 2, n))
+
+    passes = fewest_passes(steps)
+    if not steps / passes < speedup:
+        return None
+    more = next((n for n in range(steps + 1, 10_000) if n / fewest_passes(n) >= speedup), None)
+    planned = max(1, math.floor(steps / speedup))
+    fixes = ([f"use --steps {more} or more"] if more is not None else []) + [
+        f"plan a schedule of {planned} pass{'es' if planned > 1 else ''} with `spectrum-cache calibrate --steps "
+        f"{steps} --passes {planned} --out FILE` and pass it as --schedule FILE"]
+    return (f"--speedup {speedup:g}: at --steps {steps} the sparsest schedule still runs the network on {passes} of "
+            f"{steps} steps (the first {min(warmup, steps)} always run), so the highest speedup is "
+            f"{steps / passes:.2f}x; {', or '.join(fixes)}")
 
 
 def _warn_unknown_words(pipe: Any, prompt: str) -> None:
@@ -277,50 +304,8 @@ def _warn_unknown_words(pipe: Any, prompt: str) -> None:
 
 
 # -- generate: running --------------------------------------------------------------------------------
-# The pipeline call's keyword for each option that is passed only when given (the pipeline's default otherwise).
-CALL_OPTIONS = {"guidance_scale": "--guidance-scale", "negative_prompt": "--negative-prompt",
-                "true_cfg_scale": "--true-cfg-scale", "height": "--height", "width": "--width"}
 WARMUP_STEPS = 2
 DEFAULT_STEPS = 50
-
-
-def call_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The pipeline call's keyword arguments the user set."""
-    return {key: getattr(args, key) for key in CALL_OPTIONS if getattr(args, key) is not None}
-
-
-def _pipeline_class(model: str | None) -> type | None:
-    """The pipeline class a model loads as, where it is known without loading (the embedded model, a
-    local folder's model_index.json naming a diffusers class); None for a hub id."""
-    from .loading import is_embedded, pipeline_class_name
-
-    if is_embedded(model):
-        from .embedded import EmbeddedPipeline
-
-        return EmbeddedPipeline
-    name = pipeline_class_name(model) if model is not None else None
-    if name is None:
-        return None
-    import diffusers
-
-    found = getattr(diffusers, name, None)
-    return found if isinstance(found, type) else None
-
-
-def check_call_options(pipeline: type, options: dict[str, Any]) -> None:
-    """Each option the user set must be a parameter of the pipeline's __call__: a one-line usage error
-    naming the option and the pipeline otherwise (a pipeline would raise TypeError after loading)."""
-    import inspect
-
-    parameters = inspect.signature(pipeline.__call__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    for key in options:
-        if key not in parameters:
-            raise usage_error(f"{CALL_OPTIONS[key]}: {pipeline.__name__} takes no {key}")
-    if "negative_prompt" in options and "true_cfg_scale" in parameters and "true_cfg_scale" not in options:
-        logger.warning(f"{pipeline.__name__} uses --negative-prompt only with --true-cfg-scale above 1 (true "
-                       f"classifier-free guidance); without it the negative prompt is ignored")
 
 
 def _sample(pipe: Any, prompt: str, steps: int, seed: int, device: str, options: dict[str, Any],
@@ -384,11 +369,16 @@ def _save(frames: list[Any], path: Path, upscale: int) -> Path:
 
 def side_by_side(full: Any, spectrum: Any, full_label: str, spectrum_label: str, caption: str) -> Any:
     """The full sampler's image left, Spectrum's right, each labelled above, the caption centred under
-    both (it is about the pair, not one column)."""
+    both (it is about the pair, not one column). Images too small for their labels (a 64x64 output) are
+    enlarged by a whole factor, nearest neighbour, so titles do not overlap and the caption fits."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default(size=15)
     gap, pad, line = 12, 8, 22
+    column = max(font.getlength(full_label), font.getlength(spectrum_label)) + gap
+    needed = max(column / min(full.width, spectrum.width), (font.getlength(caption) - gap) / (full.width + spectrum.width))
+    scale = max(1, math.ceil(needed))
+    full, spectrum = _enlarge(full, scale), _enlarge(spectrum, scale)
     width = full.width + gap + spectrum.width
     height = pad + line + max(full.height, spectrum.height) + pad + line + pad
     canvas = Image.new("RGB", (width + 2 * pad, height), "white")
@@ -420,7 +410,8 @@ def _generate(args: argparse.Namespace) -> int:
         check_offload(args.offload, device, args.device)
         embedded = is_embedded(args.model)
         options = call_options(args)
-        known_class = _pipeline_class(args.model)
+        check_size(args.model, options)
+        known_class = pipeline_class(args.model)
         if known_class is not None:
             check_call_options(known_class, options)
 
@@ -485,12 +476,11 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"full sampler: {args.steps} steps in {full_seconds:.2f} s; measured speedup {speedup:.2f}x, {quality}")
         full_path, pair_path = compare_paths(args.out)
         written.append(_save(full_frames, full_path, upscale))
-        pair = side_by_side(
-            _enlarge(full_frames[0], upscale), _enlarge(frames[0], upscale),
-            f"full sampler ({args.steps} passes)", f"Spectrum ({passes} of {args.steps} passes)",
-            f"{quality}, measured speedup {speedup:.2f}x",
-        )
-        written.append(_save([pair], pair_path, 1))
+        # A video's comparison is an animation of both, frame by frame (a GIF where the type holds one image).
+        pairs = [side_by_side(_enlarge(f, upscale), _enlarge(s, upscale), f"full sampler ({args.steps} passes)",
+                              f"Spectrum ({passes} of {args.steps} passes)", f"{quality}, measured speedup {speedup:.2f}x")
+                 for f, s in zip(full_frames, frames)]
+        written.append(_save(pairs, pair_path, 1))
     print(f"wrote {', '.join(map(str, written))}")
     return 0
 

@@ -1,7 +1,7 @@
 """The ``spectrum-cache calibrate`` subcommand: plan a schedule for a model and write it as JSON.
 
     spectrum-cache calibrate --passes 10 --steps 50 --out schedule.json          # the embedded model
-    spectrum-cache calibrate --model FOLDER --prompts calib.txt --passes 14 --steps 50 --guidance 3.5 --out s.json
+    spectrum-cache calibrate --model FOLDER --prompts calib.txt --passes 14 --steps 50 --guidance-scale 3.5 --out s.json
     spectrum-cache generate "a red circle" --schedule schedule.json
 
 Part of the command line (cli.py registers it); nothing else imports it.
@@ -10,12 +10,16 @@ Part of the command line (cli.py registers it); nothing else imports it.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from .errors import FAILURE, CommandError, exit_at_once_on_interrupt, usage_error
 from .options import add_verbose, guidance_float, positive_int, seed_int
+from .pipeline_options import add_model_options, call_options, check_call_options, check_size, pipeline_class
+
+logger = logging.getLogger("spectrum_cache.cli")
 
 # Calibration noise: prompt i uses seed + i; far from the bench's and generate's default seed 0, so the
 # calibration and an evaluation never share noise by accident.
@@ -35,15 +39,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="a diffusers pipeline id or folder (default: the embedded model)")
     p.add_argument("--passes", type=positive_int, required=True, metavar="K", help="network passes (compute steps)")
     p.add_argument("--steps", type=positive_int, required=True, metavar="N", help="denoising steps")
-    p.add_argument("--guidance", type=guidance_float, default=None, metavar="G",
-                   help="classifier-free guidance scale (default: the pipeline's); the schedule is for this one")
+    p.add_argument("--guidance", type=guidance_float, default=None, dest="guidance", metavar="G",
+                   help="deprecated spelling of --guidance-scale (the name generate and bench use)")
     p.add_argument("--prompts", type=Path, default=None, metavar="FILE",
                    help="calibration prompts, one per line (default for the embedded model: its bundled calibration "
                         "prompts, none of which is in the bench's list; required with --model)")
     p.add_argument("--num-prompts", type=positive_int, default=None, metavar="N",
                    help="use only the first N prompts (default: 4 of the embedded model's, all of a --prompts file)")
-    p.add_argument("--height", type=positive_int, default=None, metavar="PX", help="image height (default: the pipeline's)")
-    p.add_argument("--width", type=positive_int, default=None, metavar="PX", help="image width (default: the pipeline's)")
+    add_model_options(p)  # --guidance-scale (the schedule is for this one), --negative-prompt, --num-frames, ...
     p.add_argument("--seed", type=seed_int, default=DEFAULT_SEED, metavar="N",
                    help=f"noise seed of calibration prompt 0; prompt i uses seed + i (default {DEFAULT_SEED})")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the schedule file to write (JSON)")
@@ -78,28 +81,46 @@ def _check_out(out: Path) -> None:
         raise usage_error(f"--out {str(out)!r}: the folder {str(parent)!r} does not exist")
 
 
+def _guidance(args: argparse.Namespace) -> None:
+    """--guidance, the old spelling, becomes --guidance-scale with a warning."""
+    if args.guidance is None:
+        return
+    if args.guidance_scale is not None:
+        raise usage_error("--guidance is the deprecated spelling of --guidance-scale; give only --guidance-scale")
+    logger.warning("--guidance is deprecated; use --guidance-scale, as generate and bench do")
+    args.guidance_scale = args.guidance
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of ``spectrum-cache calibrate``."""
     with exit_at_once_on_interrupt():
+        # Every option first: nothing below may fail for bad input after loading.
+        _guidance(args)
         if args.passes > args.steps:
             raise usage_error(f"--passes {args.passes}: at most --steps ({args.steps}) steps can run the network")
         _check_out(args.out)
         prompts = _prompts(args)
-        from .loading import check_model, cpu_threads, load_model, resolve_device, torch_dtype
+        from .loading import check_model, check_offload, cpu_threads, load_model, resolve_device, torch_dtype
 
         check_model(args.model)
         device = resolve_device(args.device)
+        check_offload(args.offload, device, args.device)
+        options = call_options(args)
+        check_size(args.model, options)
+        known_class = pipeline_class(args.model)
+        if known_class is not None:
+            check_call_options(known_class, options)
         import torch
 
         if torch.device(device).type == "cpu":
             torch.set_num_threads(cpu_threads(args.threads, args.model))
-        pipe = load_model(args.model, device, torch_dtype(None, device, args.model), None)
+        pipe = load_model(args.model, device, torch_dtype(args.dtype, device, args.model), args.offload)
+        if known_class is None:  # a hub id: its class is known now
+            check_call_options(type(pipe), options)
         pipe.set_progress_bar_config(disable=True)
 
     from .integrations.calibrate import calibrate
 
-    options = {key: value for key, value in (("guidance_scale", args.guidance), ("height", args.height),
-                                             ("width", args.width)) if value is not None}
     try:
         config = calibrate(pipe, prompts, passes=args.passes, num_inference_steps=args.steps, seed=args.seed, **options)
     except (ValueError, TypeError) as error:

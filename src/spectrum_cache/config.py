@@ -154,6 +154,9 @@ class SpectrumConfig:
                 f"SpectrumConfig takes keyword arguments only, e.g. SpectrumConfig(flex_window=0.75) or "
                 f"SpectrumConfig.for_speedup(4, 50); got positional {shown}."
             )
+        if "alpha" in kwargs:  # the paper's (and the README's) name for the window's growth
+            raise TypeError(f"SpectrumConfig has no field alpha: the paper's alpha is flex_window, e.g. "
+                            f"SpectrumConfig(flex_window={kwargs['alpha']!r}).")
         return super().__new__(cls)
 
     num_inference_steps: int | None = None

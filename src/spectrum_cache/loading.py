@@ -208,6 +208,60 @@ def describe_load_error(error: BaseException) -> str:
     return message
 
 
+# transformers' once-per-process notice when a pipeline module imports an image processor class and
+# torchvision is missing; it falls back to the PIL processor, which works.
+TORCHVISION_NOTICE = "requires torchvision (not installed); falling back to"
+_TRANSFORMERS_IMPORT_LOGGER = "transformers.utils.import_utils"
+
+
+class _DropTorchvisionNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return TORCHVISION_NOTICE not in record.getMessage()
+
+
+def needs_image_processor(model: str | None) -> bool | None:
+    """Whether a pipeline loads an image processor (a feature_extractor or image_processor component):
+    read from its model_index.json (a local folder, or a hub id already in the local cache); None when
+    that is not known before loading."""
+    if is_embedded(model):
+        return False
+    index = Path(model) / "model_index.json"
+    if not index.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(model, "model_index.json")
+        except Exception:  # not a repo id, no cache: unknown
+            return None
+        if not isinstance(cached, str):
+            return None
+        index = Path(cached)
+    try:
+        components = json.loads(index.read_text())
+    except (OSError, ValueError):
+        return None
+    return any(isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)
+               and value[1].endswith(("ImageProcessor", "ImageProcessorPil", "FeatureExtractor"))
+               for value in components.values())
+
+
+@contextlib.contextmanager
+def quiet_torchvision_notice(model: str | None) -> Iterator[None]:
+    """While inside, transformers' "requires torchvision" notice is dropped if ``model`` loads no image
+    processor (a user who "fixes" it with pip install torchvision can replace their torch); every other
+    message of that logger, and the notice for a pipeline that does use an image processor, still shows."""
+    if needs_image_processor(model) is not False:
+        yield
+        return
+    notice_logger = logging.getLogger(_TRANSFORMERS_IMPORT_LOGGER)
+    dropper = _DropTorchvisionNotice()
+    notice_logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        notice_logger.removeFilter(dropper)
+
+
 @contextlib.contextmanager
 def _held_diffusers_log() -> Iterator[list[logging.LogRecord]]:
     """Hold diffusers' log records during a load: replayed if it succeeds, dropped if it fails (the
@@ -255,7 +309,7 @@ def load_model(model: str | None, device: str, dtype: Any = None, offload: str |
     get_logger(__name__).info(f"loading {model or 'the embedded model'} in {str(dtype).removeprefix('torch.')} on {device}"
                               + (f" with {offload} offload" if offload else ""))
     name = "--model " + repr(model) if model is not None else "the embedded model"
-    with _held_diffusers_log() as records:
+    with _held_diffusers_log() as records, quiet_torchvision_notice(model):
         try:
             if model is None or is_embedded(model):
                 pipe = load_pipeline(device=where, dtype=dtype, weights=model)

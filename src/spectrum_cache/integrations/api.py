@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
-from .compat import register_hook, remove_hook
+from .compat import other_cache, register_hook, remove_hook
 from .controlnet import attach_controlnet, hook_controlnet
 from .hooks import (CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, HeadHook, SpectrumHook,
                     SpectrumWarning)
@@ -31,18 +31,6 @@ logger = get_logger(__name__)
 # and the last report, kept readable after disable_spectrum.
 _DISABLE_CACHE_ATTR = "disable_cache"
 _LAST_REPORT_ATTR = "_spectrum_last_report"
-
-# Hooks from diffusers' own caches, found by the module that defines them.
-_DIFFUSERS_CACHE_MODULES = (
-    "diffusers.hooks.first_block_cache",
-    "diffusers.hooks.taylorseer_cache",
-    "diffusers.hooks.mag_cache",
-    "diffusers.hooks.sea_cache",
-    "diffusers.hooks.faster_cache",
-    "diffusers.hooks.pyramid_attention_broadcast",
-    "diffusers.hooks.text_kv_cache",
-)
-
 
 def _denoisers(target: Any, function: str) -> list[tuple[str, torch.nn.Module]]:
     """(component name, module) for a pipeline's denoisers (none for a pipeline without one), or the
@@ -68,18 +56,10 @@ def _check_free(module: torch.nn.Module) -> None:
     name = type(module).__name__
     if _denoiser_hook(module) is not None:
         raise ValueError(f"Spectrum is already enabled on {name}; call disable_spectrum first.")
-    if getattr(module, "is_cache_enabled", False):
-        raise ValueError(
-            f"{name} already has a diffusers cache enabled ({type(module._cache_config).__name__}); "
-            "call disable_cache() before enabling Spectrum."
-        )
-    for submodule in module.modules():
-        registry = getattr(submodule, "_diffusers_hook", None)
-        for hook in (registry.hooks.values() if registry is not None else ()):
-            if type(hook).__module__ in _DIFFUSERS_CACHE_MODULES:
-                raise ValueError(
-                    f"{name} already has a diffusers cache hook ({type(hook).__name__}); remove it before enabling Spectrum."
-                )
+    other = other_cache(module)
+    if other is not None:
+        raise ValueError(f"{name} is already held by another cache, {other}: Spectrum cannot be stacked on it "
+                         "(each would skip work the other plans around). Remove that cache, then enable Spectrum.")
 
 
 def _denoiser_hook(module: torch.nn.Module) -> SpectrumHook | None:
@@ -138,8 +118,10 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
             _check_scheduler(scheduler)
         elif config.num_inference_steps is None:
             raise ValueError(
-                "num_inference_steps is required for a bare denoiser without a scheduler: "
-                "pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
+                f"num_inference_steps is required for a bare denoiser without a scheduler "
+                f"({type(unwrap_module(target)).__name__}): enable Spectrum on the pipeline instead, "
+                "enable_spectrum(pipe), which reads the pipeline's scheduler at every call; for a hand-written "
+                "loop, pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
             )
 
     try:
@@ -190,7 +172,8 @@ def _attach(
 
 def _disable_cache(module: torch.nn.Module) -> None:
     """``module.disable_cache()`` while Spectrum is on: what disable_spectrum does for this module."""
-    logger.info(f"{type(module).__name__}.disable_cache(): removing Spectrum (the same as disable_spectrum)")
+    # A warning, not info: the caller asked diffusers to drop its cache and may not expect Spectrum to go too.
+    logger.warning(f"{type(module).__name__}.disable_cache(): removing Spectrum (the same as disable_spectrum)")
     _detach(module)
 
 

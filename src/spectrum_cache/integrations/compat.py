@@ -5,6 +5,13 @@ wrapped in ``module._old_forward``, which they put back when they remove their h
 that after every pipeline call). ``register_hook`` / ``remove_hook`` therefore put Spectrum's hooks
 under accelerate's, into ``_old_forward``, so both survive either order.
 
+Other caches. ``other_cache`` names a cache that holds a denoiser, read from the marks each one
+leaves: diffusers' ``enable_cache`` (its ``_cache_config``), cache-dit's ``enable_cache`` (it sets
+``_is_cached`` on the transformer and replaces its ``forward``, so a hook under it never runs), and any
+diffusers ModelHook whose module, class or registry name says "cache" (diffusers' own caches, and third-party
+ones built on ModelHook). Stacking two caches is refused either way: each would skip work the other
+plans around, and a cache that replaces the forward silently switches Spectrum off.
+
 pickle and deepcopy. diffusers' HookRegistry wraps forwards in local functions, which cannot be
 pickled: ``Unpicklable`` says so by name. A deepcopy of a Spectrum hook is an inert placeholder;
 ``api`` enables Spectrum afresh on a copied denoiser, and ``controlnet`` removes the hook from a copied
@@ -35,6 +42,34 @@ def _under_accelerate(module: torch.nn.Module) -> Iterator[None]:
     finally:
         module._old_forward = module.forward
         module.forward = outer
+
+
+# The registry names of Spectrum's own hooks (hooks.SPECTRUM_HOOKS; repeated to keep this module free of imports).
+_OWN_HOOK_PREFIX = "spectrum_cache"
+
+
+def _cache_hooks(module: torch.nn.Module) -> Iterator[tuple[str, ModelHook]]:
+    """(registry name, hook) for each ModelHook in ``module``'s tree that is not Spectrum's and says "cache"."""
+    for submodule in module.modules():
+        registry = getattr(submodule, "_diffusers_hook", None)
+        for name, hook in (registry.hooks.items() if registry is not None else ()):
+            if name.startswith(_OWN_HOOK_PREFIX):
+                continue
+            said = f"{name} {type(hook).__module__} {type(hook).__name__}".lower()
+            if "cache" in said:
+                yield name, hook
+
+
+def other_cache(module: torch.nn.Module) -> str | None:
+    """The cache other than Spectrum that holds ``module`` (a phrase naming it and how to remove it), or None."""
+    if getattr(module, "_is_cached", False):  # cache-dit's mark on the transformer it cached
+        return "cache-dit (cache_dit.enable_cache; remove it with cache_dit.disable_cache)"
+    config = getattr(module, "_cache_config", None)
+    if config is not None and type(config).__module__.split(".")[0] != "spectrum_cache":
+        return f"diffusers' {type(config).__name__} (enable_cache; remove it with disable_cache())"
+    for name, hook in _cache_hooks(module):
+        return f"the hook {name!r} ({type(hook).__module__}.{type(hook).__name__}; remove it before stacking)"
+    return None
 
 
 def register_hook(module: torch.nn.Module, hook: ModelHook, name: str) -> None:

@@ -33,7 +33,7 @@ from diffusers.hooks.hooks import ModelHook
 from ..config import SpectrumConfig
 from ..forecast import all_finite
 from .adapters import ResolvedAdapter, has_extra_inputs
-from .compat import Unpicklable
+from .compat import Unpicklable, other_cache
 from .contexts import BranchContexts, branch_name
 from .controlnet import controlnet_hint
 from .generation import Generation, SchedulerClock, Trajectory, Unplaced
@@ -103,10 +103,12 @@ class SpectrumHook(Unpicklable, ModelHook):
         self.gate = SkipGate()
         self.slot = CallSlot(len(layout.stand_in_modules) if layout is not None else 0,
                              len(layout.heads) if layout is not None else 1)
+        self.slot.on_bypass = self._bypassed
         self.generations = Generations(config, denoiser_name, self._warn, self._held_dtype)
         self._lock = threading.RLock()
         self._warned: set[str] = set()
         self._hooks_checked: weakref.ref | None = None  # the generation whose skipped modules were checked
+        self._alone_checked: weakref.ref | None = None  # the generation checked for a cache stacked on Spectrum
         self._calls = threading.local()  # per thread: the guider's state at the last call it named
         # calibrate() listens to the recorded features for the length of its recording runs:
         # observer(generation, branch label, step, feature).
@@ -161,6 +163,7 @@ class SpectrumHook(Unpicklable, ModelHook):
     @torch.compiler.disable
     def _begin(self, args: tuple, kwargs: dict) -> _Call:
         self._lock.acquire()
+        self.slot.in_call += 1
         try:
             call = self._plan(args, kwargs)
             call.args, call.kwargs = args, kwargs
@@ -203,6 +206,7 @@ class SpectrumHook(Unpicklable, ModelHook):
             self._abort()
             raise
         self.slot.clear()
+        self.slot.in_call -= 1
         self._lock.release()
         return output
 
@@ -218,6 +222,7 @@ class SpectrumHook(Unpicklable, ModelHook):
                 self.residuals.release(self.generations.current())
             self.generations.end()
         finally:
+            self.slot.in_call -= 1
             self._lock.release()
 
     # -- planning -----------------------------------------------------------------------------
@@ -242,6 +247,7 @@ class SpectrumHook(Unpicklable, ModelHook):
                 self._warn(unplaced.kind, unplaced.message)
             return _Call()
         generation = placement.generation
+        self._check_alone(generation)
         self._check_skipped_hooks(generation)
         extras = has_extra_inputs(arguments, self.layout.constant_inputs if self.layout is not None else ())
         if extras and self.residuals is not None:  # a ControlNet's residuals: only the skipped blocks read them
@@ -344,6 +350,28 @@ class SpectrumHook(Unpicklable, ModelHook):
             if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in bound:
                 bound = {**bound, **bound.pop(name)}
         return bound
+
+    def _check_alone(self, generation: Generation) -> None:
+        """Once per generation: refuse a cache stacked on Spectrum after it was enabled (one that wraps
+        the forward from outside, or hooks inside it); see compat.other_cache."""
+        if self._alone_checked is not None and self._alone_checked() is generation:
+            return
+        self._alone_checked = weakref.ref(generation)
+        other = other_cache(self.module)
+        if other is not None:
+            raise RuntimeError(self._stacked(other))
+
+    def _stacked(self, other: str) -> str:
+        name = type(self.module).__name__
+        return (f"{name} has Spectrum enabled and another cache on top of it, {other}: the two cannot be stacked "
+                f"(each skips work the other plans around). Remove that cache, or call "
+                f"spectrum_cache.disable_spectrum before enabling it.")
+
+    @torch.compiler.disable
+    def _bypassed(self) -> None:
+        """A head ran outside any call of this hook: the denoiser's forward no longer goes through Spectrum."""
+        other = other_cache(self.module) or "another library that replaced its forward after enable_spectrum"
+        raise RuntimeError(self._stacked(other) + " (Spectrum would never run.)")
 
     def _check_skipped_hooks(self, generation: Generation) -> None:
         """Once per generation: say which other hooks sit on modules that forecast steps skip."""

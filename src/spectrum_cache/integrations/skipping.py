@@ -30,6 +30,7 @@ out (calls into one denoiser take turns, so the compiled call is the forecasting
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -64,6 +65,10 @@ class CallSlot:
     def __init__(self, num_stand_ins: int = 0, num_heads: int = 1) -> None:
         self.num_stand_ins = num_stand_ins
         self.num_heads = num_heads
+        # Calls of the denoiser hook in flight (set outside compiled code). A head that runs while none is
+        # means the denoiser ran without Spectrum: another library replaced its forward (cache-dit does).
+        self.in_call = 0
+        self.on_bypass: Callable[[], None] | None = None
         self.clear()
 
     def clear(self) -> None:
@@ -215,6 +220,8 @@ class HeadHook(Unpicklable, ModelHook):
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         slot, index = self.slot, self.index
+        if not slot.in_call and slot.on_bypass is not None:
+            slot.on_bypass()
         if not slot.active or slot.features[index] is not None or not args or not isinstance(args[0], torch.Tensor):
             return args, kwargs
         slot.features[index] = args[0]  # seen (on a forecast step too: a head is replaced once per call)
