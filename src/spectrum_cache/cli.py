@@ -391,7 +391,8 @@ def side_by_side(full: Any, spectrum: Any, full_label: str, spectrum_label: str,
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .loading import check_model, check_offload, cpu_threads, is_embedded, load_model, resolve_device, torch_dtype
+    from .loading import (busy_note, check_model, check_offload, cpu_threads, is_embedded, load_model, resolve_device,
+                          torch_dtype)
 
     # Start-up (checks, imports, loading) ends at once on Ctrl-C; see exit_at_once_on_interrupt.
     with exit_at_once_on_interrupt():
@@ -418,7 +419,8 @@ def _generate(args: argparse.Namespace) -> int:
         import torch
 
         threads = cpu_threads(args.threads, args.model)
-        if torch.device(device).type == "cpu":
+        on_cpu = torch.device(device).type == "cpu"
+        if on_cpu:
             torch.set_num_threads(threads)
         where = f"on {device}" + (f" ({threads} thread{'s' if threads > 1 else ''})" if torch.device(device).type == "cpu" else "")
         if args.offload:
@@ -436,10 +438,13 @@ def _generate(args: argparse.Namespace) -> int:
     def sample(steps: int, label: str) -> tuple[Any, float]:
         return _sample(pipe, args.prompt, steps, args.seed, device, options, label)
 
+    def busy(threads: int) -> str:  # on a CPU, a timing says when other work took the cores it needed
+        return busy_note(threads) if on_cpu else ""
+
     if args.no_spectrum:
         result, seconds = sample(args.steps, "full sampler")
         written = _save(_to_pil_frames(result), args.out, upscale)
-        print(f"full sampler: {args.steps} steps computed in {seconds:.2f} s {where}; wrote {written}")
+        print(f"full sampler: {args.steps} steps computed in {seconds:.2f} s {where}{busy(threads)}; wrote {written}")
         return 0
 
     from .integrations import disable_spectrum, enable_spectrum, spectrum_summary
@@ -459,7 +464,7 @@ def _generate(args: argparse.Namespace) -> int:
     frames = _to_pil_frames(result)
     print(
         f"Spectrum: {passes} of {args.steps} steps computed, {len(branch.forecast_steps)} forecast "
-        f"(ideal speedup {branch.ideal_speedup:.2f}x) in {seconds:.2f} s {where}"
+        f"(ideal speedup {branch.ideal_speedup:.2f}x) in {seconds:.2f} s {where}{busy(threads)}"
     )
     written = [_save(frames, args.out, upscale)]
     if args.compare:
@@ -473,7 +478,8 @@ def _generate(args: argparse.Namespace) -> int:
         speedup = full_seconds / seconds
         # Identical images (e.g. --steps 1, nothing forecast) have no finite PSNR: say what it means.
         quality = f"PSNR {psnr:.2f} dB" if math.isfinite(psnr) else "images identical"
-        print(f"full sampler: {args.steps} steps in {full_seconds:.2f} s; measured speedup {speedup:.2f}x, {quality}")
+        print(f"full sampler: {args.steps} steps in {full_seconds:.2f} s; measured speedup {speedup:.2f}x, {quality}"
+              f"{busy(threads)}")
         full_path, pair_path = compare_paths(args.out)
         written.append(_save(full_frames, full_path, upscale))
         # A video's comparison is an animation of both, frame by frame (a GIF where the type holds one image).

@@ -157,6 +157,31 @@ def cpu_threads(requested: int | None, model: str | None, processes: int = 1) ->
     return max(1, torch.get_num_threads() // processes)
 
 
+def free_cores(threads: int) -> tuple[float, int]:
+    """(load from other work, the cores this process may use): the 1-minute load average less what this
+    process's own ``threads`` add while they run, and the cores of its CPU affinity."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # no load average on this platform: nothing to say
+        load = 0.0
+    return max(0.0, load - threads), cores
+
+
+def busy_note(threads: int) -> str:
+    """A note for a printed timing when other work left fewer free cores than torch's ``threads``: that
+    timing then measures the contention as much as the model. Empty when the machine had room."""
+    others, cores = free_cores(threads)
+    free = cores - others
+    if threads <= max(free, 0.0) + 0.5:
+        return ""
+    return (f" (the machine was busy: other work kept {others:.1f} of {cores} cores, so torch's {threads} "
+            f"thread{'s' if threads > 1 else ''} had about {max(free, 0.0):.1f} free; timings are unreliable"
+            + (", try --threads 1)" if threads > 1 else ")"))
+
+
 def _error_chain(error: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
     while error is not None and error not in chain:

@@ -18,9 +18,11 @@ noise; at 48x48 pixels there is nothing to compensate, so the plain sigma grid 1
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,8 +46,39 @@ def make_scheduler() -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
 
 
+# Torch threads for a call on the CPU: the model is so small that more threads only add synchronisation, and on
+# a shared machine they fight other jobs for the cores (README snippet: 24 s with torch's default 2 threads on a
+# busy 2-core CPU, 0.6 s with one).
+CPU_THREADS = 1
+
+
+def _with_cpu_threads(call: Callable[..., Any]) -> Callable[..., Any]:
+    """Runs a pipeline call on the CPU with at most ``pipeline.cpu_threads`` torch threads, restoring torch's
+    setting after; ``cpu_threads`` None leaves torch's setting alone. (The first argument is not named
+    ``self``: the pipeline's own frame is ``__call__``'s.)"""
+
+    @functools.wraps(call)
+    def run(pipeline: EmbeddedPipeline, *args: Any, **kwargs: Any) -> Any:
+        wanted = getattr(pipeline, "cpu_threads", CPU_THREADS)
+        before = torch.get_num_threads()
+        if wanted is None or pipeline.device.type != "cpu" or before <= wanted:
+            return call(pipeline, *args, **kwargs)
+        torch.set_num_threads(wanted)
+        try:
+            return call(pipeline, *args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return run
+
+
 class EmbeddedPipeline(DiffusionPipeline):
-    """Text-to-image for the embedded model: components transformer, text_encoder, tokenizer, scheduler."""
+    """Text-to-image for the embedded model: components transformer, text_encoder, tokenizer, scheduler.
+
+    On the CPU a call runs with at most ``cpu_threads`` torch threads (default 1: the model is too small to
+    share a step out, and more threads fight other work for the cores), and torch's setting is restored after;
+    set ``pipe.cpu_threads = None`` to use torch's own.
+    """
 
     model_cpu_offload_seq = "text_encoder->transformer"
     # What callback_on_step_end may read and replace (diffusers' convention).
@@ -72,6 +105,7 @@ class EmbeddedPipeline(DiffusionPipeline):
         # image x0 ("sample"), from which the velocity is (x_t - x0) / sigma; and the unit of the image
         # tokens' RoPE positions (model.image_ids: "token" for the first models, or "pixel").
         self.register_to_config(sample_size=sample_size, prediction_type=prediction_type, position_unit=position_unit)
+        self.cpu_threads: int | None = CPU_THREADS
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,6 +154,7 @@ class EmbeddedPipeline(DiffusionPipeline):
         else:
             self.scheduler.set_timesteps(num_inference_steps, device=device)
 
+    @_with_cpu_threads
     @torch.no_grad()
     def __call__(
         self,
