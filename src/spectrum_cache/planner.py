@@ -230,16 +230,15 @@ def ridge_weights(grams: np.ndarray, ridge_lambda: float, seg: np.ndarray, targe
         flat = grams.reshape(-1, size, size)
         inverse = np.stack([_ridge_inverse(gram, ridge_lambda)[0] for gram in flat]).reshape(grams.shape)
         return (inverse[rows, seg] @ targets[:, :, None])[..., 0]
-    # Forward then back substitution, one row at a time over every (b, s) together: numpy's stacked solve
-    # and inv cost microseconds per (M+1) x (M+1) system, which made them most of the search's time.
-    lower = factor[rows, seg]  # (B, N, M+1, M+1)
-    y = np.zeros(lower.shape[:3])
+    # L^-1 by forward substitution, an entry at a time over the whole stack, then A^-1 = L^-T L^-1: numpy's
+    # stacked solve and inv cost microseconds per (M+1) x (M+1) system, which made them most of the search's time.
+    inverse = np.zeros_like(factor)
     for i in range(size):
-        y[..., i] = (targets[None, :, i] - (lower[..., i, :i] * y[..., :i]).sum(-1)) / lower[..., i, i]
-    out = np.zeros_like(y)
-    for i in reversed(range(size)):
-        out[..., i] = (y[..., i] - (lower[..., i + 1:, i] * out[..., i + 1:]).sum(-1)) / lower[..., i, i]
-    return out
+        inverse[..., i, i] = 1.0 / factor[..., i, i]
+        for j in range(i):
+            inverse[..., i, j] = -(factor[..., i, j:i] * inverse[..., j:i, j]).sum(-1) / factor[..., i, i]
+    solved = (np.swapaxes(inverse, -1, -2) @ inverse) @ targets.T  # (B, K, M+1, N): every fit, every target
+    return solved[rows, seg, :, np.arange(targets.shape[0])[None, :]]
 
 class ForecastCache:
     """Forecast rows by (compute steps so far, step), and forecaster states by compute steps so far.
