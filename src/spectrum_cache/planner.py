@@ -237,7 +237,9 @@ def ridge_weights(grams: np.ndarray, ridge_lambda: float, seg: np.ndarray, targe
         inverse[..., i, i] = 1.0 / factor[..., i, i]
         for j in range(i):
             inverse[..., i, j] = -(factor[..., i, j:i] * inverse[..., j:i, j]).sum(-1) / factor[..., i, i]
-    solved = (np.swapaxes(inverse, -1, -2) @ inverse) @ targets.T  # (B, K, M+1, N): every fit, every target
+    # (B, K, M+1, N): every fit's weights for every target. Stacked small products, not one large one: a large
+    # one goes to OpenBLAS's threads, which on a busy machine made the whole search three times slower.
+    solved = (np.swapaxes(inverse, -1, -2) @ inverse) @ targets.T
     return solved[rows, seg, :, np.arange(targets.shape[0])[None, :]]
 
 class ForecastCache:
@@ -313,6 +315,10 @@ class ScheduleScorer:
         """The scores of many schedules, in one batch per schedule size. A schedule's steps outside [0, N) are
         ignored and step 0 always computes, as in ``forecast_weights``."""
         steps = [tuple(sorted({0, *(int(s) for s in schedule if 0 <= s < self.num_steps)})) for schedule in schedules]
+        return self._score_steps(steps)
+
+    def _score_steps(self, steps: Sequence[tuple[int, ...]]) -> np.ndarray:
+        """score_many of schedules already as sorted tuples of steps in [0, N) with step 0 (the search's)."""
         scores = np.empty(len(steps))
         form = self._closed_form()
         by_size: dict[int, list[int]] = {}
@@ -408,7 +414,8 @@ def search_schedule(score: Callable[[Iterable[int]], float], num_steps: int, pas
         if len(set(seed)) != passes or 0 not in seed or not all(0 <= s < num_steps for s in seed):
             raise ValueError(f"a seed schedule must hold {passes} distinct steps in [0, {num_steps}) with step 0, "
                              f"got {sorted(seed)}.")
-    many = getattr(score, "score_many", None)
+    # The search's schedules are sorted tuples with step 0 already: a ScheduleScorer skips tidying them.
+    many = score._score_steps if isinstance(score, ScheduleScorer) else getattr(score, "score_many", None)
     scored: dict[tuple[int, ...], float] = {}
     looked: set[tuple[int, ...]] = set()  # what a one-at-a-time search scores: the evaluations
 
