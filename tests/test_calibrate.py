@@ -214,6 +214,51 @@ def test_calibrate_wan_with_cfg_is_deterministic_and_round_trips(tmp_path):
         enable_spectrum(pipe, loaded)
 
 
+def test_calibrate_hides_the_pipelines_bars_and_puts_its_settings_back(capsys):
+    pipe, kwargs, prompts = _flux_cfg()
+    pipe.set_progress_bar_config(desc="mine", leave=False)
+    seen = []
+    draw = pipe.progress_bar
+
+    def spy(*args, **kw):
+        seen.append(dict(pipe._progress_bar_config))
+        return draw(*args, **kw)
+
+    pipe.progress_bar = spy
+    calibrate(pipe, prompts[:1], passes=6, num_inference_steps=12, blend_weights=(0.5,), fits=None, progress=False,
+              **kwargs)
+    assert seen and all(config == {"disable": True} for config in seen)
+    assert "it/s" not in capsys.readouterr().err  # no bar drawn at all
+    assert pipe._progress_bar_config == {"desc": "mine", "leave": False}
+    # A pipeline that had no settings has none after (diffusers' default applies again).
+    fresh, kwargs, prompts = _flux_cfg()
+    calibrate(fresh, prompts[:1], passes=6, num_inference_steps=12, blend_weights=(0.5,), fits=None, progress=False,
+              **kwargs)
+    assert "_progress_bar_config" not in vars(fresh)
+
+
+def test_calibrate_shows_one_bar_with_a_total(monkeypatch):
+    import spectrum_cache.integrations.calibrate as module
+
+    bars = []
+
+    class Recorded(module.tqdm):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            bars.append(self)
+
+    monkeypatch.setattr(module, "tqdm", Recorded)
+    pipe, kwargs, prompts = _flux_cfg()
+    config = calibrate(pipe, prompts, passes=6, num_inference_steps=12, blend_weights=(0.5, 1.0), **kwargs)
+    candidates = len(config.provenance["candidates"])
+    assert len(bars) == 1
+    # Before the search the total is the most candidates there can be (paper at 1 + 2 w, 2 fits x 3 mixes).
+    assert bars[0].total == len(prompts) * (1 + candidates) and bars[0].n == bars[0].total
+    cost = config.provenance["cost"]
+    assert all(cost[f"{phase}_seconds"] > 0 for phase in ("record", "search", "check"))
+    assert cost["record_seconds"] + cost["search_seconds"] + cost["check_seconds"] <= cost["seconds"]
+
+
 def test_calibrate_rewinds_a_given_generator():
     pipe, kwargs, prompts = _flux_cfg()
     generator = torch.Generator().manual_seed(7)
@@ -281,6 +326,13 @@ def test_calibrate_a_modular_pipeline_with_cfg():
     config = calibrate(pipe, [{"prompt_embeds": embeds}], passes=4, num_inference_steps=8, blend_weights=(0.5,),
                        progress=False, **call)
     assert len(config.compute_steps) == 4 and config.provenance["pipeline"] == "WanModularPipeline"
+    # Its loop blocks' bar settings were hidden during calibrate, and are absent again after.
+    stack, loops = [pipe._blocks], []
+    while stack:
+        block = stack.pop()
+        loops += [block] if hasattr(block, "progress_bar") else []
+        stack.extend(getattr(block, "sub_blocks", {}).values())
+    assert loops and all("_progress_bar_config" not in vars(block) for block in loops)
     enable_spectrum(pipe, config)
     pipe(prompt_embeds=embeds, num_inference_steps=8, **call)
     branches = spectrum_summary(pipe).branches

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from spectrum_cache.forecast import make_forecaster
-from spectrum_cache.planner import RecordedTrajectory, ScheduleScorer, forecast_weights, search_schedule
+from spectrum_cache.forecast import ReuseForecaster, make_forecaster
+from spectrum_cache.planner import (LinearForecast, RecordedTrajectory, ScheduleScorer, forecast_weights,
+                                    search_schedule)
 from spectrum_cache.schedule import adaptive_schedule
 
 
@@ -149,3 +150,143 @@ def test_bad_budgets_and_seeds_are_refused_by_name():
     with pytest.raises(ValueError, match="incoherent"):
         ScheduleScorer(lambda: make_forecaster("reuse", n), [RecordedTrajectory.from_features(torch.eye(n))], n,
                        incoherent=2.0)
+
+
+# -- the batched search against the one-schedule-at-a-time search it replaced --------------------------
+def _reference_score(make, trajectories, n, step_sizes, incoherent):
+    """The score as first written: W from running the forecaster on one-hot features, one schedule at a time."""
+    d = np.ones(n) if step_sizes is None else np.abs(np.asarray(step_sizes, float))
+    coherent = sum(t.weight * t.gram / max(float(d @ t.gram @ d), 1e-300) for t in trajectories)
+    per_step = sum(t.weight * t.gram / max(float(d**2 @ np.diag(t.gram)), 1e-300) for t in trajectories)
+
+    def score(schedule):
+        residual = forecast_weights(make, schedule, n) - np.eye(n)
+        u = residual.T @ d
+        value = (1 - incoherent) * float(u @ coherent @ u)
+        if incoherent:
+            value += incoherent * float(d**2 @ ((residual @ per_step) * residual).sum(axis=1))
+        return value
+
+    return score
+
+
+def _reference_search(score, num_steps, passes, seeds=(), max_sweeps=20):
+    """search_schedule as first written: every schedule scored on its own, in the order the search needs it."""
+    cache = {}
+
+    def f(schedule):
+        key = tuple(sorted(schedule))
+        if key not in cache:
+            cache[key] = score(key)
+        return cache[key]
+
+    chosen = {0}
+    while len(chosen) < passes:
+        chosen.add(min((s for s in range(num_steps) if s not in chosen), key=lambda s: (f(chosen | {s}), s)))
+
+    def improve(start):
+        current, current_score = set(start), f(start)
+        for _ in range(max_sweeps):
+            moved = False
+            for old in sorted(current - {0}):
+                for new in range(1, num_steps):
+                    if new in current:
+                        continue
+                    candidate = (current - {old}) | {new}
+                    if f(candidate) < current_score:
+                        current, current_score, moved = candidate, f(candidate), True
+                        break
+            if not moved:
+                break
+        return current
+
+    finals = [improve(start) for start in [chosen, *[set(seed) for seed in seeds]]]
+    winner = min(finals, key=lambda s: (f(s), tuple(sorted(s))))
+    return tuple(sorted(winner)), f(winner), len(cache), tuple(f(seed) for seed in seeds)
+
+
+def _trajectories(n, seed):
+    """Feature trajectories shaped like recorded ones: a smooth drift along the steps, plus a random walk."""
+    generator = torch.Generator().manual_seed(seed)
+    steps = torch.linspace(-1, 1, n, dtype=torch.float64)[:, None]
+    out = []
+    for weight in (1.0, 0.5):
+        smooth = sum(torch.randn(1, 40, generator=generator, dtype=torch.float64) * steps**p for p in range(4))
+        walk = 0.05 * torch.randn(n, 40, generator=generator, dtype=torch.float64).cumsum(0)
+        out.append(RecordedTrajectory.from_features(smooth + walk, weight))
+    return out
+
+
+FORECASTERS = [("chebyshev", None, 4, 0.1, 0.5), ("chebyshev", None, 4, 0.1, 1.0), ("chebyshev", 3, 2, 1e-4, 0.75),
+               ("chebyshev", 4, 4, 0.1, 0.0), ("reuse", None, 4, 0.1, 0.5), ("taylor1", None, 4, 0.1, 0.5),
+               ("taylor2", None, 4, 0.1, 0.5)]
+
+
+@pytest.mark.parametrize("kind,history,degree,ridge,weight", FORECASTERS)
+@pytest.mark.parametrize("shifted", [False, True])
+def test_the_closed_form_weights_are_the_forecasters(kind, history, degree, ridge, weight, shifted):
+    """LinearForecast writes down what running the forecaster on one-hot features gives, for every forecaster
+    calibrate plans with, on the step axis and on a shifted time axis."""
+    n = 24
+    times = list(np.linspace(0, n - 1, n) ** 1.3 / (n - 1) ** 0.3) if shifted else None
+
+    def make():
+        return make_forecaster(kind, n, degree, ridge, weight, times, history)
+
+    rng = np.random.default_rng(7)
+    schedules = np.array([sorted({0, *rng.choice(np.arange(1, n), 7, replace=False).tolist()}) for _ in range(12)])
+    closed = LinearForecast.of(make()).weights(schedules)
+    for schedule, weights in zip(schedules, closed):
+        # float32 rounding in the forecaster's sums; a wrong term would be off by O(0.01) or more
+        np.testing.assert_allclose(weights, forecast_weights(make, schedule.tolist(), n), rtol=0, atol=2e-5)
+
+
+def test_an_unknown_forecaster_is_run_itself():
+    class Halved(ReuseForecaster):
+        def _forecast(self, step):
+            return super()._forecast(step) / 2
+
+    n = 10
+    assert LinearForecast.of(Halved(n)) is None
+    scorer = ScheduleScorer(lambda: Halved(n), [RecordedTrajectory.from_features(torch.eye(n))], n)
+    # the fallback path runs the forecaster: the same number as the reference score
+    expected = _reference_score(lambda: Halved(n), scorer.trajectories, n, None, 0.0)([0, 5])
+    assert scorer([0, 5]) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind,history,degree,ridge,weight", FORECASTERS)
+def test_the_batched_search_makes_the_reference_searchs_decisions(kind, history, degree, ridge, weight):
+    """Same schedule, score, evaluation count and seed score as the one-at-a-time search with the forecaster
+    run itself, for each score mix and budget."""
+    n = 20
+    trajectories = _trajectories(n, seed=len(kind) + (history or 0))
+    sizes = list(np.linspace(0.08, 0.02, n))
+
+    def make():
+        return make_forecaster(kind, n, degree, ridge, weight, None, history)
+
+    for passes, incoherent in ((6, 0.0), (6, 0.5), (9, 1.0)):
+        seed = adaptive_schedule(n, 4, 2, 0.75)[:passes]
+        seeds = [seed] if len(seed) == passes else []
+        new = search_schedule(ScheduleScorer(make, trajectories, n, sizes, incoherent), n, passes, seeds=seeds)
+        schedule, score, evaluations, seed_scores = _reference_search(
+            _reference_score(make, trajectories, n, sizes, incoherent), n, passes, seeds)
+        assert new.schedule == schedule and new.evaluations == evaluations
+        assert new.score == pytest.approx(score, rel=1e-4)
+        assert new.seed_scores == pytest.approx(seed_scores, rel=1e-4)
+
+
+def test_the_batched_search_agrees_with_brute_force_on_the_greedy_step():
+    """Every schedule of 3 passes of 12 scored one at a time: the batch scores are the same numbers."""
+    n = 12
+    trajectories = _trajectories(n, seed=3)
+
+    def make():
+        return make_forecaster("chebyshev", n, 4, 0.1, 0.5)
+
+    scorer = ScheduleScorer(make, trajectories, n, None, 0.5)
+    schedules = [(0, *pair) for pair in itertools.combinations(range(1, n), 2)]
+    reference = _reference_score(make, trajectories, n, None, 0.5)
+    np.testing.assert_allclose(scorer.score_many(schedules), [reference(s) for s in schedules], rtol=1e-4)
+    best = min(schedules, key=lambda s: (reference(s), s))
+    assert min(zip(scorer.score_many(schedules), schedules))[1] == best

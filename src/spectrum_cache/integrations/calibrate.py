@@ -4,16 +4,18 @@
    the plain sampler's output) records each branch's feature at every step, a fixed random subsample of
    its elements (the forecast treats every element alike), and the sampler's step sizes.
 2. **Search.** ``planner.search_schedule`` finds, for each fit (the config's own and ``FITS``), each
-   blend weight w tried and each of the planner's scores (``INCOHERENT_SHARES``), the schedule of exactly ``passes`` steps with the lowest forecast error
-   on those trajectories (an open-loop score, computed from the trajectories' Gram matrices: milliseconds
-   per schedule).
+   blend weight w tried and each of the planner's scores (``INCOHERENT_SHARES``), the schedule of exactly
+   ``passes`` steps with the lowest forecast error on those trajectories (an open-loop score, computed from
+   the trajectories' Gram matrices, for a batch of schedules at once: about 0.1 ms per schedule).
 3. **Check.** Every candidate (per fit and score, the planned schedule of the w that scored best; and the
    paper's adaptive schedule with the same passes, with the config's fit, for each w) runs end to end on every calibration prompt with the same noise; the one
    whose output is closest to the full run's (mean PSNR) wins. The paper's schedule is a candidate, so
    the result is never worse than it on the calibration prompts.
 
-The cost is one full run per prompt plus ``passes / N`` of one per candidate and prompt; it is recorded
-in the returned config's ``provenance``.
+The cost is one full run per prompt plus ``passes / N`` of one per candidate and prompt, and the search
+(seconds); it is recorded in the returned config's ``provenance`` (``cost``: passes, and the seconds of each
+phase). One progress bar counts the pipeline runs; the pipeline's own bars are hidden meanwhile and its
+settings put back after.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..config import SpectrumConfig, check_int
 from ..forecast import make_forecaster
-from ..planner import ForecastCache, RecordedTrajectory, ScheduleScorer, search_schedule
+from ..planner import RecordedTrajectory, ScheduleScorer, search_schedule
 from ..schedule import adaptive_schedule
 from .api import _denoiser_hook, _denoisers, disable_spectrum, enable_spectrum, spectrum_summary
+from .compat import progress_bars_hidden
 from .generation import Generation, SchedulerClock
 from .provenance import describe
 from .steps import ModularPipeline
@@ -81,7 +84,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
             (``history``, ``degree``, ``ridge_lambda``) that replace ``config``'s. The default adds a local fit
             (degree 2 over the last 3 recorded steps), which planned better than the paper's full fit at 14 of
             50 passes on the test bed (docs/planning.md). None plans ``config``'s fit only.
-        progress: show progress bars.
+        progress: show one progress bar over the calibration's pipeline runs (the pipeline's own bars are
+            hidden during calibrate either way, and its settings restored after).
         call_kwargs: passed to every pipeline call (``guidance_scale``, ``height``, ``width``, ...). The
             output is compared as latents (``output_type="latent"``, a modular pipeline's ``output="latents"``)
             unless you set ``output_type`` / ``output``.
@@ -119,75 +123,50 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                                  f"{name!r}: {fields!r}.")
             fit_configs[name] = base.replace(**fields)
     runner = _Runner(pipe, n, seed, call_kwargs)
-
-    # 1. Record: the full run of every prompt, with its features.
-    # Every step computes (the warm-up spans the run), whatever step count each denoiser runs: a denoiser that
-    # runs fewer steps than planned is then refused by name (_Recorder.result), not by the schedule's check.
-    every_step = base.replace(warmup_steps=n)
-    references: list[torch.Tensor] = []
-    bar = tqdm(total=len(prompt_calls), desc="calibrate: full runs", disable=not progress)
-    enable_spectrum(pipe, every_step)
-    try:
-        recorder = _Recorder(denoisers, seed)
-        for index, extra in enumerate(prompt_calls):
-            recorder.start(index)
-            references.append(runner.run(index, extra))
-            runner.count_passes()
-            bar.update()
-        recorder.detach()
-    finally:
-        bar.close()
-        disable_spectrum(pipe)
-    trajectories, step_sizes, time_points = recorder.result(n)
-
-    # 2. Search, for each fit, w and score.
     paper = paper_schedule(n, k, base)
-    # (schedule, fit name, w): the paper's schedule with the user's own settings is the baseline.
-    candidates: list[tuple[tuple[int, ...], str, float]] = []
-    searched: dict[str, dict[str, Any]] = {}
-    bar = tqdm(desc="calibrate: schedules scored", disable=not progress, unit=" schedules")
+    # One bar over every pipeline run: the full runs, then the candidates' runs. How many candidates there are
+    # is known after the search (searches that agree share one); until then the total counts the most there
+    # can be. The pipeline's own per-run bars are hidden meanwhile.
+    most_candidates = (1 + len(weights) if paper else 0) + len(fit_configs) * len(INCOHERENT_SHARES)
+    bar = tqdm(total=len(prompt_calls) * (1 + most_candidates), desc="calibrate: full runs", unit=" runs",
+               disable=not progress)
+    seconds: dict[str, float] = {}
     try:
-        for fit_name, fit in fit_configs.items():
-            best: dict[float, tuple[float, tuple[int, ...], float]] = {}  # per score mix: the best w's (score, schedule, w)
-            for w in weights:
-                def make(c: SpectrumConfig = fit, w: float = w) -> Any:
-                    return make_forecaster(c.forecaster, n, c.degree, c.ridge_lambda, w, time_points, c.history)
+        with progress_bars_hidden(pipe):
+            # 1. Record: the full run of every prompt, with its features.
+            phase = time.perf_counter()
+            references, trajectories, step_sizes, time_points = _record(pipe, runner, denoisers, prompt_calls,
+                                                                         base.replace(warmup_steps=n), seed, bar)
+            seconds["record"] = time.perf_counter() - phase
 
-                cache = ForecastCache(make, n)
-                for share in INCOHERENT_SHARES:
-                    scorer = ScheduleScorer(make, trajectories, n, step_sizes, share, weights_cache=cache)
-                    result = search_schedule(scorer, n, k, seeds=[paper] if paper else [], progress=bar.update)
-                    searched[f"{fit_name} w={w:g} incoherent={share:g}"] = {
-                        "schedule": list(result.schedule), "score": result.score,
-                        "paper_score": result.seed_scores[0] if paper else None, "evaluations": result.evaluations}
-                    if share not in best or result.score < best[share][0]:
-                        best[share] = (result.score, result.schedule, w)
-                if paper and fit_name == AS_CONFIGURED:
-                    candidates.append((tuple(paper), fit_name, w))
-            candidates += [(schedule, fit_name, w) for _, schedule, w in best.values()]
-    finally:
-        bar.close()
-    if paper:
-        candidates.insert(0, (tuple(paper), AS_CONFIGURED, base.blend_weight))
-    unique = list(dict.fromkeys(candidates))
+            # 2. Search, for each fit, w and score.
+            phase = time.perf_counter()
+            bar.set_description("calibrate: schedule search")
+            candidates, searched = _search(fit_configs, weights, trajectories, step_sizes, time_points, n, k, paper)
+            if paper:
+                candidates.insert(0, (tuple(paper), AS_CONFIGURED, base.blend_weight))
+            unique = list(dict.fromkeys(candidates))
+            seconds["search"] = time.perf_counter() - phase
+            bar.total = len(prompt_calls) * (1 + len(unique))
+            bar.set_description("calibrate: candidate runs")
 
-    # 3. Check every candidate end to end.
-    results: list[dict[str, Any]] = []
-    bar = tqdm(total=len(unique) * len(prompt_calls), desc="calibrate: candidate runs", disable=not progress)
-    try:
-        for schedule, fit_name, w in unique:
-            enable_spectrum(pipe, fit_configs[fit_name].replace(compute_steps=schedule, blend_weight=w))
-            try:
-                scores = []
-                for index, extra in enumerate(prompt_calls):
-                    scores.append(psnr(runner.run(index, extra), references[index]))
-                    runner.count_passes()
-                    bar.update()
-            finally:
-                disable_spectrum(pipe)
-            kind = "paper" if paper and schedule == tuple(paper) else "planned"
-            results.append({"compute_steps": list(schedule), "fit": fit_name, "blend_weight": w, "kind": kind,
-                            "psnr": scores, "mean_psnr": _mean(scores)})
+            # 3. Check every candidate end to end.
+            phase = time.perf_counter()
+            results: list[dict[str, Any]] = []
+            for schedule, fit_name, w in unique:
+                enable_spectrum(pipe, fit_configs[fit_name].replace(compute_steps=schedule, blend_weight=w))
+                try:
+                    scores = []
+                    for index, extra in enumerate(prompt_calls):
+                        scores.append(psnr(runner.run(index, extra), references[index]))
+                        runner.count_passes()
+                        bar.update()
+                finally:
+                    disable_spectrum(pipe)
+                kind = "paper" if paper and schedule == tuple(paper) else "planned"
+                results.append({"compute_steps": list(schedule), "fit": fit_name, "blend_weight": w, "kind": kind,
+                                "psnr": scores, "mean_psnr": _mean(scores)})
+            seconds["check"] = time.perf_counter() - phase
     finally:
         bar.close()
     best_result = max(results, key=lambda r: r["mean_psnr"])  # the first of equals: the baseline comes first
@@ -212,13 +191,65 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         "candidates": results,
         "search": searched,
         "cost": {"network_passes": runner.passes, "full_run_passes": runner.full_passes,
-                 "seconds": round(time.perf_counter() - started, 3)},
+                 "seconds": round(time.perf_counter() - started, 3),
+                 # where the seconds went: the full runs, the schedule search, the candidates' runs
+                 **{f"{name}_seconds": round(value, 3) for name, value in seconds.items()}},
         "spectrum_cache_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     winner = fit_configs[best_result["fit"]]
     return winner.replace(compute_steps=tuple(best_result["compute_steps"]), blend_weight=best_result["blend_weight"],
                           provenance=provenance)
+
+
+def _record(pipe: Any, runner: _Runner, denoisers: list[tuple[str, torch.nn.Module]],
+            prompt_calls: list[dict[str, Any]], every_step: SpectrumConfig, seed: int,
+            bar: Any) -> tuple[list[torch.Tensor], list[RecordedTrajectory], list[float] | None, list[float] | None]:
+    """The full run of every prompt (its output, the reference) with each branch's features recorded.
+
+    Every step computes (the warm-up spans the run), whatever step count each denoiser runs: a denoiser that
+    runs fewer steps than planned is then refused by name (_Recorder.result), not by the schedule's check."""
+    references: list[torch.Tensor] = []
+    enable_spectrum(pipe, every_step)
+    try:
+        recorder = _Recorder(denoisers, seed)
+        for index, extra in enumerate(prompt_calls):
+            recorder.start(index)
+            references.append(runner.run(index, extra))
+            runner.count_passes()
+            bar.update()
+        recorder.detach()
+    finally:
+        disable_spectrum(pipe)
+    return references, *recorder.result(every_step.num_inference_steps)
+
+
+def _search(fit_configs: Mapping[str, SpectrumConfig], weights: Sequence[float],
+            trajectories: list[RecordedTrajectory], step_sizes: list[float] | None, time_points: list[float] | None,
+            n: int, k: int, paper: list[int] | None
+            ) -> tuple[list[tuple[tuple[int, ...], str, float]], dict[str, dict[str, Any]]]:
+    """The planned candidates (schedule, fit name, w), with the paper's schedule at each w for the config's
+    own fit, and every search's record for the provenance."""
+    candidates: list[tuple[tuple[int, ...], str, float]] = []
+    searched: dict[str, dict[str, Any]] = {}
+    for fit_name, fit in fit_configs.items():
+        best: dict[float, tuple[float, tuple[int, ...], float]] = {}  # per score mix: the best w's (score, schedule, w)
+        for w in weights:
+            def make(c: SpectrumConfig = fit, w: float = w) -> Any:
+                return make_forecaster(c.forecaster, n, c.degree, c.ridge_lambda, w, time_points, c.history)
+
+            for share in INCOHERENT_SHARES:
+                scorer = ScheduleScorer(make, trajectories, n, step_sizes, share)
+                result = search_schedule(scorer, n, k, seeds=[paper] if paper else [])
+                searched[f"{fit_name} w={w:g} incoherent={share:g}"] = {
+                    "schedule": list(result.schedule), "score": result.score,
+                    "paper_score": result.seed_scores[0] if paper else None, "evaluations": result.evaluations}
+                if share not in best or result.score < best[share][0]:
+                    best[share] = (result.score, result.schedule, w)
+            if paper and fit_name == AS_CONFIGURED:
+                candidates.append((tuple(paper), fit_name, w))
+        candidates += [(schedule, fit_name, w) for _, schedule, w in best.values()]
+    return candidates, searched
 
 
 def paper_schedule(num_steps: int, passes: int, config: SpectrumConfig | None = None) -> list[int] | None:

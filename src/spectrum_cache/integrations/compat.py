@@ -16,6 +16,10 @@ pickle and deepcopy. diffusers' HookRegistry wraps forwards in local functions, 
 pickled: ``Unpicklable`` says so by name. A deepcopy of a Spectrum hook is an inert placeholder;
 ``api`` enables Spectrum afresh on a copied denoiser, and ``controlnet`` removes the hook from a copied
 ControlNet (hooking it for the copied denoiser where the whole pipeline is copied).
+
+Progress bars. diffusers keeps a pipeline's progress-bar settings in ``_progress_bar_config`` (a dict, absent
+until set or until the first bar), and a modular pipeline in each of its loop blocks. ``set_progress_bar_config``
+replaces them and there is no public getter, so ``progress_bars_hidden`` reads them here to put them back.
 """
 
 from __future__ import annotations
@@ -70,6 +74,40 @@ def other_cache(module: torch.nn.Module) -> str | None:
     for name, hook in _cache_hooks(module):
         return f"the hook {name!r} ({type(hook).__module__}.{type(hook).__name__}; remove it before stacking)"
     return None
+
+
+@contextlib.contextmanager
+def progress_bars_hidden(pipe: Any) -> Iterator[None]:
+    """While inside, ``pipe`` draws no progress bar of its own; after, its settings are the ones it had (an
+    absent setting stays absent, so diffusers' default applies again)."""
+    holders = _progress_bar_holders(pipe)
+    saved = [(holder, "_progress_bar_config" in vars(holder), vars(holder).get("_progress_bar_config"))
+             for holder in holders]
+    for holder in holders:
+        holder.set_progress_bar_config(disable=True)
+    try:
+        yield
+    finally:
+        for holder, had, config in saved:
+            if had:
+                holder._progress_bar_config = config
+            else:
+                vars(holder).pop("_progress_bar_config", None)
+
+
+def _progress_bar_holders(pipe: Any) -> list[Any]:
+    """The objects whose ``_progress_bar_config`` the pipeline's bars read: the pipeline, or a modular
+    pipeline's blocks at any depth (its own ``set_progress_bar_config`` reaches the top level only)."""
+    blocks = getattr(pipe, "_blocks", None)
+    if blocks is None:
+        return [pipe] if hasattr(pipe, "set_progress_bar_config") else []
+    holders, stack = [], [blocks]
+    while stack:
+        block = stack.pop()
+        if hasattr(block, "progress_bar") and hasattr(block, "set_progress_bar_config"):
+            holders.append(block)
+        stack.extend(getattr(block, "sub_blocks", {}).values())
+    return holders
 
 
 def register_hook(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
