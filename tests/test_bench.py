@@ -194,11 +194,13 @@ def test_method_names() -> None:
     assert compute_steps(uniform.spectrum, 50)[:5] == [0, 1, 2, 6, 10]
     assert parse_method("spectrum-a0.75-w0.5-out").spectrum.forecast_output
     assert not parse_method("spectrum-a0.75-w0.5").spectrum.forecast_output
-    # The default fit is the last 4 recorded steps; -hfull is the paper's full fit.
-    assert parse_method("spectrum-a0.75-w0.5").spectrum.history == 4
+    # The default fit is every recorded step (the paper's); -hfull names it, -hK fits the last K.
+    assert parse_method("spectrum-a0.75-w0.5").spectrum.history is None  # the default: the full fit
     full_fit = parse_method("spectrum-a0.75-w0.5-hfull")
     assert full_fit.spectrum.history is None and full_fit.name == "spectrum-a0.75-w0.5-hfull"
     assert parse_method("spectrum-a0.75-w0.5-h6").spectrum.history == 6
+    with pytest.raises(ValueError, match="history must be an integer >= 5"):  # fewer points than coefficients
+        parse_method("spectrum-a0.75-w0.5-h4")
     assert parse_method("diffusers-fbc-t0.2").cache_value == 0.2
     with pytest.raises(ValueError):
         parse_method("diffusers-fbc-i3")
