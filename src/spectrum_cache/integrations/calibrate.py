@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..config import SpectrumConfig, check_int
 from ..forecast import make_forecaster
-from ..planner import ForecastCache, RecordedTrajectory, ScheduleScorer, search_schedule
+from ..planner import ForecastCache
 from ..schedule import adaptive_schedule
+from .experts import Expert, Plan, best_split, budgets, check_passes, make_expert, proportional_splits, search_expert
 from .api import _denoiser_hook, _denoisers, disable_spectrum, enable_spectrum, spectrum_summary
 from .generation import Generation, SchedulerClock
 from .provenance import describe
@@ -110,7 +111,7 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                          "(it enables Spectrum with each schedule it tries, then removes it).")
     if "prompt" in call_kwargs:
         raise ValueError("calibrate sets prompt itself; pass it as prompts=[...].")
-    base = base.replace(num_inference_steps=n, compute_steps=None, provenance=None)
+    base = base.replace(num_inference_steps=n, compute_steps=None, denoiser_steps=None, provenance=None)
     fit_configs = {AS_CONFIGURED: base}
     if base.forecaster == "chebyshev":  # the fits are the Chebyshev forecaster's; other forecasters have none
         for name, fields in (fits or {}).items():
@@ -121,8 +122,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     runner = _Runner(pipe, n, seed, call_kwargs)
 
     # 1. Record: the full run of every prompt, with its features.
-    # Every step computes (the warm-up spans the run), whatever step count each denoiser runs: a denoiser that
-    # runs fewer steps than planned is then refused by name (_Recorder.result), not by the schedule's check.
+    # Every step computes (the warm-up spans the run), whatever step count each denoiser runs: each denoiser is
+    # then planned over the steps it runs (Wan2.2's experts, an SDXL base's denoising_end, a refiner's range).
     every_step = base.replace(warmup_steps=n)
     references: list[torch.Tensor] = []
     bar = tqdm(total=len(prompt_calls), desc="calibrate: full runs", disable=not progress)
@@ -138,45 +139,66 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     finally:
         bar.close()
         disable_spectrum(pipe)
-    trajectories, step_sizes, time_points = recorder.result(n)
+    experts = recorder.experts()
+    check_passes(experts, k)
+    names = [e.name for e in experts]
+    # One schedule for a single denoiser that runs the whole call (a format-1 file, as before); else one per
+    # denoiser, each over its own steps.
+    whole = len(experts) == 1 and experts[0].num_steps == n
 
-    # 2. Search, for each fit, w and score.
-    paper = paper_schedule(n, k, base)
-    # (schedule, fit name, w): the paper's schedule with the user's own settings is the baseline.
-    candidates: list[tuple[tuple[int, ...], str, float]] = []
+    def as_fields(plan: Plan) -> dict[str, Any]:
+        if whole:
+            return {"compute_steps": plan[0][1], "denoiser_steps": None}
+        return {"compute_steps": dict(plan), "denoiser_steps": {e.name: e.num_steps for e in experts}}
+
+    def as_json(plan: Plan) -> list[int] | dict[str, list[int]]:
+        return list(plan[0][1]) if whole else {name: list(steps) for name, steps in plan}
+
+    # 2. Search, for each fit, w and score: each expert's best schedule at each budget it could get, and the
+    # split of the passes between experts whose weighted scores sum lowest.
+    paper = _paper_plan(experts, k, base)
+    # (plan, fit name, w): the paper's schedule with the user's own settings is the baseline.
+    candidates: list[tuple[Plan, str, float]] = []
     searched: dict[str, dict[str, Any]] = {}
+    ranges = budgets(experts, k)
     bar = tqdm(desc="calibrate: schedules scored", disable=not progress, unit=" schedules")
     try:
         for fit_name, fit in fit_configs.items():
-            best: dict[float, tuple[float, tuple[int, ...], float]] = {}  # per score mix: the best w's (score, schedule, w)
+            best: dict[float, tuple[float, Plan, float]] = {}  # per score mix: the best w's (score, plan, w)
             for w in weights:
-                def make(c: SpectrumConfig = fit, w: float = w) -> Any:
-                    return make_forecaster(c.forecaster, n, c.degree, c.ridge_lambda, w, time_points, c.history)
-
-                cache = ForecastCache(make, n)
+                makers = {e.name: _factory(fit, w, e) for e in experts}
+                caches = {e.name: ForecastCache(makers[e.name], e.num_steps) for e in experts}
                 for share in INCOHERENT_SHARES:
-                    scorer = ScheduleScorer(make, trajectories, n, step_sizes, share, weights_cache=cache)
-                    result = search_schedule(scorer, n, k, seeds=[paper] if paper else [], progress=bar.update)
+                    results_by_budget = [
+                        {budget: search_expert(e, makers[e.name], share, budget, _seeds(e, budget, base),
+                                               caches[e.name], progress=bar.update) for budget in allowed}
+                        for e, allowed in zip(experts, ranges)]
+                    score, split = best_split(experts, results_by_budget, k)
+                    plan = tuple((e.name, results_by_budget[i][b].schedule) for i, (e, b) in enumerate(zip(experts, split)))
+                    # The paper's score where one search scored it (one expert: its seed); per-expert seeds differ
+                    # from the paper's plan of a split.
+                    seeded = results_by_budget[0][k].seed_scores if len(experts) == 1 else ()
+                    paper_score = seeded[0] if seeded else None
                     searched[f"{fit_name} w={w:g} incoherent={share:g}"] = {
-                        "schedule": list(result.schedule), "score": result.score,
-                        "paper_score": result.seed_scores[0] if paper else None, "evaluations": result.evaluations}
-                    if share not in best or result.score < best[share][0]:
-                        best[share] = (result.score, result.schedule, w)
+                        "schedule": as_json(plan), "score": score, "paper_score": paper_score,
+                        "evaluations": sum(results_by_budget[i][b].evaluations for i, b in enumerate(split))}
+                    if share not in best or score < best[share][0]:
+                        best[share] = (score, plan, w)
                 if paper and fit_name == AS_CONFIGURED:
-                    candidates.append((tuple(paper), fit_name, w))
-            candidates += [(schedule, fit_name, w) for _, schedule, w in best.values()]
+                    candidates.append((paper, fit_name, w))
+            candidates += [(plan, fit_name, w) for _, plan, w in best.values()]
     finally:
         bar.close()
     if paper:
-        candidates.insert(0, (tuple(paper), AS_CONFIGURED, base.blend_weight))
+        candidates.insert(0, (paper, AS_CONFIGURED, base.blend_weight))
     unique = list(dict.fromkeys(candidates))
 
     # 3. Check every candidate end to end.
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(unique) * len(prompt_calls), desc="calibrate: candidate runs", disable=not progress)
     try:
-        for schedule, fit_name, w in unique:
-            enable_spectrum(pipe, fit_configs[fit_name].replace(compute_steps=schedule, blend_weight=w))
+        for plan, fit_name, w in unique:
+            enable_spectrum(pipe, fit_configs[fit_name].replace(**as_fields(plan), blend_weight=w))
             try:
                 scores = []
                 for index, extra in enumerate(prompt_calls):
@@ -185,8 +207,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                     bar.update()
             finally:
                 disable_spectrum(pipe)
-            kind = "paper" if paper and schedule == tuple(paper) else "planned"
-            results.append({"compute_steps": list(schedule), "fit": fit_name, "blend_weight": w, "kind": kind,
+            kind = "paper" if paper and plan == paper else "planned"
+            results.append({"compute_steps": as_json(plan), "fit": fit_name, "blend_weight": w, "kind": kind,
                             "psnr": scores, "mean_psnr": _mean(scores)})
     finally:
         bar.close()
@@ -207,7 +229,10 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         "metric": METRIC,
         "mean_psnr": best_result["mean_psnr"],
         "fit": best_result["fit"],
-        "paper_schedule": list(paper) if paper else None,
+        "paper_schedule": as_json(paper) if paper else None,
+        # Each denoiser's steps: how many it runs, and which steps of the pipeline call those are.
+        "steps_run": {e.name: {"steps": e.num_steps, "call_steps": list(e.call_steps) if e.call_steps else None}
+                      for e in experts},
         "paper_mean_psnr": paper_results[0]["mean_psnr"] if paper_results else None,
         "candidates": results,
         "search": searched,
@@ -217,8 +242,33 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     winner = fit_configs[best_result["fit"]]
-    return winner.replace(compute_steps=tuple(best_result["compute_steps"]), blend_weight=best_result["blend_weight"],
-                          provenance=provenance)
+    won = best_result["compute_steps"]
+    plan = ((names[0], tuple(won)),) if whole else tuple((name, tuple(won[name])) for name in names)
+    return winner.replace(**as_fields(plan), blend_weight=best_result["blend_weight"], provenance=provenance)
+
+
+def _factory(config: SpectrumConfig, w: float, expert: Expert) -> Any:
+    """A fresh forecaster of ``config`` at blend weight ``w`` over ``expert``'s steps, as generation makes it."""
+    def make() -> Any:
+        return make_forecaster(config.forecaster, expert.num_steps, config.degree, config.ridge_lambda, w,
+                               expert.time_points, config.history)
+    return make
+
+
+def _seeds(expert: Expert, budget: int, config: SpectrumConfig) -> list[list[int]]:
+    """The search's seed: the paper's schedule with ``budget`` of the expert's steps, where there is one."""
+    paper = paper_schedule(expert.num_steps, budget, config)
+    return [paper] if paper else []
+
+
+def _paper_plan(experts: list[Expert], passes: int, config: SpectrumConfig) -> Plan | None:
+    """The paper's schedule on each expert's own steps, at the split of ``passes`` nearest to one in proportion
+    to their steps that has one for every expert (holding the steps each must compute); None if none does."""
+    for split in proportional_splits(experts, passes):
+        schedules = [paper_schedule(e.num_steps, b, config) for e, b in zip(experts, split)]
+        if all(s is not None and e.forced <= set(s) for e, s in zip(experts, schedules)):
+            return tuple((e.name, tuple(s)) for e, s in zip(experts, schedules))
+    return None
 
 
 def paper_schedule(num_steps: int, passes: int, config: SpectrumConfig | None = None) -> list[int] | None:
@@ -324,15 +374,19 @@ def output_tensor(result: Any) -> torch.Tensor:
 
 
 class _Recorder:
-    """Keeps each branch's features (a fixed subsample of elements) at every step of the recording runs."""
+    """Keeps each branch's features (a fixed subsample of elements) at every step of the recording runs, per
+    denoiser, with the steps each denoiser runs and its sampler's step sizes."""
 
     def __init__(self, denoisers: list[tuple[str, torch.nn.Module]], seed: int) -> None:
         self.hooks = [_denoiser_hook(module) for _, module in denoisers]
+        self.order = [name for name, _ in denoisers]
         self.names = {id(hook): name for hook, (name, _) in zip(self.hooks, denoisers)}
         self.seed = seed
-        self.features: dict[tuple[int, str, str], dict[int, torch.Tensor]] = {}
-        self.sigmas: list[float] | None = None
-        self.time_points: list[float] | None = None
+        # per denoiser: {(prompt index, branch label): {step: feature}}
+        self.features: dict[str, dict[tuple[int, str], dict[int, torch.Tensor]]] = {}
+        # per denoiser, from its first recording run: (steps, call steps, step levels, time points)
+        self.runs: dict[str, tuple[int, tuple[int, int] | None, list[float] | None, list[float] | None]] = {}
+        self.counts: dict[str, set[tuple[int, tuple[int, int] | None]]] = {}
         self._subsets: dict[int, torch.Tensor] = {}
         self.index = 0
         for hook in self.hooks:
@@ -350,10 +404,11 @@ class _Recorder:
             flat = feature.detach().reshape(-1)
             subset = self._subset(flat.numel(), flat.device)
             kept = (flat if subset is None else flat[subset]).float().cpu()
-            self.features.setdefault((self.index, denoiser, branch), {})[step] = kept
-            if self.sigmas is None:
-                self.sigmas = step_levels(generation)
-                self.time_points = generation.time_points
+            self.features.setdefault(denoiser, {}).setdefault((self.index, branch), {})[step] = kept
+            if denoiser not in self.runs:
+                self.runs[denoiser] = (generation.num_steps, call_range(generation), step_levels(generation),
+                                       generation.time_points)
+            self.counts.setdefault(denoiser, set()).add((generation.num_steps, call_range(generation)))
         return observe
 
     def _subset(self, numel: int, device: torch.device) -> torch.Tensor | None:
@@ -364,23 +419,31 @@ class _Recorder:
             self._subsets[numel] = torch.randperm(numel, generator=generator)[:MAX_RECORDED_ELEMENTS].sort().values
         return self._subsets[numel].to(device)
 
-    def result(self, num_steps: int) -> tuple[list[RecordedTrajectory], list[float] | None, list[float] | None]:
-        trajectories = []
-        for (index, denoiser, branch), by_step in sorted(self.features.items()):
-            steps = sorted(by_step)
-            if steps != list(range(num_steps)):
-                raise ValueError(
-                    f"{denoiser}/{branch} ran steps {steps[0]}..{steps[-1]} ({len(steps)} of them) on calibration "
-                    f"prompt {index}, not the {num_steps} planned: calibrate plans one trajectory of "
-                    f"num_inference_steps steps per denoiser (a pipeline that splits its steps between experts, or "
-                    f"runs fewer at strength < 1, needs num_inference_steps set to the steps that run).")
-            trajectories.append(RecordedTrajectory.from_features(torch.stack([by_step[s] for s in steps])))
-        if not trajectories:
+    def experts(self) -> list[Expert]:
+        """One ``Expert`` per denoiser that ran, in the pipeline's order."""
+        if not self.features:
             raise ValueError("the calibration runs recorded no feature: does the pipeline call its denoiser?")
-        sizes = None
-        if self.sigmas is not None and len(self.sigmas) == num_steps + 1:
-            sizes = [abs(a - b) for a, b in zip(self.sigmas, self.sigmas[1:])]
-        return trajectories, sizes, self.time_points
+        experts = []
+        for name in (n for n in self.order if n in self.features):
+            if len(self.counts[name]) > 1:
+                raise ValueError(f"{name} ran different steps on different calibration prompts "
+                                 f"({sorted(self.counts[name], key=str)}): calibrate plans one schedule per denoiser, "
+                                 "for the steps it runs; give every prompt the same call arguments that set them.")
+            num_steps, call_steps, levels, time_points = self.runs[name]
+            sizes = [abs(a - b) for a, b in zip(levels, levels[1:])] if levels and len(levels) == num_steps + 1 else None
+            features = {f"{index}/{branch}": by_step for (index, branch), by_step in sorted(self.features[name].items())}
+            experts.append(make_expert(name, num_steps, call_steps, features, sizes, time_points))
+        return experts
+
+
+def call_range(generation: Generation) -> tuple[int, int] | None:
+    """The first and last step of the pipeline call that ``generation``'s denoiser runs (None where the loop
+    does not say which steps of a call they are)."""
+    clock = generation.clock
+    if not isinstance(clock, SchedulerClock):
+        return None
+    steps = [clock.call_step_of_index[i] for i, step in enumerate(clock.step_of_index) if step is not None]
+    return (steps[0], steps[-1]) if steps else None
 
 
 def step_levels(generation: Generation) -> list[float] | None:

@@ -1,0 +1,85 @@
+"""calibrate on every trajectory a pipeline runs: Wan2.2's two experts (the low-noise one running 1, 2, 3 and
+more steps), an SDXL base with denoising_end and its refiner with denoising_start, and samplers that call the
+denoiser more than once per step (PNDM, Heun). Budgets are counted on a leaf module inside a block."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from families import wan22
+from spectrum_cache import SpectrumConfig, calibrate, enable_spectrum, spectrum_summary
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*has hooks of its own")  # the pass counters are such hooks
+
+QUICK = dict(blend_weights=(0.5,), fits=None, progress=False)
+
+
+class _LeafCount:
+    """Counts calls of a leaf module inside a block: the network passes that really ran."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.calls = 0
+        module.register_forward_hook(lambda *_: setattr(self, "calls", self.calls + 1))
+
+
+def _wan22(boundary_ratio: float):
+    pipe, kwargs = wan22()
+    pipe.register_to_config(boundary_ratio=boundary_ratio)
+    kwargs.pop("num_inference_steps")
+    embeds = kwargs.pop("prompt_embeds")
+    prompts = [{"prompt_embeds": embeds}, {"prompt_embeds": embeds.flip(1)}]
+    return pipe, kwargs, prompts
+
+
+# At 8 steps (shift 3) the timesteps are 1000 948 883 801 694 548 338 9: the low-noise expert runs those below
+# boundary_ratio * 1000.
+@pytest.mark.parametrize("boundary_ratio,low_noise_steps,passes", [(0.3, 1, 3), (0.4, 2, 3), (0.6, 3, 4),
+                                                                   (0.85, 5, 4)])
+def test_calibrate_plans_both_wan22_experts_within_one_budget(boundary_ratio, low_noise_steps, passes):
+    pipe, kwargs, prompts = _wan22(boundary_ratio)
+    config = calibrate(pipe, prompts, passes=passes, num_inference_steps=8, **QUICK, **kwargs)
+    split = {"transformer": 8 - low_noise_steps, "transformer_2": low_noise_steps}
+    assert config.per_denoiser and config.denoiser_steps == split and config.num_inference_steps == 8
+    schedules = config.compute_steps
+    assert set(schedules) == set(split) and sum(len(s) for s in schedules.values()) == passes
+    assert all(s[0] == 0 and s[-1] < split[name] for name, s in schedules.items())  # each expert's first step
+    record = config.provenance
+    assert record["steps_run"] == {"transformer": {"steps": split["transformer"],
+                                                   "call_steps": [0, split["transformer"] - 1]},
+                                   "transformer_2": {"steps": low_noise_steps, "call_steps": [split["transformer"], 7]}}
+    assert all(sum(len(s) for s in c["compute_steps"].values()) == passes for c in record["candidates"])
+    # The budget holds on the network itself: cond and uncond each run `passes` steps over the two experts.
+    counts = {name: _LeafCount(getattr(pipe, name).blocks[0].ffn.net[0].proj) for name in split}
+    enable_spectrum(pipe, config)
+    pipe(**kwargs, **prompts[0], num_inference_steps=8)
+    assert sum(c.calls for c in counts.values()) == 2 * passes
+    assert {name: c.calls for name, c in counts.items()} == {name: 2 * len(s) for name, s in schedules.items()}
+    ran = {(b.denoiser, b.computed_steps) for b in spectrum_summary(pipe).branches}
+    assert ran == set(schedules.items())
+
+
+def test_calibrate_refuses_passes_the_experts_cannot_share_naming_them():
+    pipe, kwargs, prompts = _wan22(0.3)
+    with pytest.raises(ValueError, match=r"passes must be an integer in \[2, 8\] for this pipeline call, got 1: "
+                                         r"transformer runs 7 steps \(steps 0 to 6 of the call\).*transformer_2 runs 1"):
+        calibrate(pipe, prompts, passes=1, num_inference_steps=8, **QUICK, **kwargs)
+    assert spectrum_summary(pipe).enabled is False  # nothing left on the pipeline
+
+
+def test_best_split_minimises_the_weighted_sum():
+    import numpy as np
+
+    from spectrum_cache.integrations.experts import Expert, best_split, budgets
+    from spectrum_cache.planner import RecordedTrajectory, SearchResult
+
+    def expert(name, steps, energy):
+        return Expert(name, steps, None, (RecordedTrajectory(np.eye(steps)),), None, None, frozenset({0}), energy)
+
+    experts = [expert("a", 6, 3.0), expert("b", 4, 1.0)]
+    assert [list(r) for r in budgets(experts, 5)] == [[1, 2, 3, 4], [1, 2, 3, 4]]
+    # a's score falls fast with passes and it weighs 3/4: it gets most of them, but not all.
+    curves = [{b: SearchResult((0,), {1: 9.0, 2: 4.0, 3: 1.0, 4: 0.9}[b], 1) for b in range(1, 5)},
+              {b: SearchResult((0,), {1: 3.0, 2: 1.0, 3: 0.5, 4: 0.4}[b], 1) for b in range(1, 5)}]
+    score, split = best_split(experts, curves, 5)
+    assert split == (3, 2) and score == pytest.approx(0.75 * 1.0 + 0.25 * 1.0)
