@@ -83,3 +83,61 @@ def test_best_split_minimises_the_weighted_sum():
               {b: SearchResult((0,), {1: 3.0, 2: 1.0, 3: 0.5, 4: 0.4}[b], 1) for b in range(1, 5)}]
     score, split = best_split(experts, curves, 5)
     assert split == (3, 2) and score == pytest.approx(0.75 * 1.0 + 0.25 * 1.0)
+
+
+# -- SDXL base with denoising_end, refiner with denoising_start ------------------------------------------------
+def _unet_leaf(unet) -> _LeafCount:
+    return _LeafCount(unet.mid_block.resnets[0].conv1)
+
+
+def _base_and_refiner():
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+
+    from families import sdxl
+    from families_controlnet import _vae
+
+    base, kwargs = sdxl()
+    torch.manual_seed(1)
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(), text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
+        unet=UNet2DConditionModel(**base.unet.config), requires_aesthetics_score=False,
+        scheduler=EulerDiscreteScheduler.from_config(base.scheduler.config))
+    kwargs.pop("num_inference_steps")
+    refiner_kwargs = {k: v for k, v in kwargs.items() if k not in ("height", "width")}
+    refiner_kwargs.update({k: torch.cat([kwargs[k]] * 2) for k in (
+        "prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")},
+        num_images_per_prompt=1)
+    return base, kwargs, refiner, refiner_kwargs
+
+
+@pytest.mark.filterwarnings("error::spectrum_cache.integrations.SpectrumWarning")  # no step-count warning
+def test_calibrate_an_sdxl_base_and_its_refiner_each_for_the_steps_it_runs():
+    base, kwargs, refiner, refiner_kwargs = _base_and_refiner()
+    embeds = kwargs.pop("prompt_embeds")
+    # 12 steps: the base runs 0..8 (denoising_end 0.75), the refiner 9..11 of the same call's schedule.
+    base_config = calibrate(base, [{"prompt_embeds": embeds}], passes=4, num_inference_steps=12, denoising_end=0.75,
+                            **QUICK, **kwargs)
+    assert base_config.compute_steps.keys() == {"unet"} and base_config.denoiser_steps == {"unet": 9}
+    assert len(base_config.compute_steps["unet"]) == 4
+    assert base_config.provenance["steps_run"] == {"unet": {"steps": 9, "call_steps": [0, 8]}}
+    latents = base(**kwargs, prompt_embeds=embeds, num_inference_steps=12, denoising_end=0.75).images
+    refiner_config = calibrate(refiner, [{"image": latents}], passes=2, num_inference_steps=12, denoising_start=0.75,
+                               **QUICK, **refiner_kwargs)
+    assert refiner_config.denoiser_steps == {"unet": 3} and refiner_config.compute_steps["unet"][0] == 0
+    assert len(refiner_config.compute_steps["unet"]) == 2
+    assert refiner_config.provenance["steps_run"] == {"unet": {"steps": 3, "call_steps": [9, 11]}}
+    # Each pipeline call runs exactly its passes with its schedule.
+    for pipe, config, call in ((base, base_config, dict(kwargs, prompt_embeds=embeds, denoising_end=0.75)),
+                               (refiner, refiner_config, dict(refiner_kwargs, image=latents, denoising_start=0.75))):
+        leaf = _unet_leaf(pipe.unet)
+        enable_spectrum(pipe, config)
+        pipe(**call, num_inference_steps=12)
+        (branch,) = spectrum_summary(pipe).branches  # batched CFG: one trajectory
+        assert branch.computed_steps == config.compute_steps["unet"] and leaf.calls == len(branch.computed_steps)
+        # Another split of the same 12 steps is refused by name.
+        other = {"denoising_end": 0.5} if "denoising_end" in call else {"denoising_start": 0.5}
+        with pytest.raises(ValueError, match=r"compute_steps\['unet'\]\) was planned for its \d steps of a 12-step"):
+            pipe(**{**call, **other}, num_inference_steps=12)
+        from spectrum_cache import disable_spectrum
+
+        disable_spectrum(pipe)

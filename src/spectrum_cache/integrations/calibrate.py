@@ -124,7 +124,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     # 1. Record: the full run of every prompt, with its features.
     # Every step computes (the warm-up spans the run), whatever step count each denoiser runs: each denoiser is
     # then planned over the steps it runs (Wan2.2's experts, an SDXL base's denoising_end, a refiner's range).
-    every_step = base.replace(warmup_steps=n)
+    # num_inference_steps is left to the pipeline, which says how many steps each denoiser runs.
+    every_step = base.replace(warmup_steps=n, num_inference_steps=None)
     references: list[torch.Tensor] = []
     bar = tqdm(total=len(prompt_calls), desc="calibrate: full runs", disable=not progress)
     enable_spectrum(pipe, every_step)
