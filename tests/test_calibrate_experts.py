@@ -10,7 +10,8 @@ import torch
 from families import wan22
 from spectrum_cache import SpectrumConfig, calibrate, enable_spectrum, spectrum_summary
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*has hooks of its own")  # the pass counters are such hooks
+pytestmark = [pytest.mark.filterwarnings("ignore:.*has hooks of its own"),  # the pass counters are such hooks
+              pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")]
 
 QUICK = dict(blend_weights=(0.5,), fits=None, progress=False)
 
@@ -141,3 +142,67 @@ def test_calibrate_an_sdxl_base_and_its_refiner_each_for_the_steps_it_runs():
         from spectrum_cache import disable_spectrum
 
         disable_spectrum(pipe)
+
+
+# -- samplers that call the denoiser more than once per step -----------------------------------------------
+def _sd15(scheduler: str, **options):
+    """An SD 1.5-style pipeline: UNet blocks of 16 and 32, text 24, 8x12 latents (64x96 pixels), batched CFG."""
+    import diffusers
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), cross_attention_dim=24, norm_num_groups=8)
+    # SD 1.5's own scheduler config (scaled_linear betas, steps_offset 1), with the options under test.
+    scheduler = getattr(diffusers, scheduler).from_config(dict(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, num_train_timesteps=1000),
+        **options)
+    pipe = StableDiffusionPipeline(vae=None, text_encoder=None, tokenizer=None, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    kwargs = dict(negative_prompt_embeds=torch.randn(1, 5, 24), height=64, width=96, guidance_scale=5.0,
+                  output_type="latent")
+    prompts = [{"prompt_embeds": torch.randn(1, 5, 24, generator=torch.Generator().manual_seed(i))} for i in range(2)]
+    return pipe, kwargs, prompts
+
+
+def _runge_kutta(schedule):  # PNDM's Runge-Kutta warm-up calls its first 3 steps 4 times each
+    return sum(4 if s < 3 else 1 for s in schedule)
+
+
+# (scheduler, options, passes, denoiser calls on a schedule's steps): order-2 samplers call each step after the
+# first twice, so their second call's trajectory starts at step 1, which must then compute; PNDM's PLMS warm-up
+# calls step 1 twice.
+SAMPLERS = [
+    ("PNDMScheduler", {"skip_prk_steps": True}, 4, lambda s: len(s) + 1),
+    ("PNDMScheduler", {"skip_prk_steps": True}, 2, lambda s: len(s) + 1),
+    ("PNDMScheduler", {}, 5, _runge_kutta),
+    ("HeunDiscreteScheduler", {}, 4, lambda s: 2 * len(s) - 1),
+    ("HeunDiscreteScheduler", {}, 2, lambda s: 2 * len(s) - 1),
+    ("KDPM2DiscreteScheduler", {}, 3, lambda s: 2 * len(s) - 1),
+    ("KDPM2AncestralDiscreteScheduler", {}, 3, lambda s: 2 * len(s) - 1),
+]
+
+
+@pytest.mark.parametrize("scheduler,options,passes,calls", SAMPLERS)
+def test_calibrate_follows_the_every_step_convention_of_each_sampler(scheduler, options, passes, calls):
+    pipe, kwargs, prompts = _sd15(scheduler, **options)
+    config = calibrate(pipe, prompts, passes=passes, num_inference_steps=10, **QUICK, **kwargs)
+    schedule = config.compute_steps
+    assert isinstance(schedule, tuple) and config.num_inference_steps == 10 and len(schedule) == passes
+    if scheduler != "PNDMScheduler" or options:
+        assert schedule[:2] == (0, 1)  # the second call's trajectory starts at step 1: it computes there
+    leaf = _unet_leaf(pipe.unet)
+    enable_spectrum(pipe, config)
+    pipe(**kwargs, **prompts[0], num_inference_steps=10)
+    assert leaf.calls == calls(schedule)  # batched CFG: one call per evaluation
+    first = [b for b in spectrum_summary(pipe).branches if not b.branch.endswith("]")]
+    assert [b.computed_steps for b in first] == [schedule] and first[0].num_inference_steps == 10
+
+
+def test_calibrate_refuses_fewer_passes_than_a_sampler_must_compute():
+    pipe, kwargs, prompts = _sd15("HeunDiscreteScheduler")
+    with pytest.raises(ValueError, match=r"passes must be an integer in \[2, 10\] for this pipeline call, got 1: "
+                                         r"unet runs 10 steps .* and computes at least 2"):
+        calibrate(pipe, prompts, passes=1, num_inference_steps=10, **QUICK, **kwargs)
