@@ -65,14 +65,24 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     ``passes`` of ``num_inference_steps`` steps, chosen to make Spectrum's output closest to the full
     sampler's on ``prompts``.
 
+    Every trajectory the call runs is planned: a pipeline whose denoisers split the steps (Wan2.2's experts)
+    gets one schedule per denoiser, each over that denoiser's own steps, with ``passes`` shared between them
+    (the planner decides how many each gets); a denoiser that runs part of the call (SDXL's ``denoising_end``,
+    a refiner's ``denoising_start``, img2img strength below 1) gets a schedule over the steps it runs. Those
+    configs have ``compute_steps={denoiser: steps}`` and ``denoiser_steps``; a single denoiser that runs every
+    step gets one schedule, as before. Samplers that call the denoiser more than once per step plan the steps
+    (docs/how-it-works.md); a trajectory that starts after step 0 (Heun's second call from step 1) computes
+    its first step.
+
     Args:
         pipe: a diffusers pipeline (classic or modular) that ``enable_spectrum`` supports, with Spectrum not
             enabled on it (calibrate enables and removes it itself).
         prompts: the calibration prompts: strings (passed as ``prompt=``) or mappings of call arguments
             (``{"prompt_embeds": ..., "pooled_prompt_embeds": ...}``). Keep them apart from the prompts you
             evaluate on.
-        passes: K, how many steps run the network.
-        num_inference_steps: N, the step count the schedule is for.
+        passes: K, how many steps run the network per CFG branch over the whole pipeline call (over all its
+            denoisers together).
+        num_inference_steps: N, the pipeline call's step count (what is passed to the pipeline).
         config: the other settings (forecaster, degree, lambda, w, history, ...); the default config if None.
         seed: noise of prompt i comes from ``torch.Generator().manual_seed(seed + i)``, unless
             ``call_kwargs`` has a ``generator``, which is then rewound to its starting state for every run
@@ -87,9 +97,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
             output is compared as latents (``output_type="latent"``, a modular pipeline's ``output="latents"``)
             unless you set ``output_type`` / ``output``.
 
-    Raises ValueError for bad arguments (naming them), if Spectrum is already enabled on ``pipe``, or if a
-    denoiser of ``pipe`` does not run ``num_inference_steps`` steps of its own (Wan2.2's experts, img2img
-    strength below 1: plan for the steps that run).
+    Raises ValueError for bad arguments (naming them), if Spectrum is already enabled on ``pipe``, or if no
+    schedule runs exactly ``passes`` (each denoiser's first step computes; the error names the steps each runs).
     """
     started = time.perf_counter()
     base = SpectrumConfig() if config is None else config
