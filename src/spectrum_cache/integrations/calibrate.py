@@ -3,7 +3,8 @@
 1. **Record.** One full run per calibration prompt (Spectrum enabled with every step computing, which gives
    the plain sampler's output) records each branch's feature at every step, a fixed random subsample of
    its elements (the forecast treats every element alike), and the sampler's step sizes.
-2. **Search.** ``planner.search_schedule`` finds, for each fit (the config's own and ``FITS``), each
+2. **Search.** ``planner.search_schedule`` finds (per denoiser, over the steps it runs, at each share of the
+   passes it could get: ``experts``), for each fit (the config's own and ``FITS``), each
    blend weight w tried and each of the planner's scores (``INCOHERENT_SHARES``), the schedule of exactly ``passes`` steps with the lowest forecast error
    on those trajectories (an open-loop score, computed from the trajectories' Gram matrices: milliseconds
    per schedule).
@@ -184,7 +185,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                                                caches[e.name], progress=bar.update) for budget in allowed}
                         for e, allowed in zip(experts, ranges)]
                     score, split = best_split(experts, results_by_budget, k)
-                    plan = tuple((e.name, results_by_budget[i][b].schedule) for i, (e, b) in enumerate(zip(experts, split)))
+                    plan = tuple((e.name, results_by_budget[i][b].schedule)
+                                 for i, (e, b) in enumerate(zip(experts, split)))
                     # The paper's score where one search scored it (one expert: its seed); per-expert seeds differ
                     # from the paper's plan of a split.
                     seeded = results_by_budget[0][k].seed_scores if len(experts) == 1 else ()
@@ -440,8 +442,10 @@ class _Recorder:
                                  f"({sorted(self.counts[name], key=str)}): calibrate plans one schedule per denoiser, "
                                  "for the steps it runs; give every prompt the same call arguments that set them.")
             num_steps, call_steps, levels, time_points = self.runs[name]
-            sizes = [abs(a - b) for a, b in zip(levels, levels[1:])] if levels and len(levels) == num_steps + 1 else None
-            features = {f"{index}/{branch}": by_step for (index, branch), by_step in sorted(self.features[name].items())}
+            full = levels is not None and len(levels) == num_steps + 1
+            sizes = [abs(a - b) for a, b in zip(levels, levels[1:])] if full else None
+            features = {f"{index}/{branch}": by_step
+                        for (index, branch), by_step in sorted(self.features[name].items())}
             experts.append(make_expert(name, num_steps, call_steps, features, sizes, time_points))
         return experts
 
