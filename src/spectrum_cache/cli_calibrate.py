@@ -132,9 +132,18 @@ def run(args: argparse.Namespace) -> int:
                else "" if paper is not None else "; no adaptive schedule has exactly that many passes")
     cost = record["cost"]
     print(f"calibrated {record['pipeline']}: {args.passes} of {args.steps} steps run the network: "
-          f"{list(config.compute_steps)}, blend weight {config.blend_weight:g}; mean PSNR {record['mean_psnr']:.2f} dB "
+          f"{_schedule_text(config)}, blend weight {config.blend_weight:g}; mean PSNR {record['mean_psnr']:.2f} dB "
           f"against the full sampler on {len(prompts)} calibration prompts{against}. Cost: {cost['network_passes']} "
           f"network passes ({cost['network_passes'] / max(cost['full_run_passes'], 1) / len(prompts):.1f} full runs per "
           f"prompt), "
           f"{cost['seconds']:.0f} s. Wrote {args.out}")
     return 0
+
+
+def _schedule_text(config: Any) -> str:
+    """The schedule as printed: its steps, or each denoiser's over the steps it runs."""
+    if not config.per_denoiser:
+        return str(list(config.compute_steps))
+    counts = config.denoiser_steps or {}
+    return "; ".join(f"{name} {list(steps)}" + (f" of its {counts[name]} steps" if name in counts else "")
+                     for name, steps in config.compute_steps.items())

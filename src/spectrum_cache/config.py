@@ -23,8 +23,11 @@ FORECASTERS = ("chebyshev", "reuse", "taylor1", "taylor2")
 GUIDANCE_FORECASTS = ("paired", "independent")
 DIFFERENCE_FORECASTERS = ("reuse", "linear", "chebyshev")
 TIME_AXES = ("step", "sigma")
-# The version of the JSON that SpectrumConfig.save writes; load refuses a file of another.
+# The version of the JSON that SpectrumConfig.save writes: 1, or 2 for a config with one schedule per denoiser
+# (which format 1 readers cannot apply, so they refuse the file by its format). load reads both.
 CONFIG_FORMAT = 1
+PER_DENOISER_FORMAT = 2
+READ_FORMATS = (CONFIG_FORMAT, PER_DENOISER_FORMAT)
 # The highest Chebyshev degree accepted. Each degree keeps one more float32 copy of the feature (X^T H) in the
 # full fit (history=None),
 # so memory grows as (M + 1) x the feature's size (about 50 MB per degree for FLUX at 1024x1024), and
@@ -136,6 +139,16 @@ class SpectrumConfig:
             It is planned for one step count, so ``num_inference_steps`` must be set with it; step 0
             must compute (there is nothing to forecast from before it). ``spectrum_cache.calibrate``
             finds one; a generation that runs another step count refuses it.
+
+            Or one schedule per denoiser, ``{"transformer": (0, 1, 4), "transformer_2": (0, 2)}``: each in the
+            0-based steps of that denoiser's own trajectory (Wan2.2's low-noise expert counts its first step
+            as 0; so does an SDXL refiner run with ``denoising_start``). ``num_inference_steps`` is then the
+            pipeline call's step count (what the user passes to the pipeline), and every denoiser of the
+            pipeline needs a schedule.
+        denoiser_steps: with per-denoiser ``compute_steps`` only: how many steps each denoiser runs in a call
+            of ``num_inference_steps`` steps (``{"transformer": 8, "transformer_2": 4}``), checked at every
+            run, so a schedule is refused where the split moved (another ``boundary_ratio`` or
+            ``denoising_end``). ``None``: only that each schedule's steps exist in the run is checked.
         provenance: what a calibrated schedule was planned for (pipeline, denoiser and scheduler
             classes, hashes of their public configs, the denoisers' weights' identity, resolution,
             guidance, the calibration's cost and score), written by ``calibrate`` and kept by ``save`` /
@@ -173,7 +186,8 @@ class SpectrumConfig:
     time_axis: str = "step"
     history: int | None = None
     state_device: str | None = None
-    compute_steps: tuple[int, ...] | None = None
+    compute_steps: tuple[int, ...] | Mapping[str, tuple[int, ...]] | None = None
+    denoiser_steps: Mapping[str, int] | None = None
     provenance: Mapping[str, Any] | None = field(default=None, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -209,7 +223,15 @@ class SpectrumConfig:
             )
         if self.time_axis not in TIME_AXES:
             raise ValueError(f"time_axis must be one of {', '.join(TIME_AXES)}; got {self.time_axis!r}.")
-        if self.compute_steps is not None:
+        if self.denoiser_steps is not None and not isinstance(self.compute_steps, Mapping):
+            raise ValueError("denoiser_steps goes with one schedule per denoiser (compute_steps={name: steps}); "
+                             f"got denoiser_steps={self.denoiser_steps!r} with compute_steps={self.compute_steps!r}.")
+        if isinstance(self.compute_steps, Mapping):
+            counts, schedules = check_denoiser_schedules(self.compute_steps, self.denoiser_steps,
+                                                         self.num_inference_steps)
+            object.__setattr__(self, "compute_steps", schedules)
+            object.__setattr__(self, "denoiser_steps", counts)
+        elif self.compute_steps is not None:
             object.__setattr__(self, "compute_steps", check_schedule(self.compute_steps, self.num_inference_steps))
         if self.provenance is not None:
             object.__setattr__(self, "provenance", check_provenance(self.provenance))
@@ -218,11 +240,22 @@ class SpectrumConfig:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def per_denoiser(self) -> bool:
+        """Whether ``compute_steps`` holds one schedule per denoiser."""
+        return isinstance(self.compute_steps, Mapping)
+
     def to_dict(self) -> dict[str, Any]:
-        """Every field as JSON-ready values (``compute_steps`` as a list)."""
+        """Every field as JSON-ready values (``compute_steps`` as a list, or a dict of lists per denoiser)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if out["compute_steps"] is not None:
+        if isinstance(out["compute_steps"], Mapping):
+            out["compute_steps"] = {name: list(steps) for name, steps in out["compute_steps"].items()}
+        elif out["compute_steps"] is not None:
             out["compute_steps"] = list(out["compute_steps"])
+        if out["denoiser_steps"] is not None:
+            out["denoiser_steps"] = dict(out["denoiser_steps"])
+        else:
+            del out["denoiser_steps"]  # a format 1 file, as earlier versions wrote it
         return out
 
     @classmethod
@@ -241,7 +274,8 @@ class SpectrumConfig:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the config (with its provenance) as JSON; ``SpectrumConfig.load`` reads it back."""
-        text = json.dumps({"format": CONFIG_FORMAT, "spectrum_config": self.to_dict()}, indent=2, sort_keys=True)
+        file_format = PER_DENOISER_FORMAT if self.per_denoiser else CONFIG_FORMAT
+        text = json.dumps({"format": file_format, "spectrum_config": self.to_dict()}, indent=2, sort_keys=True)
         with open(path, "w", encoding="utf-8") as file:
             file.write(text + "\n")
 
@@ -260,9 +294,9 @@ class SpectrumConfig:
             raise ValueError(f"{name} is not a Spectrum schedule file (no 'spectrum_config' entry).")
         file_format = data.get("format")
         # type() and not ==: JSON's true equals 1 in Python, and 1.0 is not the integer save writes.
-        if type(file_format) is not int or file_format != CONFIG_FORMAT:
-            raise ValueError(f"{name} has format {file_format!r}; this version of spectrum-cache reads format "
-                             f"{CONFIG_FORMAT} (the integer).")
+        if type(file_format) is not int or file_format not in READ_FORMATS:
+            raise ValueError(f"{name} has format {file_format!r}; this version of spectrum-cache reads formats "
+                             f"{' and '.join(map(str, READ_FORMATS))} (integers).")
         try:
             return cls.from_dict(data["spectrum_config"])
         except (TypeError, ValueError) as error:
@@ -319,6 +353,60 @@ def check_schedule(steps: object, num_inference_steps: int | None) -> tuple[int,
         raise ValueError("compute_steps must include step 0: the first step has nothing to forecast from, so "
                          f"it runs the network; got {sorted(values)}.")
     return tuple(sorted(values))
+
+
+class FrozenMapping(Mapping):
+    """A read-only mapping that hashes (SpectrumConfig is frozen and hashable): per-denoiser schedules and step
+    counts. Equal to a dict with the same items."""
+
+    def __init__(self, items: Mapping[str, Any]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
+def check_denoiser_schedules(schedules: Mapping[Any, Any], counts: object, num_inference_steps: int | None
+                             ) -> tuple[FrozenMapping | None, FrozenMapping]:
+    """Per-denoiser ``compute_steps`` (and their ``denoiser_steps``) checked: (counts, schedules), or a
+    ValueError naming the denoiser's entry and what is allowed."""
+    if num_inference_steps is None:
+        raise ValueError("compute_steps={denoiser: steps} is planned for pipeline calls of one step count: set "
+                         "num_inference_steps (the call's N) with it, e.g. SpectrumConfig(num_inference_steps=40, "
+                         "compute_steps={'transformer': (0, 2, 5), 'transformer_2': (0, 3)}).")
+    if not schedules:
+        raise ValueError("compute_steps={} names no denoiser: give each denoiser's schedule, or None.")
+    if counts is not None and not isinstance(counts, Mapping):
+        raise ValueError(f"denoiser_steps must map each denoiser's name to its step count, got {counts!r}.")
+    if counts is not None and set(counts) != set(schedules):
+        raise ValueError(f"denoiser_steps must name the denoisers compute_steps names ({sorted(map(str, schedules))}), "
+                         f"got {sorted(map(str, counts))}.")
+    checked_counts: dict[str, int] = {}
+    checked: dict[str, tuple[int, ...]] = {}
+    for name, steps in schedules.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"compute_steps' keys must be denoiser names (strings, e.g. 'transformer'), got {name!r}.")
+        runs = num_inference_steps
+        if counts is not None:
+            runs = check_int(f"denoiser_steps[{name!r}]", counts[name], 1, num_inference_steps)
+            checked_counts[name] = runs
+        try:
+            checked[name] = check_schedule(steps, runs)
+        except ValueError as error:
+            raise ValueError(f"compute_steps[{name!r}]: {error}") from None
+    return (FrozenMapping(checked_counts) if counts is not None else None), FrozenMapping(checked)
 
 
 # How deep a provenance may nest: calibrate's nest 5 levels (its leaves counted); copy.deepcopy and pickle of a

@@ -102,6 +102,8 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
             "enable_spectrum: scheduler= is for a bare denoiser; a pipeline runs with its own scheduler "
             "(pipe.scheduler), which Spectrum reads at every call. Set pipe.scheduler instead."
         )
+    if config.per_denoiser:
+        _check_schedules_cover(config, denoisers, is_pipeline, target)
     plans: list[tuple[str, torch.nn.Module, ResolvedAdapter | None, str]] = []
     for name, module in denoisers:
         _check_free(module)
@@ -133,6 +135,27 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
         for _, module, _, _ in plans:  # leave nothing half-initialised
             _detach(module)
         raise
+
+
+def _check_schedules_cover(config: SpectrumConfig, denoisers: list[tuple[str, torch.nn.Module]], is_pipeline: bool,
+                           target: Any) -> None:
+    """Per-denoiser schedules name exactly the pipeline's denoisers (one without a schedule would run a
+    schedule planned for another; a name the pipeline lacks is a schedule for another pipeline)."""
+    names = list(config.compute_steps)
+    if not is_pipeline:
+        raise ValueError(
+            f"compute_steps holds one schedule per denoiser of a pipeline ({', '.join(names)}); a bare denoiser "
+            "takes one schedule: SpectrumConfig(num_inference_steps=<its steps>, compute_steps=(0, ...)).")
+    present = [name for name, _ in denoisers]
+    missing = [name for name in present if name not in names]
+    unknown = [name for name in names if name not in present]
+    if missing or unknown:
+        raise ValueError(
+            f"compute_steps has schedules for {', '.join(names)}, and {type(target).__name__}'s denoisers are "
+            f"{', '.join(present)}: "
+            + "; ".join([*(f"no schedule for {name}" for name in missing),
+                         *(f"no denoiser {name}" for name in unknown)])
+            + ". Give one schedule per denoiser of this pipeline.")
 
 
 def _attach(

@@ -3,10 +3,11 @@
 1. **Record.** One full run per calibration prompt (Spectrum enabled with every step computing, which gives
    the plain sampler's output) records each branch's feature at every step, a fixed random subsample of
    its elements (the forecast treats every element alike), and the sampler's step sizes.
-2. **Search.** ``planner.search_schedule`` finds, for each fit (the config's own and ``FITS``), each
-   blend weight w tried and each of the planner's scores (``INCOHERENT_SHARES``), the schedule of exactly
-   ``passes`` steps with the lowest forecast error on those trajectories (an open-loop score, computed from
-   the trajectories' Gram matrices, for a batch of schedules at once: about 0.1 ms per schedule).
+2. **Search.** ``planner.search_schedule`` finds (per denoiser, over the steps it runs, at each share of the
+   passes it could get: ``experts``), for each fit (the config's own and ``FITS``), each blend weight w tried
+   and each of the planner's scores (``INCOHERENT_SHARES``), the schedule of exactly ``passes`` steps with the
+   lowest forecast error on those trajectories (an open-loop score, computed from the trajectories' Gram
+   matrices, for a batch of schedules at once: about 0.1 ms per schedule).
 3. **Check.** Every candidate (per fit and score, the planned schedule of the w that scored best; and the
    paper's adaptive schedule with the same passes, with the config's fit, for each w) runs end to end on every calibration prompt with the same noise; the one
    whose output is closest to the full run's (mean PSNR) wins. The paper's schedule is a candidate, so
@@ -34,8 +35,9 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..config import SpectrumConfig, check_int
 from ..forecast import make_forecaster
-from ..planner import RecordedTrajectory, ScheduleScorer, search_schedule
+from ..planner import ForecastCache
 from ..schedule import adaptive_schedule
+from .experts import Expert, Plan, best_split, budgets, check_passes, make_expert, proportional_splits, search_expert
 from .api import _denoiser_hook, _denoisers, disable_spectrum, enable_spectrum, spectrum_summary
 from .compat import progress_bars_hidden
 from .generation import Generation, SchedulerClock
@@ -67,14 +69,24 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     ``passes`` of ``num_inference_steps`` steps, chosen to make Spectrum's output closest to the full
     sampler's on ``prompts``.
 
+    Every trajectory the call runs is planned: a pipeline whose denoisers split the steps (Wan2.2's experts)
+    gets one schedule per denoiser, each over that denoiser's own steps, with ``passes`` shared between them
+    (the planner decides how many each gets); a denoiser that runs part of the call (SDXL's ``denoising_end``,
+    a refiner's ``denoising_start``, img2img strength below 1) gets a schedule over the steps it runs. Those
+    configs have ``compute_steps={denoiser: steps}`` and ``denoiser_steps``; a single denoiser that runs every
+    step gets one schedule, as before. Samplers that call the denoiser more than once per step plan the steps
+    (docs/how-it-works.md); a trajectory that starts after step 0 (Heun's second call from step 1) computes
+    its first step.
+
     Args:
         pipe: a diffusers pipeline (classic or modular) that ``enable_spectrum`` supports, with Spectrum not
             enabled on it (calibrate enables and removes it itself).
         prompts: the calibration prompts: strings (passed as ``prompt=``) or mappings of call arguments
             (``{"prompt_embeds": ..., "pooled_prompt_embeds": ...}``). Keep them apart from the prompts you
             evaluate on.
-        passes: K, how many steps run the network.
-        num_inference_steps: N, the step count the schedule is for.
+        passes: K, how many steps run the network per CFG branch over the whole pipeline call (over all its
+            denoisers together).
+        num_inference_steps: N, the pipeline call's step count (what is passed to the pipeline).
         config: the other settings (forecaster, degree, lambda, w, history, ...); the default config if None.
         seed: noise of prompt i comes from ``torch.Generator().manual_seed(seed + i)``, unless
             ``call_kwargs`` has a ``generator``, which is then rewound to its starting state for every run
@@ -90,9 +102,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
             output is compared as latents (``output_type="latent"``, a modular pipeline's ``output="latents"``)
             unless you set ``output_type`` / ``output``.
 
-    Raises ValueError for bad arguments (naming them), if Spectrum is already enabled on ``pipe``, or if a
-    denoiser of ``pipe`` does not run ``num_inference_steps`` steps of its own (Wan2.2's experts, img2img
-    strength below 1: plan for the steps that run).
+    Raises ValueError for bad arguments (naming them), if Spectrum is already enabled on ``pipe``, or if no
+    schedule runs exactly ``passes`` (each denoiser's first step computes; the error names the steps each runs).
     """
     started = time.perf_counter()
     base = SpectrumConfig() if config is None else config
@@ -114,7 +125,7 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                          "(it enables Spectrum with each schedule it tries, then removes it).")
     if "prompt" in call_kwargs:
         raise ValueError("calibrate sets prompt itself; pass it as prompts=[...].")
-    base = base.replace(num_inference_steps=n, compute_steps=None, provenance=None)
+    base = base.replace(num_inference_steps=n, compute_steps=None, denoiser_steps=None, provenance=None)
     fit_configs = {AS_CONFIGURED: base}
     if base.forecaster == "chebyshev":  # the fits are the Chebyshev forecaster's; other forecasters have none
         for name, fields in (fits or {}).items():
@@ -123,28 +134,57 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                                  f"{name!r}: {fields!r}.")
             fit_configs[name] = base.replace(**fields)
     runner = _Runner(pipe, n, seed, call_kwargs)
-    paper = paper_schedule(n, k, base)
-    # One bar over every pipeline run: the full runs, then the candidates' runs. How many candidates there are
-    # is known after the search (searches that agree share one); until then the total counts the most there
-    # can be. The pipeline's own per-run bars are hidden meanwhile.
-    most_candidates = (1 + len(weights) if paper else 0) + len(fit_configs) * len(INCOHERENT_SHARES)
-    bar = tqdm(total=len(prompt_calls) * (1 + most_candidates), desc="calibrate: full runs", unit=" runs",
-               disable=not progress)
     seconds: dict[str, float] = {}
+    # One bar over every pipeline run: the full runs, then the candidates' runs. How many candidates there are is
+    # known after the search (searches that agree share one); until then the total counts the full runs only.
+    # The pipeline's own per-run bars are hidden meanwhile.
+    bar = tqdm(total=len(prompt_calls), desc="calibrate: full runs", unit=" runs", disable=not progress)
     try:
         with progress_bars_hidden(pipe):
             # 1. Record: the full run of every prompt, with its features.
+            # Every step computes (the warm-up spans the run), whatever step count each denoiser runs: each
+            # denoiser is then planned over the steps it runs (Wan2.2's experts, an SDXL base's denoising_end, a
+            # refiner's range). num_inference_steps is left to the pipeline, which says how many steps each
+            # denoiser runs.
             phase = time.perf_counter()
-            references, trajectories, step_sizes, time_points = _record(pipe, runner, denoisers, prompt_calls,
-                                                                         base.replace(warmup_steps=n), seed, bar)
+            every_step = base.replace(warmup_steps=n, num_inference_steps=None)
+            references: list[torch.Tensor] = []
+            enable_spectrum(pipe, every_step)
+            try:
+                recorder = _Recorder(denoisers, seed)
+                for index, extra in enumerate(prompt_calls):
+                    recorder.start(index)
+                    references.append(runner.run(index, extra))
+                    runner.count_passes()
+                    bar.update()
+                recorder.detach()
+            finally:
+                disable_spectrum(pipe)
+            experts = recorder.experts()
+            check_passes(experts, k)
+            names = [e.name for e in experts]
+            # One schedule for a single denoiser that runs the whole call (a format-1 file, as before); else one
+            # per denoiser, each over its own steps.
+            whole = len(experts) == 1 and experts[0].num_steps == n
+
+            def as_fields(plan: Plan) -> dict[str, Any]:
+                if whole:
+                    return {"compute_steps": plan[0][1], "denoiser_steps": None}
+                return {"compute_steps": dict(plan), "denoiser_steps": {e.name: e.num_steps for e in experts}}
+
+            def as_json(plan: Plan) -> list[int] | dict[str, list[int]]:
+                return list(plan[0][1]) if whole else {name: list(steps) for name, steps in plan}
+
             seconds["record"] = time.perf_counter() - phase
 
-            # 2. Search, for each fit, w and score.
+            # 2. Search, for each fit, w and score: each expert's best schedule at each budget it could get, and
+            # the split of the passes between experts whose weighted scores sum lowest.
             phase = time.perf_counter()
             bar.set_description("calibrate: schedule search")
-            candidates, searched = _search(fit_configs, weights, trajectories, step_sizes, time_points, n, k, paper)
+            paper = _paper_plan(experts, k, base)
+            candidates, searched = _search(experts, fit_configs, weights, k, base, paper, as_json)
             if paper:
-                candidates.insert(0, (tuple(paper), AS_CONFIGURED, base.blend_weight))
+                candidates.insert(0, (paper, AS_CONFIGURED, base.blend_weight))
             unique = list(dict.fromkeys(candidates))
             seconds["search"] = time.perf_counter() - phase
             bar.total = len(prompt_calls) * (1 + len(unique))
@@ -153,8 +193,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
             # 3. Check every candidate end to end.
             phase = time.perf_counter()
             results: list[dict[str, Any]] = []
-            for schedule, fit_name, w in unique:
-                enable_spectrum(pipe, fit_configs[fit_name].replace(compute_steps=schedule, blend_weight=w))
+            for plan, fit_name, w in unique:
+                enable_spectrum(pipe, fit_configs[fit_name].replace(**as_fields(plan), blend_weight=w))
                 try:
                     scores = []
                     for index, extra in enumerate(prompt_calls):
@@ -163,8 +203,8 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                         bar.update()
                 finally:
                     disable_spectrum(pipe)
-                kind = "paper" if paper and schedule == tuple(paper) else "planned"
-                results.append({"compute_steps": list(schedule), "fit": fit_name, "blend_weight": w, "kind": kind,
+                kind = "paper" if paper and plan == paper else "planned"
+                results.append({"compute_steps": as_json(plan), "fit": fit_name, "blend_weight": w, "kind": kind,
                                 "psnr": scores, "mean_psnr": _mean(scores)})
             seconds["check"] = time.perf_counter() - phase
     finally:
@@ -186,7 +226,10 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         "metric": METRIC,
         "mean_psnr": best_result["mean_psnr"],
         "fit": best_result["fit"],
-        "paper_schedule": list(paper) if paper else None,
+        "paper_schedule": as_json(paper) if paper else None,
+        # Each denoiser's steps: how many it runs, and which steps of the pipeline call those are.
+        "steps_run": {e.name: {"steps": e.num_steps, "call_steps": list(e.call_steps) if e.call_steps else None}
+                      for e in experts},
         "paper_mean_psnr": paper_results[0]["mean_psnr"] if paper_results else None,
         "candidates": results,
         "search": searched,
@@ -198,57 +241,66 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     winner = fit_configs[best_result["fit"]]
-    return winner.replace(compute_steps=tuple(best_result["compute_steps"]), blend_weight=best_result["blend_weight"],
-                          provenance=provenance)
+    won = best_result["compute_steps"]
+    plan = ((names[0], tuple(won)),) if whole else tuple((name, tuple(won[name])) for name in names)
+    return winner.replace(**as_fields(plan), blend_weight=best_result["blend_weight"], provenance=provenance)
 
 
-def _record(pipe: Any, runner: _Runner, denoisers: list[tuple[str, torch.nn.Module]],
-            prompt_calls: list[dict[str, Any]], every_step: SpectrumConfig, seed: int,
-            bar: Any) -> tuple[list[torch.Tensor], list[RecordedTrajectory], list[float] | None, list[float] | None]:
-    """The full run of every prompt (its output, the reference) with each branch's features recorded.
-
-    Every step computes (the warm-up spans the run), whatever step count each denoiser runs: a denoiser that
-    runs fewer steps than planned is then refused by name (_Recorder.result), not by the schedule's check."""
-    references: list[torch.Tensor] = []
-    enable_spectrum(pipe, every_step)
-    try:
-        recorder = _Recorder(denoisers, seed)
-        for index, extra in enumerate(prompt_calls):
-            recorder.start(index)
-            references.append(runner.run(index, extra))
-            runner.count_passes()
-            bar.update()
-        recorder.detach()
-    finally:
-        disable_spectrum(pipe)
-    return references, *recorder.result(every_step.num_inference_steps)
+def _factory(config: SpectrumConfig, w: float, expert: Expert) -> Any:
+    """A fresh forecaster of ``config`` at blend weight ``w`` over ``expert``'s steps, as generation makes it."""
+    def make() -> Any:
+        return make_forecaster(config.forecaster, expert.num_steps, config.degree, config.ridge_lambda, w,
+                               expert.time_points, config.history)
+    return make
 
 
-def _search(fit_configs: Mapping[str, SpectrumConfig], weights: Sequence[float],
-            trajectories: list[RecordedTrajectory], step_sizes: list[float] | None, time_points: list[float] | None,
-            n: int, k: int, paper: list[int] | None
-            ) -> tuple[list[tuple[tuple[int, ...], str, float]], dict[str, dict[str, Any]]]:
-    """The planned candidates (schedule, fit name, w), with the paper's schedule at each w for the config's
-    own fit, and every search's record for the provenance."""
-    candidates: list[tuple[tuple[int, ...], str, float]] = []
+def _seeds(expert: Expert, budget: int, config: SpectrumConfig) -> list[list[int]]:
+    """The search's seed: the paper's schedule with ``budget`` of the expert's steps, where there is one."""
+    paper = paper_schedule(expert.num_steps, budget, config)
+    return [paper] if paper else []
+
+
+def _paper_plan(experts: list[Expert], passes: int, config: SpectrumConfig) -> Plan | None:
+    """The paper's schedule on each expert's own steps, at the split of ``passes`` nearest to one in proportion
+    to their steps that has one for every expert (holding the steps each must compute); None if none does."""
+    for split in proportional_splits(experts, passes):
+        schedules = [paper_schedule(e.num_steps, b, config) for e, b in zip(experts, split)]
+        if all(s is not None and e.forced <= set(s) for e, s in zip(experts, schedules)):
+            return tuple((e.name, tuple(s)) for e, s in zip(experts, schedules))
+    return None
+
+
+def _search(experts: list[Expert], fit_configs: Mapping[str, SpectrumConfig], weights: Sequence[float], k: int,
+            base: SpectrumConfig, paper: Plan | None, as_json: Any
+            ) -> tuple[list[tuple[Plan, str, float]], dict[str, dict[str, Any]]]:
+    """The planned candidates (plan, fit name, w), with the paper's plan at each w for the config's own fit, and
+    every search's record for the provenance."""
+    candidates: list[tuple[Plan, str, float]] = []
     searched: dict[str, dict[str, Any]] = {}
+    ranges = budgets(experts, k)
     for fit_name, fit in fit_configs.items():
-        best: dict[float, tuple[float, tuple[int, ...], float]] = {}  # per score mix: the best w's (score, schedule, w)
+        best: dict[float, tuple[float, Plan, float]] = {}  # per score mix: the best w's (score, plan, w)
         for w in weights:
-            def make(c: SpectrumConfig = fit, w: float = w) -> Any:
-                return make_forecaster(c.forecaster, n, c.degree, c.ridge_lambda, w, time_points, c.history)
-
+            makers = {e.name: _factory(fit, w, e) for e in experts}
+            caches = {e.name: ForecastCache(makers[e.name], e.num_steps) for e in experts}
             for share in INCOHERENT_SHARES:
-                scorer = ScheduleScorer(make, trajectories, n, step_sizes, share)
-                result = search_schedule(scorer, n, k, seeds=[paper] if paper else [])
+                results_by_budget = [
+                    {budget: search_expert(e, makers[e.name], share, budget, _seeds(e, budget, base), caches[e.name])
+                     for budget in allowed}
+                    for e, allowed in zip(experts, ranges)]
+                score, split = best_split(experts, results_by_budget, k)
+                plan = tuple((e.name, results_by_budget[i][b].schedule) for i, (e, b) in enumerate(zip(experts, split)))
+                # The paper's score where one search scored it (one expert: its seed); per-expert seeds differ from
+                # the paper's plan of a split.
+                seeded = results_by_budget[0][k].seed_scores if len(experts) == 1 else ()
                 searched[f"{fit_name} w={w:g} incoherent={share:g}"] = {
-                    "schedule": list(result.schedule), "score": result.score,
-                    "paper_score": result.seed_scores[0] if paper else None, "evaluations": result.evaluations}
-                if share not in best or result.score < best[share][0]:
-                    best[share] = (result.score, result.schedule, w)
+                    "schedule": as_json(plan), "score": score, "paper_score": seeded[0] if seeded else None,
+                    "evaluations": sum(results_by_budget[i][b].evaluations for i, b in enumerate(split))}
+                if share not in best or score < best[share][0]:
+                    best[share] = (score, plan, w)
             if paper and fit_name == AS_CONFIGURED:
-                candidates.append((tuple(paper), fit_name, w))
-        candidates += [(schedule, fit_name, w) for _, schedule, w in best.values()]
+                candidates.append((paper, fit_name, w))
+        candidates += [(plan, fit_name, w) for _, plan, w in best.values()]
     return candidates, searched
 
 
@@ -355,15 +407,19 @@ def output_tensor(result: Any) -> torch.Tensor:
 
 
 class _Recorder:
-    """Keeps each branch's features (a fixed subsample of elements) at every step of the recording runs."""
+    """Keeps each branch's features (a fixed subsample of elements) at every step of the recording runs, per
+    denoiser, with the steps each denoiser runs and its sampler's step sizes."""
 
     def __init__(self, denoisers: list[tuple[str, torch.nn.Module]], seed: int) -> None:
         self.hooks = [_denoiser_hook(module) for _, module in denoisers]
+        self.order = [name for name, _ in denoisers]
         self.names = {id(hook): name for hook, (name, _) in zip(self.hooks, denoisers)}
         self.seed = seed
-        self.features: dict[tuple[int, str, str], dict[int, torch.Tensor]] = {}
-        self.sigmas: list[float] | None = None
-        self.time_points: list[float] | None = None
+        # per denoiser: {(prompt index, branch label): {step: feature}}
+        self.features: dict[str, dict[tuple[int, str], dict[int, torch.Tensor]]] = {}
+        # per denoiser, from its first recording run: (steps, call steps, step levels, time points)
+        self.runs: dict[str, tuple[int, tuple[int, int] | None, list[float] | None, list[float] | None]] = {}
+        self.counts: dict[str, set[tuple[int, tuple[int, int] | None]]] = {}
         self._subsets: dict[int, torch.Tensor] = {}
         self.index = 0
         for hook in self.hooks:
@@ -381,10 +437,11 @@ class _Recorder:
             flat = feature.detach().reshape(-1)
             subset = self._subset(flat.numel(), flat.device)
             kept = (flat if subset is None else flat[subset]).float().cpu()
-            self.features.setdefault((self.index, denoiser, branch), {})[step] = kept
-            if self.sigmas is None:
-                self.sigmas = step_levels(generation)
-                self.time_points = generation.time_points
+            self.features.setdefault(denoiser, {}).setdefault((self.index, branch), {})[step] = kept
+            if denoiser not in self.runs:
+                self.runs[denoiser] = (generation.num_steps, call_range(generation), step_levels(generation),
+                                       generation.time_points)
+            self.counts.setdefault(denoiser, set()).add((generation.num_steps, call_range(generation)))
         return observe
 
     def _subset(self, numel: int, device: torch.device) -> torch.Tensor | None:
@@ -395,23 +452,33 @@ class _Recorder:
             self._subsets[numel] = torch.randperm(numel, generator=generator)[:MAX_RECORDED_ELEMENTS].sort().values
         return self._subsets[numel].to(device)
 
-    def result(self, num_steps: int) -> tuple[list[RecordedTrajectory], list[float] | None, list[float] | None]:
-        trajectories = []
-        for (index, denoiser, branch), by_step in sorted(self.features.items()):
-            steps = sorted(by_step)
-            if steps != list(range(num_steps)):
-                raise ValueError(
-                    f"{denoiser}/{branch} ran steps {steps[0]}..{steps[-1]} ({len(steps)} of them) on calibration "
-                    f"prompt {index}, not the {num_steps} planned: calibrate plans one trajectory of "
-                    f"num_inference_steps steps per denoiser (a pipeline that splits its steps between experts, or "
-                    f"runs fewer at strength < 1, needs num_inference_steps set to the steps that run).")
-            trajectories.append(RecordedTrajectory.from_features(torch.stack([by_step[s] for s in steps])))
-        if not trajectories:
+    def experts(self) -> list[Expert]:
+        """One ``Expert`` per denoiser that ran, in the pipeline's order."""
+        if not self.features:
             raise ValueError("the calibration runs recorded no feature: does the pipeline call its denoiser?")
-        sizes = None
-        if self.sigmas is not None and len(self.sigmas) == num_steps + 1:
-            sizes = [abs(a - b) for a, b in zip(self.sigmas, self.sigmas[1:])]
-        return trajectories, sizes, self.time_points
+        experts = []
+        for name in (n for n in self.order if n in self.features):
+            if len(self.counts[name]) > 1:
+                raise ValueError(f"{name} ran different steps on different calibration prompts "
+                                 f"({sorted(self.counts[name], key=str)}): calibrate plans one schedule per denoiser, "
+                                 "for the steps it runs; give every prompt the same call arguments that set them.")
+            num_steps, call_steps, levels, time_points = self.runs[name]
+            full = levels is not None and len(levels) == num_steps + 1
+            sizes = [abs(a - b) for a, b in zip(levels, levels[1:])] if full else None
+            features = {f"{index}/{branch}": by_step
+                        for (index, branch), by_step in sorted(self.features[name].items())}
+            experts.append(make_expert(name, num_steps, call_steps, features, sizes, time_points))
+        return experts
+
+
+def call_range(generation: Generation) -> tuple[int, int] | None:
+    """The first and last step of the pipeline call that ``generation``'s denoiser runs (None where the loop
+    does not say which steps of a call they are)."""
+    clock = generation.clock
+    if not isinstance(clock, SchedulerClock):
+        return None
+    steps = [clock.call_step_of_index[i] for i, step in enumerate(clock.step_of_index) if step is not None]
+    return (steps[0], steps[-1]) if steps else None
 
 
 def step_levels(generation: Generation) -> list[float] | None:

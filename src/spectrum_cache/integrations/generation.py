@@ -128,7 +128,8 @@ class Generation:
         self.layout: GuidanceLayout | None = guidance_layout(pipeline) if pipeline is not None else None
         self.branches: dict[str, BranchState] = {}
         self._pairs: dict[object, tuple[tuple[PairBranch, PairBranch], list[bool]]] = {}
-        self.compute_steps = frozenset(compute_steps(config, clock.num_steps)) if clock.num_steps else frozenset()
+        self.compute_steps = (frozenset(compute_steps(config, clock.num_steps, denoiser=denoiser)) if clock.num_steps
+                              else frozenset())
         # The forecasts' time axis; a note says why a sigma axis was asked for and cannot be had.
         self.time_points: list[float] | None = None
         self.time_axis_note: str | None = None

@@ -161,8 +161,10 @@ class Generations:
         steps_run = steps_run_by(pipeline, source.component) if pipeline is not None else TimestepRange()
         clock = SchedulerClock(scheduler, steps_run, source.begin)
         wanted = self.config.num_inference_steps
-        if (self.config.compute_steps is not None and clock.num_steps is not None and clock.num_steps != wanted
-                and clock.num_steps != clock.call_num_steps):
+        if self.config.per_denoiser and clock.call_num_steps != wanted:
+            raise ValueError(_per_denoiser_refusal(self.config, self.denoiser, clock))
+        if (self.config.compute_steps is not None and not self.config.per_denoiser and clock.num_steps is not None
+                and clock.num_steps != wanted and clock.num_steps != clock.call_num_steps):
             raise ValueError(_part_of_call_refusal(self.config, self.denoiser, clock, steps_run))
         # An explicit schedule refuses another step count itself (schedule.compute_steps).
         if (wanted is not None and wanted != clock.num_steps and steps_run == TimestepRange()
@@ -249,6 +251,16 @@ def _part_of_call_refusal(config: SpectrumConfig, denoiser: str, clock: Schedule
             f"{steps[-1]}): {why}. A schedule is for the steps a denoiser runs: plan it for {clock.num_steps} "
             "steps (a denoiser that runs another count needs its own), or enable Spectrum without compute_steps (the "
             "adaptive schedule fits each denoiser's steps).")
+
+
+def _per_denoiser_refusal(config: SpectrumConfig, denoiser: str, clock: SchedulerClock) -> str:
+    """Why per-denoiser schedules do not fit a pipeline call of another step count."""
+    steps = config.denoiser_steps
+    split = f" ({', '.join(f'{name} {count}' for name, count in steps.items())})" if steps is not None else ""
+    return (f"these schedules (compute_steps per denoiser) were planned for pipeline calls of "
+            f"{config.num_inference_steps} steps{split}, and this call has {clock.call_num_steps} steps, of which "
+            f"{denoiser} runs {clock.num_steps}: call the pipeline with num_inference_steps="
+            f"{config.num_inference_steps}, or calibrate again for {clock.call_num_steps}.")
 
 
 def _moves_on(generation: Generation, name: str, index: int) -> bool:
