@@ -29,7 +29,7 @@ def _forecasts(make, schedule, features):
 
 
 @pytest.mark.parametrize("kind,history,weight", [("chebyshev", None, 0.5), ("chebyshev", None, 1.0),
-                                                 ("chebyshev", 4, 0.75), ("reuse", None, 0.5),
+                                                 ("chebyshev", 5, 0.75), ("reuse", None, 0.5),
                                                  ("taylor1", None, 0.5), ("taylor2", None, 0.5)])
 def test_forecast_weights_reproduce_the_forecaster_on_any_features(kind, history, weight):
     n = 20
@@ -218,7 +218,7 @@ def _trajectories(n, seed):
 
 
 FORECASTERS = [("chebyshev", None, 4, 0.1, 0.5), ("chebyshev", None, 4, 0.1, 1.0), ("chebyshev", 3, 2, 1e-4, 0.75),
-               ("chebyshev", 4, 4, 0.1, 0.0), ("reuse", None, 4, 0.1, 0.5), ("taylor1", None, 4, 0.1, 0.5),
+               ("chebyshev", 5, 4, 0.1, 0.0), ("reuse", None, 4, 0.1, 0.5), ("taylor1", None, 4, 0.1, 0.5),
                ("taylor2", None, 4, 0.1, 0.5)]
 
 

@@ -106,7 +106,9 @@ class SpectrumForecaster(FeatureForecaster):
         self._inverse: tuple[bytes, np.ndarray, float] | None = None
 
     def _tensors(self) -> list[torch.Tensor | None]:
-        return [self._gram, self._moments, *self._host_moments, self._last, self._prev]
+        # The (M+1)^2 Gram matrix counts while it holds records: a reset forecaster holds nothing.
+        return [self._gram if self._num_recorded else None, self._moments, *self._host_moments, self._last,
+                self._prev]
 
     def _last_feature(self) -> torch.Tensor | None:
         if self._last is None:
