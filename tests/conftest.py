@@ -14,6 +14,21 @@ import torch  # noqa: E402
 # The test models are tiny: one thread is fastest, and it does not thrash when the machine is busy.
 torch.set_num_threads(1)
 
+# Files whose tests are long: sweeps over every family, denoiser class or scheduler, and tests that run whole
+# commands or several processes. `pytest -m "not slow"` leaves them out; CI runs everything.
+SLOW_FILES = {
+    "test_families.py", "test_denoisers.py", "test_scheduler_sweep.py", "test_context_parallel.py",
+    "test_gpu_suite.py", "test_bench_flux.py", "test_bench_messages.py", "test_checker_diagnostics.py",
+    "test_cli_model_options.py", "test_cli_shared_options.py", "test_bench.py", "test_planned_cli.py",
+    "test_family_shapes.py", "test_stacking.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _quiet_diffusers():

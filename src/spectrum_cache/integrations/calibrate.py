@@ -394,10 +394,17 @@ def output_tensor(result: Any) -> torch.Tensor:
         value = value.to_tuple()[0]
     elif isinstance(value, tuple):  # return_dict=False
         value = value[0]
+    elif not isinstance(value, (torch.Tensor, np.ndarray, list)) and hasattr(value, "__dict__"):
+        # An output object of another kind (Kandinsky 6 returns a namespace of frames): its first output.
+        value = next((v for v in vars(value).values() if isinstance(v, (torch.Tensor, np.ndarray, list))), value)
     if isinstance(value, list) and value and hasattr(value[0], "convert"):  # PIL images
         value = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in value])
     elif isinstance(value, list) and value and isinstance(value[0], (np.ndarray, torch.Tensor)):
-        value = torch.stack([torch.as_tensor(np.asarray(v)) if isinstance(v, np.ndarray) else v for v in value])
+        items = [torch.as_tensor(np.asarray(v)) if isinstance(v, np.ndarray) else v for v in value]
+        # Items of one shape stack; of several (one output per prompt, each its own length), they are joined flat:
+        # the comparison is element by element either way.
+        same = all(item.shape == items[0].shape for item in items)
+        value = torch.stack(items) if same else torch.cat([item.reshape(-1) for item in items])
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):

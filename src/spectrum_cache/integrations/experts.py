@@ -73,6 +73,12 @@ def make_expert(name: str, num_steps: int, call_steps: tuple[int, int] | None,
             raise ValueError(f"{name}/{label} recorded steps {steps} of its {num_steps}: calibrate plans trajectories "
                              "of consecutive steps, and this one skips some (a loop that calls the denoiser on some "
                              "steps only is not supported).")
+        sizes = sorted({tuple(by_step[s].shape) for s in steps})
+        if len(sizes) > 1:
+            raise ValueError(f"{name}/{label}: the feature changes size within the run ({len(sizes)} sizes, e.g. "
+                             f"Qwen-Image 2.1's KV-cache prefill step sees more tokens than the rest), and calibrate "
+                             "plans one trajectory of one size per branch; use the paper's schedule "
+                             "(SpectrumConfig(flex_window=...)) for this pipeline.")
         forced.add(steps[0])
         if steps == list(range(num_steps)):
             scored.append(RecordedTrajectory.from_features(torch.stack([by_step[s] for s in steps])))
