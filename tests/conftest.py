@@ -20,7 +20,7 @@ SLOW_FILES = {
     "test_families.py", "test_denoisers.py", "test_scheduler_sweep.py", "test_context_parallel.py",
     "test_gpu_suite.py", "test_bench_flux.py", "test_bench_messages.py", "test_checker_diagnostics.py",
     "test_cli_model_options.py", "test_cli_shared_options.py", "test_bench.py", "test_planned_cli.py",
-    "test_family_shapes.py", "test_stacking.py",
+    "test_family_shapes.py", "test_stacking.py", "test_cli.py",
 }
 
 
