@@ -101,3 +101,47 @@ def test_the_side_by_side_is_readable_at_any_output_size(size: tuple[int, int]) 
     assert pair.getpixel((pad + panel + gap + panel // 2, pair.height // 2)) == (0, 0, 255)
     if size[0] >= 300:
         assert panel == size[0]  # large outputs are not enlarged
+
+
+def _tiny_wan_with_vae():
+    """families.wan21's tiny WanPipeline with a tiny AutoencoderKLWan (8x spatial, 4x temporal: 5 frames are 2
+    latent frames), and prompts encoded as fixed random embeddings (no UMT5 offline)."""
+    import torch
+    from diffusers import AutoencoderKLWan
+    from families import wan21
+
+    pipe, kwargs = wan21()
+    torch.manual_seed(0)
+    pipe.register_modules(vae=AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                               attn_scales=[], temperal_downsample=[False, True, True]))
+    embeds, negative = kwargs["prompt_embeds"], kwargs["negative_prompt_embeds"]
+    pipe.encode_prompt = lambda *args, **kw: (embeds, negative)
+    return pipe
+
+
+def test_num_frames_reaches_a_video_pipeline_and_compare_animates_it(tmp_path, monkeypatch, capsys):
+    """`generate --model FOLDER --num-frames 5 --compare` on a WanPipeline: the transformer sees 2 latent frames
+    (5 frames through the VAE's 4x temporal factor; Wan's default, 81, would be 21), and the comparison is an
+    animation with one frame per video frame."""
+    from PIL import Image
+
+    from spectrum_cache import loading
+    from spectrum_cache.cli import main
+
+    folder = tmp_path / "wan"
+    folder.mkdir()
+    (folder / "model_index.json").write_text('{"_class_name": "WanPipeline", "_diffusers_version": "0.42.1"}')
+    pipe = _tiny_wan_with_vae()
+    monkeypatch.setattr(loading, "load_model", lambda *args, **kwargs: pipe)
+    latent_frames = []
+    handle = pipe.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: latent_frames.append(kwargs["hidden_states"].shape[2]), with_kwargs=True)
+    try:
+        status = main(["generate", "a cat", "--model", str(folder), "--num-frames", "5", "--height", "32", "--width",
+                       "48", "--steps", "6", "--compare", "--out", str(tmp_path / "cat.gif"), "--threads", "1"])
+    finally:
+        handle.remove()
+    assert status == 0, capsys.readouterr()
+    assert latent_frames and set(latent_frames) == {2}
+    with Image.open(tmp_path / "cat-compare.gif") as comparison:
+        assert comparison.n_frames == 5
