@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from families import STEPS, flux, sdxl
+from families import FAMILIES, STEPS, flux, sdxl
 from spectrum_cache import SpectrumConfig, disable_spectrum, enable_spectrum, spectrum_summary
 from test_integration import latents
 
@@ -304,3 +304,27 @@ def test_the_loops_first_index_is_read_only_where_the_scheduler_does_not_say():
     assert loop_begin(scheduler, None) is None
     scheduler.set_begin_index(5)
     assert loop_begin(scheduler, {"timesteps": full[3:]}) is None  # the scheduler's own word wins
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_a_generation_ends_with_its_pipeline_call(name):
+    """On every family, with or without diffusers' CacheMixin on the denoiser: after a pipeline call returns, no
+    generation is live and no forecaster tensor is held; two calls give a summary of the last call alone (no
+    "(run 2)"), and disable_spectrum hands back the model without the end-of-call method it was given."""
+    from spectrum_cache.integrations.compat import END_OF_CALL_ATTR
+
+    family = FAMILIES[name]
+    pipe, kwargs = family.build()
+    models = [getattr(pipe, component) for component in family.denoisers]
+    enable_spectrum(pipe, REAL)
+    hooks = [model._diffusers_hook.get_hook("spectrum_cache") for model in models]
+    latents(pipe, kwargs)
+    first = str(spectrum_summary(pipe))
+    latents(pipe, kwargs)
+    # StableAudioPipeline returns latents before its maybe_free_model_hooks(), diffusers' end-of-call signal: its
+    # generation ends when the next call starts, as before (docs/how-it-works.md).
+    assert all(hook.live_generation() is None for hook in hooks) != (name == "stable-audio"), name
+    assert (str(spectrum_summary(pipe)) == first) != (name == "stable-audio")
+    assert ("(run 2)" in first) == (name == "helios")  # Helios denoises chunk after chunk within one call
+    disable_spectrum(pipe)
+    assert not any(END_OF_CALL_ATTR in model.__dict__ for model in models)

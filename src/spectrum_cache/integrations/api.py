@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
-from .compat import other_cache, register_hook, remove_hook
+from .compat import END_OF_CALL_ATTR, lacks_end_of_call, other_cache, register_hook, remove_hook
 from .controlnet import attach_controlnet, hook_controlnet
 from .hooks import (CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, HeadHook, SpectrumHook,
                     SpectrumWarning)
@@ -188,9 +188,19 @@ def _attach(
         # SpectrumConfig is not supported") is routed to disable_spectrum for this module.
         module._cache_config = config
         setattr(module, _DISABLE_CACHE_ATTR, types.MethodType(_disable_cache, module))
+    if lacks_end_of_call(module):  # its generation then ends with each pipeline call (compat.END_OF_CALL_ATTR)
+        setattr(module, END_OF_CALL_ATTR, types.MethodType(_end_of_call, module))
     # copy.deepcopy looks __deepcopy__ up on the instance: see _deepcopy_enabled.
     module.__deepcopy__ = functools.partial(_deepcopy_enabled, module)
     logger.info(f"Spectrum enabled on {name} ({type(module).__name__}): {config}")
+
+
+def _end_of_call(module: torch.nn.Module, recurse: bool = True) -> None:
+    """What diffusers' maybe_free_model_hooks calls at the end of a pipeline call: the calling thread's
+    generation is over (the hook's reset_state, as CacheMixin's _reset_stateful_cache would reach it)."""
+    hook = _denoiser_hook(module)
+    if isinstance(hook, SpectrumHook):
+        hook.reset_state(module)
 
 
 def _disable_cache(module: torch.nn.Module) -> None:
@@ -254,6 +264,9 @@ def _detach(module: torch.nn.Module) -> None:
         module._cache_config = None
     module.__dict__.pop("__deepcopy__", None)
     module.__dict__.pop(_DISABLE_CACHE_ATTR, None)  # diffusers' own disable_cache again
+    end_of_call = module.__dict__.get(END_OF_CALL_ATTR)
+    if isinstance(end_of_call, types.MethodType) and end_of_call.__func__ is _end_of_call:
+        del module.__dict__[END_OF_CALL_ATTR]
 
 
 def spectrum_summary(target: Any) -> SpectrumSummary:

@@ -122,6 +122,18 @@ def remove_hook(module: torch.nn.Module, name: str) -> None:
             registry.remove_hook(name, recurse=False)
 
 
+# diffusers' pipelines end every __call__ with maybe_free_model_hooks(), which calls _reset_stateful_cache() on each
+# component that has it (CacheMixin's; checked against diffusers 0.42.1). Spectrum's hook ends its generation there.
+# A denoiser without CacheMixin (the SD/SDXL UNet, SD3, PixArt, Sana, ...) is given one while Spectrum is on, so its
+# generation ends with the pipeline call as on the others instead of living on until the next call.
+END_OF_CALL_ATTR = "_reset_stateful_cache"
+
+
+def lacks_end_of_call(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s class has no ``_reset_stateful_cache`` for diffusers to call at a pipeline call's end."""
+    return not hasattr(type(module), END_OF_CALL_ATTR)
+
+
 class Unpicklable:
     """Mixed into Spectrum's hooks: pickling names the way out; deepcopy gives an inert hook."""
 
