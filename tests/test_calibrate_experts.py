@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from families import wan22
-from spectrum_cache import SpectrumConfig, calibrate, enable_spectrum, spectrum_summary
+from spectrum_cache import calibrate, enable_spectrum, spectrum_summary
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*has hooks of its own"),  # the pass counters are such hooks
               pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")]

@@ -267,4 +267,5 @@ def test_punctuation_and_case_are_not_unknown_words(tmp_path: Path) -> None:
     assert not [line for line in error_lines(proc) if "warning" in line], proc.stderr
     plain = run_cli("generate", "a large red circle on the left", "--steps", "2", "--no-spectrum",
                     "--out", str(tmp_path / "q.png"), script=True)
+    assert plain.returncode == 0, plain.stderr
     assert Image.open(tmp_path / "p.png").tobytes() == Image.open(tmp_path / "q.png").tobytes()

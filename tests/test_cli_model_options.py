@@ -5,8 +5,6 @@ Run through the console script, as a user does."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

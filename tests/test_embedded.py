@@ -13,7 +13,6 @@ import torch
 from spectrum_cache.embedded import EmbeddedPipeline, load_pipeline, weights_path
 from spectrum_cache.embedded.checker import CHROMA_MIN, color_mask, score_image
 from spectrum_cache.embedded.data import (
-    COLORS,
     IMAGE_SIZE,
     MAX_TINT,
     POSITIONS,

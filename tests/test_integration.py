@@ -447,7 +447,7 @@ def test_two_pipelines_never_share_state():
     enable_spectrum(pipe_a, REAL)
     enable_spectrum(pipe_b, SpectrumConfig(warmup_steps=STEPS))
     a1 = latents(pipe_a, kwargs)
-    b = latents(pipe_b, kwargs, num_inference_steps=8)
+    latents(pipe_b, kwargs, num_inference_steps=8)  # in between, on the same transformer
     a2 = latents(pipe_a, kwargs)
     torch.testing.assert_close(a1, a2, rtol=0, atol=0)
     assert spectrum_summary(pipe_b).branches[0].num_inference_steps == 8

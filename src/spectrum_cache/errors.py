@@ -12,7 +12,6 @@ import signal
 import sys
 from collections.abc import Iterator
 
-SUCCESS = 0
 FAILURE = 1
 USAGE_ERROR = 2
 # 128 + SIGINT, what shells report for a command stopped with Ctrl-C.

@@ -227,13 +227,6 @@ CONTROLNET_CLASSES: tuple[str, ...] = (
 )
 CONTROLNET_COMPONENT = "controlnet"
 
-# Denoisers whose blocks feed output heads that Spectrum cannot list as extra_heads (their inputs are not
-# the blocks' output as it is): on a forecast step they would decode features that never went through the
-# blocks. Each maps to the reason; they are refused unless SpectrumConfig(forecast_output=True) forecasts the
-# whole output instead.
-SECOND_HEADS: dict[str, str] = {}
-
-
 @dataclass(frozen=True)
 class GuidanceLayout:
     """How a pipeline family runs classifier-free guidance, for pairing the branches' forecasts.
@@ -339,13 +332,6 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
          "spectrum_cache.integrations.adapters.ADAPTERS, or ")
         + "pass SpectrumConfig(forecast_output=True) to forecast the model's output instead"
     )
-    second_head = SECOND_HEADS.get(name)
-    if second_head is not None:
-        raise UnsupportedModelError(
-            f"{name}: {second_head}, and Spectrum forecasts the input of one head only: on forecast steps the "
-            "other outputs would be decoded from features that skipped the blocks. Pass "
-            "SpectrumConfig(forecast_output=True) to forecast the whole output."
-        )
     modules = dict(model.named_modules())
 
     if adapter.block_paths is None:

@@ -128,10 +128,6 @@ def ungate_block_list(blocks: torch.nn.Module) -> None:
         blocks.__class__ = next(c for c in own.__mro__[1:] if not issubclass(c, _GatedIteration))
 
 
-def is_gated(blocks: torch.nn.Module) -> bool:
-    return isinstance(blocks, _GatedIteration)
-
-
 class Blank:
     """Where a stand-in's output had a tensor whose values are never read: its layout, to make a fresh
     uninitialised tensor of on each forecast step instead of holding the tensor between steps."""
