@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks import check_int, check_real
 from .schedule import adaptive_schedule
 
 # Window sizes for_speedup searches, in order of preference: the paper's 2 first, then 1, which is
@@ -34,16 +35,6 @@ READ_FORMATS = (CONFIG_FORMAT, PER_DENOISER_FORMAT)
 # a fit can only pin down as many coefficients as there are recorded steps (10 to 20 in practice;
 # beyond that only ridge_lambda decides them). The paper uses 4.
 MAX_DEGREE = 32
-
-
-def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    """``value`` as an int (numpy integers too), or a ValueError naming ``name`` and the allowed range."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum or (
-        maximum is not None and value > maximum
-    ):
-        allowed = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"{name} must be an integer {allowed}, got {value!r}.")
-    return int(value)
 
 
 def check_history(history: object, degree: int) -> int:
@@ -69,19 +60,6 @@ def check_state_device(value: object) -> str | None:
     if name not in STATE_DEVICES:
         raise ValueError(f"state_device must be None (the features' own device) or 'cpu' (host memory), got {value!r}.")
     return name
-
-
-def check_real(name: str, value: object, minimum: float, maximum: float = math.inf) -> float:
-    """``value`` as a finite float (numpy numbers too), or a ValueError naming ``name`` and the range."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or not minimum <= value <= maximum
-    ):
-        allowed = f"a finite number >= {minimum:.4g}" if maximum == math.inf else f"a number in [{minimum:.4g}, {maximum:.4g}]"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
-    return float(value)
 
 
 @dataclass(frozen=True, kw_only=True)

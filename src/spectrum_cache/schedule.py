@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from .checks import check_int
+
 if TYPE_CHECKING:
     from .config import SpectrumConfig
 
@@ -52,8 +54,6 @@ def compute_steps(config: SpectrumConfig, num_inference_steps: int | None = None
         raise ValueError(
             "num_inference_steps is required: the config leaves it to the pipeline (None), so pass it here."
         )
-    from .config import check_int
-
     num_inference_steps = check_int("num_inference_steps", num_inference_steps, 1)
     if config.compute_steps is not None:
         if num_inference_steps != config.num_inference_steps:
@@ -72,8 +72,6 @@ def _denoiser_schedule(config: SpectrumConfig, num_steps: int | None, denoiser: 
     if denoiser is None or denoiser not in schedules:
         which = "name the denoiser (denoiser=...)" if denoiser is None else f"it has none for {denoiser!r}"
         raise ValueError(f"this config has one schedule per denoiser ({', '.join(schedules)}): {which}.")
-    from .config import check_int
-
     runs = check_int("num_inference_steps", config.num_inference_steps if num_steps is None else num_steps, 1)
     steps = schedules[denoiser]
     planned = config.denoiser_steps[denoiser] if config.denoiser_steps is not None else None

@@ -51,7 +51,7 @@ from typing import Any
 
 from ..config import SpectrumConfig
 from ..schedule import compute_steps
-from .peers import CALIBRATORS, MASK_POLICIES, CacheDitSettings
+from .peers import CALIBRATORS, MASK_POLICIES, CacheDitSettings, UnsupportedMethod
 
 # The paper's two schedules (Table 1) and the two blend weights the authors recommend.
 PAPER_ALPHAS = (0.75, 3.0)
@@ -90,10 +90,6 @@ _PATTERNS = {
     "cachedit": re.compile(rf"cachedit-({'|'.join(CALIBRATORS)})-(?:a{_NUMBER}|({'|'.join(MASK_POLICIES)})|t{_NUMBER})"
                            r"(?:-f(\d+)b(\d+))?"),
 }
-
-
-class UnsupportedMethod(Exception):
-    """The model cannot run this method (the benchmark skips it with a note)."""
 
 
 @dataclass(frozen=True)

@@ -62,9 +62,11 @@ DEFAULT_FN, DEFAULT_BN = 1, 0
 _MISSING = object()
 
 
-def _unsupported(message: str) -> Exception:
-    from .methods import UnsupportedMethod
+class UnsupportedMethod(Exception):
+    """The model cannot run this method (the benchmark skips it with a note)."""
 
+
+def _unsupported(message: str) -> Exception:
     return UnsupportedMethod(message)
 
 
@@ -267,8 +269,6 @@ def cache_dit_applied(pipe: Any, settings: CacheDitSettings, num_inference_steps
     """cache-dit switched on for one generation of ``num_inference_steps`` steps, and off again (the
     pipeline and its transformer are left as they were). UnsupportedMethod where it cannot run, also
     after the generation if cache-dit's step count shows the CFG calls were not paired as configured."""
-    from .methods import UnsupportedMethod
-
     cache_dit = import_cache_dit()
     if cache_dit.__version__ != CACHE_DIT_TESTED:
         logging.getLogger(__name__).warning("cache-dit %s installed; the bench's settings were tested with %s",
