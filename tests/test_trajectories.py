@@ -328,3 +328,20 @@ def test_a_generation_ends_with_its_pipeline_call(name):
     assert ("(run 2)" in first) == (name == "helios")  # Helios denoises chunk after chunk within one call
     disable_spectrum(pipe)
     assert not any(END_OF_CALL_ATTR in model.__dict__ for model in models)
+
+
+@pytest.mark.parametrize("name", ["sdxl", "sd3", "flux"])
+def test_a_deleted_pipeline_is_freed_while_its_denoiser_lives(name):
+    """The denoiser's hook keeps no strong reference to the pipeline of a finished call."""
+    import gc
+    import weakref
+
+    family = FAMILIES[name]
+    pipe, kwargs = family.build()
+    enable_spectrum(pipe, REAL)
+    model = getattr(pipe, family.denoisers[0])
+    latents(pipe, kwargs)
+    ref = weakref.ref(pipe)
+    del pipe
+    gc.collect()
+    assert ref() is None and model is not None
