@@ -11,7 +11,7 @@ import pytest
 from spectrum_cache.bench.methods import TAIL_GRAMMAR, parse_method
 from spectrum_cache.bench.report import markdown_table, nearer_points, quality_figure
 
-from test_cli import cli_env, console_script
+from helpers import cli_env, console_script
 
 # A value for each placeholder of the grammar's endings.
 PLACEHOLDERS = {"W": "3", "K": "4"}

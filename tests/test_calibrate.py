@@ -14,6 +14,7 @@ from spectrum_cache.forecast import make_forecaster
 from spectrum_cache.integrations import SpectrumWarning
 from spectrum_cache.integrations.calibrate import paper_schedule
 from families import flux, wan21
+from helpers import flux_cfg
 
 
 # -- explicit schedules ---------------------------------------------------------------------------
@@ -155,21 +156,9 @@ def test_paper_schedule_prefers_the_papers_alphas():
     assert paper_schedule(4, 2) is None  # the warm-up alone runs 4
 
 
-def _flux_cfg():
-    pipe, kwargs = flux()
-    kwargs.update(negative_prompt_embeds=torch.randn(1, 6, 24), negative_pooled_prompt_embeds=torch.randn(1, 20),
-                  true_cfg_scale=3.0, num_images_per_prompt=1)
-    prompts = [{"prompt_embeds": torch.randn(1, 6, 24, generator=torch.Generator().manual_seed(i)),
-                "pooled_prompt_embeds": torch.randn(1, 20, generator=torch.Generator().manual_seed(10 + i))}
-               for i in range(2)]
-    for key in ("prompt_embeds", "pooled_prompt_embeds", "num_inference_steps"):
-        kwargs.pop(key)
-    return pipe, kwargs, prompts
-
-
 @pytest.mark.parametrize("guidance_forecast", ["independent", "paired"])
 def test_calibrate_flux_with_true_cfg(guidance_forecast):
-    pipe, kwargs, prompts = _flux_cfg()
+    pipe, kwargs, prompts = flux_cfg()
     base = SpectrumConfig(guidance_forecast=guidance_forecast)
     config = calibrate(pipe, prompts, passes=6, num_inference_steps=12, config=base, progress=False,
                        blend_weights=(0.5, 1.0), **kwargs)
@@ -215,7 +204,7 @@ def test_calibrate_wan_with_cfg_is_deterministic_and_round_trips(tmp_path):
 
 
 def test_calibrate_hides_the_pipelines_bars_and_puts_its_settings_back(capsys):
-    pipe, kwargs, prompts = _flux_cfg()
+    pipe, kwargs, prompts = flux_cfg()
     pipe.set_progress_bar_config(desc="mine", leave=False)
     seen = []
     draw = pipe.progress_bar
@@ -231,7 +220,7 @@ def test_calibrate_hides_the_pipelines_bars_and_puts_its_settings_back(capsys):
     assert "it/s" not in capsys.readouterr().err  # no bar drawn at all
     assert pipe._progress_bar_config == {"desc": "mine", "leave": False}
     # A pipeline that had no settings has none after (diffusers' default applies again).
-    fresh, kwargs, prompts = _flux_cfg()
+    fresh, kwargs, prompts = flux_cfg()
     calibrate(fresh, prompts[:1], passes=6, num_inference_steps=12, blend_weights=(0.5,), fits=None, progress=False,
               **kwargs)
     assert "_progress_bar_config" not in vars(fresh)
@@ -248,7 +237,7 @@ def test_calibrate_shows_one_bar_with_a_total(monkeypatch):
             bars.append(self)
 
     monkeypatch.setattr(module, "tqdm", Recorded)
-    pipe, kwargs, prompts = _flux_cfg()
+    pipe, kwargs, prompts = flux_cfg()
     config = calibrate(pipe, prompts, passes=6, num_inference_steps=12, blend_weights=(0.5, 1.0), **kwargs)
     candidates = len(config.provenance["candidates"])
     assert len(bars) == 1
@@ -260,7 +249,7 @@ def test_calibrate_shows_one_bar_with_a_total(monkeypatch):
 
 
 def test_calibrate_rewinds_a_given_generator():
-    pipe, kwargs, prompts = _flux_cfg()
+    pipe, kwargs, prompts = flux_cfg()
     generator = torch.Generator().manual_seed(7)
     config = calibrate(pipe, prompts[:1], passes=12, num_inference_steps=12, generator=generator,
                        blend_weights=None, progress=False, **kwargs)
@@ -269,7 +258,7 @@ def test_calibrate_rewinds_a_given_generator():
 
 
 def test_calibrate_refuses_bad_arguments_and_enabled_pipelines():
-    pipe, kwargs, prompts = _flux_cfg()
+    pipe, kwargs, prompts = flux_cfg()
     with pytest.raises(ValueError, match=r"passes must be an integer in \[1, 12\]"):
         calibrate(pipe, prompts, passes=13, num_inference_steps=12, **kwargs)
     with pytest.raises(ValueError, match="prompts must be a non-empty list"):

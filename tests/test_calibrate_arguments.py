@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from spectrum_cache import calibrate
-from test_calibrate import _flux_cfg
+from helpers import flux_cfg
 
 
 @pytest.mark.parametrize("seed", [1.5, "3", 2**64, -1, True, None])
 def test_calibrate_refuses_a_seed_that_is_not_a_64_bit_unsigned_integer(seed):
-    pipe, kwargs, prompts = _flux_cfg()
+    pipe, kwargs, prompts = flux_cfg()
     with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 18446744073709551614\], got"):
         calibrate(pipe, prompts, passes=4, num_inference_steps=12, seed=seed, progress=False, **kwargs)
 
 
 def test_calibrate_takes_a_numpy_seed_as_the_int_it_stands_for(tmp_path):
-    pipe, kwargs, prompts = _flux_cfg()
+    pipe, kwargs, prompts = flux_cfg()
     fast = dict(passes=12, num_inference_steps=12, blend_weights=None, fits=None, progress=False)
     from_numpy = calibrate(pipe, prompts[:1], seed=np.int64(7), **fast, **kwargs)
     from_int = calibrate(pipe, prompts[:1], seed=7, **fast, **kwargs)
@@ -31,7 +31,7 @@ def test_calibrate_takes_a_numpy_seed_as_the_int_it_stands_for(tmp_path):
 
 
 def test_calibrate_leaves_a_given_generator_as_it_was():
-    pipe, kwargs, prompts = _flux_cfg()
+    pipe, kwargs, prompts = flux_cfg()
     generator = torch.Generator().manual_seed(11)
     before = generator.get_state()
     calibrate(pipe, prompts, passes=6, num_inference_steps=12, generator=generator, blend_weights=(0.5,),

@@ -11,7 +11,7 @@ import torch
 
 from families import FAMILIES, STEPS
 from spectrum_cache import calibrate, disable_spectrum, enable_spectrum, spectrum_summary
-from test_scheduler_sweep import CASES
+from schedulers import CASES
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")]

@@ -6,7 +6,6 @@ Most tests run the command as a user does, in a subprocess (the console script o
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,34 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from helpers import PROMPT, UNLOADABLE, cli_env, console_script, error_lines, run_cli
 from spectrum_cache.cli import EMBEDDED_UPSCALE, main
-
-PROMPT = "a red circle on the left and a blue square on the right"
-SRC = Path(__file__).resolve().parent.parent / "src"
-# A valid hub id that exists nowhere: a check that ran only after loading would report "cannot load" (1).
-UNLOADABLE = ["--model", "spectrum-cache-tests/no-such-model"]
-
-
-def cli_env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-
-def console_script() -> str:
-    script = Path(sys.executable).with_name("spectrum-cache")
-    assert script.exists(), "the spectrum-cache console script is not installed (pip install -e .)"
-    return str(script)
-
-
-def run_cli(*args: str, script: bool = False, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    command = [console_script()] if script else [sys.executable, "-m", "spectrum_cache.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, env=cli_env(), timeout=timeout)
-
-
-def error_lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
-    """stderr without progress bars (tqdm redraws with carriage returns)."""
-    return [line for line in proc.stderr.splitlines() if line.strip() and "\r" not in line and "it/s]" not in line]
-
 
 def test_console_script_generates_with_spectrum(tmp_path: Path) -> None:
     out = tmp_path / "img.png"

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from spectrum_cache.cli import EMBEDDED_UPSCALE
-from test_cli import PROMPT, error_lines, run_cli
+from helpers import PROMPT, error_lines, run_cli
 
 
 def _broken_flux_folder(out: Path) -> Path:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from families import STEPS, flux
-from test_integration import flux_inputs
+from helpers import flux_inputs
 from spectrum_cache import SpectrumConfig, SpectrumWarning, compute_steps, denoising_loop, enable_spectrum, spectrum_summary
 
 REAL = SpectrumConfig(warmup_steps=3, flex_window=0.75)

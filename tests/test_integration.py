@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from families import STEPS, flux, sdxl, wan22
+from helpers import block_passes, denoise_loop, flux_inputs, latents
 from spectrum_cache import (
     SpectrumConfig,
     SpectrumWarning,
@@ -21,45 +22,6 @@ from spectrum_cache.forecast import SpectrumForecaster
 from spectrum_cache.integrations import UnsupportedModelError
 
 REAL = SpectrumConfig(warmup_steps=3)
-
-
-def latents(pipe, kwargs, seed=0, **overrides):
-    out = pipe(**{**kwargs, **overrides}, generator=torch.Generator().manual_seed(seed))
-    return out.images if hasattr(out, "images") else out.frames
-
-
-def block_passes(module) -> list[int]:
-    count = [0]
-    first = next(m for m in module.transformer_blocks[0].modules() if isinstance(m, torch.nn.Linear))
-    first.register_forward_hook(lambda *a: count.__setitem__(0, count[0] + 1))
-    return count
-
-
-def flux_inputs(transformer, batch=1, tokens=4, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return dict(
-        hidden_states=torch.randn(batch, tokens, 16, generator=gen),
-        encoder_hidden_states=torch.randn(batch, 6, 24, generator=gen),
-        pooled_projections=torch.randn(batch, 20, generator=gen),
-        img_ids=torch.zeros(tokens, 3),
-        txt_ids=torch.zeros(6, 3),
-        return_dict=False,
-    )
-
-
-@torch.no_grad()
-def denoise_loop(transformer, n, context=None, **inputs):
-    """A hand-written sampler loop over a bare denoiser."""
-    x = inputs.pop("hidden_states")
-    for i in range(n):
-        t = torch.tensor([1.0 - i / n])
-        if context is None:
-            v = transformer(hidden_states=x, timestep=t, **inputs)[0]
-        else:
-            with transformer.cache_context(context):
-                v = transformer(hidden_states=x, timestep=t, **inputs)[0]
-        x = x - v / n
-    return x
 
 
 # -- steps come from the pipeline -----------------------------------------------------------------

@@ -27,7 +27,7 @@ from spectrum_cache import (
     spectrum_summary,
 )
 from spectrum_cache.integrations import UnsupportedModelError
-from test_integration import block_passes, denoise_loop, flux_inputs, latents
+from helpers import block_passes, denoise_loop, flux_inputs, latents
 
 REAL = SpectrumConfig(warmup_steps=3)
 EXPECTED_PASSES = len(compute_steps(REAL, STEPS))  # FLUX has one block pass per network pass

@@ -133,7 +133,7 @@ def test_pipeline_runs_follow_the_axis() -> None:
 def test_bare_loop_with_sigma_axis_warns_and_uses_steps() -> None:
     from families import flux
     from spectrum_cache import SpectrumWarning, disable_spectrum, enable_spectrum
-    from test_integration import denoise_loop, flux_inputs
+    from helpers import denoise_loop, flux_inputs
 
     transformer = flux()[0].transformer
     outs = {}

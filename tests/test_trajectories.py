@@ -8,7 +8,7 @@ import torch
 
 from families import FAMILIES, STEPS, flux, sdxl
 from spectrum_cache import SpectrumConfig, disable_spectrum, enable_spectrum, spectrum_summary
-from test_integration import latents
+from helpers import latents
 
 REAL = SpectrumConfig(warmup_steps=3)
 

@@ -198,7 +198,7 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
                 try:
                     scores = []
                     for index, extra in enumerate(prompt_calls):
-                        scores.append(psnr(runner.run(index, extra), references[index]))
+                        scores.append(output_psnr(runner.run(index, extra), references[index]))
                         runner.count_passes()
                         bar.update()
                 finally:
@@ -331,9 +331,10 @@ def paper_schedule(num_steps: int, passes: int, config: SpectrumConfig | None = 
     return None
 
 
-def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
-    """10 log10(range^2 / MSE) of ``output`` against ``reference``: range 1 for images in [0, 1], else the
-    reference's max - min (latents). inf for identical outputs."""
+def output_psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """10 log10(range^2 / MSE) of a pipeline's ``output`` against ``reference``: range 1 for images in [0, 1],
+    else the reference's max - min (latents). inf for identical outputs. (The bench's ``metrics.psnr`` is the
+    image metric: uint8-rounded images in [0, 1], a mean over the batch.)"""
     if output.shape != reference.shape:
         raise ValueError(f"outputs of shape {tuple(output.shape)} and {tuple(reference.shape)} cannot be compared.")
     out, ref = output.double(), reference.double()
