@@ -401,11 +401,7 @@ def output_tensor(result: Any) -> torch.Tensor:
     if isinstance(value, list) and value and hasattr(value[0], "convert"):  # PIL images
         value = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in value])
     elif isinstance(value, list) and value and isinstance(value[0], (np.ndarray, torch.Tensor)):
-        items = [torch.as_tensor(np.asarray(v)) if isinstance(v, np.ndarray) else v for v in value]
-        # Items of one shape stack; of several (one output per prompt, each its own length), they are joined flat:
-        # the comparison is element by element either way.
-        same = all(item.shape == items[0].shape for item in items)
-        value = torch.stack(items) if same else torch.cat([item.reshape(-1) for item in items])
+        value = torch.stack([torch.as_tensor(np.asarray(v)) if isinstance(v, np.ndarray) else v for v in value])
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(np.ascontiguousarray(value))
     if not isinstance(value, torch.Tensor):
