@@ -82,7 +82,7 @@ class LowPrecisionMoments(SpectrumForecaster):
     def _forecast(self, step: int) -> torch.Tensor:
         on_last, on_prev = self._linear_coefficients(step, self._prev_step if self._prev is not None else None)
         out = self._last.reshape(-1).float() * on_last
-        weights = self._spectral_weights(step, self.blend_weight).tolist()
+        weights = self._spectral_weights(step, self.blend_weight, torch.device("cpu")).tolist()
         for m, weight in enumerate(weights):
             moment = self._moments[m].float()
             if self.compensated:

@@ -144,8 +144,7 @@ class SpectrumForecaster(FeatureForecaster):
         if self.state_device is None:
             if self._moments is None:
                 self._moments = torch.zeros(self.degree + 1, flat.numel(), dtype=torch.float32, device=feature.device)
-            for m, t_m in enumerate(basis):
-                self._moments[m].add_(flat, alpha=t_m)
+            _accumulate(self._moments, basis, flat)
         else:
             if not self._host_moments:
                 self._host_moments = [_host_zeros((self.degree + 1, end - start), feature.is_cuda)
@@ -159,19 +158,12 @@ class SpectrumForecaster(FeatureForecaster):
     def _forecast(self, step: int) -> torch.Tensor:
         w = self.blend_weight
         on_last, on_prev = self._linear_coefficients(step, self._prev_step if self._prev is not None else None)
+        weights = self._spectral_weights(step, w, self._device) if w > 0 else None
         if self.state_device is not None:
-            spectral = self._ridge_weights(self._gram.numpy(), step) * w if w > 0 else None
-            out = _host_forecast(self._host_moments, spectral, self._last, on_last, self._prev, on_prev,
+            out = _host_forecast(self._host_moments, weights, self._last, on_last, self._prev, on_prev,
                                  self._dtype, self._device, self._stream)
             return out.reshape(self._shape)
-        last = self._last
-        if w > 0:
-            # One fused pass: on_last * h_last + (X^T H)^T (w a), in float32.
-            out = torch.addmv(last.to(torch.float32), self._moments.T, self._spectral_weights(step, w), beta=on_last)
-        else:
-            out = last.to(torch.float32) * on_last
-        if on_prev:
-            out.add_(self._prev, alpha=on_prev)
+        out = _forecast_slice(self._moments, weights, self._last, on_last, self._prev if on_prev else None, on_prev)
         return out.reshape(self._shape).to(self._dtype)
 
     def _linear_coefficients(self, step: int, prev_step: int | None) -> tuple[float, float]:
@@ -194,14 +186,14 @@ class SpectrumForecaster(FeatureForecaster):
         _, inverse, self.ridge_jitter = self._inverse
         return inverse @ target
 
-    def _spectral_weights(self, step: int, scale: float = 1.0) -> torch.Tensor:
+    def _spectral_weights(self, step: int, scale: float, device: torch.device) -> torch.Tensor:
         """scale * a (see _ridge_weights): the weights of the moments' rows whose sum is the Chebyshev
-        forecast, as float32 on the moments' device."""
+        forecast, as float32 on ``device`` (where the forecast is summed)."""
         weights = torch.from_numpy(self._ridge_weights(self._gram.numpy(), step) * scale).to(torch.float32)
-        if self._moments.device.type != "cpu":
+        if device.type != "cpu":
             # The solve depends only on the steps, so it runs on the host; a plain copy to the device
             # would wait for the device's queue, a pinned asynchronous one does not.
-            weights = weights.pin_memory().to(self._moments.device, non_blocking=True)
+            weights = weights.pin_memory().to(device, non_blocking=True)
         return weights
 
 
@@ -332,8 +324,7 @@ def _add_to_host_moments(moments: list[torch.Tensor], basis: list[float], flat: 
     two staging buffers so that the copies of one slice overlap the sum of the other."""
     if not flat.is_cuda:
         for chunk, (start, end) in zip(moments, _slices(flat.numel())):
-            for m, t_m in enumerate(basis):
-                chunk[m].add_(flat[start:end], alpha=t_m)
+            _accumulate(chunk, basis, flat[start:end])
         return
     device, rows = flat.device, len(basis)
     compute, stream = torch.cuda.current_stream(device), stream_of(device)
@@ -346,8 +337,7 @@ def _add_to_host_moments(moments: list[torch.Tensor], basis: list[float], flat: 
             ready = torch.cuda.Event()
             ready.record(stream)
         compute.wait_event(ready)
-        for m, t_m in enumerate(basis):
-            buffer[m].add_(flat[start:end], alpha=t_m)
+        _accumulate(buffer, basis, flat[start:end])
         added = torch.cuda.Event()
         added.record(compute)
         with torch.cuda.stream(stream):
@@ -357,22 +347,38 @@ def _add_to_host_moments(moments: list[torch.Tensor], basis: list[float], flat: 
         buffer.record_stream(stream)
 
 
-def _host_forecast(moments: list[torch.Tensor], spectral: np.ndarray | None, last: torch.Tensor, on_last: float,
+def _accumulate(moments: torch.Tensor, basis: list[float], flat: torch.Tensor) -> None:
+    """X^T H += T(tau)^T h in place, a row per coefficient: the same operations wherever the moments live."""
+    for m, t_m in enumerate(basis):
+        moments[m].add_(flat, alpha=t_m)
+
+
+def _forecast_slice(moments: torch.Tensor, weights: torch.Tensor | None, h_last: torch.Tensor, on_last: float,
+                    h_prev: torch.Tensor | None, on_prev: float) -> torch.Tensor:
+    """on_last h_last + (X^T H)^T (w a) + on_prev h_prev in float32, in one fused pass where w > 0 (``weights``
+    None: w = 0): the full fit's forecast of the elements ``moments`` (rows of X^T H) cover."""
+    if weights is not None:
+        acc = torch.addmv(h_last.to(torch.float32), moments.T, weights, beta=on_last)
+    else:
+        acc = h_last.to(torch.float32) * on_last
+    if h_prev is not None:
+        acc.add_(h_prev, alpha=on_prev)
+    return acc
+
+
+def _host_forecast(moments: list[torch.Tensor], weights: torch.Tensor | None, last: torch.Tensor, on_last: float,
                    prev: torch.Tensor | None, on_prev: float, dtype: torch.dtype, device: torch.device,
                    stream_of) -> torch.Tensor:  # noqa: ANN001
-    """The full fit's forecast from host-memory state, on ``device``, a slice at a time: on_last h_last +
-    (X^T H)^T (w a) + on_prev h_prev in float32, returned flat in ``dtype``. From the CPU the same operations
-    as the on-device forecast, slice by slice; to a CUDA device each slice's moments and features are copied
-    on the side stream into one of two staging buffers while the current stream sums the slice before."""
+    """The full fit's forecast from host-memory state, on ``device``, a slice at a time (``_forecast_slice``,
+    ``weights`` on ``device``), returned flat in ``dtype``. From the CPU the same operations as the on-device
+    forecast, slice by slice; to a CUDA device each slice's moments and features are copied on the side stream
+    into one of two staging buffers while the current stream sums the slice before."""
     numel = last.numel()
     out = torch.empty(numel, dtype=dtype, device=device)
-    weights = None if spectral is None else torch.from_numpy(spectral).to(torch.float32)
     on_cuda = device.type == "cuda"
     rows = moments[0].shape[0]
     if on_cuda:
         compute, stream = torch.cuda.current_stream(device), stream_of(device)
-        if weights is not None:
-            weights = weights.pin_memory().to(device, non_blocking=True)
         size = moments[0].shape[1]
         staging = _staging(rows, size, torch.float32, device)
         held = _staging(2, size, last.dtype, device)
@@ -395,13 +401,7 @@ def _host_forecast(moments: list[torch.Tensor], spectral: np.ndarray | None, las
                 ready.record(stream)
             compute.wait_event(ready)
             chunk, h_last, h_prev = buffer, features[0], features[1] if h_prev is not None else None
-        if weights is not None:
-            acc = torch.addmv(h_last.to(torch.float32), chunk.T, weights, beta=on_last)
-        else:
-            acc = h_last.to(torch.float32) * on_last
-        if h_prev is not None:
-            acc.add_(h_prev, alpha=on_prev)
-        out[start:end].copy_(acc)
+        out[start:end].copy_(_forecast_slice(chunk, weights, h_last, on_last, h_prev, on_prev))
         if on_cuda:
             freed[index % 2] = torch.cuda.Event()
             freed[index % 2].record(compute)
