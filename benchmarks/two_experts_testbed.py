@@ -46,7 +46,6 @@ from spectrum_cache import SpectrumConfig, calibrate, disable_spectrum, enable_s
 from spectrum_cache.bench.metrics import psnr, to_nchw  # noqa: E402
 from spectrum_cache.bench.prompts import bundled_prompts, calibration_prompts  # noqa: E402
 from spectrum_cache.embedded import load_pipeline  # noqa: E402
-from spectrum_cache.embedded.model import denoiser_input  # noqa: E402
 from spectrum_cache.embedded.pipeline import EmbeddedPipeline  # noqa: E402
 from spectrum_cache.embedded.train import flow_loss, training_batch  # noqa: E402
 
@@ -65,17 +64,8 @@ class TwoExpertPipeline(EmbeddedPipeline):
         self.register_modules(transformer_2=transformer_2)
         self.register_to_config(boundary_ratio=boundary_ratio)
 
-    def _denoise(self, latents: torch.Tensor, seq: torch.Tensor, pooled: torch.Tensor, t: torch.Tensor,
-                 img_ids: torch.Tensor, txt_ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
-        high_noise = float(t.reshape(-1)[0]) >= self.config.boundary_ratio * 1000
-        expert = self.transformer if high_noise else self.transformer_2
-        out = expert(hidden_states=denoiser_input(latents, features), encoder_hidden_states=seq,
-                     pooled_projections=pooled, timestep=t / 1000, img_ids=img_ids, txt_ids=txt_ids,
-                     return_dict=False)[0]
-        if self.config.prediction_type == "sample":
-            sigma = (t / 1000).to(out.dtype).view(-1, 1, 1)
-            return (latents - out) / sigma
-        return out
+    def _transformer_at(self, t: torch.Tensor) -> torch.nn.Module:
+        return self.transformer if float(t.reshape(-1)[0]) >= self.config.boundary_ratio * 1000 else self.transformer_2
 
 
 def finetune_low_noise(pipe: EmbeddedPipeline, boundary: float, steps: int, lr: float) -> torch.nn.Module:

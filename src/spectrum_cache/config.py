@@ -106,7 +106,7 @@ class SpectrumConfig:
         history: K. ``None`` (the default) fits every recorded step, as the paper and the authors' code
             do (the global fit; 4 (M + 1) + 2 b bytes per feature element for b-byte features, 24 for
             bfloat16). An integer K fits the last K recorded steps only (a local fit), keeping those
-            features in their own dtype: K b bytes per element, 8 for bfloat16 at K = 4. K must be at
+            features in their own dtype: K b bytes per element, 10 for bfloat16 at K = 5. K must be at
             least ``degree`` + 1, so that the data, not the ridge penalty, choose the coefficients.
         state_device: where the forecaster keeps its state between steps: ``None`` (the default) on the
             features' own device, ``"cpu"`` in host memory (pinned on CUDA, copies overlapped with the

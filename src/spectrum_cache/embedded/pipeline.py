@@ -46,8 +46,8 @@ def make_scheduler() -> FlowMatchEulerDiscreteScheduler:
 
 
 # Torch threads for a call on the CPU: the model is so small that more threads only add synchronisation, and on
-# a shared machine they fight other jobs for the cores (README snippet: 24 s with torch's default 2 threads on a
-# busy 2-core CPU, 0.6 s with one).
+# a shared machine they fight other jobs for the cores (the README snippet on a busy 2-core CPU: 34.9 s with
+# torch's default 2 threads, 2.8 s with one; benchmarks/embedded_threads.py).
 CPU_THREADS = 1
 
 
@@ -116,7 +116,7 @@ class EmbeddedPipeline(DiffusionPipeline):
 
     def _denoise(self, latents: torch.Tensor, seq: torch.Tensor, pooled: torch.Tensor, t: torch.Tensor,
                  img_ids: torch.Tensor, txt_ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
-        out = self.transformer(
+        out = self._transformer_at(t)(
             hidden_states=denoiser_input(latents, features),
             encoder_hidden_states=seq,
             pooled_projections=pooled,
@@ -129,6 +129,10 @@ class EmbeddedPipeline(DiffusionPipeline):
             sigma = (t / 1000).to(out.dtype).view(-1, 1, 1)
             return (latents - out) / sigma
         return out
+
+    def _transformer_at(self, t: torch.Tensor) -> torch.nn.Module:
+        """The denoiser of timestep ``t``: the one transformer (a subclass with experts picks one, as Wan2.2 does)."""
+        return self.transformer
 
     @property
     def guidance_scale(self) -> float:
