@@ -23,7 +23,7 @@ _VAE = dict(block_out_channels=(8,), in_channels=3, out_channels=3, latent_chann
             shift_factor=0.0, scaling_factor=1.0)
 
 
-def _vae():
+def one_level_vae():
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(**_VAE)
@@ -139,7 +139,7 @@ def flux(count: int = 1, union: bool = False, true_cfg: bool = False) -> tuple[A
         nets.append(_unzero(FluxControlNetModel.from_config(config), 20 + index))
     _seeded(1)
     pipe = FluxControlNetPipeline(
-        scheduler=plain.scheduler, vae=_vae(), text_encoder=None, tokenizer=None, text_encoder_2=None,
+        scheduler=plain.scheduler, vae=one_level_vae(), text_encoder=None, tokenizer=None, text_encoder_2=None,
         tokenizer_2=None, transformer=plain.transformer,
         controlnet=nets[0] if count == 1 else FluxMultiControlNetModel(nets),
     )
@@ -172,7 +172,7 @@ def sd3(count: int = 1) -> tuple[Any, dict[str, Any]]:
                                                                 num_extra_conditioning_channels=0), 20 + index))
     _seeded(1)
     pipe = StableDiffusion3ControlNetPipeline(
-        transformer=plain.transformer, scheduler=plain.scheduler, vae=_vae(), text_encoder=None, tokenizer=None,
+        transformer=plain.transformer, scheduler=plain.scheduler, vae=one_level_vae(), text_encoder=None, tokenizer=None,
         text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None,
         controlnet=nets[0] if count == 1 else nets,
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from families import flux
+from families_controlnet import one_level_vae
 
 
 def latents(pipe, kwargs, seed=0, **overrides):
@@ -50,6 +51,18 @@ def denoise_loop(transformer, n, context=None, **inputs):
                 v = transformer(hidden_states=x, timestep=t, **inputs)[0]
         x = x - v / n
     return x
+
+
+def flux_img2img():
+    """A FluxImg2ImgPipeline around families.flux's transformer and scheduler, with a one-level VAE (seeded), and
+    the tiny FLUX call's arguments."""
+    from diffusers import FluxImg2ImgPipeline
+
+    pipe, kwargs = flux()
+    torch.manual_seed(0)
+    img2img = FluxImg2ImgPipeline(scheduler=pipe.scheduler, vae=one_level_vae(), text_encoder=None, tokenizer=None,
+                                  text_encoder_2=None, tokenizer_2=None, transformer=pipe.transformer)
+    return img2img, kwargs
 
 
 def flux_cfg():

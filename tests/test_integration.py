@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from families import STEPS, flux, sdxl, wan22
-from helpers import block_passes, denoise_loop, flux_inputs, latents
+from helpers import block_passes, denoise_loop, flux_img2img, flux_inputs, latents
 from spectrum_cache import (
     SpectrumConfig,
     SpectrumWarning,
@@ -54,19 +54,7 @@ def test_configured_step_count_that_disagrees_warns_and_follows_the_pipeline():
 
 
 def test_img2img_with_strength_schedules_the_steps_that_run():
-    from diffusers import AutoencoderKL, FluxImg2ImgPipeline
-
-    pipe, kwargs = flux()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8,), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), layers_per_block=1,
-        shift_factor=0.0, scaling_factor=1.0,
-    )
-    img2img = FluxImg2ImgPipeline(
-        scheduler=pipe.scheduler, vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=None,
-        tokenizer_2=None, transformer=pipe.transformer,
-    )
+    img2img, kwargs = flux_img2img()
     enable_spectrum(img2img, REAL)
     image = torch.rand(1, 3, 8, 8)
     kwargs = {**kwargs, "height": 8, "width": 8, "num_inference_steps": 20}

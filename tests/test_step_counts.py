@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from families import flux, sdxl, wan22
+from families import sdxl, wan22
+from helpers import flux_img2img
 from spectrum_cache import SpectrumConfig, enable_spectrum, spectrum_summary
 
 SCHEDULE = (0, 1, 2, 5, 9)
@@ -24,16 +25,7 @@ def test_a_two_expert_call_refuses_a_schedule_naming_the_calls_step_count():
 
 
 def test_an_image_to_image_call_refuses_a_schedule_naming_the_calls_step_count():
-    from diffusers import AutoencoderKL, FluxImg2ImgPipeline
-
-    pipe, kwargs = flux()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8,), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), layers_per_block=1,
-        shift_factor=0.0, scaling_factor=1.0)
-    img2img = FluxImg2ImgPipeline(scheduler=pipe.scheduler, vae=vae, text_encoder=None, tokenizer=None,
-                                  text_encoder_2=None, tokenizer_2=None, transformer=pipe.transformer)
+    img2img, kwargs = flux_img2img()
     enable_spectrum(img2img, SpectrumConfig(num_inference_steps=20, compute_steps=SCHEDULE))
     kwargs = {**kwargs, "height": 8, "width": 12, "num_inference_steps": 20}
     with pytest.raises(ValueError, match=r"planned for 20 steps, and this pipeline call has 20 steps, of which "
