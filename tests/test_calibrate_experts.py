@@ -95,12 +95,12 @@ def _base_and_refiner():
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
 
     from families import sdxl
-    from families_controlnet import _vae
+    from families_controlnet import one_level_vae
 
     base, kwargs = sdxl()
     torch.manual_seed(1)
     refiner = StableDiffusionXLImg2ImgPipeline(
-        vae=_vae(), text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
+        vae=one_level_vae(), text_encoder=None, text_encoder_2=None, tokenizer=None, tokenizer_2=None,
         unet=UNet2DConditionModel(**base.unet.config), requires_aesthetics_score=False,
         scheduler=EulerDiscreteScheduler.from_config(base.scheduler.config))
     kwargs.pop("num_inference_steps")

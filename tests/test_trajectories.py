@@ -61,9 +61,9 @@ def _sdxl_sibling(pipe, kwargs):
     refiner stage), fed latents (4 channels) as its image."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
-    from families_controlnet import _vae
+    from families_controlnet import one_level_vae
 
-    sibling = StableDiffusionXLImg2ImgPipeline(**{**pipe.components, "vae": _vae(), "scheduler": _own_scheduler(pipe)})
+    sibling = StableDiffusionXLImg2ImgPipeline(**{**pipe.components, "vae": one_level_vae(), "scheduler": _own_scheduler(pipe)})
     sibling_kwargs = {k: v for k, v in kwargs.items() if k not in ("height", "width")}
     batch = {k: torch.randn(2, *kwargs[k].shape[1:]) for k in
              ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")}
@@ -90,10 +90,10 @@ def _raise_at(step):
 def _flux_sibling(pipe, kwargs):
     from diffusers import FluxImg2ImgPipeline
 
-    from families_controlnet import _vae
+    from families_controlnet import one_level_vae
 
     sibling = FluxImg2ImgPipeline(
-        scheduler=_own_scheduler(pipe), vae=_vae(), text_encoder=None, tokenizer=None, text_encoder_2=None,
+        scheduler=_own_scheduler(pipe), vae=one_level_vae(), text_encoder=None, tokenizer=None, text_encoder_2=None,
         tokenizer_2=None, transformer=pipe.transformer)
     return sibling, {**kwargs, "height": 8, "width": 8, "image": torch.rand(1, 3, 8, 8), "strength": 0.6}
 
