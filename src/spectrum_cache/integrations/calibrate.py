@@ -278,6 +278,8 @@ def _search(experts: list[Expert], fit_configs: Mapping[str, SpectrumConfig], we
     candidates: list[tuple[Plan, str, float]] = []
     searched: dict[str, dict[str, Any]] = {}
     ranges = budgets(experts, k)
+    # Each search starts from the paper's schedule at its budget: the same for every fit, w and score mix.
+    seeds = {(e.name, budget): _seeds(e, budget, base) for e, allowed in zip(experts, ranges) for budget in allowed}
     for fit_name, fit in fit_configs.items():
         best: dict[float, tuple[float, Plan, float]] = {}  # per score mix: the best w's (score, plan, w)
         for w in weights:
@@ -285,7 +287,7 @@ def _search(experts: list[Expert], fit_configs: Mapping[str, SpectrumConfig], we
             caches = {e.name: ForecastCache(makers[e.name], e.num_steps) for e in experts}
             for share in INCOHERENT_SHARES:
                 results_by_budget = [
-                    {budget: search_expert(e, makers[e.name], share, budget, _seeds(e, budget, base), caches[e.name])
+                    {budget: search_expert(e, makers[e.name], share, budget, seeds[e.name, budget], caches[e.name])
                      for budget in allowed}
                     for e, allowed in zip(experts, ranges)]
                 score, split = best_split(experts, results_by_budget, k)
