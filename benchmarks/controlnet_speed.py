@@ -31,7 +31,6 @@ from typing import Any
 import torch
 
 from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum
-from spectrum_cache.integrations import controlnet as controlnet_module
 from spectrum_cache.integrations.adapters import resolve_adapter
 from spectrum_cache.integrations.api import _denoiser_hook
 
@@ -155,15 +154,13 @@ def mode(pipe: Any, denoiser: str, name: str, config: SpectrumConfig) -> Iterato
         return
     enable_spectrum(pipe, config)
     owner = _denoiser_hook(getattr(pipe, denoiser))
-    planner = controlnet_module.upcoming_forecast
     if name == "today":
         owner.residuals.detach()
     elif name == "denoiser only":
-        controlnet_module.upcoming_forecast = lambda owner, timestep: None
+        owner.will_forecast = lambda timestep: None  # this hook only: the ControlNet always runs
     try:
         yield
     finally:
-        controlnet_module.upcoming_forecast = planner
         disable_spectrum(pipe)
 
 

@@ -229,12 +229,12 @@ def test_cache_context_step_fields_place_the_calls():
 
 
 # -- discovery runs once per generation -----------------------------------------------------------
-def test_the_running_pipeline_is_looked_for_once_per_generation(monkeypatch):
-    from spectrum_cache.integrations import steps
+def test_the_step_source_is_looked_for_once_per_generation(monkeypatch):
+    from spectrum_cache.integrations import lifecycle
 
     walks = []
-    real = steps.running_pipeline
-    monkeypatch.setattr(steps, "running_pipeline", lambda denoiser: walks.append(1) or real(denoiser))
+    real = lifecycle.find_source
+    monkeypatch.setattr(lifecycle, "find_source", lambda *args: walks.append(1) or real(*args))
     pipe, kwargs = flux()
     enable_spectrum(pipe, REAL)
     pipe(**kwargs)
@@ -247,9 +247,10 @@ def test_the_running_pipeline_is_looked_for_once_per_generation(monkeypatch):
 def test_planning_is_a_function_of_generation_branch_and_step():
     from spectrum_cache.integrations.generation import BareClock, Generation
     from spectrum_cache.integrations.planning import plan
+    from spectrum_cache.integrations.steps import StepSource
 
     config = REAL.replace(num_inference_steps=STEPS)
-    generation = Generation(config, "denoiser", BareClock(STEPS), pipeline=None)
+    generation = Generation(config, "denoiser", BareClock(STEPS), StepSource())
     first = plan(generation, "cond", 0)
     assert not first.forecast and not first.final  # nothing recorded yet
     first.trajectory.forecaster.update(0, torch.ones(2, 3))

@@ -118,7 +118,7 @@ def test_separate_branches_have_separate_forecasters():
             transformer(hidden_states=x, timestep=t, **cond)
         with transformer.cache_context("uncond"):
             transformer(hidden_states=x, timestep=t, **uncond)
-    branches = hook.live_generation().branches
+    branches = hook.generations.current().branches
     f_cond = branches["cond"].trajectories[0].forecaster
     f_uncond = branches["uncond"].trajectories[0].forecaster
     assert f_cond is not f_uncond
@@ -265,16 +265,17 @@ def test_refuses_to_stack_on_a_diffusers_cache_and_leaves_nothing_behind():
 
 
 def test_a_failure_while_attaching_leaves_no_hook(monkeypatch):
-    from spectrum_cache.integrations import hooks
+    from spectrum_cache.integrations import skipping
 
     pipe, _ = wan22()
 
     def broken_init(self, owner, index=0):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(hooks.HeadHook, "__init__", broken_init)
+    monkeypatch.setattr(skipping.HeadHook, "__init__", broken_init)
     with pytest.raises(RuntimeError, match="boom"):
         enable_spectrum(pipe, REAL)
+    assert "set_timesteps" not in vars(pipe.scheduler)  # the scheduler is as it was
     for denoiser in (pipe.transformer, pipe.transformer_2):
         assert not denoiser.is_cache_enabled
         for module in denoiser.modules():
@@ -309,9 +310,9 @@ def test_cache_context_isolates_branches_and_reset_clears_state():
         out2 = t(timestep=torch.tensor([1.0]), **inputs)[0]
     torch.testing.assert_close(out1, out2, rtol=0, atol=0)
     hook = t._diffusers_hook.get_hook("spectrum_cache")
-    assert set(hook.live_generation().branches) == {"context_1", "context_2"}
+    assert set(hook.generations.current().branches) == {"context_1", "context_2"}
     t._reset_stateful_cache()
-    assert hook.live_generation() is None
+    assert hook.generations.current() is None
 
 
 def test_bare_denoiser_needs_a_step_count_and_is_pointed_at_the_pipeline():

@@ -100,7 +100,8 @@ def test_two_modular_pipelines_on_one_transformer_each_follow_their_own_schedule
         first, kwargs = families_modular.build("flux", "distilled", STEPS)
         second = first.blocks.init_pipeline()
         second.update_components(transformer=first.transformer, scheduler=FlowMatchEulerDiscreteScheduler())
-    enable_spectrum(first, REAL)  # the second pipeline was never enabled; it shares the transformer
+    enable_spectrum(first, REAL)
+    enable_spectrum(second, REAL)  # the second shares the transformer: it joins its Spectrum
     quiet_run(first, kwargs)
     quiet_run(second, {**kwargs, "num_inference_steps": 20})
     (mine,) = spectrum_summary(second).branches

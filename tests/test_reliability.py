@@ -149,6 +149,14 @@ def test_sibling_pipeline_with_its_own_scheduler_is_planned_from_it():
     latents(pipe, kwargs)  # the enabling pipeline ran 12 steps
     sibling = _sibling(pipe, _other_scheduler())
     passes = block_passes(pipe.transformer)
+    # Not enabled on it, the sibling's runs are not seen: its calls run the network, and the warning says why.
+    with pytest.warns(SpectrumWarning, match=r"enable_spectrum\(sibling\)"):
+        latents(sibling, kwargs, num_inference_steps=20)
+    assert passes[0] == 20
+    with pytest.raises(ValueError, match="already enabled on FluxTransformer2DModel with another config"):
+        enable_spectrum(sibling, REAL.replace(degree=3))
+    enable_spectrum(sibling)  # joins the transformer's Spectrum, with its config
+    passes[0] = 0
     latents(sibling, kwargs, num_inference_steps=20)
     (branch,) = spectrum_summary(sibling).branches
     assert branch.num_inference_steps == 20
@@ -210,6 +218,7 @@ def test_threads_sharing_a_transformer_match_sequential_runs():
     pipe, kwargs = flux()
     sibling = _sibling(pipe, _other_scheduler())
     enable_spectrum(pipe, REAL)
+    enable_spectrum(sibling, REAL)
     runs = {"a": (pipe, {**kwargs, "num_inference_steps": 12}), "b": (sibling, {**kwargs, "num_inference_steps": 8})}
     expected = {name: latents(p, kw) for name, (p, kw) in runs.items()}
 

@@ -117,6 +117,7 @@ def test_a_run_that_ended_early_leaves_the_next_pipeline_its_own_generation(case
     pipe, kwargs = build()
     sibling, sibling_kwargs = make_sibling(pipe, kwargs)
     enable_spectrum(pipe, REAL)
+    enable_spectrum(sibling, REAL)  # a sibling with a scheduler of its own is placed once it is enabled too
     alone = latents(sibling, sibling_kwargs)
     expected = [(b.branch, b.num_inference_steps, b.computed_steps) for b in spectrum_summary(sibling).branches]
     try:
@@ -161,7 +162,7 @@ def test_a_call_that_raised_frees_the_forecasters_tensors(name, error, where):
     def fail(module, inputs, output):
         calls[0] += 1
         if calls[0] == fail_on:
-            seen.append(hook.live_generation())
+            seen.append(hook.generations.current())
             assert _held_bytes(seen[0]) > 0
             raise error("out of memory")
 
@@ -171,7 +172,7 @@ def test_a_call_that_raised_frees_the_forecasters_tensors(name, error, where):
     handle.remove()
     assert max(b.step for b in seen[0].branches.values()) == (9 if where == "block" else 8)
     assert _held_bytes(seen[0]) == 0
-    assert hook.live_generation() is None
+    assert hook.generations.current() is None
     torch.testing.assert_close(latents(pipe, kwargs), reference, rtol=0, atol=0)
 
 
@@ -289,21 +290,30 @@ def test_video_to_video_strength_is_planned_on_the_steps_that_run(build):
 
 
 def test_the_loops_first_index_is_read_only_where_the_scheduler_does_not_say():
+    """A pipeline that slices its timesteps says how many it runs in ``num_timesteps`` (set before its loop):
+    the loop is their tail. The scheduler's own begin_index wins; a pipeline that says nothing starts at 0."""
+    from types import SimpleNamespace
+
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     from spectrum_cache.integrations.steps import loop_begin
 
     scheduler = FlowMatchEulerDiscreteScheduler()
     scheduler.set_timesteps(12)
-    full = scheduler.timesteps
-    assert loop_begin(scheduler, {"timesteps": full[3:]}) == 3
-    assert loop_begin(scheduler, {"timesteps": full[3:].tolist()}) is None  # not the loop's tensor
-    assert loop_begin(scheduler, {"timesteps": full}) is None  # the whole schedule: from 0
-    assert loop_begin(scheduler, {"timesteps": full[:8]}) is None  # SDXL's denoising_end keeps a head, not a tail
-    assert loop_begin(scheduler, {"timesteps": full[3:] + 1}) is None
-    assert loop_begin(scheduler, None) is None
+    assert loop_begin(SimpleNamespace(num_timesteps=9), scheduler) == 3
+    assert loop_begin(SimpleNamespace(num_timesteps=12), scheduler) is None  # the whole schedule: from 0
+    assert loop_begin(SimpleNamespace(num_timesteps=13), scheduler) is None
+    assert loop_begin(SimpleNamespace(num_timesteps=True), scheduler) is None
+    assert loop_begin(SimpleNamespace(), scheduler) is None  # nothing said
+
+    class Unset:
+        @property
+        def num_timesteps(self):
+            return self._num_timesteps  # as diffusers' property reads it, before any call set it
+
+    assert loop_begin(Unset(), scheduler) is None
     scheduler.set_begin_index(5)
-    assert loop_begin(scheduler, {"timesteps": full[3:]}) is None  # the scheduler's own word wins
+    assert loop_begin(SimpleNamespace(num_timesteps=9), scheduler) is None  # the scheduler's own word wins
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -323,7 +333,7 @@ def test_a_generation_ends_with_its_pipeline_call(name):
     latents(pipe, kwargs)
     # StableAudioPipeline returns latents before its maybe_free_model_hooks(), diffusers' end-of-call signal: its
     # generation ends when the next call starts, as before (docs/how-it-works.md).
-    assert all(hook.live_generation() is None for hook in hooks) != (name == "stable-audio"), name
+    assert all(hook.generations.current() is None for hook in hooks) != (name == "stable-audio"), name
     assert (str(spectrum_summary(pipe)) == first) != (name == "stable-audio")
     assert ("(run 2)" in first) == (name == "helios")  # Helios denoises chunk after chunk within one call
     disable_spectrum(pipe)

@@ -19,10 +19,9 @@ from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
 from .compat import END_OF_CALL_ATTR, lacks_end_of_call, other_cache, register_hook, remove_hook
 from .controlnet import attach_controlnet, hook_controlnet
-from .hooks import (CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, HeadHook, SpectrumHook,
-                    SpectrumWarning)
+from .hooks import CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, SpectrumHook, SpectrumWarning
 from .provenance import mismatches
-from .skipping import ConstantHook, StandInHook, gate_block_list, ungate_block_list
+from .skipping import ConstantHook, HeadHook, StandInHook, gate_block_list, ungate_block_list
 from .steps import DeclaredLoop
 from .summary import SpectrumSummary
 
@@ -86,7 +85,12 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
     Raises ValueError, changing nothing, if Spectrum or a diffusers cache is already enabled, if the
     target is not a denoiser or a model's layout is unknown (the error names its class), or if
     ``scheduler`` is not a scheduler or is given with a pipeline.
+
+    A pipeline whose denoisers already run Spectrum through another pipeline (a ``from_pipe`` sibling
+    sharing the transformer) joins them: its calls are placed by its own scheduler from then on. Its
+    config must be that one's (or None).
     """
+    given = config
     config = SpectrumConfig() if config is None else config
     if not isinstance(config, SpectrumConfig):
         raise TypeError(f"config must be a SpectrumConfig, got {type(config).__name__}.")
@@ -105,7 +109,18 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
     if config.per_denoiser:
         _check_schedules_cover(config, denoisers, is_pipeline, target)
     plans: list[tuple[str, torch.nn.Module, ResolvedAdapter | None, str]] = []
+    # A from_pipe sibling of the pipeline Spectrum runs on joins it; the same pipeline again is refused (_check_free).
+    joined = [hook for _, module in denoisers if is_pipeline and (hook := _denoiser_hook(module)) is not None
+              and not hook.generations.knows(target)]
+    for hook in joined:
+        if given is not None and hook.config != given:
+            raise ValueError(f"Spectrum is already enabled on {type(hook.module).__name__} with another config; call "
+                             "disable_spectrum first, or enable this pipeline with the same config (or none) to "
+                             "share it.")
+    config = joined[0].config if joined and given is None else config
     for name, module in denoisers:
+        if any(hook.module is module for hook in joined):
+            continue
         _check_free(module)
         timestep_arg = timestep_argument(module)  # first: a VAE is "not a denoiser", not "unknown layout"
         adapter = None if config.forecast_output else resolve_adapter(module)
@@ -130,11 +145,14 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
         for name, module, adapter, timestep_arg in plans:
             _attach(module, name, config, adapter, timestep_arg, target if is_pipeline else None, scheduler)
         if is_pipeline:
-            attach_controlnet(target, [_denoiser_hook(module) for _, module, _, _ in plans])
+            owners = [_denoiser_hook(module) for _, module, _, _ in plans]
+            attach_controlnet(target, [*owners, *(hook for hook in joined if hook.residuals is None)])
     except BaseException:
         for _, module, _, _ in plans:  # leave nothing half-initialised
             _detach(module)
         raise
+    for hook in joined:
+        hook.generations.add_pipeline(target)
 
 
 def _check_schedules_cover(config: SpectrumConfig, denoisers: list[tuple[str, torch.nn.Module]], is_pipeline: bool,
@@ -252,6 +270,7 @@ def _detach(module: torch.nn.Module) -> None:
     hook = _denoiser_hook(module)
     if isinstance(hook, SpectrumHook):  # not the inert placeholder a deepcopy of the hook is
         setattr(module, _LAST_REPORT_ATTR, tuple(hook.summaries()))
+        hook.generations.unwatch_all()
         if hook.residuals is not None:
             hook.residuals.detach()
     for submodule in module.modules():

@@ -40,7 +40,7 @@ from ..schedule import adaptive_schedule
 from .experts import Expert, Plan, best_split, budgets, check_passes, make_expert, proportional_splits, search_expert
 from .api import _denoiser_hook, _denoisers, disable_spectrum, enable_spectrum, spectrum_summary
 from .compat import progress_bars_hidden
-from .generation import Generation, SchedulerClock
+from .generation import Generation
 from .provenance import describe
 from .steps import ModularPipeline
 
@@ -480,32 +480,13 @@ class _Recorder:
 def call_range(generation: Generation) -> tuple[int, int] | None:
     """The first and last step of the pipeline call that ``generation``'s denoiser runs (None where the loop
     does not say which steps of a call they are)."""
-    clock = generation.clock
-    if not isinstance(clock, SchedulerClock):
-        return None
-    steps = [clock.call_step_of_index[i] for i, step in enumerate(clock.step_of_index) if step is not None]
-    return (steps[0], steps[-1]) if steps else None
+    return generation.clock.call_range()
 
 
 def step_levels(generation: Generation) -> list[float] | None:
     """Each step's noise level and the one after the last step (N + 1 values): the sampler's sigmas where
     it has them, else its timesteps; None for a loop without a scheduler."""
-    clock = generation.clock
-    if not isinstance(clock, SchedulerClock):
-        return None
-    sigmas = getattr(clock.scheduler, "sigmas", None)
-    values = torch.as_tensor(sigmas).detach().double().cpu().tolist() if sigmas is not None else None
-    if values is None or len(values) < len(clock.timesteps):
-        values = [t / 1000 for t in clock.timesteps] + [0.0]
-    firsts: dict[int, int] = {}
-    for index, step in enumerate(clock.step_of_index):
-        if step is not None and step not in firsts:
-            firsts[step] = index
-    if len(firsts) != generation.num_steps:
-        return None
-    last_index = max(i for i, s in enumerate(clock.step_of_index) if s is not None) + 1
-    levels = [values[firsts[s]] for s in range(generation.num_steps)]
-    return [*levels, values[last_index] if last_index < len(values) else 0.0]
+    return generation.clock.step_levels()
 
 
 def _prompt_calls(prompts: Any) -> list[dict[str, Any]]:

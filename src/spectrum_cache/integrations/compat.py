@@ -17,6 +17,10 @@ pickled: ``Unpicklable`` says so by name. A deepcopy of a Spectrum hook is an in
 ``api`` enables Spectrum afresh on a copied denoiser, and ``controlnet`` removes the hook from a copied
 ControlNet (hooking it for the copied denoiser where the whole pipeline is copied).
 
+Guiders. A modular pipeline's guider says which prediction it prepares the denoiser for only through its private
+``_input_predictions`` (the public ``get_state()`` gives its step, timestep and how many calls it prepared):
+``guider_branch`` and ``guider_mark`` read them here.
+
 Progress bars. diffusers keeps a pipeline's progress-bar settings in ``_progress_bar_config`` (a dict, absent
 until set or until the first bar), and a modular pipeline in each of its loop blocks. ``set_progress_bar_config``
 replaces them and there is no public getter, so ``progress_bars_hidden`` reads them here to put them back.
@@ -146,3 +150,35 @@ class Unpicklable:
 
     def __deepcopy__(self, memo: dict) -> ModelHook:
         return ModelHook()
+
+
+# Checked against diffusers 0.42.1 (guiders/guider_utils.py: BaseGuidance).
+def guider_branch(guider: Any) -> str | None:
+    """The prediction a modular pipeline's guider is preparing the denoiser for (``pred_cond`` ...):
+    guiders count ``prepare_models`` calls within a step and list their predictions in order."""
+    names = getattr(guider, "_input_predictions", None)
+    count = _guider_state(guider).get("count_prepared", 0)
+    if isinstance(names, (list, tuple)) and isinstance(count, int) and 1 <= count <= len(names):
+        return str(names[count - 1])
+    return None
+
+
+def guider_mark(guider: Any) -> tuple:
+    """Where the guider is: its step, its prepare count within the step, and the step's timestep object. Two
+    calls with the same mark were not both prepared by it."""
+    state = _guider_state(guider)
+    return state.get("step"), state.get("count_prepared"), id(state.get("timestep"))
+
+
+def guider_step(guider: Any) -> int | None:
+    """The loop step the guider was last set to (``set_state``), or None."""
+    step = _guider_state(guider).get("step")
+    return step if isinstance(step, int) else None
+
+
+def _guider_state(guider: Any) -> dict:
+    try:
+        state = guider.get_state()
+    except Exception:  # not a diffusers guider, or one whose state is not set
+        return {}
+    return state if isinstance(state, dict) else {}

@@ -9,11 +9,10 @@ as without Spectrum. The ControlNet module itself is not changed; ``disable_spec
 
 Knowing ahead. The pipelines call the ControlNet first in each step, with the denoiser's timestep and
 before ``scheduler.step()``, so the denoiser call that follows lands on the step the ControlNet's call
-would land on now. ``upcoming_forecast`` reads the denoiser's live generation, placing and counting
-nothing, and says whether this thread's next denoiser call would forecast: a step that is not a compute
-step, on a trajectory with a recorded feature. Where it cannot tell (no generation yet, as on step 0; a
-generation of another pipeline; a modular pipeline's guider naming the branches; gradients enabled), the
-ControlNet runs, which is always right.
+would land on now. The denoiser's hook answers ``will_forecast``, with the same placement and planning
+code its own calls go through: a step that is not a compute step, on a trajectory with a recorded
+feature. Where it cannot tell (no generation yet, as on step 0; a generation that is over; a modular
+pipeline's guider naming the branches; gradients enabled), the ControlNet runs, which is always right.
 
 When the denoiser computes after all on such a step (a non-finite forecast, an output head not called,
 new input shapes), ``before_compute`` runs the skipped ControlNet call then and copies its outputs into
@@ -41,7 +40,7 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from .adapters import CONTROLNET_CLASSES, CONTROLNET_COMPONENT, CONTROLNET_RESIDUALS
 from .compat import Unpicklable, register_hook, remove_hook
-from .generation import Generation, SchedulerClock, Unplaced
+from .generation import Generation
 from .outputs import input_key
 
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ class ControlNetCompanion:
         key = input_key(arguments)
         self._local.unclaimed = None
         with self.owner._lock:
-            ahead = upcoming_forecast(self.owner, arguments.get("timestep"))
+            ahead = self.owner.will_forecast(arguments.get("timestep"))
             run = self._runs.get(ahead[0]) if ahead is not None else None
             if run is not None and run.key == key:
                 output = _containers_copied(run.output)
@@ -181,37 +180,6 @@ class ControlNetHook(Unpicklable, ModelHook):
     @torch.compiler.disable
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         return self.companion.call(self.fn_ref.original_forward, args, kwargs)
-
-
-def upcoming_forecast(owner: SpectrumHook, timestep: Any) -> tuple[Generation, int] | None:
-    """(generation, step) if this thread's next call of ``owner``'s denoiser, made now, would forecast;
-    None where it would compute or that cannot be told. Places and counts nothing."""
-    if torch.is_grad_enabled() or owner.contexts.step_fields() is not None:
-        return None
-    generation = owner.generations.current()
-    if (generation is None or generation.by_fields or not isinstance(generation.clock, SchedulerClock)
-            or generation.source is None or generation.source.guider is not None
-            or not generation.clock.still_running()):
-        return None
-    # The generation belongs to the pipeline call running now, not to one that ended early.
-    if generation.source.call is None or not generation.source.call.running():
-        return None
-    name = owner.contexts.name()
-    try:
-        step = generation.clock.place(name, timestep)
-    except Unplaced:
-        return None
-    if generation.num_steps is None or step >= generation.num_steps or step in generation.compute_steps:
-        return None
-    branch = generation.branches.get(name)
-    if branch is None:
-        return None
-    trajectory = branch.trajectories.get(branch.calls_in_step if branch.step == step else 0)
-    if trajectory is None or trajectory.forecaster.num_recorded == 0:
-        return None
-    if owner.config.forecast_output and trajectory.output_layout is None:
-        return None
-    return generation, step
 
 
 def attach_controlnet(pipeline: Any, owners: list[SpectrumHook]) -> None:

@@ -21,25 +21,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from ..config import SpectrumConfig
-from ..forecast import (
-    PRIMARY,
-    SECONDARY,
-    BatchedPair,
-    FeatureForecaster,
-    PairBranch,
-    PairedForecaster,
-    make_difference_forecaster,
-    make_forecaster,
-)
+from ..forecast import FeatureForecaster, PairBranch
 from ..schedule import compute_steps
 from .adapters import GuidanceLayout, TimestepRange, guidance_layout
-from .contexts import BATCHED_CFG_BRANCHES
 from .summary import BranchSummary
+
+if TYPE_CHECKING:
+    from .steps import StepSource
 
 
 class Unplaced(Exception):
@@ -104,30 +97,27 @@ class BranchState:
     # Trajectories replaced mid-generation by new input shapes (Z-Image's cfg_truncation drops the
     # uncond half of a batched call): kept for the summary.
     retired: list[tuple[int, Trajectory]] = field(default_factory=list)
-    # BareClock only:
-    first_timestep: float | None = None
-    last_timestep: float | None = None
-    direction: float = 0.0
 
 
 class Generation:
     """One generation of one denoiser: its step count, schedule and per-branch trajectories.
     ``source`` is what placed it (steps.StepSource), kept to start the next one alike."""
 
-    def __init__(self, config: SpectrumConfig, denoiser: str, clock: SchedulerClock | BareClock | FieldClock,
-                 pipeline: Any, uses_cfg: bool | None = None, source: Any = None,
+    def __init__(self, config: SpectrumConfig, denoiser: str, clock: Clock, source: StepSource,
                  held_dtype: torch.dtype | None = None) -> None:
         self.config = config
         self.held_dtype = held_dtype  # the forecasters hold features in it where that is exact
         self.source = source
         self.denoiser = denoiser
         self.clock = clock
-        self.pipeline = pipeline  # the pipeline object whose call this is (None for a bare loop)
-        self.uses_cfg = uses_cfg  # the pipeline call's own CFG decision, None if unknown
+        self.pipeline = source.pipeline  # the pipeline object whose call this is (None for a bare loop)
+        self.uses_cfg = source.uses_cfg  # the pipeline call's own CFG decision, None if unknown
         self.by_fields = False  # placed by CacheContext step fields
-        self.layout: GuidanceLayout | None = guidance_layout(pipeline) if pipeline is not None else None
+        self.layout: GuidanceLayout | None = guidance_layout(self.pipeline) if self.pipeline is not None else None
         self.branches: dict[str, BranchState] = {}
-        self._pairs: dict[object, tuple[tuple[PairBranch, PairBranch], list[bool]]] = {}
+        # Paired forecasting's pairs (planning.forecaster_for): per key, the pair's two views and which have a
+        # trajectory.
+        self.pairs: dict[object, tuple[tuple[PairBranch, PairBranch], list[bool]]] = {}
         self.compute_steps = (frozenset(compute_steps(config, clock.num_steps, denoiser=denoiser)) if clock.num_steps
                               else frozenset())
         # The forecasts' time axis; a note says why a sigma axis was asked for and cannot be had.
@@ -146,65 +136,6 @@ class Generation:
 
     def branch(self, name: str) -> BranchState:
         return self.branches.setdefault(name, BranchState())
-
-    def new_forecaster(self) -> FeatureForecaster:
-        c = self.config
-        return make_forecaster(c.forecaster, self.num_steps, c.degree, c.ridge_lambda, c.blend_weight, self.time_points,
-                               c.history, c.state_device, self.held_dtype)
-
-    def forecaster_for(self, branch: str, slot: int, batch: int | None) -> tuple[FeatureForecaster, str | None]:
-        """The forecaster of a new trajectory, and a note when paired forecasting was asked for and
-        cannot pair this one. Pairs come from the pipeline: ``cache_context`` branches named ``cond``
-        and ``uncond``; else the adapter table's layout of the running pipeline, when the call runs CFG."""
-        if self.config.guidance_forecast != "paired":
-            return self.new_forecaster(), None
-        if branch in ("cond", "uncond"):
-            return self._pair_view(("contexts", slot), PRIMARY if branch == "cond" else SECONDARY), None
-        layout, order = self.layout, getattr(getattr(self.pipeline, "scheduler", None), "order", 1)
-        if self.pipeline is None or self.uses_cfg is False:
-            return self.new_forecaster(), None  # a bare loop, or no guidance: nothing to pair
-        who = type(self.pipeline).__name__
-        if layout is None:
-            if self.uses_cfg:
-                return self.new_forecaster(), (
-                    f"{who} runs classifier-free guidance in a layout the adapter table does not list, so its "
-                    "branches are forecast independently (guidance_forecast='paired' needs it: add the pipeline to "
-                    "spectrum_cache.integrations.adapters.GUIDANCE_LAYOUTS).")
-            return self.new_forecaster(), None
-        if layout.kind == "calls":
-            # Two calls per step are the two branches whether or not the pipeline says it runs CFG (Kandinsky 5
-            # tests its guidance inline): a first call that never gets a second is forecast alone, as it would be.
-            if order != 1:
-                return self.new_forecaster(), (f"{who} calls the denoiser more than twice per step (a scheduler of "
-                                               f"order {order}), so the CFG branches are forecast independently.")
-            if slot > 1:
-                return self.new_forecaster(), None
-            primary = (slot == 0) == layout.cond_first
-            return self._pair_view(("calls",), PRIMARY if primary else SECONDARY), None
-        if branch not in BATCHED_CFG_BRANCHES:
-            return self.new_forecaster(), None  # a named call of one branch alongside the batched CFG call
-        if self.uses_cfg is None:
-            return self.new_forecaster(), (f"{who} does not say whether this call runs classifier-free guidance, "
-                                           "so its branches are forecast independently.")
-        if batch is None or batch % 2:
-            # Not the two branches stacked (Z-Image's cfg_truncation drops the uncond half late in a run).
-            return self.new_forecaster(), None
-        return BatchedPair(self._new_pair(), primary_half=0 if layout.cond_first else 1), None
-
-    def _new_pair(self) -> PairedForecaster:
-        return PairedForecaster(self.new_forecaster(),
-                                make_difference_forecaster(self.config.difference_forecaster, self.num_steps,
-                                                           self.time_points))
-
-    def _pair_view(self, key: object, branch: int) -> PairBranch:
-        """The view of ``branch`` on the pair for ``key``; a new pair once that branch has one already
-        (its trajectory started over)."""
-        entry = self._pairs.get(key)
-        if entry is None or entry[1][branch]:
-            entry = (PairBranch.views(self._new_pair()), [False, False])
-            self._pairs[key] = entry
-        entry[1][branch] = True
-        return entry[0][branch]
 
     def close(self) -> None:
         """Free every forecaster's tensors; the summary stays."""
@@ -239,6 +170,35 @@ def _count(step_of_index: list[int | None]) -> int | None:
     """How many steps ``step_of_index`` places calls on; None for none."""
     last = max((step for step in step_of_index if step is not None), default=None)
     return None if last is None else last + 1
+
+
+class Clock(Protocol):
+    """Places a generation's calls on its steps: one protocol for the three ways a loop says where it is."""
+
+    num_steps: int | None
+    token: Any  # what a finished generation leaves behind (a scheduler's timesteps), or None
+
+    def place(self, branch: str, timestep: Any, loop_index: int | None) -> int | None:
+        """The step of a call of ``branch`` (``loop_index``: the loop's own count, CacheContext.step_index);
+        None where the timesteps started over (a new generation). Raises Unplaced where it cannot tell."""
+
+    def still_running(self) -> bool:
+        """Whether a call without step fields may go on in this clock's generation."""
+
+    def continues(self, step: int, loop_index: int, total: int) -> bool:
+        """Whether loop index ``loop_index`` of ``total`` continues a branch that is at ``step``."""
+
+    def loop_step(self) -> int | None:
+        """The loop's current step from the start of its call (a guider's step), where the clock knows it."""
+
+    def sigma_positions(self) -> tuple[list[float] | None, str | None]:
+        """Each step's noise level mapped onto [0, N - 1], or (None, why not)."""
+
+    def call_range(self) -> tuple[int, int] | None:
+        """The first and last step of the pipeline call that this denoiser runs, where the loop says."""
+
+    def step_levels(self) -> list[float] | None:
+        """Each step's noise level and the one after the last step (N + 1 values), where known."""
 
 
 class SchedulerClock:
@@ -293,6 +253,13 @@ class SchedulerClock:
             step_of_index[i] = step
         return step_of_index
 
+    def _first_index_of_steps(self) -> dict[int, int]:
+        firsts: dict[int, int] = {}
+        for index, step in enumerate(self.step_of_index):
+            if step is not None and step not in firsts:
+                firsts[step] = index
+        return firsts
+
     def sigma_positions(self) -> tuple[list[float] | None, str | None]:
         """Each step's noise level (the scheduler's ``sigmas``, else its timesteps, at the step's first
         index) mapped linearly onto [0, N - 1]: the first step at 0, the last at N - 1. Returns
@@ -304,11 +271,8 @@ class SchedulerClock:
             source = "sigmas"
         else:
             values, source = self.timesteps, "timesteps"
-        first: dict[int, float] = {}
-        for index, step in enumerate(self.step_of_index):
-            if step is not None and step not in first:
-                first[step] = values[index]
-        levels = [first[s] for s in range(self.num_steps)]
+        first = self._first_index_of_steps()
+        levels = [values[first[s]] for s in range(self.num_steps)]
         if len(levels) == 1:
             return [0.0], None
         span = levels[0] - levels[-1]
@@ -320,6 +284,26 @@ class SchedulerClock:
         positions[-1] = float(last)  # exactly, whatever the rounding
         return positions, None
 
+    def step_levels(self) -> list[float] | None:
+        sigmas = getattr(self.scheduler, "sigmas", None)
+        values = torch.as_tensor(sigmas).detach().double().cpu().tolist() if sigmas is not None else None
+        if values is None or len(values) < len(self.timesteps):
+            values = [t / 1000 for t in self.timesteps] + [0.0]
+        firsts = self._first_index_of_steps()
+        if not self.num_steps or len(firsts) != self.num_steps:
+            return None
+        last_index = max(i for i, s in enumerate(self.step_of_index) if s is not None) + 1
+        levels = [values[firsts[s]] for s in range(self.num_steps)]
+        return [*levels, values[last_index] if last_index < len(values) else 0.0]
+
+    def call_steps(self) -> list[int]:
+        """The pipeline call's step numbers of the steps this denoiser runs, in order."""
+        return [self.call_step_of_index[i] for i, step in enumerate(self.step_of_index) if step is not None]
+
+    def call_range(self) -> tuple[int, int] | None:
+        steps = self.call_steps()
+        return (steps[0], steps[-1]) if steps else None
+
     def still_running(self) -> bool:
         """Whether the scheduler is still in this clock's run: the same timesteps tensor, and (for
         schedulers with a step_index) an index inside it. A run that ended leaves the index past the end."""
@@ -330,9 +314,23 @@ class SchedulerClock:
             return index is None or index < len(self.step_of_index)
         return True
 
+    def continues(self, step: int, loop_index: int, total: int) -> bool:
+        position = self.begin + loop_index
+        found = self.step_of_index[position] if 0 <= position < len(self.step_of_index) else None
+        return found is None or found >= step
+
+    def loop_step(self) -> int | None:
+        if not self.by_index:
+            return None
+        index = self.scheduler.step_index
+        return (index if index is not None else self.begin) - self.begin
+
     def place(self, branch: str, timestep: Any, loop_index: int | None = None) -> int:
         """The step of a call: by ``loop_index`` (the loop's own count from the first step it runs,
         CacheContext.step_index) where given, else by the scheduler's step_index or the timestep."""
+        if self.num_steps is None:
+            raise Unplaced("unplanned", "the pipeline runs no step on this denoiser by its scheduler's timesteps; "
+                           "running the network.")
         if loop_index is not None:
             index = self.begin + loop_index
         elif self.by_index:
@@ -375,39 +373,92 @@ class SchedulerClock:
 class FieldClock:
     """Places calls at the step the loop gives in ``CacheContext.step_index``."""
 
+    token = None
+
     def __init__(self, num_steps: int) -> None:
         self.num_steps = num_steps
+
+    def place(self, branch: str, timestep: Any, loop_index: int | None = None) -> int:
+        if loop_index is None:
+            raise Unplaced("fields", "the loop stopped passing cache_context step fields; running the network.")
+        if not 0 <= loop_index < self.num_steps:
+            raise Unplaced("past-end", f"cache_context step_index={loop_index} is outside num_inference_steps="
+                           f"{self.num_steps}; running the network.")
+        return loop_index
+
+    def still_running(self) -> bool:
+        return False  # a call without step fields is not of this loop
+
+    def continues(self, step: int, loop_index: int, total: int) -> bool:
+        return total == self.num_steps and loop_index >= step
+
+    def loop_step(self) -> int | None:
+        return None
 
     def sigma_positions(self) -> tuple[list[float] | None, str | None]:
         return None, ("time_axis='sigma' needs every step's noise level in advance, and this loop passes only "
                       "step_index and num_inference_steps, so the forecasts use the step index.")
 
+    def call_range(self) -> tuple[int, int] | None:
+        return None
+
+    def step_levels(self) -> list[float] | None:
+        return None
+
+
+@dataclass
+class _BareBranch:
+    step: int = -1
+    first: float | None = None
+    last: float | None = None
+    direction: float = 0.0
+
 
 class BareClock:
     """Places calls of a hand-written loop by the timestep values it passes (see the module docstring)."""
 
+    token = None
+
     def __init__(self, num_steps: int) -> None:
         self.num_steps = num_steps
+        self._branches: dict[str, _BareBranch] = {}
+
+    def place(self, branch: str, timestep: Any, loop_index: int | None = None) -> int | None:
+        """The call's step (N or more past the end), or None when the timesteps started over."""
+        if timestep is None:
+            raise Unplaced("timestep", "no timestep in the call; running the network.")
+        t = _timestep_value(timestep)
+        state = self._branches.setdefault(branch, _BareBranch())
+        if state.last is None:
+            state.first = state.last = t
+        elif t == state.last:
+            return state.step
+        else:
+            moved = math.copysign(1.0, t - state.last)
+            if t == state.first or (state.direction and moved != state.direction):
+                return None
+            state.direction, state.last = moved, t
+        state.step += 1
+        return state.step
+
+    def still_running(self) -> bool:
+        return True
+
+    def continues(self, step: int, loop_index: int, total: int) -> bool:
+        return True
+
+    def loop_step(self) -> int | None:
+        return None
 
     def sigma_positions(self) -> tuple[list[float] | None, str | None]:
         return None, ("time_axis='sigma' needs the scheduler's noise levels, and this loop runs without one "
                       "(pass scheduler= to enable_spectrum), so the forecasts use the step index.")
 
-    def place(self, branch: BranchState, timestep: Any) -> int | None:
-        """The call's step (N or more past the end), or None when the timesteps started over."""
-        if timestep is None:
-            raise Unplaced("timestep", "no timestep in the call; running the network.")
-        t = _timestep_value(timestep)
-        if branch.last_timestep is None:
-            branch.first_timestep = branch.last_timestep = t
-            return 0
-        if t == branch.last_timestep:
-            return branch.step
-        moved = math.copysign(1.0, t - branch.last_timestep)
-        if t == branch.first_timestep or (branch.direction and moved != branch.direction):
-            return None
-        branch.direction, branch.last_timestep = moved, t
-        return branch.step + 1
+    def call_range(self) -> tuple[int, int] | None:
+        return None
+
+    def step_levels(self) -> list[float] | None:
+        return None
 
 
 def _timestep_value(timestep: Any) -> float:

@@ -33,15 +33,14 @@ from diffusers.hooks.hooks import ModelHook
 from ..config import SpectrumConfig
 from ..forecast import all_finite
 from .adapters import ResolvedAdapter, has_extra_inputs
-from .compat import Unpicklable, other_cache
+from .compat import Unpicklable, guider_branch, guider_mark, guider_step, other_cache
 from .contexts import BranchContexts, branch_name
 from .controlnet import controlnet_hint
-from .generation import Generation, SchedulerClock, Trajectory, Unplaced
+from .generation import Generation, Trajectory, Unplaced
 from .lifecycle import Generations
 from .outputs import input_key, rebuild_output, split_output
-from .planning import plan
-from .skipping import CallSlot, HeadHook, SkipGate, foreign_hooks, join_heads, unjoin_heads  # noqa: F401 - HeadHook: api's
-from .steps import find_source, guider_branch, guider_mark
+from .planning import forecaster_for, forecasts, plan
+from .skipping import CallSlot, SkipGate, foreign_hooks, join_heads, unjoin_heads
 from .summary import BranchSummary
 
 DENOISER_HOOK = "spectrum_cache"
@@ -97,15 +96,17 @@ class SpectrumHook(Unpicklable, ModelHook):
         self.denoiser_name = denoiser_name
         self.timestep_arg = timestep_arg
         self.layout = layout
-        self.pipeline_ref = weakref.ref(pipeline) if pipeline is not None else None
+        self.pipeline_ref = weakref.ref(pipeline) if pipeline is not None else None  # the enabling pipeline
         self.scheduler = scheduler
         self.contexts = BranchContexts()
         self.gate = SkipGate()
         self.slot = CallSlot(len(layout.stand_in_modules) if layout is not None else 0,
                              len(layout.heads) if layout is not None else 1)
         self.slot.on_bypass = self._bypassed
-        self.generations = Generations(config, denoiser_name, self._warn, self._held_dtype)
         self._lock = threading.RLock()
+        self.generations = Generations(config, None, denoiser_name, self._warn, self._lock, self._held_dtype, scheduler)
+        if pipeline is not None:
+            self.generations.add_pipeline(pipeline)
         self._warned: set[str] = set()
         self._hooks_checked: weakref.ref | None = None  # the generation whose skipped modules were checked
         self._alone_checked: weakref.ref | None = None  # the generation checked for a cache stacked on Spectrum
@@ -124,6 +125,7 @@ class SpectrumHook(Unpicklable, ModelHook):
 
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
         self.module = module
+        self.generations.module = module
         signature = inspect.signature(type(module).forward)
         self._signature = signature.replace(parameters=list(signature.parameters.values())[1:])
         return module
@@ -149,65 +151,58 @@ class SpectrumHook(Unpicklable, ModelHook):
     # compiled in one piece (a graph break here would make dynamo trace the whole model twice).
     @torch.compiler.disable(recursive=False, reason=EXPORT_REFUSAL.format(model="the model"))
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        call = self._begin(args, kwargs)
-        done = False
-        try:
-            output = call.replacement if call.replacement is not None else self.fn_ref.original_forward(*args, **kwargs)
-            done = True
-        finally:
-            if not done:
+        with self._lock:
+            self.slot.in_call += 1
+            try:
+                call = self._begin(args, kwargs)
+                output = (call.replacement if call.replacement is not None
+                          else self.fn_ref.original_forward(*args, **kwargs))
+                return self._end(call, output)
+            except BaseException:
                 self._abort()
-        return self._end(call, output)
+                raise
+            finally:
+                self.slot.in_call -= 1
 
     # -- one call, outside compiled code ----------------------------------------------------
     @torch.compiler.disable
     def _begin(self, args: tuple, kwargs: dict) -> _Call:
-        self._lock.acquire()
-        self.slot.in_call += 1
-        try:
-            call = self._plan(args, kwargs)
-            call.args, call.kwargs = args, kwargs
-            if call.prediction is None and self.residuals is not None:
-                self.residuals.before_compute(call.generation, call.step, call.arguments if call.arguments is not None
-                                              else self._arguments(args, kwargs))
-            slot = self.slot
-            slot.active = call.trajectory is not None and not self.config.forecast_output
-            if slot.active and call.prediction is not None:
-                slot.prediction = call.prediction
-                slot.head_predictions = unjoin_heads(call.prediction, call.trajectory.head_layout, slot.num_heads)
-                slot.constants = self._constants(call.trajectory, call.arguments)
-                slot.stand_in_outputs = call.trajectory.stand_in_outputs or slot.stand_in_outputs
-                slot.stand_in_used = [0] * slot.num_stand_ins
-                self.gate.close()
-            return call
-        except BaseException:
-            self._abort()
-            raise
+        """Plan the call; on a forecast step, shut the gate with the forecast in the call slot."""
+        call = self._plan(args, kwargs)
+        call.args, call.kwargs = args, kwargs
+        if call.prediction is None and self.residuals is not None:
+            self.residuals.before_compute(call.generation, call.step, call.arguments if call.arguments is not None
+                                          else self._arguments(args, kwargs))
+        slot = self.slot
+        slot.active = call.trajectory is not None and not self.config.forecast_output
+        if slot.active and call.prediction is not None:
+            slot.prediction = call.prediction
+            slot.head_predictions = unjoin_heads(call.prediction, call.trajectory.head_layout, slot.num_heads)
+            slot.constants = self._constants(call.trajectory, call.arguments)
+            slot.stand_in_outputs = call.trajectory.stand_in_outputs or slot.stand_in_outputs
+            slot.stand_in_used = [0] * slot.num_stand_ins
+            self.gate.close()
+        return call
 
     @torch.compiler.disable
     def _end(self, call: _Call, output: Any) -> Any:
-        try:
-            if self.gate.shut:
-                self.gate.open()
-                if self.slot.unforecast_head or not any(f is not None for f in self.slot.features):
-                    self._warn("head", "the output head was not called, or a head the forecast does not cover "
-                               "was; running the network.")
-                    call.prediction = None
-                    if self.residuals is not None:
-                        self.residuals.before_compute(call.generation, call.step, call.arguments)
-                    self.slot.clear()
-                    self.slot.active = True
-                    output = self.fn_ref.original_forward(*call.args, **call.kwargs)
-            if call.trajectory is not None:
-                self._record(call, output)
-            if call.final and self.residuals is not None:
-                self.residuals.release(call.generation)
-        except BaseException:
-            self._abort()
-            raise
+        """Open the gate (running the network after all where the forecast could not be used), record."""
+        if self.gate.shut:
+            self.gate.open()
+            if self.slot.unforecast_head or not any(f is not None for f in self.slot.features):
+                self._warn("head", "the output head was not called, or a head the forecast does not cover "
+                           "was; running the network.")
+                call.prediction = None
+                if self.residuals is not None:
+                    self.residuals.before_compute(call.generation, call.step, call.arguments)
+                self.slot.clear()
+                self.slot.active = True
+                output = self.fn_ref.original_forward(*call.args, **call.kwargs)
+        if call.trajectory is not None:
+            self._record(call, output)
+        if call.final and self.residuals is not None:
+            self.residuals.release(call.generation)
         self.slot.clear()
-        self.slot.in_call -= 1
-        self._lock.release()
         return output
 
     @torch.compiler.disable
@@ -215,15 +210,11 @@ class SpectrumHook(Unpicklable, ModelHook):
         """The call raised (out of memory, an interrupt, a bad input): its generation is over, since a
         pipeline does not go on after its denoiser raised. Free its tensors now (on a GPU, gigabytes the
         user wants back after an out-of-memory error); its report stays."""
-        try:
-            self.gate.open()
-            self.slot.clear()
-            if self.residuals is not None:
-                self.residuals.release(self.generations.current())
-            self.generations.end()
-        finally:
-            self.slot.in_call -= 1
-            self._lock.release()
+        self.gate.open()
+        self.slot.clear()
+        if self.residuals is not None:
+            self.residuals.release(self.generations.current())
+        self.generations.end()
 
     # -- planning -----------------------------------------------------------------------------
     def _plan(self, args: tuple, kwargs: dict) -> _Call:
@@ -232,16 +223,11 @@ class SpectrumHook(Unpicklable, ModelHook):
                        "sample under torch.no_grad() or torch.inference_mode() to forecast.")
             return _Call()
         arguments = self._arguments(args, kwargs)
+        fields = self.contexts.step_fields()
         try:
-            names: dict[int, str] = {}  # one name per generation for this call: naming reads the guider's state once
-
-            def name_of(generation: Generation | None) -> str:
-                if id(generation) not in names:
-                    names[id(generation)] = self._branch_name(generation)
-                return names[id(generation)]
-
-            placement = self.generations.place(name_of, arguments.get(self.timestep_arg),
-                                               self.contexts.step_fields(), self._discover)
+            generation = self.generations.ongoing(fields, self.contexts.name())
+            name = self._branch_name(generation)
+            placement = self.generations.place(generation, name, arguments.get(self.timestep_arg), fields)
         except Unplaced as unplaced:
             if unplaced.message:
                 self._warn(unplaced.kind, unplaced.message)
@@ -284,12 +270,12 @@ class SpectrumHook(Unpicklable, ModelHook):
                                        replacement=rebuild_output(trajectory.output_layout, prediction))
         return dataclasses.replace(compute, prediction=prediction)
 
-    def _branch_name(self, generation: Generation | None) -> str:
+    def _branch_name(self, generation: Generation) -> str:
         """The call's branch: its cache_context, else the prediction a modular pipeline's guider prepares.
         A call the guider did not prepare (its state unchanged since the last call it named: Wan Animate 2's
         reference pass before a segment's steps) is not one of its branches."""
         name = self.contexts.name()
-        guider = generation.source.guider if generation is not None and generation.source is not None else None
+        guider = generation.source.guider
         if guider is not None and not self.contexts.has_context():
             found, mark = guider_branch(guider), guider_mark(guider)
             if found is not None and mark != getattr(self._calls, "guider_mark", None) and _guider_on_step(
@@ -298,22 +284,27 @@ class SpectrumHook(Unpicklable, ModelHook):
                 return branch_name(found)
         return name
 
-    def _discover(self):
-        return find_source(self.module, self.denoiser_name, self.generations.declared, self.scheduler,
-                           self._enabling_pipeline(), self.config.num_inference_steps)
-
-    def _enabling_pipeline(self) -> Any:
-        if self.pipeline_ref is None:
-            return None
-        pipeline = self.pipeline_ref()
-        if pipeline is None:
-            raise Unplaced(
-                "gone",
-                "the pipeline Spectrum was enabled on no longer exists and this call does not come from a "
-                "pipeline, so the step count is unknown; running the network. Enable Spectrum on the pipeline "
-                "you run, or on the bare denoiser with scheduler=... or num_inference_steps.",
-            )
-        return pipeline
+    def will_forecast(self, timestep: Any) -> tuple[Generation, int] | None:
+        """(generation, step) if this thread's next call of the denoiser, made now with ``timestep``, would
+        forecast; None where it would compute or that cannot be told. Places and counts nothing: the
+        ControlNet, called first in each step, asks it (controlnet.py)."""
+        with self._lock:
+            if torch.is_grad_enabled() or self.contexts.step_fields() is not None:
+                return None
+            generation = self.generations.current()
+            # Not where the guider names the branches: its count moves with the denoiser's call, not before it.
+            if generation is None or generation.source.guider is not None or not generation.clock.still_running():
+                return None
+            name = self.contexts.name()
+            try:
+                step = generation.clock.place(name, timestep, None)
+            except Unplaced:
+                return None
+            branch = generation.branches.get(name)
+            if step is None or branch is None:
+                return None
+            trajectory = branch.trajectories.get(branch.calls_in_step if branch.step == step else 0)
+            return (generation, step) if forecasts(generation, trajectory, step) else None
 
     def _constants(self, trajectory: Trajectory, arguments: dict[str, Any]) -> list[torch.Tensor | None]:
         """The outputs of the adapter's constant modules for this forecast call, computed once per
@@ -419,7 +410,7 @@ class SpectrumHook(Unpicklable, ModelHook):
                     # A fresh forecaster as for a new trajectory: a paired branch gets a new pair, since its
                     # partner's records have the old shape too.
                     if call.generation is not None:
-                        trajectory.forecaster, _ = call.generation.forecaster_for(call.branch, call.slot, call.batch)
+                        trajectory.forecaster, _ = forecaster_for(call.generation, call.branch, call.slot, call.batch)
                 forecaster = trajectory.forecaster
                 if trajectory.forecast and forecaster.num_recorded and forecaster.feature_shape == feature.shape:
                     trajectory.note_shadow(call.step, forecaster.predict(call.step), feature)
@@ -455,22 +446,15 @@ class SpectrumHook(Unpicklable, ModelHook):
             warnings.warn(f"{self.denoiser_name}: {message}", SpectrumWarning, stacklevel=2)
 
     # -- reporting ----------------------------------------------------------------------------
-    def live_generation(self) -> Generation | None:
-        """This thread's generation in progress, if any."""
-        return self.generations.current()
-
     def summaries(self, pipeline: Any = None) -> list[BranchSummary]:
         with self._lock:
             return self.generations.summaries(pipeline)
 
 
 def _guider_on_step(guider: Any, generation: Generation) -> bool:
-    """Whether the guider's step is the scheduler's (a guider left on an earlier run's last step is not)."""
-    clock, step = generation.clock, getattr(guider, "_step", None)
-    if not isinstance(step, int) or not isinstance(clock, SchedulerClock) or not clock.by_index:
-        return True
-    index = clock.scheduler.step_index
-    return step == (index if index is not None else clock.begin) - clock.begin
+    """Whether the guider's step is the loop's (a guider left on an earlier run's last step is not)."""
+    step, loop_step = guider_step(guider), generation.clock.loop_step()
+    return step is None or loop_step is None or step == loop_step
 
 
 def checks_on_host(tensor: torch.Tensor) -> bool:

@@ -1,15 +1,22 @@
 """The owner of one denoiser's generations: it starts, restarts and ends them, and keeps their reports.
 
 Each thread runs its own generation (``threading.local``: a thread that ends takes its generation
-with it). ``place`` puts a call into the thread's generation and returns the generation it used:
-when the call starts a new one (new timesteps, the timesteps starting over, a pipeline that finished),
-that is the new one, so the caller never plans with a generation that is over. The step source is
-looked for (``steps.find_source``, a walk up the caller's frames) only when a generation starts.
+with it). A generation ends when its pipeline call ends (diffusers' ``maybe_free_model_hooks`` resets the
+denoiser's hooks: ``end``), when the thread begins another scheduler run (a watched ``set_timesteps``:
+``new_run``), when its scheduler's timesteps are replaced or run out, or when a call inside it raises.
+
+A call is put into the thread's generation in two steps, so that the hook names the call's branch in
+between, from the generation it will be placed in: ``ongoing`` gives that generation (starting one
+where there is none or the last one is over, from the step source of ``steps.find_source``), and
+``place`` places the named call in it. ``Generations`` also holds what Spectrum was enabled through:
+the pipelines (several, where ``enable_spectrum`` was called on ``from_pipe`` siblings), or the
+scheduler given for a bare denoiser.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import weakref
 from collections.abc import Callable
@@ -20,10 +27,11 @@ import torch
 from diffusers import DiffusionPipeline
 
 from ..config import SpectrumConfig
+from . import runs
 from .adapters import TimestepRange, steps_run_by
 from .contexts import StepFields
-from .generation import BareClock, BranchState, FieldClock, Generation, SchedulerClock, Unplaced
-from .steps import DeclaredLoop, StepSource, check_ready
+from .generation import BareClock, BranchState, Clock, FieldClock, Generation, SchedulerClock, Unplaced
+from .steps import DeclaredLoop, Event, StepSource, check_ready, find_source, scheduler_of
 from .summary import BranchSummary
 
 # More calls than this on one step of one branch (Heun with two unnamed CFG calls makes 4) means the
@@ -43,84 +51,115 @@ class Placement:
     slot: int
 
 
+@dataclass
+class _Earlier:
+    """The runs of the current pipeline call that ended (Helios denoises chunk after chunk)."""
+
+    pipeline: Any
+    report: list[BranchSummary]
+    runs: int
+
+
 class Generations:
     """One denoiser's generations, one per thread, and the reports of those that ended."""
 
-    def __init__(self, config: SpectrumConfig, denoiser: str, note: Callable[[str, str], None],
-                 held_dtype: Callable[[], torch.dtype | None] = lambda: None) -> None:
+    def __init__(self, config: SpectrumConfig, denoiser: torch.nn.Module, name: str,
+                 note: Callable[[str, str], None], lock: threading.RLock,
+                 held_dtype: Callable[[], torch.dtype | None] = lambda: None, scheduler: Any = None) -> None:
         self.config = config
-        self.denoiser = denoiser
+        self.module = denoiser
+        self.denoiser = name
         self._note = note  # (kind, message): a warning said once
+        self._lock = lock  # the hook's: a watched set_timesteps may come from any thread
         self._held_dtype = held_dtype  # asked at each generation's start: the model's dtype may have changed
         self._local = threading.local()
+        self._order = itertools.count()
+        self._pipelines: list[weakref.ref] = []  # what Spectrum was enabled through, the first first
+        self._scheduler = scheduler  # a bare denoiser's (enable_spectrum(model, scheduler=...))
+        self._watched: list[weakref.ref] = []
         self._reports: dict[int, tuple[weakref.ref | None, list[BranchSummary]]] = {}  # per pipeline id
         self._last_report: list[BranchSummary] = []
         self._spent: weakref.ref | None = None  # the timesteps of the last generation that ended
+        if scheduler is not None:
+            self._watch(scheduler)
+
+    # -- what Spectrum was enabled through ------------------------------------------------------
+    def add_pipeline(self, pipeline: Any) -> None:
+        """Place calls of ``pipeline`` (the enabling one, or a ``from_pipe`` sibling enabled after it)."""
+        if not any(ref() is pipeline for ref in self._pipelines):
+            self._pipelines.append(weakref.ref(pipeline))
+        scheduler = scheduler_of(pipeline)
+        if scheduler is not None:
+            self._watch(scheduler)
+
+    def knows(self, pipeline: Any) -> bool:
+        return any(ref() is pipeline for ref in self._pipelines)
+
+    def _watch(self, scheduler: Any) -> None:
+        if not runs.watched(scheduler, id(self)):
+            runs.watch(scheduler, id(self), self.new_run)
+            self._watched.append(weakref.ref(scheduler))
+
+    def unwatch_all(self) -> None:
+        """Leave every scheduler as it was (disable_spectrum)."""
+        for ref in self._watched:
+            scheduler = ref()
+            if scheduler is not None:
+                runs.unwatch(scheduler, id(self))
+        self._watched = []
+
+    def new_run(self, scheduler: Any) -> None:
+        """This thread called ``scheduler.set_timesteps``: its generation is over; the next call starts the next."""
+        with self._lock:
+            self._local.run = Event(next(self._order), scheduler=scheduler)
+            if self.current() is not None:
+                self.end(call_over=False)
+
+    def _find_source(self) -> StepSource:
+        pipelines = [p for ref in self._pipelines if (p := ref()) is not None]
+        for pipeline in pipelines:  # a scheduler swapped in since: its next run is seen
+            scheduler = scheduler_of(pipeline)
+            if scheduler is not None:
+                self._watch(scheduler)
+        return find_source(self.module, getattr(self._local, "run", None), getattr(self._local, "declared", None),
+                           pipelines, len(pipelines) < len(self._pipelines), self._scheduler,
+                           self.config.num_inference_steps)
 
     # -- the thread's generation ---------------------------------------------------------------
     def current(self) -> Generation | None:
         return getattr(self._local, "generation", None)
 
-    @property
-    def declared(self) -> DeclaredLoop | None:
-        """What a hand-written loop in this thread said it runs (``denoising_loop``)."""
-        return getattr(self._local, "declared", None)
-
     def declare(self, loop: DeclaredLoop | None) -> None:
+        """What a hand-written loop in this thread says it runs (``denoising_loop``), or None at its end."""
         self.end()
-        self._local.declared = loop
+        self._local.declared = Event(next(self._order), loop=loop) if loop is not None else None
+        if loop is not None and loop.scheduler is not None:
+            self._watch(loop.scheduler)
 
-    def place(self, name_of: Callable[[Generation | None], str], timestep: Any, fields: StepFields | None,
-              discover: Callable[[], StepSource]) -> Placement:
-        """Place a call whose branch is ``name_of(generation)`` (a modular pipeline's guider, which names
-        branches, comes with the generation); raises Unplaced where the network just runs."""
+    def ongoing(self, fields: StepFields | None, context_name: str) -> Generation:
+        """The generation this thread's call goes into: the current one, or a new one where there is none or
+        it is over. Raises Unplaced where the network just runs."""
         generation = self.current()
         if fields is not None:
-            return self._place_by_fields(generation, name_of, fields, discover)
-        if generation is not None and not _still_running(generation):
+            n = fields.num_inference_steps
+            if (generation is None or not generation.by_fields
+                    or not _continues(generation, context_name, fields)):
+                source = self._find_source()
+                generation = self._start(source) if source.origin == "pipeline" else self._begin(FieldClock(n), source)
+                generation.by_fields = True
+            return generation
+        if generation is not None and not generation.clock.still_running():
             self.end(call_over=False)
             generation = None
-        if generation is None:
-            generation = self._start(discover())
-        name = name_of(generation)
-        branch = generation.branch(name)
-        if isinstance(generation.clock, BareClock):
-            step = generation.clock.place(branch, timestep)
-            if step is None:  # the timesteps started over: a new generation
-                generation = self._start(generation.source)
-                name = name_of(generation)
-                branch = generation.branch(name)
-                step = generation.clock.place(branch, timestep)
-        elif generation.num_steps is None:
-            raise Unplaced("unplanned", "the pipeline runs no step on this denoiser by its scheduler's timesteps; "
-                           "running the network.")
-        else:
-            step = generation.clock.place(name, timestep)
-        return self._count(generation, name, branch, step)
+        return generation if generation is not None else self._start(self._find_source())
 
-    def _place_by_fields(self, generation: Generation | None, name_of: Callable[[Generation | None], str],
-                         fields: StepFields, discover: Callable[[], StepSource]) -> Placement:
-        """Place a call by the loop's ``CacheContext.step_index``. Where the call comes from a pipeline,
-        its scheduler still says which steps this denoiser runs (Wan2.2's experts); elsewhere the
-        fields alone give the steps."""
-        n = fields.num_inference_steps
-        if (generation is None or not generation.by_fields or not _in_its_call(generation)
-                or (isinstance(generation.clock, FieldClock) and generation.num_steps != n)
-                or not _moves_on(generation, name_of(generation), fields.step_index)):
-            source = discover()
-            if source.origin == "pipeline":
-                generation = self._start(source)
-            else:
-                generation = self._begin(FieldClock(n), source)
-            generation.by_fields = True
-        name = name_of(generation)
-        if isinstance(generation.clock, FieldClock):
-            step = fields.step_index
-            if not 0 <= step < n:
-                raise Unplaced("past-end", f"cache_context step_index={step} is outside num_inference_steps={n}; "
-                               "running the network.")
-        else:
-            step = generation.clock.place(name, None, loop_index=fields.step_index)
+    def place(self, generation: Generation, name: str, timestep: Any, fields: StepFields | None) -> Placement:
+        """Place the call of branch ``name`` in ``generation`` (or, where its timesteps started over, in the
+        generation that follows it); raises Unplaced where the network just runs."""
+        step = generation.clock.place(name, timestep, fields.step_index if fields is not None else None)
+        if step is None:  # the timesteps started over: a new generation
+            generation = self._start(generation.source)
+            step = generation.clock.place(name, timestep, None)
         return self._count(generation, name, generation.branch(name), step)
 
     def _count(self, generation: Generation, name: str, branch: BranchState, step: int) -> Placement:
@@ -156,7 +195,9 @@ class Generations:
             # Every pipeline call sets new timesteps: these belong to a generation that is over.
             raise Unplaced("stale", f"{type(scheduler).__name__}'s timesteps are those of a finished generation "
                            "(set_timesteps was not called for this one), so the step count is unknown; running "
-                           "the network. Call the pipeline, or set_timesteps before a hand-written loop.")
+                           "the network. Call the pipeline, or set_timesteps before a hand-written loop. A "
+                           "from_pipe sibling with a scheduler of its own is placed once Spectrum is enabled on it "
+                           "too: enable_spectrum(sibling).")
         pipeline = source.pipeline
         steps_run = steps_run_by(pipeline, source.component) if pipeline is not None else TimestepRange()
         clock = SchedulerClock(scheduler, steps_run, source.begin)
@@ -173,13 +214,12 @@ class Generations:
                        f"{clock.num_steps} steps; the schedule follows the pipeline.")
         return self._begin(clock, source)
 
-    def _begin(self, clock: SchedulerClock | BareClock | FieldClock, source: StepSource) -> Generation:
+    def _begin(self, clock: Clock, source: StepSource) -> Generation:
         self.end(call_over=False)
         earlier = getattr(self._local, "earlier", None)
-        if earlier is not None and not (isinstance(source.pipeline, DiffusionPipeline) and earlier[0] is source.pipeline):
+        if earlier is not None and not (isinstance(source.pipeline, DiffusionPipeline) and earlier.pipeline is source.pipeline):
             self._local.earlier = None  # not another run within the same pipeline call
-        generation = Generation(self.config, self.denoiser, clock, source.pipeline, source.uses_cfg, source,
-                                self._held_dtype())
+        generation = Generation(self.config, self.denoiser, clock, source, self._held_dtype())
         self._local.generation = generation
         if generation.time_axis_note:
             self._note("time-axis", generation.time_axis_note)
@@ -196,7 +236,7 @@ class Generations:
                 self._local.earlier = None
             return
         generation.close()
-        if isinstance(generation.clock, SchedulerClock):
+        if generation.clock.token is not None:
             self._spent = weakref.ref(generation.clock.token)
         report = self._call_report(generation)
         if report:
@@ -208,18 +248,18 @@ class Generations:
         # Only a run that got to its last step can be followed by another run of the same call; one cut short
         # (the call raised) is followed by a new call.
         earlier = getattr(self._local, "earlier", None)
-        runs = earlier[2] + 1 if earlier is not None and earlier[1] else 1
+        count = earlier.runs + 1 if earlier is not None and earlier.report else 1
         self._local.earlier = (None if call_over or not generation.reached_end()
-                               else (generation.pipeline, report, runs))  # (pipeline, report so far, runs in it)
+                               else _Earlier(generation.pipeline, report, count))
 
     def _call_report(self, generation: Generation) -> list[BranchSummary]:
         """The report of the pipeline call so far: earlier runs of the call, then ``generation``'s."""
         rows = generation.summaries()
         earlier = getattr(self._local, "earlier", None)
-        if earlier is None or not earlier[1]:
+        if earlier is None or not earlier.report:
             return rows
-        run = earlier[2] + 1
-        return [*earlier[1], *(dataclasses.replace(b, branch=f"{b.branch} (run {run})") for b in rows)]
+        run = earlier.runs + 1
+        return [*earlier.report, *(dataclasses.replace(b, branch=f"{b.branch} (run {run})") for b in rows)]
 
     # -- reports ---------------------------------------------------------------------------------
     def summaries(self, pipeline: Any = None) -> list[BranchSummary]:
@@ -231,7 +271,9 @@ class Generations:
             report = self._call_report(live)
             if report:
                 return report
-        if pipeline is None:
+        if pipeline is None or not self.knows(pipeline):
+            # A pipeline Spectrum was not enabled through (a from_pipe sibling sharing the scheduler) has its
+            # runs placed as the enabling pipeline's: its report is the denoiser's last.
             return self._last_report
         ref, report = self._reports.get(id(pipeline), (None, []))
         return report if ref is not None and ref() is pipeline else []
@@ -240,7 +282,7 @@ class Generations:
 def _part_of_call_refusal(config: SpectrumConfig, denoiser: str, clock: SchedulerClock, steps_run: TimestepRange) -> str:
     """Why an explicit schedule does not fit a denoiser that runs part of its pipeline call's steps, in the
     call's own step count (schedule.compute_steps' message would give the denoiser's part as the run's)."""
-    steps = [clock.call_step_of_index[i] for i, step in enumerate(clock.step_of_index) if step is not None]
+    steps = clock.call_steps()
     if steps_run != TimestepRange():
         why = ("the pipeline gives its other steps to another denoiser (Wan2.2's boundary_ratio) or leaves them to "
                "a refiner (denoising_end)")
@@ -263,31 +305,8 @@ def _per_denoiser_refusal(config: SpectrumConfig, denoiser: str, clock: Schedule
             f"{config.num_inference_steps}, or calibrate again for {clock.call_num_steps}.")
 
 
-def _moves_on(generation: Generation, name: str, index: int) -> bool:
-    """Whether loop index ``index`` continues ``generation`` for branch ``name`` (it does not go back)."""
+def _continues(generation: Generation, name: str, fields: StepFields) -> bool:
+    """Whether loop index ``fields.step_index`` continues ``generation`` for branch ``name`` (it does not go back)."""
     branch = generation.branches.get(name)
-    if branch is None or branch.step < 0:
-        return True
-    clock = generation.clock
-    if isinstance(clock, FieldClock):
-        return index >= branch.step
-    position = clock.begin + index
-    step = clock.step_of_index[position] if 0 <= position < len(clock.step_of_index) else None
-    return step is None or step >= branch.step
-
-
-def _in_its_call(generation: Generation) -> bool:
-    """Whether the pipeline call that started ``generation`` (if one did) is still running: one that
-    ended early leaves its generation open, and the next pipeline on this denoiser must not go on in it."""
-    call = generation.source.call if generation.source is not None else None
-    return call is None or call.running()
-
-
-def _still_running(generation: Generation) -> bool:
-    """Whether the next call without step fields may go on in ``generation``."""
-    if not _in_its_call(generation):
-        return False
-    clock = generation.clock
-    if isinstance(clock, SchedulerClock):
-        return clock.still_running()
-    return not isinstance(clock, FieldClock)
+    step = branch.step if branch is not None else -1
+    return generation.clock.continues(step, fields.step_index, fields.num_inference_steps)
