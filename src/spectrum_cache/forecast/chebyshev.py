@@ -97,6 +97,8 @@ class SpectrumForecaster(FeatureForecaster):
         self._dtype: torch.dtype | None = None  # the recorded features' own dtype (forecasts are made in it)
         self._device: torch.device | None = None  # where the features come from (and forecasts go)
         self._held: torch.dtype | None = None  # the dtype they are held in, chosen on the first record
+        # On an accelerator: whether the features held in ``held_dtype`` were exact in it, as a device tensor.
+        self.held_exactly: torch.Tensor | None = None
         # The diagonal jitter the last forecast's ridge system needed (0.0: none). Non-zero means the
         # system was singular, e.g. ridge_lambda = 0 with fewer recorded steps than coefficients, and
         # the forecast rests on the jitter rather than on the data; callers may warn about it.
@@ -119,9 +121,16 @@ class SpectrumForecaster(FeatureForecaster):
         """The dtype this trajectory holds its features in: ``held_dtype`` if the first one is exact in it."""
         if self._held is None:
             narrow = self.held_dtype
-            exact = (narrow is not None and narrow != feature.dtype and feature.dtype.is_floating_point
-                     and torch.equal(feature.to(narrow).to(feature.dtype), feature))
-            self._held = narrow if exact else feature.dtype
+            if narrow is None or narrow == feature.dtype or not feature.dtype.is_floating_point:
+                self._held = feature.dtype
+            elif feature.device.type == "cpu":  # where checking is free
+                self._held = narrow if torch.equal(feature.to(narrow).to(feature.dtype), feature) else feature.dtype
+            else:
+                # On an accelerator a check now would make the host wait for the device. The caller's word that the
+                # features are exact in ``narrow`` is taken, and the check kept as a device flag, read once the
+                # trajectory is over (``held_exactly``).
+                self._held = narrow
+                self.held_exactly = (feature.to(narrow).to(feature.dtype) == feature).all()
         return self._held
 
     def _held_copy(self, feature: torch.Tensor, spare: torch.Tensor | None) -> torch.Tensor:

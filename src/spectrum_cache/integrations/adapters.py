@@ -443,12 +443,21 @@ def steps_run_by(pipeline: object, component: str | None) -> TimestepRange:
     return TimestepRange(low, high)
 
 
-def has_extra_inputs(arguments: dict[str, object], constant: tuple[str, ...] = ()) -> list[str]:
-    """Names of per-step extra inputs (ControlNet residuals and the like) present in a call, leaving out
-    the adapter's ``constant`` inputs."""
-    return [
-        name
-        for name, value in arguments.items()
-        if EXTRA_INPUT_ARGS.fullmatch(name) and name not in constant
-        and (isinstance(value, torch.Tensor) or (isinstance(value, (list, tuple, dict)) and len(value) > 0))
-    ]
+class ExtraInputs:
+    """Finds a call's per-step extra inputs (ControlNet residuals and the like), leaving out the adapter's
+    ``constant`` inputs; each argument name is matched once."""
+
+    def __init__(self, constant: tuple[str, ...] = ()) -> None:
+        self._constant = constant
+        self._is_extra: dict[str, bool] = {}
+
+    def __call__(self, arguments: dict[str, object]) -> list[str]:
+        """Names of the extra inputs present in a call (a tensor, or a non-empty container)."""
+        found = []
+        for name, value in arguments.items():
+            extra = self._is_extra.get(name)
+            if extra is None:
+                extra = self._is_extra[name] = bool(EXTRA_INPUT_ARGS.fullmatch(name)) and name not in self._constant
+            if extra and (isinstance(value, torch.Tensor) or (isinstance(value, (list, tuple, dict)) and len(value) > 0)):
+                found.append(name)
+        return found

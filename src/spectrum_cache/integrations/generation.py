@@ -60,6 +60,7 @@ class Trajectory:
     # Accelerator features only: whether every feature recorded so far was finite, as a device tensor
     # (checked once, when the trajectory ends, instead of a host-device sync per call).
     finite: torch.Tensor | None = None
+    held_exactly: torch.Tensor | None = None  # the same for the forecaster's narrower held dtype (chebyshev)
     # The adapter's constant_paths outputs, by slot index: (input, its version, output, its version).
     constants: dict[int, tuple[torch.Tensor, int, torch.Tensor, int]] = field(default_factory=dict)
     # The stand-in modules' outputs of the last compute step, by stand-in index (skipping.py), in call order:
@@ -136,6 +137,20 @@ class Generation:
 
     def branch(self, name: str) -> BranchState:
         return self.branches.setdefault(name, BranchState())
+
+    def device_problems(self) -> list[tuple[str, str]]:
+        """(kind, message) for what the device flags of the trajectories say went wrong: read once, when the
+        generation ends (a host-device sync per generation, after its last denoiser call)."""
+        trajectories = [t for b in self.branches.values() for t in [*b.trajectories.values(), *(t for _, t in b.retired)]]
+        problems = []
+        if any(t.finite is not None and not bool(t.finite) for t in trajectories):
+            problems.append(("nonfinite", "the network produced NaN or Inf features in this generation, and the "
+                                          "forecasts made from them are not finite either."))
+        if any(t.held_exactly is not None and not bool(t.held_exactly) for t in trajectories):
+            problems.append(("held", "the recorded features were not exact in the model's dtype, which the adapter "
+                                     "table says they are (head_input_upcast): the forecasts were made from rounded "
+                                     "features."))
+        return problems
 
     def close(self) -> None:
         """Free every forecaster's tensors; the summary stays."""

@@ -20,7 +20,6 @@ see no Spectrum code at all.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import threading
 import warnings
 import weakref
@@ -32,7 +31,8 @@ from diffusers.hooks.hooks import ModelHook
 
 from ..config import SpectrumConfig
 from ..forecast import all_finite
-from .adapters import ResolvedAdapter, has_extra_inputs
+from .adapters import ExtraInputs, ResolvedAdapter
+from .arguments import Binder
 from .compat import Unpicklable, guider_branch, guider_mark, guider_step, other_cache
 from .contexts import BranchContexts, branch_name
 from .controlnet import controlnet_hint
@@ -99,6 +99,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         self.pipeline_ref = weakref.ref(pipeline) if pipeline is not None else None  # the enabling pipeline
         self.scheduler = scheduler
         self.contexts = BranchContexts()
+        self._extra_inputs = ExtraInputs(layout.constant_inputs if layout is not None else ())
         self.gate = SkipGate()
         self.slot = CallSlot(len(layout.stand_in_modules) if layout is not None else 0,
                              len(layout.heads) if layout is not None else 1)
@@ -126,8 +127,7 @@ class SpectrumHook(Unpicklable, ModelHook):
     def initialize_hook(self, module: torch.nn.Module) -> torch.nn.Module:
         self.module = module
         self.generations.module = module
-        signature = inspect.signature(type(module).forward)
-        self._signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+        self._arguments = Binder(module)
         return module
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -235,7 +235,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         generation = placement.generation
         self._check_alone(generation)
         self._check_skipped_hooks(generation)
-        extras = has_extra_inputs(arguments, self.layout.constant_inputs if self.layout is not None else ())
+        extras = self._extra_inputs(arguments)
         if extras and self.residuals is not None:  # a ControlNet's residuals: only the skipped blocks read them
             extras = self.residuals.claim(extras, generation, placement.step)
         if extras:
@@ -335,13 +335,6 @@ class SpectrumHook(Unpicklable, ModelHook):
         trajectory.constants[index] = (value, value._version, output, output._version)
         return output
 
-    def _arguments(self, args: tuple, kwargs: dict) -> dict[str, Any]:
-        bound = self._signature.bind_partial(*args, **kwargs).arguments
-        for name, parameter in self._signature.parameters.items():
-            if parameter.kind is inspect.Parameter.VAR_KEYWORD and name in bound:
-                bound = {**bound, **bound.pop(name)}
-        return bound
-
     def _check_alone(self, generation: Generation) -> None:
         """Once per generation: refuse a cache stacked on Spectrum after it was enabled (one that wraps
         the forward from outside, or hooks inside it); see compat.other_cache."""
@@ -422,15 +415,13 @@ class SpectrumHook(Unpicklable, ModelHook):
                 else:
                     if not on_host:
                         trajectory.note_finite(feature)
+                        trajectory.held_exactly = getattr(forecaster, "held_exactly", None)
                     if self.observer is not None and call.generation is not None:
                         label = call.branch if call.slot == 0 else f"{call.branch}[{call.slot}]"
                         self.observer(call.generation, label, call.step, feature)
                 trajectory.peak_bytes = max(trajectory.peak_bytes, trajectory.forecaster.nbytes)
         (trajectory.forecast if call.prediction is not None else trajectory.computed).append(call.step)
         if call.final:
-            if trajectory.finite is not None and not bool(trajectory.finite):  # one sync per trajectory
-                self._warn("nonfinite", "the network produced NaN or Inf features in this generation, and the "
-                           "forecasts made from them are not finite either.")
             trajectory.forecaster.reset()  # the trajectory is complete: free its tensors
             trajectory.stand_in_outputs = None
 

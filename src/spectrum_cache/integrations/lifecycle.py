@@ -235,6 +235,8 @@ class Generations:
             if call_over:
                 self._local.earlier = None
             return
+        for kind, message in generation.device_problems():
+            self._note(kind, message)
         generation.close()
         if generation.clock.token is not None:
             self._spent = weakref.ref(generation.clock.token)
