@@ -436,8 +436,11 @@ def steps_run_by(pipeline: object, component: str | None) -> TimestepRange:
             low = boundary
         elif component == "transformer_2":
             high = boundary
-    # The SDXL pipelines keep denoising_end in _denoising_end for the length of a call.
-    denoising_end = getattr(pipeline, "_denoising_end", None)
+    # The SDXL pipelines say the call's denoising_end in their denoising_end property.
+    try:
+        denoising_end = getattr(pipeline, "denoising_end", None)
+    except Exception:  # the property reads state the pipeline sets in its call
+        denoising_end = None
     if isinstance(denoising_end, float) and 0 < denoising_end < 1:
         low = max(low, round(train_steps - denoising_end * train_steps))
     return TimestepRange(low, high)

@@ -17,7 +17,8 @@ from diffusers.utils.torch_utils import unwrap_module
 
 from ..config import SpectrumConfig
 from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, timestep_argument
-from .compat import END_OF_CALL_ATTR, lacks_end_of_call, other_cache, register_hook, remove_hook
+from .compat import (END_OF_CALL_ATTR, cache_config, has_cache_config, hook_registry, lacks_end_of_call, other_cache,
+                     register_hook, remove_hook, set_cache_config)
 from .controlnet import attach_controlnet, hook_controlnet
 from .hooks import CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, SpectrumHook, SpectrumWarning
 from .provenance import mismatches
@@ -62,7 +63,7 @@ def _check_free(module: torch.nn.Module) -> None:
 
 
 def _denoiser_hook(module: torch.nn.Module) -> SpectrumHook | None:
-    registry = getattr(unwrap_module(module), "_diffusers_hook", None)
+    registry = hook_registry(unwrap_module(module))
     return registry.get_hook(DENOISER_HOOK) if registry is not None else None
 
 
@@ -200,11 +201,11 @@ def _attach(
             register_hook(parent._modules[child], ConstantHook(owner.gate, owner.slot, index), CONSTANT_HOOK)
     HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
     module.__dict__.pop(_LAST_REPORT_ATTR, None)  # a new run: the old report no longer applies
-    if hasattr(module, "_cache_config"):
+    if has_cache_config(module):
         # diffusers' enable_cache then refuses to stack a second cache on top of Spectrum, and its
         # disable_cache (which dispatches on diffusers' own config classes and would raise "Cache config
         # SpectrumConfig is not supported") is routed to disable_spectrum for this module.
-        module._cache_config = config
+        set_cache_config(module, config)
         setattr(module, _DISABLE_CACHE_ATTR, types.MethodType(_disable_cache, module))
     if lacks_end_of_call(module):  # its generation then ends with each pipeline call (compat.END_OF_CALL_ATTR)
         setattr(module, END_OF_CALL_ATTR, types.MethodType(_end_of_call, module))
@@ -275,12 +276,12 @@ def _detach(module: torch.nn.Module) -> None:
             hook.residuals.detach()
     for submodule in module.modules():
         ungate_block_list(submodule)
-        if hasattr(submodule, "_diffusers_hook"):
+        if hook_registry(submodule) is not None:
             for hook_name in SPECTRUM_HOOKS:
                 remove_hook(submodule, hook_name)
     HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
-    if isinstance(getattr(module, "_cache_config", None), SpectrumConfig):
-        module._cache_config = None
+    if isinstance(cache_config(module), SpectrumConfig):
+        set_cache_config(module, None)
     module.__dict__.pop("__deepcopy__", None)
     module.__dict__.pop(_DISABLE_CACHE_ATTR, None)  # diffusers' own disable_cache again
     end_of_call = module.__dict__.get(END_OF_CALL_ATTR)

@@ -59,7 +59,7 @@ _OWN_HOOK_PREFIX = "spectrum_cache"
 def _cache_hooks(module: torch.nn.Module) -> Iterator[tuple[str, ModelHook]]:
     """(registry name, hook) for each ModelHook in ``module``'s tree that is not Spectrum's and says "cache"."""
     for submodule in module.modules():
-        registry = getattr(submodule, "_diffusers_hook", None)
+        registry = hook_registry(submodule)
         for name, hook in (registry.hooks.items() if registry is not None else ()):
             if name.startswith(_OWN_HOOK_PREFIX):
                 continue
@@ -72,7 +72,7 @@ def other_cache(module: torch.nn.Module) -> str | None:
     """The cache other than Spectrum that holds ``module`` (a phrase naming it and how to remove it), or None."""
     if getattr(module, "_is_cached", False):  # cache-dit's mark on the transformer it cached
         return "cache-dit (cache_dit.enable_cache; remove it with cache_dit.disable_cache)"
-    config = getattr(module, "_cache_config", None)
+    config = cache_config(module)
     if config is not None and type(config).__module__.split(".")[0] != "spectrum_cache":
         return f"diffusers' {type(config).__name__} (enable_cache; remove it with disable_cache())"
     for name, hook in _cache_hooks(module):
@@ -120,7 +120,7 @@ def register_hook(module: torch.nn.Module, hook: ModelHook, name: str) -> None:
 
 
 def remove_hook(module: torch.nn.Module, name: str) -> None:
-    registry = getattr(module, "_diffusers_hook", None)
+    registry = hook_registry(module)
     if registry is not None and name in registry.hooks:
         with _under_accelerate(module):
             registry.remove_hook(name, recurse=False)
@@ -182,3 +182,35 @@ def _guider_state(guider: Any) -> dict:
     except Exception:  # not a diffusers guider, or one whose state is not set
         return {}
     return state if isinstance(state, dict) else {}
+
+
+# Checked against diffusers 0.42.1 (hooks/hooks.py: HookRegistry.check_if_exists_or_initialize keeps the registry
+# there; there is no public getter that does not create one).
+_REGISTRY_ATTR = "_diffusers_hook"
+
+
+def hook_registry(module: torch.nn.Module) -> HookRegistry | None:
+    """``module``'s diffusers HookRegistry, or None where it has none (without creating one)."""
+    return getattr(module, _REGISTRY_ATTR, None)
+
+
+# Checked against diffusers 0.42.1 (models/cache_utils.py: CacheMixin keeps the enabled cache's config there).
+def cache_config(module: torch.nn.Module) -> Any:
+    """The config of the cache diffusers' ``enable_cache`` put on ``module`` (CacheMixin), or None."""
+    return getattr(module, "_cache_config", None)
+
+
+def has_cache_config(module: torch.nn.Module) -> bool:
+    """Whether ``module`` has CacheMixin's cache config (its enable_cache / disable_cache)."""
+    return hasattr(module, "_cache_config")
+
+
+def set_cache_config(module: torch.nn.Module, config: Any) -> None:
+    """Mark ``module`` as holding the cache ``config`` (None: none), as CacheMixin's enable_cache does."""
+    module._cache_config = config
+
+
+# Checked against diffusers 0.42.1 (models/modeling_utils.py: enable_parallelism sets it).
+def context_parallel(module: torch.nn.Module) -> bool:
+    """Whether ``module`` runs under diffusers' context parallelism."""
+    return getattr(module, "_parallel_config", None) is not None

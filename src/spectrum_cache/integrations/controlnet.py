@@ -39,7 +39,7 @@ from diffusers.hooks.hooks import ModelHook
 from diffusers.utils.torch_utils import unwrap_module
 
 from .adapters import CONTROLNET_CLASSES, CONTROLNET_COMPONENT, CONTROLNET_RESIDUALS
-from .compat import Unpicklable, register_hook, remove_hook
+from .compat import Unpicklable, hook_registry, register_hook, remove_hook
 from .generation import Generation
 from .outputs import input_key
 
@@ -195,7 +195,7 @@ def attach_controlnet(pipeline: Any, owners: list[SpectrumHook]) -> None:
     consumers = [o for o in owners if type(o.module).__name__ in CONTROLNET_RESIDUALS]
     if len(consumers) != 1:
         return
-    registry = getattr(controlnet, "_diffusers_hook", None)
+    registry = hook_registry(controlnet)
     if registry is not None and registry.get_hook(CONTROLNET_HOOK) is not None:
         raise ValueError(
             f"{type(controlnet).__name__} already skips forecast steps for another pipeline's denoiser with "

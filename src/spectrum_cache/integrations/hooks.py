@@ -33,7 +33,7 @@ from ..config import SpectrumConfig
 from ..forecast import all_finite
 from .adapters import ExtraInputs, ResolvedAdapter
 from .arguments import Binder
-from .compat import Unpicklable, guider_branch, guider_mark, guider_step, other_cache
+from .compat import Unpicklable, context_parallel, guider_branch, guider_mark, guider_step, other_cache
 from .contexts import BranchContexts, branch_name
 from .controlnet import controlnet_hint
 from .generation import Generation, Trajectory, Unplaced
@@ -429,7 +429,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         """Whether finiteness is checked per call. Not under context parallelism: each rank holds a slice,
         and a decision one rank took alone (run the network here) would stall the others in their
         collectives; there, as on an accelerator, it is checked once per trajectory."""
-        return checks_on_host(tensor) and getattr(self.module, "_parallel_config", None) is None
+        return checks_on_host(tensor) and not context_parallel(self.module)
 
     def _warn(self, kind: str, message: str) -> None:
         if kind not in self._warned:

@@ -243,8 +243,12 @@ class Generations:
         report = self._call_report(generation)
         if report:
             source = generation.source
-            pipeline = source.report_to if source is not None and source.report_to is not None else generation.pipeline
-            self._reports[id(pipeline)] = (weakref.ref(pipeline) if pipeline is not None else None, report)
+            pipeline = source.report_to if source.report_to is not None else generation.pipeline
+            # Pipelines that share the run's scheduler cannot be told apart: each reports it.
+            sharing = [p for ref in self._pipelines if (p := ref()) is not None and p is not pipeline
+                       and source.scheduler is not None and scheduler_of(p) is source.scheduler]
+            for owner in [pipeline, *sharing]:
+                self._reports[id(owner)] = (weakref.ref(owner) if owner is not None else None, report)
             self._last_report = report
         self._reports = {k: v for k, v in self._reports.items() if v[0] is None or v[0]() is not None}
         # Only a run that got to its last step can be followed by another run of the same call; one cut short

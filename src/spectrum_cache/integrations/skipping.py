@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from diffusers.hooks.hooks import ModelHook
 
-from .compat import Unpicklable
+from .compat import Unpicklable, hook_registry
 
 _GATE_ATTR = "_spectrum_gate"
 
@@ -275,7 +275,7 @@ def foreign_hooks(module: torch.nn.Module, own: tuple[str, ...]) -> list[str]:
     for kind in ("_forward_pre_hooks", "_forward_hooks"):
         for hook in getattr(module, kind, {}).values():
             found.append(getattr(hook, "__qualname__", type(hook).__name__))
-    registry = getattr(module, "_diffusers_hook", None)
+    registry = hook_registry(module)
     for name in (registry.hooks if registry is not None else ()):
         if name not in own and not any(name.startswith(q) for q in _QUIET_HOOKS):
             found.append(name)
