@@ -5,7 +5,7 @@ embeddings are passed in), no VAE where the pipeline allows it (a tiny VAE built
 pipeline reads one even for latent output), ``output_type="latent"``. The widths differ as in real
 checkpoints (tests/test_family_shapes.py checks it).
 
-Families of issue 20's list that are not here, and why (their denoisers are covered by tests/denoisers.py):
+Families of the newest diffusers releases that are not here, and why (their denoisers are covered by tests/denoisers.py):
 
 - FLUX.3, MiniMax H3: diffusers 0.42.1 ships only modular pipelines for them (``Flux3ModularPipeline``,
   ``Flux3DistilledModularPipeline``, ``MiniMaxH3ModularPipeline``), no pipeline class.

@@ -1,6 +1,6 @@
 """The integration core outside a standard pipeline call: hand-written loops, other threads, the
 step source (CacheContext fields, a loop's own word, schedulers never set), other libraries' hooks on
-skipped modules, and planning as a function without a module (issue 21, one section per item)."""
+skipped modules, and planning as a function without a module."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "spectrum_cache"
 # Frame access, by any route: sys._getframe, inspect's frame functions, a frame's or traceback's attributes.
 FRAME_READS = re.compile(r"_getframe|currentframe|inspect\.stack|inspect\.trace|\.f_locals|\.f_back|\.f_globals"
                          r"|\.tb_frame")
-# loading.py words an error message from the traceback of an import that failed (out of issue 33's scope).
+# loading.py words an error message from the traceback of an import that failed; that is not placing a call.
 FRAME_READS_ALLOWED = {"loading.py"}
 
 

@@ -1,4 +1,4 @@
-"""The family builders keep the shapes of real checkpoints (issue 20).
+"""The family builders keep the shapes of real checkpoints.
 
 Tiny configs where every width is 16 hid crashes that every real FLUX.2, Chroma, CogVideoX and Lumina2
 checkpoint hits: a forecast step handed a tensor of one width where another was expected, and nothing

@@ -20,7 +20,7 @@ def test_measured_bytes_per_element(load_benchmark):
     script = load_benchmark("memory_table")
     for dtype in (torch.bfloat16, torch.float32):  # FLUX's bfloat16 head input; Wan's float32 one, upcast from bf16
         assert script.bytes_per_element(dtype) == {
-            # 5 float32 moments + 2 bfloat16 features: issue 32's goal, at most 24 on the device, Wan included
+            # 5 float32 moments + 2 bfloat16 features: at most 24 on the device, Wan included
             "full fit (`history=None`: the default, the paper's)": (24.0, False),
             "full fit, `state_device=\"cpu\"`": (24.0, True),  # all of it in host memory
             "full fit, float16 moments (not shipped)": (14.0 if dtype == torch.bfloat16 else 18.0, False),

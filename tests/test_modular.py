@@ -1,7 +1,7 @@
 """diffusers' modular pipelines as first-class step sources, per family and guidance mode
 (tests/families_modular.py): their scheduler, their guider's CFG decision and branch names
 (``pred_cond`` / ``pred_uncond``), Wan2.2's expert split, and several modular pipelines around one
-transformer (issue 21, item 3; issue 20, modular pipelines in the family tests)."""
+transformer (modular pipelines also run in the family tests)."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_two_modular_pipelines_on_one_transformer_each_follow_their_own_schedule
     assert theirs.num_inference_steps == STEPS and list(theirs.computed_steps) == compute_steps(REAL, STEPS)
 
 
-# -- Ideogram 4: CFG through a second denoiser (issue 20) ---------------------------------------------------------
+# -- Ideogram 4: CFG through a second denoiser ---------------------------------------------------------
 
 
 def _ideogram4(steps=STEPS):

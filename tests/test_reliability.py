@@ -1,5 +1,5 @@
-"""Issue 9: what broke when spectrum-cache was used adversarially (offload, sibling pipelines, threads,
-copies, torch.compile, bad configs, messages, the summary). One section per item of the issue."""
+"""spectrum-cache used adversarially (offload, sibling pipelines, threads,
+copies, torch.compile, bad configs, messages, the summary). One section per kind of use."""
 
 from __future__ import annotations
 

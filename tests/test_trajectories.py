@@ -1,5 +1,5 @@
-"""Issue 26: every way users run a generation. torch.export of an enabled model, runs that end early,
-failed calls, sliced block lists, video-to-video strength. One section per item of the issue."""
+"""Every way users run a generation: torch.export of an enabled model, runs that end early,
+failed calls, sliced block lists, video-to-video strength. One section per way."""
 
 from __future__ import annotations
 
