@@ -79,46 +79,29 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
     """Run ``target`` with Spectrum: a diffusers pipeline (every denoiser it has, e.g. Wan2.2's two
     experts each with their own forecasters), or a bare denoiser.
 
-    A pipeline's step count and current step come from the scheduler of whichever pipeline runs the
-    denoiser, read at each call (so ``from_pipe`` siblings with their own scheduler work too). For a
-    bare denoiser pass the ``scheduler`` that drives it, or set ``config.num_inference_steps``.
-
-    Raises ValueError, changing nothing, if Spectrum or a diffusers cache is already enabled, if the
-    target is not a denoiser or a model's layout is unknown (the error names its class), or if
-    ``scheduler`` is not a scheduler or is given with a pipeline.
+    A pipeline's step count and current step come from its scheduler: Spectrum sees each run begin at the
+    scheduler's ``set_timesteps``. For a bare denoiser pass the ``scheduler`` that drives it, or set
+    ``config.num_inference_steps``.
 
     A pipeline whose denoisers already run Spectrum through another pipeline (a ``from_pipe`` sibling
     sharing the transformer) joins them: its calls are placed by its own scheduler from then on. Its
     config must be that one's (or None).
+
+    Raises ValueError, changing nothing, if Spectrum or a diffusers cache is already enabled, if the
+    target is not a denoiser or a model's layout is unknown (the error names its class), or if
+    ``scheduler`` is not a scheduler or is given with a pipeline.
     """
-    given = config
-    config = SpectrumConfig() if config is None else config
-    if not isinstance(config, SpectrumConfig):
+    if config is not None and not isinstance(config, SpectrumConfig):
         raise TypeError(f"config must be a SpectrumConfig, got {type(config).__name__}.")
     denoisers = _denoisers(target, "enable_spectrum")
     is_pipeline = not isinstance(target, torch.nn.Module)
-    if is_pipeline and not denoisers:
-        raise ValueError(
-            f"{type(target).__name__} has no denoiser among its components {sorted(target.components)}; "
-            f"Spectrum looks for {', '.join(DENOISER_COMPONENTS)}."
-        )
-    if is_pipeline and scheduler is not None:
-        raise ValueError(
-            "enable_spectrum: scheduler= is for a bare denoiser; a pipeline runs with its own scheduler "
-            "(pipe.scheduler), which Spectrum reads at every call. Set pipe.scheduler instead."
-        )
+    _check_target(target, denoisers, is_pipeline, scheduler)
+    joined = _joined(target, denoisers, config) if is_pipeline else []
+    if config is None:
+        config = joined[0].config if joined else SpectrumConfig()
     if config.per_denoiser:
         _check_schedules_cover(config, denoisers, is_pipeline, target)
     plans: list[tuple[str, torch.nn.Module, ResolvedAdapter | None, str]] = []
-    # A from_pipe sibling of the pipeline Spectrum runs on joins it; the same pipeline again is refused (_check_free).
-    joined = [hook for _, module in denoisers if is_pipeline and (hook := _denoiser_hook(module)) is not None
-              and not hook.generations.knows(target)]
-    for hook in joined:
-        if given is not None and hook.config != given:
-            raise ValueError(f"Spectrum is already enabled on {type(hook.module).__name__} with another config; call "
-                             "disable_spectrum first, or enable this pipeline with the same config (or none) to "
-                             "share it.")
-    config = joined[0].config if joined and given is None else config
     for name, module in denoisers:
         if any(hook.module is module for hook in joined):
             continue
@@ -132,16 +115,7 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
                       "runs, but its steps were chosen for that model: calibrate again for this one "
                       "(spectrum_cache.calibrate).", SpectrumWarning, stacklevel=2)
     if not is_pipeline:
-        if scheduler is not None:
-            _check_scheduler(scheduler)
-        elif config.num_inference_steps is None:
-            raise ValueError(
-                f"num_inference_steps is required for a bare denoiser without a scheduler "
-                f"({type(unwrap_module(target)).__name__}): enable Spectrum on the pipeline instead, "
-                "enable_spectrum(pipe), which reads the pipeline's scheduler at every call; for a hand-written "
-                "loop, pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
-            )
-
+        _check_bare(target, config, scheduler)
     try:
         for name, module, adapter, timestep_arg in plans:
             _attach(module, name, config, adapter, timestep_arg, target if is_pipeline else None, scheduler)
@@ -154,6 +128,45 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
         raise
     for hook in joined:
         hook.generations.add_pipeline(target)
+
+
+def _check_target(target: Any, denoisers: list[tuple[str, torch.nn.Module]], is_pipeline: bool,
+                  scheduler: Any) -> None:
+    if is_pipeline and not denoisers:
+        raise ValueError(
+            f"{type(target).__name__} has no denoiser among its components {sorted(target.components)}; "
+            f"Spectrum looks for {', '.join(DENOISER_COMPONENTS)}."
+        )
+    if is_pipeline and scheduler is not None:
+        raise ValueError(
+            "enable_spectrum: scheduler= is for a bare denoiser; a pipeline runs with its own scheduler "
+            "(pipe.scheduler), which Spectrum follows. Set pipe.scheduler instead."
+        )
+
+
+def _joined(target: Any, denoisers: list[tuple[str, torch.nn.Module]], config: SpectrumConfig | None) -> list[SpectrumHook]:
+    """The Spectrum hooks ``target`` (a from_pipe sibling of a pipeline Spectrum runs on) joins; the same
+    pipeline again is not a sibling (``_check_free`` refuses it)."""
+    joined = [hook for _, module in denoisers if (hook := _denoiser_hook(module)) is not None
+              and not hook.generations.knows(target)]
+    for hook in joined:
+        if config is not None and hook.config != config:
+            raise ValueError(f"Spectrum is already enabled on {type(hook.module).__name__} with another config; call "
+                             "disable_spectrum first, or enable this pipeline with the same config (or none) to "
+                             "share it.")
+    return joined
+
+
+def _check_bare(target: torch.nn.Module, config: SpectrumConfig, scheduler: Any) -> None:
+    if scheduler is not None:
+        _check_scheduler(scheduler)
+    elif config.num_inference_steps is None:
+        raise ValueError(
+            f"num_inference_steps is required for a bare denoiser without a scheduler "
+            f"({type(unwrap_module(target)).__name__}): enable Spectrum on the pipeline instead, "
+            "enable_spectrum(pipe), which follows the pipeline's scheduler; for a hand-written "
+            "loop, pass scheduler=... or SpectrumConfig(num_inference_steps=N)."
+        )
 
 
 def _check_schedules_cover(config: SpectrumConfig, denoisers: list[tuple[str, torch.nn.Module]], is_pipeline: bool,
