@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from diffusers.hooks.hooks import ModelHook
 from diffusers.utils.torch_utils import unwrap_module
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .adapters import CONTROLNET_CLASSES, CONTROLNET_COMPONENT, CONTROLNET_RESIDUALS
 from .compat import Unpicklable, register_hook, remove_hook
@@ -273,17 +274,11 @@ def controlnet_hint(denoiser: torch.nn.Module, extras: list[str], hooked: bool) 
 
 
 def _containers_copied(output: Any) -> Any:
-    """``output`` with its tuples and lists new (a pipeline may change them), the tensors the same."""
-    if isinstance(output, (tuple, list)) and not hasattr(output, "_fields"):
-        return type(output)(_containers_copied(o) for o in output)
-    return output
+    """``output`` with its tuples and lists new (a pipeline may change them), the tensors the same; other
+    containers (a BaseOutput, a namedtuple) are the same objects too."""
+    return tree_map(lambda leaf: leaf, output, is_leaf=lambda node: not isinstance(node, (tuple, list))
+                    or hasattr(node, "_fields"))
 
 
 def _leaves(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _leaves(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _leaves(v)]
-    return []
+    return [leaf for leaf in tree_leaves(value) if isinstance(leaf, torch.Tensor)]
