@@ -38,7 +38,7 @@ from ..forecast import make_forecaster
 from ..planner import ForecastCache
 from ..schedule import adaptive_schedule
 from .experts import Expert, Plan, best_split, budgets, check_passes, make_expert, proportional_splits, search_expert
-from .api import _denoiser_hook, _denoisers, disable_spectrum, enable_spectrum, spectrum_summary
+from .api import denoiser_hook, disable_spectrum, enable_spectrum, find_denoisers, spectrum_summary
 from .compat import progress_bars_hidden
 from .generation import Generation, SchedulerClock
 from .provenance import describe
@@ -117,10 +117,10 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     weights = (base.blend_weight,) if blend_weights is None else _checked_weights(blend_weights)
     if isinstance(pipe, torch.nn.Module):
         raise TypeError("calibrate takes a pipeline (it runs whole generations), not a bare denoiser.")
-    denoisers = _denoisers(pipe, "calibrate")
+    denoisers = find_denoisers(pipe, "calibrate")
     if not denoisers:
         raise ValueError(f"{type(pipe).__name__} has no denoiser to calibrate.")
-    if any(_denoiser_hook(module) is not None for _, module in denoisers):
+    if any(denoiser_hook(module) is not None for _, module in denoisers):
         raise ValueError("Spectrum is already enabled on this pipeline; call disable_spectrum(pipe) before calibrate "
                          "(it enables Spectrum with each schedule it tries, then removes it).")
     if "prompt" in call_kwargs:
@@ -417,7 +417,7 @@ class _Recorder:
     denoiser, with the steps each denoiser runs and its sampler's step sizes."""
 
     def __init__(self, denoisers: list[tuple[str, torch.nn.Module]], seed: int) -> None:
-        self.hooks = [_denoiser_hook(module) for _, module in denoisers]
+        self.hooks = [denoiser_hook(module) for _, module in denoisers]
         self.order = [name for name, _ in denoisers]
         self.names = {id(hook): name for hook, (name, _) in zip(self.hooks, denoisers)}
         self.seed = seed
