@@ -1,8 +1,8 @@
 """``calibrate``: plan where a pipeline's network passes go, with Spectrum's own forecaster.
 
 1. **Record.** One full run per calibration prompt (Spectrum enabled with every step computing, which gives
-   the plain sampler's output) records each branch's feature at every step, a fixed random subsample of
-   its elements (the forecast treats every element alike), and the sampler's step sizes.
+   the plain sampler's output) records (``recording``) each branch's feature at every step, a fixed random
+   subsample of its elements (the forecast treats every element alike), and the sampler's step sizes.
 2. **Search.** ``planner.search_schedule`` finds (per denoiser, over the steps it runs, at each share of the
    passes it could get: ``experts``), for each fit (the config's own and ``FITS``), each blend weight w tried
    and each of the planner's scores (``INCOHERENT_SHARES``), the schedule of exactly ``passes`` steps with the
@@ -42,6 +42,7 @@ from .api import denoiser_hook, disable_spectrum, enable_spectrum, find_denoiser
 from .compat import progress_bars_hidden
 from .generation import Generation, SchedulerClock
 from .provenance import describe
+from .recording import Recording, recording
 from .steps import ModularPipeline
 
 # The blend weights tried: the paper's w = 1 and the authors' later [0.5, 1] range.
@@ -151,13 +152,13 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
             references: list[torch.Tensor] = []
             enable_spectrum(pipe, every_step)
             try:
-                recorder = _Recorder(denoisers, seed)
+                recorder = _Recorder([name for name, _ in denoisers], seed)
                 for index, extra in enumerate(prompt_calls):
-                    recorder.start(index)
-                    references.append(runner.run(index, extra))
+                    with recording(pipe, keep=recorder.keep) as recorded:
+                        references.append(runner.run(index, extra))
+                    recorder.add(index, recorded)
                     runner.count_passes()
                     bar.update()
-                recorder.detach()
             finally:
                 disable_spectrum(pipe)
             experts = recorder.experts()
@@ -416,10 +417,8 @@ class _Recorder:
     """Keeps each branch's features (a fixed subsample of elements) at every step of the recording runs, per
     denoiser, with the steps each denoiser runs and its sampler's step sizes."""
 
-    def __init__(self, denoisers: list[tuple[str, torch.nn.Module]], seed: int) -> None:
-        self.hooks = [denoiser_hook(module) for _, module in denoisers]
-        self.order = [name for name, _ in denoisers]
-        self.names = {id(hook): name for hook, (name, _) in zip(self.hooks, denoisers)}
+    def __init__(self, order: list[str], seed: int) -> None:
+        self.order = order  # the denoisers' names, in the pipeline's order
         self.seed = seed
         # per denoiser: {(prompt index, branch label): {step: feature}}
         self.features: dict[str, dict[tuple[int, str], dict[int, torch.Tensor]]] = {}
@@ -427,28 +426,24 @@ class _Recorder:
         self.runs: dict[str, tuple[int, tuple[int, int] | None, list[float] | None, list[float] | None]] = {}
         self.counts: dict[str, set[tuple[int, tuple[int, int] | None]]] = {}
         self._subsets: dict[int, torch.Tensor] = {}
-        self.index = 0
-        for hook in self.hooks:
-            hook.observer = self._observer(self.names[id(hook)])
 
-    def start(self, index: int) -> None:
-        self.index = index
+    def keep(self, feature: torch.Tensor) -> torch.Tensor:
+        """What is kept of a recorded feature: a fixed random subset of its elements, as float32 on the CPU."""
+        flat = feature.detach().reshape(-1)
+        subset = self._subset(flat.numel(), flat.device)
+        return (flat if subset is None else flat[subset]).float().cpu()
 
-    def detach(self) -> None:
-        for hook in self.hooks:
-            hook.observer = None
-
-    def _observer(self, denoiser: str) -> Any:
-        def observe(generation: Generation, branch: str, step: int, feature: torch.Tensor) -> None:
-            flat = feature.detach().reshape(-1)
-            subset = self._subset(flat.numel(), flat.device)
-            kept = (flat if subset is None else flat[subset]).float().cpu()
-            self.features.setdefault(denoiser, {}).setdefault((self.index, branch), {})[step] = kept
+    def add(self, index: int, recorded: Recording) -> None:
+        """What prompt ``index``'s full run recorded (``recording`` with ``keep``)."""
+        for run in recorded.runs:
+            denoiser, generation = run.denoiser, run.generation
+            by_branch = self.features.setdefault(denoiser, {})
+            for branch, by_step in run.features.items():
+                by_branch.setdefault((index, branch), {}).update(by_step)
             if denoiser not in self.runs:
                 self.runs[denoiser] = (generation.num_steps, call_range(generation), step_levels(generation),
                                        generation.time_points)
             self.counts.setdefault(denoiser, set()).add((generation.num_steps, call_range(generation)))
-        return observe
 
     def _subset(self, numel: int, device: torch.device) -> torch.Tensor | None:
         if numel <= MAX_RECORDED_ELEMENTS:
