@@ -2,8 +2,8 @@
 
 ``forecast_output`` mode records the denoiser's output. Outputs come as a tensor, a tuple, a diffusers
 ``BaseOutput``, or, for Z-Image, a tuple holding a list of per-sample tensors: ``split_output`` turns any
-of these into one feature tensor plus a layout, and ``rebuild_output`` puts a forecast back into that
-layout.
+of these into one feature tensor plus a layout (torch's pytree spec of the output), and ``rebuild_output``
+puts a forecast back into that layout.
 """
 
 from __future__ import annotations
@@ -68,11 +68,12 @@ class OutputLayout:
     leaves: tuple
 
 
-# Leaves kept as they are; the containers taken apart are tuples and lists (namedtuples too) and diffusers'
-# BaseOutput (registered with torch's pytree by diffusers). Other containers (a dict) are left whole, so an
-# output holding one is not split.
+# What an output may hold besides tensors and None, kept in the layout as it is.
 _CONSTANTS = (bool, int, float, str)
 
 
 def _not_a_container(node: Any) -> bool:
+    """What ``split_output`` leaves whole: all but tuples and lists (namedtuples too) and diffusers'
+    ``BaseOutput`` (which diffusers registers with torch's pytree). An output holding another container (a
+    dict) is not split."""
     return not isinstance(node, (tuple, list, BaseOutput))
