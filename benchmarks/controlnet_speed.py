@@ -32,7 +32,7 @@ import torch
 
 from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum
 from spectrum_cache.integrations.adapters import resolve_adapter
-from spectrum_cache.integrations.api import _denoiser_hook
+from spectrum_cache.integrations.api import denoiser_hook
 
 MODES = ("off", "today", "denoiser only", "spectrum")
 
@@ -153,7 +153,7 @@ def mode(pipe: Any, denoiser: str, name: str, config: SpectrumConfig) -> Iterato
         yield
         return
     enable_spectrum(pipe, config)
-    owner = _denoiser_hook(getattr(pipe, denoiser))
+    owner = denoiser_hook(getattr(pipe, denoiser))
     if name == "today":
         owner.residuals.detach()
     elif name == "denoiser only":

@@ -18,7 +18,7 @@ from spectrum_cache import (SpectrumConfig, SpectrumWarning, compute_steps, disa
                             spectrum_summary)
 from spectrum_cache.forecast import SpectrumForecaster
 from spectrum_cache.integrations.adapters import resolve_adapter
-from spectrum_cache.integrations.api import _denoiser_hook
+from spectrum_cache.integrations.api import denoiser_hook
 from spectrum_cache.integrations.controlnet import CONTROLNET_HOOK
 
 EVERY_STEP = SpectrumConfig(warmup_steps=STEPS)
@@ -128,7 +128,7 @@ def test_forecast_steps_run_neither_the_controlnet_nor_the_blocks(built, pipe):
     for branch in branches:
         assert list(branch.computed_steps) == PLAN and len(branch.forecast_steps) == STEPS - len(PLAN)
     # The last step ran: no ControlNet tensors are kept (the UNet's generation stays live until the next call).
-    companion = _denoiser_hook(getattr(pipe, built.case.denoiser)).residuals
+    companion = denoiser_hook(getattr(pipe, built.case.denoiser)).residuals
     assert not companion._runs and all(r.output is None and not r.args for r in companion._records.values())
     # Close to the full run: much closer than the same run without its ControlNet is.
     error = ((out - built.baseline).norm() / built.baseline.norm()).item()

@@ -23,6 +23,7 @@ _LAZY_NAMES: dict[str, str] = {
     "disable_spectrum": ".integrations",
     "denoising_loop": ".integrations",
     "spectrum_summary": ".integrations",
+    "recording": ".integrations",
     "SpectrumSummary": ".integrations",
     "SpectrumWarning": ".integrations",
 }

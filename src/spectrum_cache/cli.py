@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import FAILURE, INTERRUPTED, USAGE_ERROR, CommandError, exit_at_once_on_interrupt, usage_error
+from .errors import (FAILURE, INTERRUPTED, USAGE_ERROR, CommandError, exit_at_once_on_interrupt, first_line,
+                     usage_error)
 from .options import add_verbose, finite_float, guidance_float, positive_int, seed_int
 from .pipeline_options import add_model_options, call_options, check_call_options, check_size, pipeline_class
 
@@ -319,16 +320,12 @@ def _sample(pipe: Any, prompt: str, steps: int, seed: int, device: str, options:
     try:
         out = pipe(prompt, generator=generator, num_inference_steps=steps, **options)
     except ValueError as error:  # the pipeline's own input checks (e.g. a height it cannot draw)
-        raise usage_error(f"{type(pipe).__name__} refused the options: {_first_line(error)}", cause=error) from None
+        raise usage_error(f"{type(pipe).__name__} refused the options: {first_line(error)}", cause=error) from None
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     result = out.images[0] if hasattr(out, "images") else out.frames[0]
     return result, seconds
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _to_pil_frames(result: Any) -> list[Any]:

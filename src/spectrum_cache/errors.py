@@ -33,6 +33,11 @@ def usage_error(message: str, cause: BaseException | None = None) -> CommandErro
     return CommandError(message, USAGE_ERROR, cause)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its class name where it has none: for one-line reports."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 @contextlib.contextmanager
 def exit_at_once_on_interrupt() -> Iterator[None]:
     """While active, Ctrl-C (SIGINT) ends the process at once with status 130 and one line.

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import CommandError, usage_error
+from .errors import CommandError, first_line, usage_error
 
 EMBEDDED_CLASS_NAME = "EmbeddedPipeline"
 # Device types a pipeline can run on; "meta" and the like allocate nothing and would fail later.
@@ -190,10 +190,6 @@ def _error_chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
 def failed_component(error: BaseException) -> tuple[str, str] | None:
     """(component name, class name) of the pipeline component whose loading raised ``error``, read from
     the frames of diffusers' load_sub_model, which loads one component per call; None if it is not there
@@ -223,10 +219,10 @@ def describe_load_error(error: BaseException) -> str:
         return "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set"
     network = [e for e in chain if isinstance(e, (ConnectionError, socket.gaierror, TimeoutError))]
     if network:
-        return f"not in the local Hugging Face cache, and the hub cannot be reached ({_first_line(network[-1])})"
-    message = _first_line(error).replace(_STACKTRACE_HINT, "").strip()
+        return f"not in the local Hugging Face cache, and the hub cannot be reached ({first_line(network[-1])})"
+    message = first_line(error).replace(_STACKTRACE_HINT, "").strip()
     if len(chain) > 1:
-        message += f" (cause: {type(chain[-1]).__name__}: {_first_line(chain[-1])})"
+        message += f" (cause: {type(chain[-1]).__name__}: {first_line(chain[-1])})"
     component = failed_component(error)
     if component is not None:
         message = f"its {component[0]} ({component[1]}) failed to load: {type(error).__name__}: {message}"
@@ -351,6 +347,6 @@ def load_model(model: str | None, device: str, dtype: Any = None, offload: str |
         try:
             getattr(pipe, method)(device=device)
         except Exception as error:  # accelerate missing, no accelerator, a pipeline that cannot offload
-            raise CommandError(f"--offload {offload}: {type(pipe).__name__}.{method} failed: {_first_line(error)}",
+            raise CommandError(f"--offload {offload}: {type(pipe).__name__}.{method} failed: {first_line(error)}",
                                cause=error) from None
     return pipe

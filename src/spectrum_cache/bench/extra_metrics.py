@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import first_line
 from .metrics import to_nchw
 
 CLIP_MODEL = "openai/clip-vit-base-patch16"
@@ -36,10 +37,6 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
 
 
 @dataclass
@@ -62,7 +59,7 @@ class ExtraMetrics:
                 with contextlib.redirect_stdout(io.StringIO()):
                     metrics.models[name] = loader()
             except Exception as error:  # missing package, offline, bad cache: all mean "skip this metric"
-                metrics.notes.append(f"{name}: skipped ({_first_line(error)})")
+                metrics.notes.append(f"{name}: skipped ({first_line(error)[:160]})")
         return metrics
 
     def skipped_line(self) -> str | None:

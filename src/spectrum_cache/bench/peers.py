@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import SpectrumConfig
+from ..errors import first_line
 from ..schedule import compute_steps
 
 CACHE_DIT_TESTED = "1.5.3"
@@ -177,10 +178,6 @@ def _quiet() -> Iterator[None]:
             handler.setLevel(level)
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0] or type(error).__name__
-
-
 def block_adapter(pipe: Any) -> Any:
     """cache-dit's BlockAdapter for ``pipe``: the pipeline's registered one, else the one registered for
     its transformer's class built around this pipeline; UnsupportedMethod where there is none."""
@@ -292,7 +289,7 @@ def cache_dit_applied(pipe: Any, settings: CacheDitSettings, num_inference_steps
             _restore_module_state(saved)
             if isinstance(error, UnsupportedMethod):
                 raise
-            raise UnsupportedMethod(f"cache-dit: {type(error).__name__}: {_first_line(error)}") from None
+            raise UnsupportedMethod(f"cache-dit: {type(error).__name__}: {first_line(error)}") from None
         try:
             yield
             stats = cache_dit.summary(pipe, logging=False)

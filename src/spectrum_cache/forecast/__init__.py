@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..config import DIFFERENCE_FORECASTERS, FORECASTERS
 from .base import FeatureForecaster, all_finite
 from .baselines import ReuseForecaster, TaylorForecaster
 from .chebyshev import SpectrumForecaster, WindowedSpectrumForecaster, chebyshev_basis
@@ -55,10 +56,7 @@ def make_forecaster(
         return ReuseForecaster(num_inference_steps, time_points)
     if kind in ("taylor1", "taylor2"):
         return TaylorForecaster(int(kind[-1]), num_inference_steps, time_points)
-    raise ValueError(f"forecaster must be one of chebyshev, reuse, taylor1, taylor2; got {kind!r}.")
-
-
-DIFFERENCE_FORECASTERS = ("reuse", "linear", "chebyshev")
+    raise ValueError(f"forecaster must be one of {', '.join(FORECASTERS)}; got {kind!r}.")
 
 
 def make_difference_forecaster(kind: str, num_inference_steps: int,

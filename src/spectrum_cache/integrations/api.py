@@ -32,9 +32,10 @@ logger = get_logger(__name__)
 _DISABLE_CACHE_ATTR = "disable_cache"
 _LAST_REPORT_ATTR = "_spectrum_last_report"
 
-def _denoisers(target: Any, function: str) -> list[tuple[str, torch.nn.Module]]:
+def find_denoisers(target: Any, function: str) -> list[tuple[str, torch.nn.Module]]:
     """(component name, module) for a pipeline's denoisers (none for a pipeline without one), or the
-    target itself; compiled modules (torch.compile) stand for the module they wrap."""
+    target itself; compiled modules (torch.compile) stand for the module they wrap. ``function`` names the
+    caller in the TypeError for a target that is neither."""
     if isinstance(target, torch.nn.Module):
         module = unwrap_module(target)
         return [(type(module).__name__, module)]
@@ -54,7 +55,7 @@ def _denoisers(target: Any, function: str) -> list[tuple[str, torch.nn.Module]]:
 
 def _check_free(module: torch.nn.Module) -> None:
     name = type(module).__name__
-    if _denoiser_hook(module) is not None:
+    if denoiser_hook(module) is not None:
         raise ValueError(f"Spectrum is already enabled on {name}; call disable_spectrum first.")
     other = other_cache(module)
     if other is not None:
@@ -62,7 +63,8 @@ def _check_free(module: torch.nn.Module) -> None:
                          "(each would skip work the other plans around). Remove that cache, then enable Spectrum.")
 
 
-def _denoiser_hook(module: torch.nn.Module) -> SpectrumHook | None:
+def denoiser_hook(module: torch.nn.Module) -> SpectrumHook | None:
+    """The Spectrum hook on ``module`` (a denoiser), or None where Spectrum is not enabled on it."""
     registry = hook_registry(unwrap_module(module))
     return registry.get_hook(DENOISER_HOOK) if registry is not None else None
 
@@ -93,7 +95,7 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
     """
     if config is not None and not isinstance(config, SpectrumConfig):
         raise TypeError(f"config must be a SpectrumConfig, got {type(config).__name__}.")
-    denoisers = _denoisers(target, "enable_spectrum")
+    denoisers = find_denoisers(target, "enable_spectrum")
     is_pipeline = not isinstance(target, torch.nn.Module)
     _check_target(target, denoisers, is_pipeline, scheduler)
     joined = _joined(target, denoisers, config) if is_pipeline else []
@@ -120,7 +122,7 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
         for name, module, adapter, timestep_arg in plans:
             _attach(module, name, config, adapter, timestep_arg, target if is_pipeline else None, scheduler)
         if is_pipeline:
-            owners = [_denoiser_hook(module) for _, module, _, _ in plans]
+            owners = [denoiser_hook(module) for _, module, _, _ in plans]
             attach_controlnet(target, [*owners, *(hook for hook in joined if hook.residuals is None)])
     except BaseException:
         for _, module, _, _ in plans:  # leave nothing half-initialised
@@ -147,7 +149,7 @@ def _check_target(target: Any, denoisers: list[tuple[str, torch.nn.Module]], is_
 def _joined(target: Any, denoisers: list[tuple[str, torch.nn.Module]], config: SpectrumConfig | None) -> list[SpectrumHook]:
     """The Spectrum hooks ``target`` (a from_pipe sibling of a pipeline Spectrum runs on) joins; the same
     pipeline again is not a sibling (``_check_free`` refuses it)."""
-    joined = [hook for _, module in denoisers if (hook := _denoiser_hook(module)) is not None
+    joined = [hook for _, module in denoisers if (hook := denoiser_hook(module)) is not None
               and not hook.generations.knows(target)]
     for hook in joined:
         if config is not None and hook.config != config:
@@ -230,7 +232,7 @@ def _attach(
 def _end_of_call(module: torch.nn.Module, recurse: bool = True) -> None:
     """What diffusers' maybe_free_model_hooks calls at the end of a pipeline call: the calling thread's
     generation is over (the hook's reset_state, as CacheMixin's _reset_stateful_cache would reach it)."""
-    hook = _denoiser_hook(module)
+    hook = denoiser_hook(module)
     if isinstance(hook, SpectrumHook):
         hook.reset_state(module)
 
@@ -252,7 +254,7 @@ def _deepcopy_enabled(module: torch.nn.Module, memo: dict) -> torch.nn.Module:
     pipeline is being copied too). With the pipeline, the ControlNet Spectrum skips is copied too (once:
     through ``memo``) and hooked for the copy.
     """
-    owner = _denoiser_hook(module)
+    owner = denoiser_hook(module)
     copier = module.__dict__.pop("__deepcopy__")
     try:
         clone = copy.deepcopy(module, memo)
@@ -268,20 +270,20 @@ def _deepcopy_enabled(module: torch.nn.Module, memo: dict) -> torch.nn.Module:
         original = owner.pipeline_ref() if owner.pipeline_ref is not None else None
         # Only a copy of the whole pipeline has a ControlNet of its own; a denoiser copied alone leaves it to the original.
         if owner.residuals is not None and original is not None and id(original) in memo:
-            hook_controlnet(copy.deepcopy(owner.residuals.controlnet, memo), _denoiser_hook(clone))
+            hook_controlnet(copy.deepcopy(owner.residuals.controlnet, memo), denoiser_hook(clone))
     return clone
 
 
 def disable_spectrum(target: Any) -> None:
     """Remove every Spectrum hook from ``target`` (a pipeline or denoiser), leaving other libraries'
     hooks (offloading, other diffusers hooks) in place and working; a no-op where none is."""
-    for _, module in _denoisers(target, "disable_spectrum"):
-        if _denoiser_hook(module) is not None:
+    for _, module in find_denoisers(target, "disable_spectrum"):
+        if denoiser_hook(module) is not None:
             _detach(module)
 
 
 def _detach(module: torch.nn.Module) -> None:
-    hook = _denoiser_hook(module)
+    hook = denoiser_hook(module)
     if isinstance(hook, SpectrumHook):  # not the inert placeholder a deepcopy of the hook is
         setattr(module, _LAST_REPORT_ATTR, tuple(hook.summaries()))
         hook.generations.unwatch_all()
@@ -306,8 +308,8 @@ def spectrum_summary(target: Any) -> SpectrumSummary:
     """Per denoiser and CFG branch, what the last generation of ``target`` computed and forecast (for a
     bare denoiser: the last generation run on it by anyone); after disable_spectrum, what the last
     generation with Spectrum did (``enabled`` is then False)."""
-    modules = [module for _, module in _denoisers(target, "spectrum_summary")]
-    hooks = [hook for module in modules if (hook := _denoiser_hook(module)) is not None]
+    modules = [module for _, module in find_denoisers(target, "spectrum_summary")]
+    hooks = [hook for module in modules if (hook := denoiser_hook(module)) is not None]
     if hooks:
         pipeline = None if isinstance(target, torch.nn.Module) else target
         return SpectrumSummary(tuple(summary for hook in hooks for summary in hook.summaries(pipeline)))
@@ -339,7 +341,7 @@ def denoising_loop(target: Any, *, scheduler: Any = None, num_inference_steps: i
         _check_scheduler(scheduler)
     elif isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}.")
-    hooks = [hook for _, module in _denoisers(target, "denoising_loop") if (hook := _denoiser_hook(module)) is not None]
+    hooks = [hook for _, module in find_denoisers(target, "denoising_loop") if (hook := denoiser_hook(module)) is not None]
     if not hooks:
         raise ValueError(f"Spectrum is not enabled on {type(target).__name__}; call enable_spectrum first.")
     loop = DeclaredLoop(scheduler, num_inference_steps, None if isinstance(target, torch.nn.Module) else target)

@@ -1,8 +1,8 @@
 """``calibrate``: plan where a pipeline's network passes go, with Spectrum's own forecaster.
 
 1. **Record.** One full run per calibration prompt (Spectrum enabled with every step computing, which gives
-   the plain sampler's output) records each branch's feature at every step, a fixed random subsample of
-   its elements (the forecast treats every element alike), and the sampler's step sizes.
+   the plain sampler's output) records (``recording``) each branch's feature at every step, a fixed random
+   subsample of its elements (the forecast treats every element alike), and the sampler's step sizes.
 2. **Search.** ``planner.search_schedule`` finds (per denoiser, over the steps it runs, at each share of the
    passes it could get: ``experts``), for each fit (the config's own and ``FITS``), each blend weight w tried
    and each of the planner's scores (``INCOHERENT_SHARES``), the schedule of exactly ``passes`` steps with the
@@ -21,10 +21,12 @@ settings put back after.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -38,10 +40,11 @@ from ..forecast import make_forecaster
 from ..planner import ForecastCache
 from ..schedule import adaptive_schedule
 from .experts import Expert, Plan, best_split, budgets, check_passes, make_expert, proportional_splits, search_expert
-from .api import _denoiser_hook, _denoisers, disable_spectrum, enable_spectrum, spectrum_summary
+from .api import denoiser_hook, disable_spectrum, enable_spectrum, find_denoisers, spectrum_summary
 from .compat import progress_bars_hidden
 from .generation import Generation
 from .provenance import describe
+from .recording import Recording, recording
 from .steps import ModularPipeline
 
 # The blend weights tried: the paper's w = 1 and the authors' later [0.5, 1] range.
@@ -115,118 +118,171 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
     # Prompt i's noise is seeded with seed + i, and torch seeds are 64-bit unsigned.
     seed = check_int("seed", seed, 0, 2**64 - len(prompt_calls))
     weights = (base.blend_weight,) if blend_weights is None else _checked_weights(blend_weights)
-    if isinstance(pipe, torch.nn.Module):
-        raise TypeError("calibrate takes a pipeline (it runs whole generations), not a bare denoiser.")
-    denoisers = _denoisers(pipe, "calibrate")
-    if not denoisers:
-        raise ValueError(f"{type(pipe).__name__} has no denoiser to calibrate.")
-    if any(_denoiser_hook(module) is not None for _, module in denoisers):
-        raise ValueError("Spectrum is already enabled on this pipeline; call disable_spectrum(pipe) before calibrate "
-                         "(it enables Spectrum with each schedule it tries, then removes it).")
+    denoisers = _denoisers_to_calibrate(pipe)
     if "prompt" in call_kwargs:
         raise ValueError("calibrate sets prompt itself; pass it as prompts=[...].")
     base = base.replace(num_inference_steps=n, compute_steps=None, denoiser_steps=None, provenance=None)
+    fit_configs = _fit_configs(base, fits)
+    runner = _Runner(pipe, n, seed, call_kwargs, prompt_calls, progress)
+    seconds: dict[str, float] = {}
+    try:
+        with progress_bars_hidden(pipe):
+            with _timed(seconds, "record"):
+                references, experts = _record(runner, base, [name for name, _ in denoisers])
+            check_passes(experts, k)
+            form = _PlanForm.of(experts, n)
+            runner.bar.set_description("calibrate: schedule search")
+            with _timed(seconds, "search"):
+                paper, candidates, searched = _search(experts, fit_configs, weights, k, base, form)
+            runner.bar.total = len(prompt_calls) * (1 + len(candidates))
+            runner.bar.set_description("calibrate: candidate runs")
+            with _timed(seconds, "check"):
+                results = _check(runner, candidates, fit_configs, references, paper, form)
+    finally:
+        runner.bar.close()
+    best = max(results, key=lambda r: r["mean_psnr"])  # the first of equals: the baseline comes first
+    provenance = _provenance(runner, denoisers, k, base, experts, form, paper, best, results, searched,
+                             seconds, started)
+    return fit_configs[best["fit"]].replace(**form.fields(form.plan(best["compute_steps"])),
+                                           blend_weight=best["blend_weight"], provenance=provenance)
+
+
+def _denoisers_to_calibrate(pipe: Any) -> list[tuple[str, torch.nn.Module]]:
+    """The pipeline's denoisers (component name, module); refuses a bare denoiser, a pipeline without one and
+    one with Spectrum enabled."""
+    if isinstance(pipe, torch.nn.Module):
+        raise TypeError("calibrate takes a pipeline (it runs whole generations), not a bare denoiser.")
+    denoisers = find_denoisers(pipe, "calibrate")
+    if not denoisers:
+        raise ValueError(f"{type(pipe).__name__} has no denoiser to calibrate.")
+    if any(denoiser_hook(module) is not None for _, module in denoisers):
+        raise ValueError("Spectrum is already enabled on this pipeline; call disable_spectrum(pipe) before calibrate "
+                         "(it enables Spectrum with each schedule it tries, then removes it).")
+    return denoisers
+
+
+def _fit_configs(base: SpectrumConfig, fits: Mapping[str, Mapping[str, Any]] | None) -> dict[str, SpectrumConfig]:
+    """The configs planned for, by fit name: ``base`` as configured, and each of ``fits`` applied to it (the fits are
+    the Chebyshev forecaster's; other forecasters have none)."""
     fit_configs = {AS_CONFIGURED: base}
-    if base.forecaster == "chebyshev":  # the fits are the Chebyshev forecaster's; other forecasters have none
+    if base.forecaster == "chebyshev":
         for name, fields in (fits or {}).items():
             if name == AS_CONFIGURED or not isinstance(fields, Mapping):
                 raise ValueError(f"fits must map names other than {AS_CONFIGURED!r} to SpectrumConfig fields, got "
                                  f"{name!r}: {fields!r}.")
             fit_configs[name] = base.replace(**fields)
-    runner = _Runner(pipe, n, seed, call_kwargs)
-    seconds: dict[str, float] = {}
-    # One bar over every pipeline run: the full runs, then the candidates' runs. How many candidates there are is
-    # known after the search (searches that agree share one); until then the total counts the full runs only.
-    # The pipeline's own per-run bars are hidden meanwhile.
-    bar = tqdm(total=len(prompt_calls), desc="calibrate: full runs", unit=" runs", disable=not progress)
+    return fit_configs
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    """Put the seconds the block took in ``seconds[phase]``."""
+    start = time.perf_counter()
+    yield
+    seconds[phase] = time.perf_counter() - start
+
+
+def _record(runner: _Runner, base: SpectrumConfig, order: list[str]) -> tuple[list[torch.Tensor], list[Expert]]:
+    """1. Record: the full run of every prompt, its output (the reference the candidates are scored against) and
+    its features; one ``Expert`` per denoiser that ran, in ``order``.
+
+    Every step computes (the warm-up spans the run), whatever step count each denoiser runs: each denoiser is then
+    planned over the steps it runs (Wan2.2's experts, an SDXL base's denoising_end, a refiner's range).
+    num_inference_steps is left to the pipeline, which says how many steps each denoiser runs."""
+    recorder = _Recorder(order, runner.seed)
+    references: list[torch.Tensor] = []
+    enable_spectrum(runner.pipe, base.replace(warmup_steps=runner.num_steps, num_inference_steps=None))
     try:
-        with progress_bars_hidden(pipe):
-            # 1. Record: the full run of every prompt, with its features.
-            # Every step computes (the warm-up spans the run), whatever step count each denoiser runs: each
-            # denoiser is then planned over the steps it runs (Wan2.2's experts, an SDXL base's denoising_end, a
-            # refiner's range). num_inference_steps is left to the pipeline, which says how many steps each
-            # denoiser runs.
-            phase = time.perf_counter()
-            every_step = base.replace(warmup_steps=n, num_inference_steps=None)
-            references: list[torch.Tensor] = []
-            enable_spectrum(pipe, every_step)
-            try:
-                recorder = _Recorder(denoisers, seed)
-                for index, extra in enumerate(prompt_calls):
-                    recorder.start(index)
-                    references.append(runner.run(index, extra))
-                    runner.count_passes()
-                    bar.update()
-                recorder.detach()
-            finally:
-                disable_spectrum(pipe)
-            experts = recorder.experts()
-            check_passes(experts, k)
-            names = [e.name for e in experts]
-            # One schedule for a single denoiser that runs the whole call (a format-1 file, as before); else one
-            # per denoiser, each over its own steps.
-            whole = len(experts) == 1 and experts[0].num_steps == n
-
-            def as_fields(plan: Plan) -> dict[str, Any]:
-                if whole:
-                    return {"compute_steps": plan[0][1], "denoiser_steps": None}
-                return {"compute_steps": dict(plan), "denoiser_steps": {e.name: e.num_steps for e in experts}}
-
-            def as_json(plan: Plan) -> list[int] | dict[str, list[int]]:
-                return list(plan[0][1]) if whole else {name: list(steps) for name, steps in plan}
-
-            seconds["record"] = time.perf_counter() - phase
-
-            # 2. Search, for each fit, w and score: each expert's best schedule at each budget it could get, and
-            # the split of the passes between experts whose weighted scores sum lowest.
-            phase = time.perf_counter()
-            bar.set_description("calibrate: schedule search")
-            paper = _paper_plan(experts, k, base)
-            candidates, searched = _search(experts, fit_configs, weights, k, base, paper, as_json)
-            if paper:
-                candidates.insert(0, (paper, AS_CONFIGURED, base.blend_weight))
-            unique = list(dict.fromkeys(candidates))
-            seconds["search"] = time.perf_counter() - phase
-            bar.total = len(prompt_calls) * (1 + len(unique))
-            bar.set_description("calibrate: candidate runs")
-
-            # 3. Check every candidate end to end.
-            phase = time.perf_counter()
-            results: list[dict[str, Any]] = []
-            for plan, fit_name, w in unique:
-                enable_spectrum(pipe, fit_configs[fit_name].replace(**as_fields(plan), blend_weight=w))
-                try:
-                    scores = []
-                    for index, extra in enumerate(prompt_calls):
-                        scores.append(output_psnr(runner.run(index, extra), references[index]))
-                        runner.count_passes()
-                        bar.update()
-                finally:
-                    disable_spectrum(pipe)
-                kind = "paper" if paper and plan == paper else "planned"
-                results.append({"compute_steps": as_json(plan), "fit": fit_name, "blend_weight": w, "kind": kind,
-                                "psnr": scores, "mean_psnr": _mean(scores)})
-            seconds["check"] = time.perf_counter() - phase
+        for index in range(len(runner.prompt_calls)):
+            with recording(runner.pipe, keep=recorder.keep) as recorded:
+                references.append(runner.run(index))
+            recorder.add(index, recorded)
     finally:
-        bar.close()
-    best_result = max(results, key=lambda r: r["mean_psnr"])  # the first of equals: the baseline comes first
+        disable_spectrum(runner.pipe)
+    return references, recorder.experts()
+
+
+def _search(experts: list[Expert], fit_configs: Mapping[str, SpectrumConfig], weights: Sequence[float], k: int,
+            base: SpectrumConfig, form: _PlanForm
+            ) -> tuple[Plan | None, list[tuple[Plan, str, float]], dict[str, dict[str, Any]]]:
+    """2. Search, for each fit, w and score: each expert's best schedule at each budget it could get, and the split
+    of the passes between experts whose weighted scores sum lowest.
+
+    Returns the paper's plan (None where there is none), the candidates to check (plan, fit name, w: the paper's
+    plan first, at the config's w, then per fit the paper's plan at each w for the config's own fit and per score
+    the plan of the w that scored best; each once), and every search's record for the provenance."""
+    paper = _paper_plan(experts, k, base)
+    candidates: list[tuple[Plan, str, float]] = [(paper, AS_CONFIGURED, base.blend_weight)] if paper else []
+    searched: dict[str, dict[str, Any]] = {}
+    ranges = budgets(experts, k)
+    # Each search starts from the paper's schedule at its budget: the same for every fit, w and score mix.
+    seeds = {(e.name, budget): _seeds(e, budget, base) for e, allowed in zip(experts, ranges) for budget in allowed}
+    for fit_name, fit in fit_configs.items():
+        best: dict[float, tuple[float, Plan, float]] = {}  # per score mix: the best w's (score, plan, w)
+        for w in weights:
+            makers = {e.name: _factory(fit, w, e) for e in experts}
+            caches = {e.name: ForecastCache(makers[e.name], e.num_steps) for e in experts}
+            for share in INCOHERENT_SHARES:
+                results_by_budget = [
+                    {budget: search_expert(e, makers[e.name], share, budget, seeds[e.name, budget], caches[e.name])
+                     for budget in allowed}
+                    for e, allowed in zip(experts, ranges)]
+                score, split = best_split(experts, results_by_budget, k)
+                plan = tuple((e.name, results_by_budget[i][b].schedule) for i, (e, b) in enumerate(zip(experts, split)))
+                # The paper's score where one search scored it (one expert: its seed); per-expert seeds differ from
+                # the paper's plan of a split.
+                seeded = results_by_budget[0][k].seed_scores if len(experts) == 1 else ()
+                searched[f"{fit_name} w={w:g} incoherent={share:g}"] = {
+                    "schedule": form.as_json(plan), "score": score, "paper_score": seeded[0] if seeded else None,
+                    "evaluations": sum(results_by_budget[i][b].evaluations for i, b in enumerate(split))}
+                if share not in best or score < best[share][0]:
+                    best[share] = (score, plan, w)
+            if paper and fit_name == AS_CONFIGURED:
+                candidates.append((paper, fit_name, w))
+        candidates += [(plan, fit_name, w) for _, plan, w in best.values()]
+    return paper, list(dict.fromkeys(candidates)), searched
+
+
+def _check(runner: _Runner, candidates: list[tuple[Plan, str, float]], fit_configs: Mapping[str, SpectrumConfig],
+           references: list[torch.Tensor], paper: Plan | None, form: _PlanForm) -> list[dict[str, Any]]:
+    """3. Check: every candidate (plan, fit name, w) run end to end on every prompt with the full run's noise, and
+    its output's PSNR against the full run's."""
+    results: list[dict[str, Any]] = []
+    for plan, fit_name, w in candidates:
+        enable_spectrum(runner.pipe, fit_configs[fit_name].replace(**form.fields(plan), blend_weight=w))
+        try:
+            scores = [output_psnr(runner.run(index), reference) for index, reference in enumerate(references)]
+        finally:
+            disable_spectrum(runner.pipe)
+        kind = "paper" if paper and plan == paper else "planned"
+        results.append({"compute_steps": form.as_json(plan), "fit": fit_name, "blend_weight": w, "kind": kind,
+                        "psnr": scores, "mean_psnr": _mean(scores)})
+    return results
+
+
+def _provenance(runner: _Runner, denoisers: list[tuple[str, torch.nn.Module]], passes: int, base: SpectrumConfig,
+                experts: list[Expert], form: _PlanForm, paper: Plan | None, best: dict[str, Any],
+                results: list[dict[str, Any]], searched: dict[str, dict[str, Any]], seconds: dict[str, float],
+                started: float) -> dict[str, Any]:
+    """What the returned config records of its calibration (``SpectrumConfig.provenance``)."""
+    call_kwargs = runner.call_kwargs
     paper_results = [r for r in results if r["kind"] == "paper" and r["fit"] == AS_CONFIGURED
                      and r["blend_weight"] == base.blend_weight]
-    provenance = {
-        **describe(pipe, denoisers),
-        "num_inference_steps": n,
-        "passes": k,
+    return {
+        **describe(runner.pipe, denoisers),
+        "num_inference_steps": runner.num_steps,
+        "passes": passes,
         "height": call_kwargs.get("height"),
         "width": call_kwargs.get("width"),
         "guidance_scale": _number(call_kwargs.get("guidance_scale")),
         "true_cfg_scale": _number(call_kwargs.get("true_cfg_scale")),
         "num_frames": call_kwargs.get("num_frames"),
-        "calibration_prompts": len(prompt_calls),
-        "seed": seed if "generator" not in call_kwargs else None,
+        "calibration_prompts": len(runner.prompt_calls),
+        "seed": runner.seed if "generator" not in call_kwargs else None,
         "metric": METRIC,
-        "mean_psnr": best_result["mean_psnr"],
-        "fit": best_result["fit"],
-        "paper_schedule": as_json(paper) if paper else None,
+        "mean_psnr": best["mean_psnr"],
+        "fit": best["fit"],
+        "paper_schedule": form.as_json(paper) if paper else None,
         # Each denoiser's steps: how many it runs, and which steps of the pipeline call those are.
         "steps_run": {e.name: {"steps": e.num_steps, "call_steps": list(e.call_steps) if e.call_steps else None}
                       for e in experts},
@@ -240,10 +296,35 @@ def calibrate(pipe: Any, prompts: Sequence[str | Mapping[str, Any]], *, passes: 
         "spectrum_cache_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    winner = fit_configs[best_result["fit"]]
-    won = best_result["compute_steps"]
-    plan = ((names[0], tuple(won)),) if whole else tuple((name, tuple(won[name])) for name in names)
-    return winner.replace(**as_fields(plan), blend_weight=best_result["blend_weight"], provenance=provenance)
+
+
+@dataclass
+class _PlanForm:
+    """How a plan (per denoiser, its schedule) is written in a config and in the provenance: one schedule for a
+    single denoiser that runs the whole call (a format-1 file, as before); else one per denoiser, each over its
+    own steps."""
+
+    experts: list[Expert]
+    whole: bool
+
+    @classmethod
+    def of(cls, experts: list[Expert], num_steps: int) -> _PlanForm:
+        return cls(experts, len(experts) == 1 and experts[0].num_steps == num_steps)
+
+    def fields(self, plan: Plan) -> dict[str, Any]:
+        """The SpectrumConfig fields that run ``plan``."""
+        if self.whole:
+            return {"compute_steps": plan[0][1], "denoiser_steps": None}
+        return {"compute_steps": dict(plan), "denoiser_steps": {e.name: e.num_steps for e in self.experts}}
+
+    def as_json(self, plan: Plan) -> list[int] | dict[str, list[int]]:
+        return list(plan[0][1]) if self.whole else {name: list(steps) for name, steps in plan}
+
+    def plan(self, written: list[int] | dict[str, list[int]]) -> Plan:
+        """The plan that ``as_json`` wrote as ``written``."""
+        if self.whole:
+            return ((self.experts[0].name, tuple(written)),)
+        return tuple((e.name, tuple(written[e.name])) for e in self.experts)
 
 
 def _factory(config: SpectrumConfig, w: float, expert: Expert) -> Any:
@@ -268,42 +349,6 @@ def _paper_plan(experts: list[Expert], passes: int, config: SpectrumConfig) -> P
         if all(s is not None and e.forced <= set(s) for e, s in zip(experts, schedules)):
             return tuple((e.name, tuple(s)) for e, s in zip(experts, schedules))
     return None
-
-
-def _search(experts: list[Expert], fit_configs: Mapping[str, SpectrumConfig], weights: Sequence[float], k: int,
-            base: SpectrumConfig, paper: Plan | None, as_json: Any
-            ) -> tuple[list[tuple[Plan, str, float]], dict[str, dict[str, Any]]]:
-    """The planned candidates (plan, fit name, w), with the paper's plan at each w for the config's own fit, and
-    every search's record for the provenance."""
-    candidates: list[tuple[Plan, str, float]] = []
-    searched: dict[str, dict[str, Any]] = {}
-    ranges = budgets(experts, k)
-    # Each search starts from the paper's schedule at its budget: the same for every fit, w and score mix.
-    seeds = {(e.name, budget): _seeds(e, budget, base) for e, allowed in zip(experts, ranges) for budget in allowed}
-    for fit_name, fit in fit_configs.items():
-        best: dict[float, tuple[float, Plan, float]] = {}  # per score mix: the best w's (score, plan, w)
-        for w in weights:
-            makers = {e.name: _factory(fit, w, e) for e in experts}
-            caches = {e.name: ForecastCache(makers[e.name], e.num_steps) for e in experts}
-            for share in INCOHERENT_SHARES:
-                results_by_budget = [
-                    {budget: search_expert(e, makers[e.name], share, budget, seeds[e.name, budget], caches[e.name])
-                     for budget in allowed}
-                    for e, allowed in zip(experts, ranges)]
-                score, split = best_split(experts, results_by_budget, k)
-                plan = tuple((e.name, results_by_budget[i][b].schedule) for i, (e, b) in enumerate(zip(experts, split)))
-                # The paper's score where one search scored it (one expert: its seed); per-expert seeds differ from
-                # the paper's plan of a split.
-                seeded = results_by_budget[0][k].seed_scores if len(experts) == 1 else ()
-                searched[f"{fit_name} w={w:g} incoherent={share:g}"] = {
-                    "schedule": as_json(plan), "score": score, "paper_score": seeded[0] if seeded else None,
-                    "evaluations": sum(results_by_budget[i][b].evaluations for i, b in enumerate(split))}
-                if share not in best or score < best[share][0]:
-                    best[share] = (score, plan, w)
-            if paper and fit_name == AS_CONFIGURED:
-                candidates.append((paper, fit_name, w))
-        candidates += [(plan, fit_name, w) for _, plan, w in best.values()]
-    return candidates, searched
 
 
 def paper_schedule(num_steps: int, passes: int, config: SpectrumConfig | None = None) -> list[int] | None:
@@ -347,10 +392,13 @@ def output_psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 class _Runner:
-    """Runs the pipeline on calibration prompt i with the same noise every time, and counts network passes."""
+    """Runs the pipeline on calibration prompt i with the same noise every time, counts network passes, and shows
+    one progress bar over every run."""
 
-    def __init__(self, pipe: Any, num_steps: int, seed: int, call_kwargs: dict[str, Any]) -> None:
+    def __init__(self, pipe: Any, num_steps: int, seed: int, call_kwargs: dict[str, Any],
+                 prompt_calls: list[dict[str, Any]], progress: bool) -> None:
         self.pipe, self.num_steps, self.seed = pipe, num_steps, seed
+        self.call_kwargs, self.prompt_calls = call_kwargs, prompt_calls
         self.kwargs = dict(call_kwargs)
         modular = bool(ModularPipeline) and isinstance(pipe, ModularPipeline)
         if modular:
@@ -364,9 +412,20 @@ class _Runner:
         self.generator_states = [g.get_state() for g in generators]
         self.passes = 0
         self.full_passes = 0
+        # One bar over every pipeline run: the full runs, then the candidates' runs. How many candidates there are is
+        # known after the search (searches that agree share one); until then the total counts the full runs only.
+        # The pipeline's own per-run bars are hidden meanwhile (progress_bars_hidden).
+        self.bar = tqdm(total=len(prompt_calls), desc="calibrate: full runs", unit=" runs", disable=not progress)
 
-    def run(self, index: int, extra: Mapping[str, Any]) -> torch.Tensor:
-        kwargs = {**self.kwargs, **extra, "num_inference_steps": self.num_steps}
+    def run(self, index: int) -> torch.Tensor:
+        """The pipeline's output on prompt ``index``; its network passes are counted and the bar advanced."""
+        output = self._call(index)
+        self._count_passes()
+        self.bar.update()
+        return output
+
+    def _call(self, index: int) -> torch.Tensor:
+        kwargs = {**self.kwargs, **self.prompt_calls[index], "num_inference_steps": self.num_steps}
         given = kwargs["generator"] if self.generator_states else None
         if given is None:
             kwargs["generator"] = torch.Generator().manual_seed(self.seed + index)
@@ -383,7 +442,7 @@ class _Runner:
         for g, state in zip(generator if isinstance(generator, list) else [generator], self.generator_states):
             g.set_state(state)
 
-    def count_passes(self) -> None:
+    def _count_passes(self) -> None:
         summary = spectrum_summary(self.pipe)
         self.passes += sum(len(b.computed_steps) for b in summary.branches)
         if not self.full_passes:  # the first run is a full one: all its calls are passes
@@ -416,10 +475,8 @@ class _Recorder:
     """Keeps each branch's features (a fixed subsample of elements) at every step of the recording runs, per
     denoiser, with the steps each denoiser runs and its sampler's step sizes."""
 
-    def __init__(self, denoisers: list[tuple[str, torch.nn.Module]], seed: int) -> None:
-        self.hooks = [_denoiser_hook(module) for _, module in denoisers]
-        self.order = [name for name, _ in denoisers]
-        self.names = {id(hook): name for hook, (name, _) in zip(self.hooks, denoisers)}
+    def __init__(self, order: list[str], seed: int) -> None:
+        self.order = order  # the denoisers' names, in the pipeline's order
         self.seed = seed
         # per denoiser: {(prompt index, branch label): {step: feature}}
         self.features: dict[str, dict[tuple[int, str], dict[int, torch.Tensor]]] = {}
@@ -427,28 +484,24 @@ class _Recorder:
         self.runs: dict[str, tuple[int, tuple[int, int] | None, list[float] | None, list[float] | None]] = {}
         self.counts: dict[str, set[tuple[int, tuple[int, int] | None]]] = {}
         self._subsets: dict[int, torch.Tensor] = {}
-        self.index = 0
-        for hook in self.hooks:
-            hook.observer = self._observer(self.names[id(hook)])
 
-    def start(self, index: int) -> None:
-        self.index = index
+    def keep(self, feature: torch.Tensor) -> torch.Tensor:
+        """What is kept of a recorded feature: a fixed random subset of its elements, as float32 on the CPU."""
+        flat = feature.detach().reshape(-1)
+        subset = self._subset(flat.numel(), flat.device)
+        return (flat if subset is None else flat[subset]).float().cpu()
 
-    def detach(self) -> None:
-        for hook in self.hooks:
-            hook.observer = None
-
-    def _observer(self, denoiser: str) -> Any:
-        def observe(generation: Generation, branch: str, step: int, feature: torch.Tensor) -> None:
-            flat = feature.detach().reshape(-1)
-            subset = self._subset(flat.numel(), flat.device)
-            kept = (flat if subset is None else flat[subset]).float().cpu()
-            self.features.setdefault(denoiser, {}).setdefault((self.index, branch), {})[step] = kept
+    def add(self, index: int, recorded: Recording) -> None:
+        """What prompt ``index``'s full run recorded (``recording`` with ``keep``)."""
+        for run in recorded.runs:
+            denoiser, generation = run.denoiser, run.generation
+            by_branch = self.features.setdefault(denoiser, {})
+            for branch, by_step in run.features.items():
+                by_branch.setdefault((index, branch), {}).update(by_step)
             if denoiser not in self.runs:
                 self.runs[denoiser] = (generation.num_steps, call_range(generation), step_levels(generation),
                                        generation.time_points)
             self.counts.setdefault(denoiser, set()).add((generation.num_steps, call_range(generation)))
-        return observe
 
     def _subset(self, numel: int, device: torch.device) -> torch.Tensor | None:
         if numel <= MAX_RECORDED_ELEMENTS:

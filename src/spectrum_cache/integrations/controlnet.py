@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import inspect
 import threading
 import weakref
 from dataclasses import dataclass
@@ -37,8 +36,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from diffusers.hooks.hooks import ModelHook
 from diffusers.utils.torch_utils import unwrap_module
+from torch.utils._pytree import tree_leaves, tree_map
 
 from .adapters import CONTROLNET_CLASSES, CONTROLNET_COMPONENT, CONTROLNET_RESIDUALS
+from .arguments import Binder
 from .compat import Unpicklable, hook_registry, register_hook, remove_hook
 from .generation import Generation
 from .outputs import input_key
@@ -78,14 +79,13 @@ class ControlNetCompanion:
         # ControlNet's last call, and its last run, whose outputs a skipped call hands out.
         self._records: weakref.WeakKeyDictionary[Generation, _Record] = weakref.WeakKeyDictionary()
         self._runs: weakref.WeakKeyDictionary[Generation, _Record] = weakref.WeakKeyDictionary()
-        signature = inspect.signature(type(controlnet).forward)
-        self._signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+        self._arguments = Binder(controlnet)
 
     # -- the ControlNet's side ----------------------------------------------------------------
     def call(self, forward: Any, args: tuple, kwargs: dict) -> Any:
         if getattr(self._local, "forced", False):  # before_compute's late run
             return forward(*args, **kwargs)
-        arguments = self._signature.bind_partial(*args, **kwargs).arguments
+        arguments = self._arguments(args, kwargs)
         key = input_key(arguments)
         self._local.unclaimed = None
         with self.owner._lock:
@@ -241,17 +241,11 @@ def controlnet_hint(denoiser: torch.nn.Module, extras: list[str], hooked: bool) 
 
 
 def _containers_copied(output: Any) -> Any:
-    """``output`` with its tuples and lists new (a pipeline may change them), the tensors the same."""
-    if isinstance(output, (tuple, list)) and not hasattr(output, "_fields"):
-        return type(output)(_containers_copied(o) for o in output)
-    return output
+    """``output`` with its tuples and lists new (a pipeline may change them), the tensors the same; other
+    containers (a BaseOutput, a namedtuple) are the same objects too."""
+    return tree_map(lambda leaf: leaf, output, is_leaf=lambda node: not isinstance(node, (tuple, list))
+                    or hasattr(node, "_fields"))
 
 
 def _leaves(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _leaves(v)]
-    if isinstance(value, dict):
-        return [t for v in value.values() for t in _leaves(v)]
-    return []
+    return [leaf for leaf in tree_leaves(value) if isinstance(leaf, torch.Tensor)]

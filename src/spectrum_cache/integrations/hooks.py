@@ -19,10 +19,12 @@ see no Spectrum code at all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import warnings
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,9 +114,8 @@ class SpectrumHook(Unpicklable, ModelHook):
         self._hooks_checked: weakref.ref | None = None  # the generation whose skipped modules were checked
         self._alone_checked: weakref.ref | None = None  # the generation checked for a cache stacked on Spectrum
         self._calls = threading.local()  # per thread: the guider's state at the last call it named
-        # calibrate() listens to the recorded features for the length of its recording runs:
-        # observer(generation, branch label, step, feature).
-        self.observer: Any = None
+        # Called with each feature a compute step records (listen; recording.py).
+        self._listeners: list[Callable[[Generation, str, int, torch.Tensor], None]] = []
         self.residuals: Any = None  # the pipeline's ControlNet, where Spectrum skips it too (controlnet.py)
 
     # -- diffusers hook interface -------------------------------------------------------------
@@ -416,14 +417,26 @@ class SpectrumHook(Unpicklable, ModelHook):
                     if not on_host:
                         trajectory.note_finite(feature)
                         trajectory.held_exactly = getattr(forecaster, "held_exactly", None)
-                    if self.observer is not None and call.generation is not None:
+                    listeners = tuple(self._listeners)  # listen() may change the list from another thread
+                    if listeners and call.generation is not None:
                         label = call.branch if call.slot == 0 else f"{call.branch}[{call.slot}]"
-                        self.observer(call.generation, label, call.step, feature)
+                        for listener in listeners:
+                            listener(call.generation, label, call.step, feature)
                 trajectory.peak_bytes = max(trajectory.peak_bytes, trajectory.forecaster.nbytes)
         (trajectory.forecast if call.prediction is not None else trajectory.computed).append(call.step)
         if call.final:
             trajectory.forecaster.reset()  # the trajectory is complete: free its tensors
             trajectory.stand_in_outputs = None
+
+    @contextlib.contextmanager
+    def listen(self, listener: Callable[[Generation, str, int, torch.Tensor], None]) -> Iterator[None]:
+        """For the length of the ``with`` block, call ``listener(generation, branch label, step, feature)``
+        with each feature a compute step records (in the thread that made the call, under this hook's lock)."""
+        self._listeners.append(listener)
+        try:
+            yield
+        finally:
+            self._listeners.remove(listener)
 
     def _checks_now(self, tensor: torch.Tensor) -> bool:
         """Whether finiteness is checked per call. Not under context parallelism: each rank holds a slice,

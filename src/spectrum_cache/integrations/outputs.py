@@ -2,16 +2,18 @@
 
 ``forecast_output`` mode records the denoiser's output. Outputs come as a tensor, a tuple, a diffusers
 ``BaseOutput``, or, for Z-Image, a tuple holding a list of per-sample tensors: ``split_output`` turns any
-of these into one feature tensor plus a layout, and ``rebuild_output`` puts a forecast back into that
-layout.
+of these into one feature tensor plus a layout (torch's pytree spec of the output), and ``rebuild_output``
+puts a forecast back into that layout.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers.utils import BaseOutput
+from torch.utils._pytree import TreeSpec, tree_flatten, tree_unflatten
 
 
 def input_key(arguments: dict[str, Any]) -> tuple:
@@ -27,53 +29,51 @@ def input_key(arguments: dict[str, Any]) -> tuple:
     return tuple((name, key) for name, value in arguments.items() if (key := shapes(value)) is not None)
 
 
-def split_output(output: Any) -> tuple[torch.Tensor, Any] | None:
+def split_output(output: Any) -> tuple[torch.Tensor, OutputLayout] | None:
     """The denoiser output's tensors as one feature (a single tensor as it is, several flattened and
     joined), and the layout to rebuild an output of the same kind around a forecast; None if the output
     holds anything else than tensors, None and numbers, or tensors of several dtypes or devices."""
-    leaves: list[torch.Tensor] = []
-    try:
-        layout = _flatten(output, leaves)
-    except TypeError:
+    leaves, spec = tree_flatten(output, is_leaf=_not_a_container)
+    if not all(leaf is None or isinstance(leaf, (torch.Tensor, *_CONSTANTS)) for leaf in leaves):
         return None
-    if not leaves or len({(t.dtype, t.device) for t in leaves}) > 1:
+    tensors = [leaf for leaf in leaves if isinstance(leaf, torch.Tensor)]
+    if not tensors or len({(t.dtype, t.device) for t in tensors}) > 1:
         return None
-    feature = leaves[0] if len(leaves) == 1 else torch.cat([t.reshape(-1) for t in leaves])
+    feature = tensors[0] if len(tensors) == 1 else torch.cat([t.reshape(-1) for t in tensors])
+    layout = OutputLayout(spec, tuple(leaf.shape if isinstance(leaf, torch.Tensor) else leaf for leaf in leaves))
     return feature, layout
 
 
-def _flatten(value: Any, leaves: list[torch.Tensor]) -> Any:
-    if isinstance(value, torch.Tensor):
-        leaves.append(value)
-        return ("tensor", tuple(value.shape))
-    if isinstance(value, BaseOutput):
-        return ("output", type(value), {k: _flatten(v, leaves) for k, v in value.items()})
-    if isinstance(value, (tuple, list)):
-        return ("sequence", type(value), [_flatten(v, leaves) for v in value])
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return ("constant", value)
-    raise TypeError(type(value).__name__)
-
-
-def rebuild_output(layout: Any, feature: torch.Tensor) -> Any:
-    if layout[0] == "tensor":  # a single tensor: the feature itself
+def rebuild_output(layout: OutputLayout, feature: torch.Tensor) -> Any:
+    """An output laid out as ``layout`` says, its tensors cut from ``feature`` (``split_output``'s inverse)."""
+    if layout.spec.is_leaf():  # a single tensor: the feature itself
         return feature
     flat = feature.reshape(-1)
-    offset = [0]
+    leaves, offset = [], 0
+    for leaf in layout.leaves:
+        if isinstance(leaf, torch.Size):
+            leaves.append(flat[offset : offset + leaf.numel()].reshape(leaf))
+            offset += leaf.numel()
+        else:
+            leaves.append(leaf)
+    return tree_unflatten(leaves, layout.spec)
 
-    def build(node: Any) -> Any:
-        kind = node[0]
-        if kind == "tensor":
-            numel = 1
-            for size in node[1]:
-                numel *= size
-            out = flat[offset[0] : offset[0] + numel].reshape(node[1])
-            offset[0] += numel
-            return out
-        if kind == "output":
-            return node[1](**{k: build(v) for k, v in node[2].items()})
-        if kind == "sequence":
-            return node[1](build(v) for v in node[2])
-        return node[1]
 
-    return build(layout)
+@dataclass(frozen=True)
+class OutputLayout:
+    """How ``split_output`` took an output apart: its structure (a pytree spec) and, per leaf in order, the
+    tensor's shape (a ``torch.Size``) or the constant itself."""
+
+    spec: TreeSpec
+    leaves: tuple
+
+
+# What an output may hold besides tensors and None, kept in the layout as it is.
+_CONSTANTS = (bool, int, float, str)
+
+
+def _not_a_container(node: Any) -> bool:
+    """What ``split_output`` leaves whole: all but tuples and lists (namedtuples too) and diffusers'
+    ``BaseOutput`` (which diffusers registers with torch's pytree). An output holding another container (a
+    dict) is not split."""
+    return not isinstance(node, (tuple, list, BaseOutput))

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from diffusers.hooks.hooks import ModelHook
+from torch.utils._pytree import tree_map_only
 
 from .compat import Unpicklable, hook_registry
 
@@ -142,27 +143,14 @@ class Blank:
 
 
 def blanked(value: Any) -> Any:
-    """``value`` with each tensor in it (in tuples, lists and dicts) replaced by its ``Blank``."""
-    if isinstance(value, torch.Tensor):
-        return Blank(value)
-    if isinstance(value, (tuple, list)):
-        items = [blanked(v) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, dict):
-        return type(value)((k, blanked(v)) for k, v in value.items())
-    return value
+    """``value`` with each tensor in it (in tuples, lists, dicts and other pytree containers) replaced by its
+    ``Blank``."""
+    return tree_map_only(torch.Tensor, Blank, value)
 
 
 def unblanked(value: Any) -> Any:
     """``value`` with each ``Blank`` in it made into a fresh tensor (the inverse of ``blanked`` in layout)."""
-    if isinstance(value, Blank):
-        return value.make()
-    if isinstance(value, (tuple, list)):
-        items = [unblanked(v) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
-    if isinstance(value, dict):
-        return type(value)((k, unblanked(v)) for k, v in value.items())
-    return value
+    return tree_map_only(Blank, Blank.make, value)
 
 
 class StandInHook(Unpicklable, ModelHook):
