@@ -29,6 +29,7 @@ out (calls into one denoiser take turns, so the compiled call is the forecasting
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -108,6 +109,16 @@ class _GatedIteration:
         if isinstance(index, slice) and _GATE_ATTR in self.__dict__:
             item.__dict__[_GATE_ATTR] = self.__dict__[_GATE_ATTR]
         return item
+
+    # Pickling the list names the way out (its class is made at enable, so pickle could not find it by name);
+    # deepcopy, which would go the same way, copies it as nn.Module's default does.
+    __reduce_ex__ = Unpicklable.__reduce_ex__
+
+    def __deepcopy__(self, memo: dict) -> torch.nn.Module:
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return clone
 
 
 def gate_block_list(blocks: torch.nn.ModuleList, gate: SkipGate) -> None:
