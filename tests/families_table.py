@@ -35,13 +35,11 @@ def _skips(denoiser) -> str:
     names = {id(m): n for n, m in denoiser.named_modules()}
     # Top-level names, once each: HiDream's double-stream blocks are skipped one by one.
     blocks = list(dict.fromkeys(names[id(parent._modules[child])].split(".")[0] for parent, child in layout.block_slots))
-    stand_ins = sorted({names[id(parent._modules[child])].split(".")[0] for parent, child in layout.input_slots})
-    constants = [names[id(parent._modules[child])] for parent, child, _ in layout.constant_slots]
+    # The single blocks among them, which the forward calls: a stand-in answers for each (adapters.STAND_INS).
+    stand_ins = list(dict.fromkeys(names[id(module)].split(".")[0] for module in layout.stand_in_modules))
     text = "blocks " + ", ".join(f"`{b}`" for b in blocks)
     if stand_ins:
-        text += "; embedders " + ", ".join(f"`{s}`" for s in stand_ins)
-    if constants:
-        text += "; once per run " + ", ".join(f"`{c}`" for c in constants)
+        text += "; stand-ins for " + ", ".join(f"`{s}`" for s in stand_ins)
     return text
 
 

@@ -3,10 +3,13 @@ as a user runs it. Test files import from here, never from each other."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,6 +54,59 @@ def denoise_loop(transformer, n, context=None, **inputs):
                 v = transformer(hidden_states=x, timestep=t, **inputs)[0]
         x = x - v / n
     return x
+
+
+@contextlib.contextmanager
+def own_forward_runs(modules: dict[Any, torch.nn.Module]) -> Iterator[dict[Any, list[int]]]:
+    """Counts, per key, runs of the module's own forward, wrapped before Spectrum hooks anything (enable Spectrum
+    inside): a stand-in is still a call of the module (its torch hooks fire) but not of its own forward."""
+    counts = {}
+    for key, module in modules.items():
+        count, own = [0], module.forward
+
+        def counted(*args, _own=own, _count=count, **kwargs):
+            _count[0] += 1
+            return _own(*args, **kwargs)
+
+        module.forward, counts[key] = counted, count
+    try:
+        yield counts
+    finally:
+        for module in modules.values():
+            module.__dict__.pop("forward", None)
+
+
+def modules_before_the_blocks(denoisers: dict[str, torch.nn.Module],
+                              run: Callable[[], Any]) -> dict[tuple[str, str], tuple[torch.nn.Module, int]]:
+    """Per (denoiser name, module path): every module that the denoiser's first call in ``run()`` (without
+    Spectrum) runs before its first skipped block (input embedders; time, pooled-text and rotary embeddings; the
+    layers inside them), with how often it ran in the whole of ``run()``. The blocks are the adapter's, but not
+    what it says a forecast step skips: a module wrongly skipped is still counted."""
+    from spectrum_cache.integrations.adapters import resolve_adapter
+
+    order: list[tuple[str, str, bool]] = []
+    handles = []
+    for name, model in denoisers.items():
+        blocks = resolve_adapter(model).blocks
+        ids = {id(block) for block in blocks}
+        inside = {id(module) for block in blocks for module in block.modules()} - ids
+        for path, module in model.named_modules():
+            if module is not model and id(module) not in inside:
+                key = (name, path, id(module) in ids)
+                handles.append(module.register_forward_pre_hook(lambda *a, key=key: order.append(key)))
+    try:
+        run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    found = {}
+    for name, model in denoisers.items():
+        calls = [(path, is_block) for denoiser, path, is_block in order if denoiser == name]
+        first_block = next(i for i, (_, is_block) in enumerate(calls) if is_block)
+        modules = dict(model.named_modules())
+        for path in dict.fromkeys(path for path, _ in calls[:first_block]):
+            found[(name, path)] = (modules[path], sum(p == path for p, _ in calls))
+    return found
 
 
 def flux_img2img():

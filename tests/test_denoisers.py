@@ -1,17 +1,18 @@
 """Every denoiser class of diffusers 0.42.1 (tests/denoisers.py) under Spectrum, as a bare denoiser in a
 hand-written Euler loop, at widths that all differ and on non-square latents.
 
-For each class, one build and four loops of ``STEPS`` steps:
+For each class, one build and six loops of ``STEPS`` steps:
 (a) the every-step schedule gives the outputs of no Spectrum, bit for bit;
 (b) the paper's schedule (warm-up 3, alpha 0.75) runs the blocks only on its compute steps, the
     forecasts are finite and change the result, and the summary lists exactly those compute steps;
-(c) after ``disable_spectrum`` the outputs are the baseline's again and no Spectrum hook is left.
+(c) after ``disable_spectrum`` the outputs are the baseline's again and no Spectrum hook is left;
+(d) every module the forward runs before its first block runs on every call of the paper's schedule, and
+    only a class listed in ``adapters.STAND_INS`` has stand-ins (for its single skipped blocks).
 A class Spectrum cannot support is refused at enable with the reason, leaving the model untouched.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import warnings
 
@@ -19,9 +20,10 @@ import pytest
 import torch
 
 from denoisers import DENOISERS, NOT_DENOISERS, STEPS, Denoiser, build, denoise
+from helpers import modules_before_the_blocks, own_forward_runs
 from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary
-from spectrum_cache.integrations import ADAPTERS, UnsupportedModelError
-from spectrum_cache.integrations.adapters import resolve_adapter
+from spectrum_cache.integrations import UnsupportedModelError
+from spectrum_cache.integrations.adapters import STAND_INS, resolve_adapter
 
 EVERY_STEP = SpectrumConfig(num_inference_steps=STEPS, warmup_steps=STEPS)
 PAPER = SpectrumConfig(num_inference_steps=STEPS, warmup_steps=3, flex_window=0.75)
@@ -121,24 +123,25 @@ def check_schedules(entry: Denoiser, model, inputs, config_extra: dict | None = 
 @pytest.mark.parametrize("entry", SUPPORTED, ids=lambda e: e.cls)
 def test_denoiser_under_spectrum(entry, poisoned_blanks):
     model, inputs = build(entry)
-    forecast = check_schedules(entry, model, inputs)
+    check_schedules(entry, model, inputs)
     adapter = resolve_adapter(model)
+    # Stand-ins only for single skipped blocks, each with its reason in adapters.STAND_INS; their fresh tensors
+    # (poisoned with NaN) reach nothing, and nothing is kept between steps (the report of the PAPER run).
+    assert bool(adapter.stand_in_modules) == (entry.cls in STAND_INS), "a single skipped block needs its STAND_INS reason"
     assert (poisoned_blanks[0] > 0) == bool(adapter.stand_in_modules)
-    if not any(adapter.kept_stand_ins):  # nothing kept between steps (the report of the PAPER run, kept after disable)
-        (branch,) = spectrum_summary(model).branches
-        assert branch.forecast_steps and branch.stand_in_bytes == 0
-    if adapter.input_slots:
-        # The input stand-ins change nothing: with the input modules running on forecast steps (and their
-        # fresh tensors poisoned where they stand in), the same latents.
-        plain = dataclasses.replace(ADAPTERS[entry.cls], input_paths=())
-        saved = ADAPTERS[entry.cls]
-        ADAPTERS[entry.cls] = plain
+    (branch,) = spectrum_summary(model).branches
+    assert branch.forecast_steps and branch.stand_in_bytes == 0
+    # Everything the forward runs before its first block (the input embedders, the time embedding) runs its own
+    # forward on every call, forecast steps included.
+    before = modules_before_the_blocks({entry.cls: model}, lambda: denoise(entry, model, inputs))
+    assert before, f"{entry.cls} runs nothing before its blocks"
+    with own_forward_runs({key: module for key, (module, _) in before.items()}) as counts:
+        enable_spectrum(model, PAPER)
         try:
-            enable_spectrum(model, PAPER)
-            torch.testing.assert_close(denoise(entry, model, inputs), forecast, rtol=0, atol=0)
+            denoise(entry, model, inputs)
         finally:
-            ADAPTERS[entry.cls] = saved
             disable_spectrum(model)
+    assert {key: count[0] for key, count in counts.items()} == {key: n for key, (_, n) in before.items()}
 
 
 @pytest.mark.parametrize("entry", REFUSED, ids=lambda e: e.cls)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from families import FAMILIES, STEPS, Family
 from families_modular import CASES as MODULAR_CASES
+from helpers import modules_before_the_blocks, own_forward_runs
 from spectrum_cache import SpectrumConfig, compute_steps, disable_spectrum, enable_spectrum, spectrum_summary
 
 EVERY_STEP = SpectrumConfig(warmup_steps=STEPS)
@@ -170,71 +171,36 @@ def test_paired_equals_independent_when_the_branches_are_identical(case, pipe):
     torch.testing.assert_close(paired, independent, rtol=1e-4, atol=1e-4)
 
 
-def _counted_run(case, pipe, name: str, module: torch.nn.Module) -> tuple[torch.Tensor, int, list]:
-    """Images with Spectrum on, how often ``module``'s own forward really ran, and the branches of
-    denoiser ``name``. The count wraps the forward before Spectrum hooks the module: a stand-in or a reused
-    constant is still a call of the module (its forward hooks fire) but not of the wrapped forward."""
-    calls = [0]
-    own = module.forward
-
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        return own(*args, **kwargs)
-
-    module.forward = counted
-    try:
+def test_forecast_steps_run_every_module_before_the_blocks(case, pipe):
+    """Only blocks are skipped: every module a denoiser runs before its first block (the input embedders, the
+    time and pooled-text embeddings, rotary embeddings, and every layer inside them) runs its own forward as often
+    with Spectrum's forecast steps as without Spectrum. (The skipped blocks' own layers run on compute steps only:
+    test_real_schedule_skips_blocks_and_changes_output.)"""
+    before = modules_before_the_blocks({name: getattr(pipe, name) for name in case.family.denoisers},
+                                       lambda: run(pipe, case.kwargs))
+    for name in case.family.denoisers:
+        assert any(denoiser == name for denoiser, _ in before), f"{name} runs nothing before its blocks"
+    with own_forward_runs({key: module for key, (module, _) in before.items()}) as counts:
         enable_spectrum(pipe, REAL)
-        images = run(pipe, case.kwargs)
-        branches = [b for b in spectrum_summary(pipe).branches if b.denoiser == name]
-    finally:
-        disable_spectrum(pipe)
-        module.__dict__.pop("forward", None)
-    return images, calls[0], branches
-
-
-def _run_without(case, pipe, monkeypatch, field: str) -> torch.Tensor:
-    """Images with Spectrum on and the adapter table's ``field`` emptied for every denoiser."""
-    import dataclasses
-
-    from spectrum_cache.integrations import adapters
-
-    for name in case.family.denoisers:
-        cls = type(getattr(pipe, name)).__name__
-        adapter = adapters.ADAPTERS.get(cls, adapters.DenoiserAdapter())
-        monkeypatch.setitem(adapters.ADAPTERS, cls, dataclasses.replace(adapter, **{field: ()}))
-    enable_spectrum(pipe, REAL)
-    return run(pipe, case.kwargs)
-
-
-def test_forecast_steps_skip_the_input_embedders_and_change_nothing(case, pipe, monkeypatch):
-    """The adapter table's input_paths run only on compute steps, and skipping them on forecast steps
-    gives exactly the images of running them."""
-    from spectrum_cache.integrations.adapters import resolve_adapter
-
-    skipped = None
-    for name in case.family.denoisers:
-        layout = resolve_adapter(getattr(pipe, name))
-        if not layout.input_slots:
-            continue
-        parent, child = layout.input_slots[0]
-        skipped, calls, branches = _counted_run(case, pipe, name, parent._modules[child])
-        # Batched CFG runs one call per step; separate branches one call each.
-        assert calls == sum(len(b.computed_steps) for b in branches)
-    if skipped is None:
-        pytest.skip(f"{case.family.name}: the adapter table lists no input modules to skip")
-    torch.testing.assert_close(skipped, _run_without(case, pipe, monkeypatch, "input_paths"), rtol=0, atol=0)
+        try:
+            run(pipe, case.kwargs)
+            branches = spectrum_summary(pipe).branches
+        finally:
+            disable_spectrum(pipe)  # before the counters go
+    assert branches and all(b.forecast_steps for b in branches)
+    assert {key: count[0] for key, count in counts.items()} == {key: n for key, (_, n) in before.items()}
 
 
 def test_forecast_steps_keep_no_stand_in_output_and_change_nothing(case, pipe, monkeypatch, poisoned_blanks):
-    """The stand-ins (input modules, single blocks) give fresh tensors on forecast steps, not a kept copy
-    of their last output: the images are exactly those of keeping every output (the old behaviour), with
-    the fresh tensors poisoned by NaN, and only the adapter's kept_inputs are held (stand_in_bytes)."""
+    """The stand-ins of single skipped blocks (SDXL's mid_block, HiDream's double-stream blocks) give fresh tensors
+    on forecast steps, not a kept copy of their last output: the images are exactly those of keeping every output,
+    with the fresh tensors poisoned by NaN, and nothing is held between steps (stand_in_bytes)."""
     from spectrum_cache.integrations import skipping
     from spectrum_cache.integrations.adapters import resolve_adapter
 
     layouts = [resolve_adapter(getattr(pipe, name)) for name in case.family.denoisers]
     if not any(layout.stand_in_modules for layout in layouts):
-        pytest.skip(f"{case.family.name}: nothing stands in for a skipped module")
+        pytest.skip(f"{case.family.name}: nothing stands in for a skipped block")
     with monkeypatch.context() as keep_all:
         keep_all.setattr(skipping, "blanked", lambda value: value)
         enable_spectrum(pipe, REAL)
@@ -247,29 +213,7 @@ def test_forecast_steps_keep_no_stand_in_output_and_change_nothing(case, pipe, m
     held = sum(b.stand_in_bytes for b in spectrum_summary(pipe).branches)
     torch.testing.assert_close(blank, kept, rtol=0, atol=0)
     assert kept_bytes > 0 and poisoned_blanks[0] > 0
-    if not any(any(layout.kept_stand_ins) for layout in layouts):
-        assert held == 0
-    else:
-        assert 0 < held < kept_bytes
-
-
-def test_forecast_steps_reuse_the_constant_modules_and_change_nothing(case, pipe, monkeypatch):
-    """The adapter table's constant_paths (the pooled-text projection) run on compute steps and once per
-    trajectory on forecast steps, and reusing their output gives exactly the images of running them."""
-    from spectrum_cache.integrations.adapters import resolve_adapter
-
-    reused = None
-    for name in case.family.denoisers:
-        layout = resolve_adapter(getattr(pipe, name))
-        if not layout.constant_slots:
-            continue
-        parent, child, _ = layout.constant_slots[0]
-        reused, calls, branches = _counted_run(case, pipe, name, parent._modules[child])
-        assert any(b.forecast_steps for b in branches)
-        assert calls == sum(len(b.computed_steps) + bool(b.forecast_steps) for b in branches)
-    if reused is None:
-        pytest.skip(f"{case.family.name}: the adapter table lists no constant modules")
-    torch.testing.assert_close(reused, _run_without(case, pipe, monkeypatch, "constant_paths"), rtol=0, atol=0)
+    assert held == 0
 
 
 # -- diffusers' modular pipelines (tests/families_modular.py) -------------------------------------------

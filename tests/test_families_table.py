@@ -25,7 +25,11 @@ def test_the_table_lists_every_family_once_with_what_its_forecast_steps_skip():
     assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == sorted(FAMILIES) + modular_only
     assert all("blocks `" in row for row in rows)
     flux = next(row for row in rows if row.startswith("| flux |"))
-    assert "`FluxPipeline`" in flux and "FluxAutoBlocks" in flux and "`x_embedder`" in flux
+    assert "`FluxPipeline`" in flux and "FluxAutoBlocks" in flux
+    # Only blocks are skipped: the embedders run on every step, and only single blocks have stand-ins.
+    assert "blocks `transformer_blocks`, `single_transformer_blocks`; with" in flux and "`x_embedder`" not in flux
+    sdxl = next(row for row in rows if row.startswith("| sdxl |"))
+    assert "blocks `down_blocks`, `mid_block`, `up_blocks`; stand-ins for `mid_block`" in sdxl and "`conv_in`" not in sdxl
     assert "`FluxControlNetPipeline`: the ControlNet (" in flux and "`FluxMultiControlNetModel` (Union)" in flux
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from families import STEPS, flux, sdxl, wan22
-from helpers import block_passes, denoise_loop, flux_img2img, flux_inputs, latents
+from helpers import block_passes, denoise_loop, flux_img2img, flux_inputs, latents, own_forward_runs
 from spectrum_cache import (
     SpectrumConfig,
     SpectrumWarning,
@@ -497,73 +497,84 @@ def test_wan_holds_its_upcast_head_input_in_bfloat16_losslessly(history, monkeyp
         assert held[True] == [5 * 2 * numel] * 2 and held[False] == [5 * 4 * numel] * 2
 
 
-def test_only_the_adapters_kept_inputs_keep_their_output(monkeypatch, poisoned_blanks):
-    """A stand-in listed in kept_inputs returns its last compute step's output and is counted in
-    stand_in_bytes; the others keep nothing. Here FLUX's x_embedder: 2 images x 6 tokens x 32 channels, float32."""
-    import dataclasses
+def _stand_in_hooked(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules of ``model`` that Spectrum gave a stand-in."""
+    return [m for m in model.modules()
+            if (registry := getattr(m, "_diffusers_hook", None)) is not None and "spectrum_cache_stand_in" in registry.hooks]
 
-    from spectrum_cache.integrations import adapters
 
+def test_forecast_steps_run_the_embedders_and_flux_has_no_stand_in(poisoned_blanks):
+    """Only blocks are skipped: on every call, forecast steps included, FLUX's patch, text and rotary embeddings
+    and its pooled-text projection run their own forward. Its blocks are all in lists, so it has no stand-in at
+    all: no module gets the stand-in hook, no blank is made, nothing is held between steps."""
     pipe, kwargs = flux()
-    enable_spectrum(pipe, REAL)
-    blank = latents(pipe, kwargs)
-    assert spectrum_summary(pipe).branches[0].stand_in_bytes == 0
-    disable_spectrum(pipe)
-    made = poisoned_blanks[0]
-    flux_adapter = adapters.ADAPTERS["FluxTransformer2DModel"]
-    monkeypatch.setitem(adapters.ADAPTERS, "FluxTransformer2DModel",
-                        dataclasses.replace(flux_adapter, kept_inputs=("x_embedder",)))
-    enable_spectrum(pipe, REAL)
-    kept = latents(pipe, kwargs)
+    transformer = pipe.transformer
+    modules = {"x_embedder": transformer.x_embedder, "context_embedder": transformer.context_embedder,
+               "pos_embed": transformer.pos_embed, "pooled": transformer.time_text_embed.text_embedder}
+    with own_forward_runs(modules) as counts:
+        enable_spectrum(pipe, REAL)
+        latents(pipe, kwargs)
     (branch,) = spectrum_summary(pipe).branches
-    assert branch.stand_in_bytes == 2 * 6 * 32 * 4
-    # The other two stand-ins (context_embedder, pos_embed: cos and sin) still make blanks on each forecast step.
-    assert poisoned_blanks[0] - made == 3 * len(branch.forecast_steps)
-    torch.testing.assert_close(kept, blank, rtol=0, atol=0)
+    assert len(branch.forecast_steps) > 0
+    assert {name: count[0] for name, count in counts.items()} == dict.fromkeys(modules, STEPS)  # one call per step
+    assert _stand_in_hooked(transformer) == []
+    assert poisoned_blanks[0] == 0 and branch.stand_in_bytes == 0
 
 
-# -- constant modules (the adapter's constant_paths) ---------------------------------------------------
+def test_a_unets_mid_block_is_the_only_stand_in(poisoned_blanks):
+    """SDXL's UNet: its mid block, a single block between the down and up lists, is the one module with a stand-in;
+    its own forward runs on compute steps only, and each forecast call makes one blank (poisoned with NaN) of its
+    output, which reaches nothing: the latents are finite. The input convolution and the time and added-condition
+    embeddings run on every call."""
+    pipe, kwargs = sdxl()
+    unet = pipe.unet
+    modules = {"conv_in": unet.conv_in, "time_embedding": unet.time_embedding, "add_embedding": unet.add_embedding,
+               "mid_block": unet.mid_block}
+    with own_forward_runs(modules) as counts:
+        enable_spectrum(pipe, REAL)
+        out = latents(pipe, kwargs)
+    (branch,) = spectrum_summary(pipe).branches  # batched CFG: one call per step
+    assert _stand_in_hooked(unet) == [unet.mid_block]
+    assert len(branch.forecast_steps) > 0 and torch.isfinite(out).all()
+    assert counts["mid_block"][0] == len(branch.computed_steps)
+    assert all(counts[name][0] == STEPS for name in ("conv_in", "time_embedding", "add_embedding"))
+    assert poisoned_blanks[0] == len(branch.forecast_steps) and branch.stand_in_bytes == 0
+
+
 @torch.no_grad()
 def _loop_changing_pooled(transformer, n, inputs, change):
-    """denoise_loop whose pooled_projections change at step n // 2: in place, or as a new tensor."""
+    """denoise_loop whose pooled_projections change at step n // 2: in place, as a new tensor, or not at all."""
     x, pooled = inputs["hidden_states"], inputs["pooled_projections"].clone()
     rest = {k: v for k, v in inputs.items() if k not in ("hidden_states", "pooled_projections")}
     for i in range(n):
         if i == n // 2:
             if change == "in place":
                 pooled.mul_(-2.0)
-            else:
+            elif change == "new tensor":
                 pooled = pooled * -2.0
         v = transformer(hidden_states=x, timestep=torch.tensor([1.0 - i / n]), pooled_projections=pooled, **rest)[0]
         x = x - v / n
     return x
 
 
-@pytest.mark.parametrize("change", ["in place", "new tensor"])
-def test_a_constant_module_is_recomputed_when_its_input_changes(change, monkeypatch):
-    """The pooled-text projection is reused only while the call passes the same, unmodified tensor: a change
-    in place or a new tensor mid-generation gives exactly what running it on every call gives."""
-    import dataclasses
-
-    from spectrum_cache.integrations import adapters
-
+def test_a_change_of_the_pooled_text_on_a_forecast_step_reaches_its_output():
+    """The pooled-text projection runs on every call, as the model wrote it: a change of pooled_projections on a
+    forecast step (in place, or as a new tensor) reaches that step's output through the time embedding that
+    conditions the head, and both ways give the same latents."""
     pipe, _ = flux()
     transformer = pipe.transformer
     inputs = flux_inputs(transformer)
     config = SpectrumConfig(num_inference_steps=12, warmup_steps=2, window_size=2, flex_window=5)
-    projection = transformer.time_text_embed.text_embedder
     calls = [0]
-    # Its first layer runs only where the projection really computes (a reused output skips it).
-    projection.linear_1.register_forward_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
-    enable_spectrum(transformer, config)
-    reused = _loop_changing_pooled(transformer, 12, inputs, change)
-    (branch,) = spectrum_summary(transformer).branches
-    disable_spectrum(transformer)
-    # The change lands on a forecast step (6 of 12): the projection runs on every compute step, on the first
-    # forecast step, and on the first forecast step after the change.
-    assert 6 in branch.forecast_steps and branch.forecast_steps[0] < 6
-    assert calls[0] == len(branch.computed_steps) + 2
-    adapter = adapters.ADAPTERS["FluxTransformer2DModel"]
-    monkeypatch.setitem(adapters.ADAPTERS, "FluxTransformer2DModel", dataclasses.replace(adapter, constant_paths=()))
-    enable_spectrum(transformer, config)
-    torch.testing.assert_close(reused, _loop_changing_pooled(transformer, 12, inputs, change), rtol=0, atol=0)
+    transformer.time_text_embed.text_embedder.linear_1.register_forward_hook(
+        lambda *a: calls.__setitem__(0, calls[0] + 1))
+    out = {}
+    for change in ("in place", "new tensor", "none"):
+        enable_spectrum(transformer, config)
+        out[change] = _loop_changing_pooled(transformer, 12, inputs, change)
+        (branch,) = spectrum_summary(transformer).branches
+        disable_spectrum(transformer)
+        assert 6 in branch.forecast_steps  # the change lands on a forecast step
+    assert calls[0] == 3 * 12
+    torch.testing.assert_close(out["in place"], out["new tensor"], rtol=0, atol=0)
+    assert not torch.equal(out["in place"], out["none"])

@@ -291,6 +291,20 @@ def test_saving_an_enabled_transformer_fails_naming_spectrum():
     torch.save(pipe.transformer, io.BytesIO())  # and nothing of Spectrum is left that would stop it
 
 
+def test_pickling_a_gated_block_list_fails_naming_spectrum():
+    """A block list's class is made at enable (skipping._GatedIteration): pickling it names the way out as the
+    hooks do, whichever of them pickle meets first in a model; deepcopy still copies it."""
+    pipe, _ = flux()
+    enable_spectrum(pipe, REAL)
+    blocks = pipe.transformer.transformer_blocks
+    with pytest.raises(pickle.PicklingError, match="Spectrum enabled.*disable_spectrum"):
+        pickle.dumps(blocks)
+    twin = copy.deepcopy(blocks)
+    assert type(twin) is type(blocks) and twin[0] is not blocks[0]
+    disable_spectrum(pipe)
+    pickle.dumps(blocks)
+
+
 # -- 6: Z-Image forecasts its (list) output -------------------------------------------------------
 def test_z_image_forecasts_its_output():
     pipe, kwargs = z_image()

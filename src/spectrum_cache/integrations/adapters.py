@@ -34,23 +34,6 @@ class DenoiserAdapter:
             e.g. FLUX's ``norm_out``). ``None`` means the first of ``HEAD_NAMES`` the model has.
         timestep_arg: the forward argument holding the timestep; ``None`` means the first of
             ``TIMESTEP_ARGS`` in the forward signature.
-        input_paths: modules whose outputs feed the skipped blocks (patch and text embedders, rotary
-            position embeddings). On forecast steps each returns fresh uninitialised tensors laid out as
-            the output it gave on the trajectory's last compute step (integrations/skipping.py), so a
-            forecast step runs only the time embedding and the head, and the forward sees outputs of the
-            right shape whatever the model's widths. The values never reach the output (the head's input
-            is the forecast): tests/test_families.py checks every entry gives the images of running the
-            modules, with the fresh tensors filled with NaN. A ModuleList stands for each of its children
-            (HiDream's ``caption_projection``). Paths the model lacks are ignored.
-        kept_inputs: the stand-ins (``input_paths``, or single modules of ``block_paths``) whose output
-            values the forward reads outside the skipped blocks: these keep the last compute step's
-            output itself for the trajectory (``stand_in_bytes`` counts it) instead of a fresh tensor.
-        constant_paths: (module path, forward argument) pairs: modules that the forward calls on that
-            argument exactly as it was passed, and whose output depends on nothing else (the pooled-text
-            projection of the time embedding). Pipelines pass the same tensor on every step, so on
-            forecast steps the output is computed once per trajectory and reused while the call passes
-            that same tensor unmodified (checked on the host by identity and version counter, never by
-            value). Paths the model lacks are ignored.
         extra_heads: further output heads the blocks' outputs reach (LTX-2's audio stream has a head of
             its own): the forecast feature is the inputs of every head called, flattened and joined, so one
             forecast serves them all (the fit is per element). A head the forward leaves out on a call
@@ -69,16 +52,14 @@ class DenoiserAdapter:
     head_path: str | Callable[[nn.Module], str] | None = None
     extra_heads: tuple[str, ...] = ()
     timestep_arg: str | None = None
-    input_paths: tuple[str, ...] = ()
-    kept_inputs: tuple[str, ...] = ()
-    constant_paths: tuple[tuple[str, str], ...] = ()
     constant_inputs: tuple[str, ...] = ()
     head_input_upcast: bool = False
 
 
 # Top-level ModuleLists (or ModuleDicts of them) whose outputs only flow towards the head: the transformer
-# blocks, and the refiners some families run on the tokens before them (Lumina2, Z-Image); and a UNet's
-# mid_block, a single block between its down and up lists (it gets a stand-in).
+# blocks, and the refiners some families run on the tokens before them (Lumina2, Z-Image; MiniMax H3's is a single
+# module); and a UNet's mid_block, a single block between its down and up lists. A single block gets a stand-in
+# (STAND_INS says why each is safe).
 BLOCK_LIST_NAMES = re.compile(r"(\w+_)?blocks|layers|\w+_refiner|mid_block")
 # Output heads, by the name the forward gives them. Each later name is, in every diffusers 0.42 denoiser
 # that has none of the earlier ones, the first module the forward applies to the last block's output
@@ -96,87 +77,34 @@ def _z_image_head(model: nn.Module) -> str:
     return f"all_final_layer.{key}"
 
 
-_FLUX_INPUTS = ("x_embedder", "context_embedder", "pos_embed")
-# CombinedTimestep(Guidance)TextProjEmbeddings and HunyuanVideoConditionEmbedding project the forward's
-# pooled_projections as they are.
-_POOLED_TEXT = (("time_text_embed.text_embedder", "pooled_projections"),)
-
 ADAPTERS: dict[str, DenoiserAdapter] = {
     # SD/SDXL UNets: the down, mid and up blocks; the feature is the last up-block's output.
     "UNet2DConditionModel": DenoiserAdapter(
-        block_paths=("down_blocks", "mid_block", "up_blocks"), head_path="conv_norm_out", input_paths=("conv_in",)
+        block_paths=("down_blocks", "mid_block", "up_blocks"), head_path="conv_norm_out"
     ),
     # Z-Image keeps one output layer per patch size; the first configured one is used.
     "ZImageTransformer2DModel": DenoiserAdapter(head_path=_z_image_head),
-    # The rest follow the common layout and list only the modules a forecast step can skip.
-    "FluxTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS, constant_paths=_POOLED_TEXT),
-    "Flux2Transformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
-    "ChromaTransformer2DModel": DenoiserAdapter(input_paths=_FLUX_INPUTS),
-    "SD3Transformer2DModel": DenoiserAdapter(input_paths=("pos_embed", "context_embedder"), constant_paths=_POOLED_TEXT),
-    "WanTransformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding"), head_input_upcast=True),
-    # SkyReels-V2 embeds as Wan does; HunyuanVideo 1.5's embedders (the token refiner context_embedder, the ByT5
-    # and image embedders, rope) feed only its blocks.
-    "SkyReelsV2Transformer3DModel": DenoiserAdapter(input_paths=("rope", "patch_embedding"), head_input_upcast=True),
-    # Wan Animate: the motion encoder runs once per face batch, so it runs; the face encoder, read only by the face
-    # adapters inside the block loop, is skipped.
-    "WanAnimateTransformer3DModel": DenoiserAdapter(
-        input_paths=("rope", "patch_embedding", "pose_patch_embedding", "face_encoder"), head_input_upcast=True),
-    # Kandinsky 5: the visual and text embeddings and ropes feed only the blocks; the pooled CLIP projection is
-    # added to the time embedding as passed.
-    "Kandinsky5Transformer3DModel": DenoiserAdapter(
-        input_paths=("visual_embeddings", "text_embeddings", "text_rope_embeddings", "visual_rope_embeddings"),
-        constant_paths=(("pooled_text_embeddings", "pooled_projections"),)),
-    # Krea 2's text fusion (its layerwise and refiner text blocks), projections and rope feed only its blocks.
-    "Krea2Transformer2DModel": DenoiserAdapter(input_paths=("text_fusion", "txt_in", "img_in", "rotary_emb")),
-    "QwenImage21Transformer2DModel": DenoiserAdapter(input_paths=("img_in", "txt_in", "pos_embed")),
-    # Stable Audio: the text and global projections and the input convolution feed only the blocks.
-    "StableAudioDiTModel": DenoiserAdapter(input_paths=("cross_attention_proj", "global_proj", "preprocess_conv",
-                                                        "proj_in")),
-    "HunyuanVideo15Transformer3DModel": DenoiserAdapter(
-        input_paths=("x_embedder", "context_embedder", "context_embedder_2", "image_embedder", "rope")),
+    # Wan upcasts its blocks' output for the head (SkyReels-V2 and Wan Animate likewise).
+    "WanTransformer3DModel": DenoiserAdapter(head_input_upcast=True),
+    "SkyReelsV2Transformer3DModel": DenoiserAdapter(head_input_upcast=True),
+    "WanAnimateTransformer3DModel": DenoiserAdapter(head_input_upcast=True),
     # WanVACE: the control latents (and their per-layer scales) are one conditioning for the whole
     # generation (WanVACEPipeline computes them before the loop); only vace_patch_embedding and the
     # vace_blocks read them, and the VACE blocks' hints reach only the main blocks, so a forecast step
     # skips both block lists and may forecast a call that has them.
     "WanVACETransformer3DModel": DenoiserAdapter(
-        input_paths=("rope", "patch_embedding", "vace_patch_embedding"),
         constant_inputs=("control_hidden_states", "control_hidden_states_scale"),
         head_input_upcast=True,
     ),
-    "QwenImageTransformer2DModel": DenoiserAdapter(input_paths=("img_in", "txt_norm", "txt_in", "pos_embed")),
-    "HunyuanVideoTransformer3DModel": DenoiserAdapter(input_paths=("x_embedder", "context_embedder", "rope"),
-                                                      constant_paths=_POOLED_TEXT),
-    "LTXVideoTransformer3DModel": DenoiserAdapter(input_paths=("rope",)),
-    "MochiTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope")),
-    "CosmosTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed", "rope", "learnable_pos_embed")),
-    "CogVideoXTransformer3DModel": DenoiserAdapter(input_paths=("patch_embed",)),
-    # BriaFibo projects each text-encoder layer (caption_projection) for one block each.
-    "BriaFiboTransformer2DModel": DenoiserAdapter(input_paths=(*_FLUX_INPUTS, "caption_projection")),
-    # HiDream's forward reads cur_llama31_encoder_hidden_states, set inside its double-stream loop, after
-    # that loop when the latent is not square (hidden_states_masks): the double-stream blocks are single
-    # stand-ins (each returns its last compute step's output), so the loop runs and sets it; the
-    # single-stream list is skipped as usual. The caption projections feed only the blocks.
+    # HiDream's double-stream blocks are skipped one by one, as single blocks with stand-ins (STAND_INS says
+    # why), not as a list; the single-stream list is skipped as usual.
     "HiDreamImageTransformer2DModel": DenoiserAdapter(
         block_paths=lambda model: (*(f"double_stream_blocks.{i}" for i in range(len(model.double_stream_blocks))),
                                    "single_stream_blocks"),
-        input_paths=("x_embedder", "pe_embedder", "caption_projection"),
     ),
-    "Lumina2Transformer2DModel": DenoiserAdapter(input_paths=("x_embedder",)),
     # Audio-video models: the audio stream's head reads the same blocks' output (a video-only call leaves it out).
-    # LTX-2's ropes (self- and cross-modal), input and caption projections of both streams feed only its blocks.
-    "LTX2VideoTransformer3DModel": DenoiserAdapter(
-        extra_heads=("audio_norm_out",),
-        input_paths=("rope", "audio_rope", "cross_attn_rope", "cross_attn_audio_rope", "proj_in", "audio_proj_in",
-                     "caption_projection", "audio_caption_projection")),
-    # Kandinsky 6: as Kandinsky 5, per stream; the text embeddings and ropes feed the (skipped) text blocks, and each
-    # stream's pooled CLIP projection is added to its time embedding as passed.
-    "Kandinsky6Transformer3DModel": DenoiserAdapter(
-        extra_heads=("audio_out_layer",),
-        input_paths=("visual_embeddings", "visual_token_type_embeddings", "visual_rope_embeddings", "audio_embeddings",
-                     "audio_rope_embeddings", "video_text_embeddings", "audio_text_embeddings",
-                     "video_text_rope_embeddings", "audio_text_rope_embeddings"),
-        constant_paths=(("video_pooled_text_embeddings", "pooled_projections"),
-                        ("audio_pooled_text_embeddings", "pooled_projections"))),
+    "LTX2VideoTransformer3DModel": DenoiserAdapter(extra_heads=("audio_norm_out",)),
+    "Kandinsky6Transformer3DModel": DenoiserAdapter(extra_heads=("audio_out_layer",)),
     # Wan-Animate 2 names its output head ``head``.
     "WanAnimate2Transformer3DModel": DenoiserAdapter(head_path="head"),
     # Cosmos 3 Omni runs the understanding (text) and generation (vision, sound, action) streams through its
@@ -189,13 +117,11 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     # La-Proteina's denoiser: a backbone (bb_ca) and a local-latent trajectory, each with its time. Its four outputs
     # are read from the last layer's output as it is, by five modules: the backbone head ca_linear, then
     # local_latents_linear, sequence_readout and the insertion projections (query and key), each called on that
-    # tensor. The pair updates run inside the layer loop only, so skipping transformer_layers skips them too; the
-    # feature factories, the pair builder and the condition transitions feed only the layers.
+    # tensor. The pair updates run inside the layer loop only, so skipping transformer_layers skips them too.
     "RFD4ProteinaTransformer": DenoiserAdapter(
         block_paths=("transformer_layers",), head_path="ca_linear",
         extra_heads=("local_latents_linear", "sequence_readout", "insertion_q_proj", "insertion_k_proj"),
-        timestep_arg="bb_ca_time",
-        input_paths=("init_repr_factory", "pair_repr_builder", "cond_factory", "transition_c_1", "transition_c_2")),
+        timestep_arg="bb_ca_time"),
     # UNet1DModel's head, where it has one, is out_block (Dance Diffusion has none: its last up block writes the
     # sample, and it is refused).
     "UNet1DModel": DenoiserAdapter(head_path="out_block"),
@@ -205,8 +131,39 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
         block_paths=lambda model: (*(f"down_blocks.{i}" for i in range(len(model.down_blocks))),
                                    *(f"up_blocks.{i}" for i in range(len(model.up_blocks)))),
         head_path="clf", timestep_arg="timestep_ratio"),
-    # BriaFibo 2's perceiver resamples the prompt into gist tokens that only the blocks read.
-    "BriaFibo2Transformer2DModel": DenoiserAdapter(input_paths=("perceiver",)),
+}
+
+# Stand-ins: the one place that says why each is safe. A skipped block list is iterated as empty, but a
+# single skipped block (not a list) is called by the forward, so it gets a StandInHook (skipping.py): on a
+# forecast step it returns fresh, uninitialised tensors laid out as its output on the trajectory's last
+# compute step. That is safe only where none of its output's values reaches the denoiser's output: each may
+# feed only skipped blocks and the head's input, which the forecast replaces, and the forward may read no
+# more than their shapes. Every denoiser class of diffusers 0.42.1 whose adapter resolves to a single
+# skipped block is here, with the reason from its forward (tests/test_denoisers.py checks the list is
+# complete, and the family tests fill the fresh tensors with NaN). Input embedders, the time embedding and
+# everything else outside the blocks run as the model wrote them.
+_UNET_MID = ("mid_block: its output goes only to the up blocks (skipped), so the head's input on a forecast step "
+             "is the mid block's output, replaced by the forecast. A ControlNet or T2I-Adapter residual added to it "
+             "in between needs only its shape.")
+STAND_INS: dict[str, str] = {
+    "UNet2DConditionModel": _UNET_MID,
+    "DreamLiteUNetModel": _UNET_MID,  # a UNet2DConditionModel, with its forward
+    "UNet2DModel": _UNET_MID,
+    "UNet3DConditionModel": _UNET_MID,
+    "UNetMotionModel": _UNET_MID,
+    "UNetSpatioTemporalConditionModel": _UNET_MID,
+    "I2VGenXLUNet": _UNET_MID,
+    # HiDream sets cur_llama31_encoder_hidden_states inside its double-stream loop and reads it after the loop
+    # when the latent is not square (hidden_states_masks), so that loop must run.
+    "HiDreamImageTransformer2DModel": (
+        "double_stream_blocks.i (the adapter's block_paths): each block's two outputs feed only the next "
+        "double-stream block (skipped) and, joined, the single-stream blocks (skipped); the image tokens of "
+        "that join are the head's input, replaced. The forward reads their shapes only (the join, the "
+        "image-token count)."),
+    "MiniMaxH3Transformer3DModel": (
+        "token_refiner (BLOCK_LIST_NAMES' *_refiner): its text tokens are scattered into the packed sequence "
+        "that only the transformer blocks (skipped) read; the head's input, the blocks' output, is replaced. "
+        "The forward reads its shape and dtype only (the packed buffer's)."),
 }
 
 # ControlNets: per denoiser class, the forward arguments that carry a ControlNet's residuals. Its forward
@@ -269,18 +226,16 @@ class ResolvedAdapter:
     """An adapter applied to one model instance.
 
     ``block_slots`` are (parent module, child name) pairs: on a forecast step a block list is iterated
-    as empty and a single block returns its last compute step's output (integrations/skipping.py), so
-    the model's own forward runs no block at all. Nothing is taken out of the model.
+    as empty and a single block's stand-in returns fresh tensors laid out as its last compute step's
+    output (integrations/skipping.py; ``STAND_INS`` says why each is safe), so the model's own forward
+    runs no block at all. Nothing is taken out of the model.
     """
 
     block_slots: tuple[tuple[nn.Module, str], ...]
     head: nn.Module
     timestep_arg: str
-    input_slots: tuple[tuple[nn.Module, str], ...] = ()  # the adapter's input_paths, as (parent, child)
-    constant_slots: tuple[tuple[nn.Module, str, str], ...] = ()  # constant_paths, as (parent, child, argument)
     constant_inputs: tuple[str, ...] = ()
     extra_heads: tuple[nn.Module, ...] = ()  # further heads whose inputs the blocks produce too
-    kept_stand_ins: tuple[bool, ...] = ()  # per stand_in_modules entry: it keeps its output (kept_inputs)
     head_input_upcast: bool = False  # the adapter's flag: the head's input is the blocks' output upcast
 
     @property
@@ -296,11 +251,9 @@ class ResolvedAdapter:
 
     @property
     def stand_in_modules(self) -> tuple[nn.Module, ...]:
-        """The skipped modules that are not lists (single blocks, then the input modules): each returns its
-        last compute step's output on forecast steps."""
+        """The skipped blocks that are not lists: each gets a stand-in on forecast steps (STAND_INS)."""
         singles = (parent._modules[name] for parent, name in self.block_slots)
-        return (*(m for m in singles if not isinstance(m, nn.ModuleList)),
-                *(parent._modules[name] for parent, name in self.input_slots))
+        return tuple(m for m in singles if not isinstance(m, nn.ModuleList))
 
     def skipped_modules(self) -> tuple[nn.Module, ...]:
         """Every module a forecast step skips, with everything inside it."""
@@ -346,7 +299,6 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     else:
         block_paths = adapter.block_paths(model) if callable(adapter.block_paths) else adapter.block_paths
     slots = []
-    single_paths = []  # the block paths that are single modules: the first stand-ins
     for path in block_paths:
         module = modules.get(path)
         if module is None:
@@ -355,8 +307,6 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
             continue
         parent_path, _, child = path.rpartition(".")
         slots.append((modules[parent_path], child))
-        if not isinstance(module, nn.ModuleList):
-            single_paths.append(path)
     if not slots:
         raise UnsupportedModelError(f"{hint}: no transformer blocks found.")
 
@@ -366,31 +316,13 @@ def resolve_adapter(model: nn.Module) -> ResolvedAdapter:
     if head_path is None or not isinstance(modules.get(head_path), nn.Module):
         raise UnsupportedModelError(f"{hint}: no output head found.")
 
-    def slot(path: str) -> tuple[nn.Module, str] | None:
-        """(parent, child name) of the module at ``path``; None where the model lacks it."""
-        if not path or not isinstance(modules.get(path), nn.Module):
-            return None
-        parent_path, _, child = path.rpartition(".")
-        return modules[parent_path], child
-
-    def children(path: str) -> list[str]:
-        """A ModuleList has no forward of its own to stand in for: its children are the input modules."""
-        module = modules.get(path)
-        return [f"{path}.{name}" for name in module._modules] if isinstance(module, nn.ModuleList) else [path]
-
-    input_paths = [(child, path) for path in adapter.input_paths for child in children(path)]
-    inputs = tuple(found for child, _ in input_paths if (found := slot(child)) is not None)
-    kept = (*(path in adapter.kept_inputs for path in single_paths),
-            *(child in adapter.kept_inputs or path in adapter.kept_inputs for child, path in input_paths
-              if slot(child) is not None))
-    constants = tuple((*found, argument) for path, argument in adapter.constant_paths if (found := slot(path)) is not None)
     extra_heads = []
     for path in adapter.extra_heads:
         if not isinstance(modules.get(path), nn.Module):
             raise UnsupportedModelError(f"{hint}: it has no head {path!r}.")
         extra_heads.append(modules[path])
-    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), inputs, constants,
-                           adapter.constant_inputs, tuple(extra_heads), kept, adapter.head_input_upcast)
+    return ResolvedAdapter(tuple(slots), modules[head_path], timestep_argument(model), adapter.constant_inputs,
+                           tuple(extra_heads), adapter.head_input_upcast)
 
 
 def timestep_argument(model: nn.Module) -> str:

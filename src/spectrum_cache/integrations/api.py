@@ -20,9 +20,9 @@ from .adapters import DENOISER_COMPONENTS, ResolvedAdapter, resolve_adapter, tim
 from .compat import (END_OF_CALL_ATTR, cache_config, has_cache_config, hook_registry, lacks_end_of_call, other_cache,
                      register_hook, remove_hook, set_cache_config)
 from .controlnet import attach_controlnet, hook_controlnet
-from .hooks import CONSTANT_HOOK, DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, SpectrumHook, SpectrumWarning
+from .hooks import DENOISER_HOOK, HEAD_HOOK, SPECTRUM_HOOKS, STAND_IN_HOOK, SpectrumHook, SpectrumWarning
 from .provenance import mismatches
-from .skipping import ConstantHook, HeadHook, StandInHook, gate_block_list, ungate_block_list
+from .skipping import HeadHook, StandInHook, gate_block_list, ungate_block_list
 from .steps import DeclaredLoop
 from .summary import SpectrumSummary
 
@@ -208,12 +208,8 @@ def _attach(
             register_hook(head, HeadHook(owner.slot, index), HEAD_HOOK)
         for blocks in adapter.block_lists:
             gate_block_list(blocks, owner.gate)
-        kept = adapter.kept_stand_ins
         for index, stand_in in enumerate(adapter.stand_in_modules):
-            keep = index < len(kept) and kept[index]
-            register_hook(stand_in, StandInHook(owner.gate, owner.slot, index, keep), STAND_IN_HOOK)
-        for index, (parent, child, _) in enumerate(adapter.constant_slots):
-            register_hook(parent._modules[child], ConstantHook(owner.gate, owner.slot, index), CONSTANT_HOOK)
+            register_hook(stand_in, StandInHook(owner.gate, owner.slot, index), STAND_IN_HOOK)
     HookRegistry.check_if_exists_or_initialize(module).invalidate_child_registries_cache()
     module.__dict__.pop(_LAST_REPORT_ATTR, None)  # a new run: the old report no longer applies
     if has_cache_config(module):

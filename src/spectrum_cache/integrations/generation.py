@@ -62,13 +62,9 @@ class Trajectory:
     # (checked once, when the trajectory ends, instead of a host-device sync per call).
     finite: torch.Tensor | None = None
     held_exactly: torch.Tensor | None = None  # the same for the forecaster's narrower held dtype (chebyshev)
-    # The adapter's constant_paths outputs, by slot index: (input, its version, output, its version).
-    constants: dict[int, tuple[torch.Tensor, int, torch.Tensor, int]] = field(default_factory=dict)
-    # The stand-in modules' outputs of the last compute step, by stand-in index (skipping.py), in call order:
-    # their blanks, or the outputs themselves for the adapter's kept inputs.
+    # The stand-ins' outputs of the last compute step, by stand-in index (skipping.py), in call order: their blanks.
     stand_in_outputs: list[list[Any]] | None = None
-
-    stand_in_bytes: int = 0  # the most the kept stand-in outputs held
+    stand_in_bytes: int = 0  # the most tensor bytes those held (0: a blank holds a layout, no tensor)
     # Shadow error: on compute steps after the first forecast, ||forecast - feature|| / ||feature|| of the
     # forecast that step would have had, as device scalars (read once, in the summary: no sync per call).
     shadow: list[tuple[int, torch.Tensor]] = field(default_factory=list)

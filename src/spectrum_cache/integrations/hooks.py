@@ -3,8 +3,8 @@
 ``SpectrumHook`` sits on the denoiser. Per call it finds the call's branch (``contexts``), places the
 call in the thread's generation (``lifecycle.Generations``, with the step source of ``steps``), plans
 it (``planning.plan``), and on a forecast step shuts the skip gate (``skipping``) so that the model's
-own forward runs its time embedding and output head and nothing else, with the forecast as the
-head's input. On a compute step it records the head's input.
+own forward runs everything but its blocks (embedders, time embedding, output head), with the forecast
+as the head's input. On a compute step it records the head's input.
 
 What the hook owns: its configuration; the skipping machinery of this denoiser (the gate, the call
 slot that the hooks inside the forward read); the ``Generations`` of every thread, with their
@@ -48,8 +48,7 @@ from .summary import BranchSummary
 DENOISER_HOOK = "spectrum_cache"
 HEAD_HOOK = "spectrum_cache_head"
 STAND_IN_HOOK = "spectrum_cache_stand_in"
-CONSTANT_HOOK = "spectrum_cache_constant"
-SPECTRUM_HOOKS = (DENOISER_HOOK, HEAD_HOOK, STAND_IN_HOOK, CONSTANT_HOOK)
+SPECTRUM_HOOKS = (DENOISER_HOOK, HEAD_HOOK, STAND_IN_HOOK)
 EXPORT_REFUSAL = (
     "torch.export of {model} with Spectrum enabled is not supported: Spectrum decides on every call, outside the "
     "graph, whether the blocks run. Call spectrum_cache.disable_spectrum(pipe) (or disable_spectrum(model)) "
@@ -179,7 +178,6 @@ class SpectrumHook(Unpicklable, ModelHook):
         if slot.active and call.prediction is not None:
             slot.prediction = call.prediction
             slot.head_predictions = unjoin_heads(call.prediction, call.trajectory.head_layout, slot.num_heads)
-            slot.constants = self._constants(call.trajectory, call.arguments)
             slot.stand_in_outputs = call.trajectory.stand_in_outputs or slot.stand_in_outputs
             slot.stand_in_used = [0] * slot.num_stand_ins
             self.gate.close()
@@ -307,34 +305,6 @@ class SpectrumHook(Unpicklable, ModelHook):
             trajectory = branch.trajectories.get(branch.calls_in_step if branch.step == step else 0)
             return (generation, step) if forecasts(generation, trajectory, step) else None
 
-    def _constants(self, trajectory: Trajectory, arguments: dict[str, Any]) -> list[torch.Tensor | None]:
-        """The outputs of the adapter's constant modules for this forecast call, computed once per
-        trajectory and reused while the call passes the same unmodified argument; None runs the module."""
-        if self.layout is None:
-            return []
-        return [self._constant(trajectory, index, parent._modules[name], arguments.get(argument))
-                for index, (parent, name, argument) in enumerate(self.layout.constant_slots)]
-
-    @staticmethod
-    def _constant(trajectory: Trajectory, index: int, module: torch.nn.Module, value: Any) -> torch.Tensor | None:
-        # Inference-mode tensors keep no version counter, so a change in place could not be seen.
-        if not isinstance(value, torch.Tensor) or value.is_inference():
-            return None
-        # Weights elsewhere than the input (offloaded, with a hook that loads them later in the call) are
-        # left to the model's own call.
-        weight = next(module.parameters(), None)
-        if weight is not None and weight.device != value.device:
-            return None
-        memo = trajectory.constants.get(index)
-        if memo is not None:
-            source, version, output, output_version = memo
-            if source is value and value._version == version and output._version == output_version:
-                return output
-        output = module(value)
-        if not isinstance(output, torch.Tensor) or output.is_inference():
-            return None
-        trajectory.constants[index] = (value, value._version, output, output._version)
-        return output
 
     def _check_alone(self, generation: Generation) -> None:
         """Once per generation: refuse a cache stacked on Spectrum after it was enabled (one that wraps

@@ -1,7 +1,8 @@
 """How a forecast step skips modules while the module tree stays whole.
 
-On a forecast step the denoiser's own forward runs with its blocks skipped, so only the time
-embedding and the output head do any work, and the head's input is swapped for the forecast. Nothing
+On a forecast step the denoiser's own forward runs with its blocks skipped, so only what lies
+outside them (input embedders, time embedding, output head) does any work, and the head's input is
+swapped for the forecast. Nothing
 is taken out of the model: other threads, ``state_dict()``, ``.to()``, offload hooks and other
 libraries' hooks see the real modules during a call as after it. What does the skipping:
 
@@ -9,18 +10,17 @@ libraries' hooks see the real modules during a call as after it. What does the s
   thread that is forecasting, iterating it yields nothing, so the forward's ``for block in blocks``
   runs no block. Indexing (``blocks[0]``), ``len`` and every ``nn.Module`` walk are unchanged. The
   list's class becomes a subclass of its own that adds only this method, undone by ``disable_spectrum``.
-- A single block (the SDXL UNet's ``mid_block``) and the input embedders (the adapter's
-  ``input_paths``) get a ``StandInHook``: on a forecast step they return fresh, uninitialised tensors of
-  the shapes, dtypes and devices they gave on the trajectory's last compute step (``Blank``). That is
-  what the forward expects from them whatever the model's widths, so a forward that concatenates or
-  slices their outputs outside the blocks (FLUX.2, Chroma, Lumina2, CogVideoX) runs as on a compute
-  step; the values never reach the output, because the head's input is the forecast
-  (tests/test_families.py checks the images, with the blanks poisoned). Nothing of the output is kept
-  between steps, only its layout: a kept copy would be one more feature-sized tensor per branch for
-  the whole trajectory (a Wan patch embedding, unsharded under context parallelism). Only the
-  adapter's ``kept_inputs``, whose values the forward does read outside the blocks, keep their output.
-- A constant module (the adapter's ``constant_paths``) gets a ``ConstantHook`` that returns the
-  output the denoiser hook computed once for the trajectory.
+- A single block (a UNet's ``mid_block``, HiDream's double-stream blocks, MiniMax H3's ``token_refiner``)
+  gets a ``StandInHook``: on a forecast step it returns fresh, uninitialised tensors of the shapes,
+  dtypes and devices it gave on the trajectory's last compute step (``Blank``), which is what the forward
+  expects from it whatever the model's widths. Its values never reach the output: they feed only skipped
+  blocks and the head's input, which the forecast replaces. adapters.STAND_INS says so for each, from its
+  forward; tests/test_families.py and tests/test_denoisers.py check the outputs with the blanks poisoned.
+  Nothing of the output is kept between steps, only its layout.
+
+Everything else in the forward runs as the model wrote it: the input embedders (patch, text, rotary and
+pooled-text embeddings), the time embedding and the head. They are a small part of a pass (about 1.5e-4
+of its FLOPs at FLUX.1-dev size; docs/speed.md), and running them leaves no table of embedders to get right.
 
 torch.compile. The gate is two plain attributes; dynamo guards on them, so a compiled whole model has
 one graph for compute steps and one for forecast steps. Under compilation the thread check is left
@@ -29,6 +29,7 @@ out (calls into one denoiser take turns, so the compiled call is the forecasting
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -80,9 +81,8 @@ class CallSlot:
         self.head_predictions: list[torch.Tensor | None] = [None] * self.num_heads
         self.features: list[torch.Tensor | None] = [None] * self.num_heads
         self.unforecast_head = False  # a forecast step called a head the forecast has no input for
-        self.constants: list[torch.Tensor | None] = []  # forecast steps: the constant modules' outputs
-        # Stand-in modules' outputs, in call order: taken on compute steps; on forecast steps, their
-        # blanks (or, for the kept inputs, the outputs themselves) are given back.
+        # Stand-ins' outputs, in call order: their blanks, taken on compute steps and made into fresh tensors
+        # on forecast steps.
         self.stand_in_outputs: list[list[Any]] = [[] for _ in range(self.num_stand_ins)]
         self.stand_in_used: list[int] = [0] * self.num_stand_ins
 
@@ -109,6 +109,16 @@ class _GatedIteration:
         if isinstance(index, slice) and _GATE_ATTR in self.__dict__:
             item.__dict__[_GATE_ATTR] = self.__dict__[_GATE_ATTR]
         return item
+
+    # Pickling the list names the way out (its class is made at enable, so pickle could not find it by name);
+    # deepcopy, which would go the same way, copies it as nn.Module's default does.
+    __reduce_ex__ = Unpicklable.__reduce_ex__
+
+    def __deepcopy__(self, memo: dict) -> torch.nn.Module:
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return clone
 
 
 def gate_block_list(blocks: torch.nn.ModuleList, gate: SkipGate) -> None:
@@ -154,14 +164,12 @@ def unblanked(value: Any) -> Any:
 
 
 class StandInHook(Unpicklable, ModelHook):
-    """A skipped single module (a block or an input embedder): on forecast steps it returns fresh tensors
-    laid out as the output the module gave on the trajectory's last compute step (that output itself for
-    a kept input); on compute steps it hands that output over."""
+    """A skipped single block: on forecast steps it returns fresh tensors laid out as the output the block
+    gave on the trajectory's last compute step; on compute steps it hands that layout over."""
 
-    def __init__(self, gate: SkipGate, slot: CallSlot, index: int, keep: bool = False) -> None:
+    def __init__(self, gate: SkipGate, slot: CallSlot, index: int) -> None:
         super().__init__()
         self.gate, self.slot, self.index = gate, slot, index
-        self.keep = keep  # the adapter's kept_inputs: the forward reads this output's values outside the blocks
 
     def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         slot, index = self.slot, self.index
@@ -174,23 +182,8 @@ class StandInHook(Unpicklable, ModelHook):
         if slot.active and slot.prediction is None:
             # Only the layout, at once: holding the output to the end of the call would keep it alive
             # while the blocks run, past where the forward itself lets go of it.
-            slot.stand_in_outputs[index].append(output if self.keep else blanked(output))
+            slot.stand_in_outputs[index].append(blanked(output))
         return output
-
-
-class ConstantHook(Unpicklable, ModelHook):
-    """A constant module (the adapter's constant_paths) on forecast steps: the output the denoiser hook
-    computed for this trajectory, where it has one."""
-
-    def __init__(self, gate: SkipGate, slot: CallSlot, index: int) -> None:
-        super().__init__()
-        self.gate, self.slot, self.index = gate, slot, index
-
-    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        constants = self.slot.constants
-        if self.gate.skips() and self.index < len(constants) and constants[self.index] is not None:
-            return constants[self.index]
-        return self.fn_ref.original_forward(*args, **kwargs)
 
 
 class HeadHook(Unpicklable, ModelHook):

@@ -12,9 +12,9 @@ class BranchSummary:
     ``from step s`` a trajectory that restarted at step s because the inputs changed shape (Z-Image's
     cfg_truncation). ``num_inference_steps`` is the number of steps this denoiser was planned to run
     in the generation (SDXL's ``denoising_end`` and Wan2.2's expert split already applied).
-    ``peak_bytes`` is the most the forecaster held; ``stand_in_bytes`` what the skipped modules' kept
-    outputs held between steps (only the adapter's ``kept_inputs`` keep one: the other stand-ins make fresh
-    tensors on each forecast step, so it is 0 for every family the table has today). ``shadow_errors``
+    ``peak_bytes`` is the most the forecaster held; ``stand_in_bytes`` the tensor bytes the stand-ins of skipped
+    single blocks (a UNet's ``mid_block``) held between steps: they keep only their output's layout and make
+    fresh tensors on each forecast step, so it is 0. ``shadow_errors``
     holds, for each compute step after the first forecast step, (step, ||forecast - feature|| / ||feature||):
     how far the forecast that step would have had was from what the network made, measured at no extra pass
     (under context parallelism, on each rank's slice of the sequence)."""
