@@ -41,7 +41,7 @@ from .controlnet import controlnet_hint
 from .generation import Generation, Trajectory, Unplaced
 from .lifecycle import Generations
 from .outputs import input_key, rebuild_output, split_output
-from .planning import forecaster_for, forecasts, plan
+from .planning import forecaster_for, forecasts, plan, stacked_twice
 from .skipping import CallSlot, SkipGate, foreign_hooks, join_heads, unjoin_heads
 from .summary import BranchSummary
 
@@ -240,7 +240,10 @@ class SpectrumHook(Unpicklable, ModelHook):
         if extras:
             self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step."
                        + controlnet_hint(self.module, extras, self.residuals is not None))
-        batch = _batch_size(arguments)
+        latents = _latents(arguments)
+        batch = int(latents.shape[0]) if latents is not None else None
+        if generation.uses_cfg is None and self.config.guidance_forecast == "paired" and latents is not None:
+            generation.uses_cfg = stacked_twice(generation, latents)
         decision = plan(generation, placement.name, placement.step, placement.slot, input_key(arguments), batch,
                         bool(extras))
         if decision.note:
@@ -437,8 +440,7 @@ def checks_on_host(tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu"
 
 
-def _batch_size(arguments: dict[str, Any]) -> int | None:
-    """The batch of the call: the first dimension of its first tensor argument (the latents)."""
-    first = next((v for v in arguments.values() if isinstance(v, torch.Tensor) and v.ndim > 0), None)
-    return int(first.shape[0]) if first is not None else None
+def _latents(arguments: dict[str, Any]) -> torch.Tensor | None:
+    """The call's latents: its first tensor argument with a batch dimension."""
+    return next((v for v in arguments.values() if isinstance(v, torch.Tensor) and v.ndim > 0), None)
 

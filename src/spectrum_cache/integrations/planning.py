@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..forecast import (
     PRIMARY,
     SECONDARY,
@@ -111,8 +113,8 @@ def forecaster_for(generation: Generation, branch: str, slot: int, batch: int | 
         return new_forecaster(generation), None  # a named call of one branch alongside the batched CFG call
     if uses_cfg is None:
         return new_forecaster(generation), (
-            f"{who} does not say whether this call runs classifier-free guidance (it has no "
-            "do_classifier_free_guidance property), so its branches are forecast independently.")
+            f"{who} does not say whether this call runs classifier-free guidance, so its branches are forecast "
+            "independently.")
     if batch is None or batch % 2:
         # Not the two branches stacked (Z-Image's cfg_truncation drops the uncond half late in a run).
         return new_forecaster(generation), None
@@ -134,3 +136,15 @@ def _pair_view(generation: Generation, key: object, branch: int) -> PairBranch:
         generation.pairs[key] = entry
     entry[1][branch] = True
     return entry[0][branch]
+
+
+def stacked_twice(generation: Generation, latents: torch.Tensor) -> bool | None:
+    """Whether a batched-CFG pipeline that does not say whether it runs CFG (PixArt, CogVideoX and Stable Audio
+    decide it in a local variable) stacked its latents twice in this call (``torch.cat([latents] * 2)``, as they
+    do for CFG): asked once per generation where paired forecasting needs to know, at the cost of one host sync.
+    None where the layout is not batched CFG."""
+    layout = generation.layout
+    if generation.pipeline is None or layout is None or layout.kind != "batched" or latents.shape[0] % 2:
+        return None if layout is None or layout.kind != "batched" else False
+    half = latents.shape[0] // 2
+    return bool(torch.equal(latents[:half], latents[half:]))

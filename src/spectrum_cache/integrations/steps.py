@@ -20,8 +20,8 @@ What cannot be told this way, and what happens there (docs/how-it-works.md lists
   seen, so its calls are refused as "not from a pipeline Spectrum knows" and run the network, with a
   warning saying to call ``enable_spectrum(sibling)``;
 - a pipeline that runs classifier-free guidance without saying so (no ``do_classifier_free_guidance``
-  property, no guider: PixArt, CogVideoX, Stable Audio): paired forecasting forecasts its branches
-  independently, with a warning;
+  property, no guider: PixArt, CogVideoX, Stable Audio): paired forecasting tells it from the first call's
+  own latents (``planning.stacked_twice``, one host sync per generation in that mode);
 - a pipeline that slices its timesteps without ``set_begin_index`` and without a ``num_timesteps``
   property (a few deprecated ones): it is planned as if its loop started at the first timestep.
 A source that cannot be right is never planned: a scheduler whose ``set_timesteps`` was never called
