@@ -217,6 +217,7 @@ class SpectrumHook(Unpicklable, ModelHook):
 
     # -- planning -----------------------------------------------------------------------------
     def _plan(self, args: tuple, kwargs: dict) -> _Call:
+        """Place the call, plan it, and on a forecast step make the forecast; a bare ``_Call`` runs the network."""
         if torch.is_grad_enabled():
             self._warn("grad", "gradients are enabled, so Spectrum runs the network; "
                        "sample under torch.no_grad() or torch.inference_mode() to forecast.")
@@ -234,12 +235,7 @@ class SpectrumHook(Unpicklable, ModelHook):
         generation = placement.generation
         self._check_alone(generation)
         self._check_skipped_hooks(generation)
-        extras = self._extra_inputs(arguments)
-        if extras and self.residuals is not None:  # a ControlNet's residuals: only the skipped blocks read them
-            extras = self.residuals.claim(extras, generation, placement.step)
-        if extras:
-            self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step."
-                       + controlnet_hint(self.module, extras, self.residuals is not None))
+        extras = self._extras(arguments, generation, placement.step)
         latents = _latents(arguments)
         batch = int(latents.shape[0]) if latents is not None else None
         if generation.uses_cfg is None and self.config.guidance_forecast == "paired" and latents is not None:
@@ -248,11 +244,24 @@ class SpectrumHook(Unpicklable, ModelHook):
                         bool(extras))
         if decision.note:
             self._warn("pairing", decision.note)
-        trajectory, step = decision.trajectory, decision.step
-        compute = _Call(step, trajectory, final=decision.final, arguments=arguments, generation=generation,
-                        branch=placement.name, slot=placement.slot, batch=batch)
-        if not decision.forecast or (self.config.forecast_output and trajectory.output_layout is None):
-            return compute
+        compute = _Call(decision.step, decision.trajectory, final=decision.final, arguments=arguments,
+                        generation=generation, branch=placement.name, slot=placement.slot, batch=batch)
+        return self._forecast(compute) if decision.forecast else compute
+
+    def _extras(self, arguments: dict[str, Any], generation: Generation, step: int) -> list[str]:
+        """The call's per-step extra inputs that make it run the network (said once)."""
+        extras = self._extra_inputs(arguments)
+        if extras and self.residuals is not None:  # a ControlNet's residuals: only the skipped blocks read them
+            extras = self.residuals.claim(extras, generation, step)
+        if extras:
+            self._warn("extras", f"per-step inputs {extras} reach the denoiser; Spectrum runs every step."
+                       + controlnet_hint(self.module, extras, self.residuals is not None))
+        return extras
+
+    def _forecast(self, compute: _Call) -> _Call:
+        """The call with its forecast (the head's input, or the whole output), or ``compute`` where it is unusable."""
+        trajectory, step = compute.trajectory, compute.step
+        assert trajectory is not None
         forecaster = trajectory.forecaster
         prediction = forecaster.predict(step)
         if getattr(forecaster, "ridge_jitter", 0.0) > 0:
@@ -263,7 +272,7 @@ class SpectrumHook(Unpicklable, ModelHook):
                 "steps): the forecast rests on the jitter, not the data. Lower degree or raise ridge_lambda.",
             )
         # On the CPU the check is free; on an accelerator it would stall the host every forecast step.
-        # There a forecast can only be non-finite if a recorded feature was, which _record catches.
+        # There a forecast can only be non-finite if a recorded feature was, which the generation's end reports.
         if self._checks_now(prediction) and not all_finite(prediction):
             self._warn("nonfinite", f"non-finite forecast at step {step}; running the network.")
             return compute
@@ -349,57 +358,71 @@ class SpectrumHook(Unpicklable, ModelHook):
 
     # -- recording ----------------------------------------------------------------------------
     def _record(self, call: _Call, output: Any) -> None:
+        """Note the call in its trajectory; on a compute step, record the feature the network made."""
         trajectory = call.trajectory
+        assert trajectory is not None  # only placed calls are recorded
         if call.prediction is None:
-            feature, head_layout = None, None
-            if self.config.forecast_output:
-                split = split_output(output)
-                if split is None:
-                    self._warn("output", f"the denoiser returned {type(output).__name__}, which Spectrum cannot "
-                               "forecast (it needs tensors of one dtype); running the network on every step.")
-                else:
-                    feature, trajectory.output_layout = split
-            elif any(f is not None for f in self.slot.features):
-                feature, head_layout = join_heads(self.slot.features)
-                trajectory.keep_stand_in_outputs(self.slot.stand_in_outputs)
-            else:
-                self._warn("head", "the output head was not called; nothing recorded.")
+            feature, head_layout = self._feature(trajectory, output)
             if feature is not None:
-                # The head's input changed shape within the trajectory (Qwen-Image 2.1's KV-cache prefill step
-                # sees the prefix and target tokens, later steps the target's only), or other heads were called:
-                # forecast from the new records, as planning does when the inputs change shape.
-                shape = getattr(trajectory.forecaster, "feature_shape", None)
-                moved = not self.config.forecast_output and trajectory.head_layout not in (None, head_layout)
-                if not self.config.forecast_output:
-                    trajectory.head_layout = head_layout
-                if (shape is not None and feature.shape != shape) or moved:
-                    trajectory.forecaster.reset()
-                    # A fresh forecaster as for a new trajectory: a paired branch gets a new pair, since its
-                    # partner's records have the old shape too.
-                    if call.generation is not None:
-                        trajectory.forecaster, _ = forecaster_for(call.generation, call.branch, call.slot, call.batch)
-                forecaster = trajectory.forecaster
-                if trajectory.forecast and forecaster.num_recorded and forecaster.feature_shape == feature.shape:
-                    trajectory.note_shadow(call.step, forecaster.predict(call.step), feature)
-                on_host = self._checks_now(feature)
-                try:
-                    forecaster.update(call.step, feature, check_finite=on_host)
-                except ValueError as error:
-                    self._warn("record", f"not recorded: {error}")
-                else:
-                    if not on_host:
-                        trajectory.note_finite(feature)
-                        trajectory.held_exactly = getattr(forecaster, "held_exactly", None)
-                    listeners = tuple(self._listeners)  # listen() may change the list from another thread
-                    if listeners and call.generation is not None:
-                        label = call.branch if call.slot == 0 else f"{call.branch}[{call.slot}]"
-                        for listener in listeners:
-                            listener(call.generation, label, call.step, feature)
+                self._restart_if_reshaped(call, trajectory, feature, head_layout)
+                self._update(call, trajectory, feature)
                 trajectory.peak_bytes = max(trajectory.peak_bytes, trajectory.forecaster.nbytes)
         (trajectory.forecast if call.prediction is not None else trajectory.computed).append(call.step)
         if call.final:
             trajectory.forecaster.reset()  # the trajectory is complete: free its tensors
             trajectory.stand_in_outputs = None
+
+    def _feature(self, trajectory: Trajectory, output: Any) -> tuple[torch.Tensor | None, tuple | None]:
+        """The feature a compute call made (the heads' inputs, or the output itself), and how it joins the heads."""
+        if self.config.forecast_output:
+            split = split_output(output)
+            if split is None:
+                self._warn("output", f"the denoiser returned {type(output).__name__}, which Spectrum cannot "
+                           "forecast (it needs tensors of one dtype); running the network on every step.")
+                return None, None
+            feature, trajectory.output_layout = split
+            return feature, None
+        if any(f is not None for f in self.slot.features):
+            trajectory.keep_stand_in_outputs(self.slot.stand_in_outputs)
+            return join_heads(self.slot.features)
+        self._warn("head", "the output head was not called; nothing recorded.")
+        return None, None
+
+    def _restart_if_reshaped(self, call: _Call, trajectory: Trajectory, feature: torch.Tensor,
+                             head_layout: tuple | None) -> None:
+        """The head's input changed shape within the trajectory (Qwen-Image 2.1's KV-cache prefill step sees the
+        prefix and target tokens, later steps the target's only), or other heads were called: forecast from the
+        new records, as planning does when the inputs change shape."""
+        shape = getattr(trajectory.forecaster, "feature_shape", None)
+        moved = not self.config.forecast_output and trajectory.head_layout not in (None, head_layout)
+        if not self.config.forecast_output:
+            trajectory.head_layout = head_layout
+        if (shape is not None and feature.shape != shape) or moved:
+            trajectory.forecaster.reset()
+            # A fresh forecaster as for a new trajectory: a paired branch gets a new pair, since its partner's
+            # records have the old shape too.
+            if call.generation is not None:
+                trajectory.forecaster, _ = forecaster_for(call.generation, call.branch, call.slot, call.batch)
+
+    def _update(self, call: _Call, trajectory: Trajectory, feature: torch.Tensor) -> None:
+        """Record ``feature`` at the call's step (after its shadow error), and hand it to the listeners."""
+        forecaster = trajectory.forecaster
+        if trajectory.forecast and forecaster.num_recorded and forecaster.feature_shape == feature.shape:
+            trajectory.note_shadow(call.step, forecaster.predict(call.step), feature)
+        on_host = self._checks_now(feature)
+        try:
+            forecaster.update(call.step, feature, check_finite=on_host)
+        except ValueError as error:
+            self._warn("record", f"not recorded: {error}")
+            return
+        if not on_host:
+            trajectory.note_finite(feature)
+            trajectory.held_exactly = getattr(forecaster, "held_exactly", None)
+        listeners = tuple(self._listeners)  # listen() may change the list from another thread
+        if listeners and call.generation is not None:
+            label = call.branch if call.slot == 0 else f"{call.branch}[{call.slot}]"
+            for listener in listeners:
+                listener(call.generation, label, call.step, feature)
 
     @contextlib.contextmanager
     def listen(self, listener: Callable[[Generation, str, int, torch.Tensor], None]) -> Iterator[None]:
