@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -72,7 +74,14 @@ TIMESTEP_ARGS = ("timestep", "timesteps", "t")
 EXTRA_INPUT_ARGS = re.compile(r".*control.*|.*additional_residual.*|.*adapter_residual.*")
 
 
-def _z_image_head(model: nn.Module) -> str:
+def _count(model: nn.Module, name: str) -> int:
+    """How many blocks the model's ModuleList ``name`` holds."""
+    blocks = getattr(model, name)
+    assert isinstance(blocks, nn.ModuleList)
+    return len(blocks)
+
+
+def _z_image_head(model: Any) -> str:
     key = f"{model.config.all_patch_size[0]}-{model.config.all_f_patch_size[0]}"
     return f"all_final_layer.{key}"
 
@@ -99,7 +108,7 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     # HiDream's double-stream blocks are skipped one by one, as single blocks with stand-ins (STAND_INS says
     # why), not as a list; the single-stream list is skipped as usual.
     "HiDreamImageTransformer2DModel": DenoiserAdapter(
-        block_paths=lambda model: (*(f"double_stream_blocks.{i}" for i in range(len(model.double_stream_blocks))),
+        block_paths=lambda model: (*(f"double_stream_blocks.{i}" for i in range(_count(model, "double_stream_blocks"))),
                                    "single_stream_blocks"),
     ),
     # Audio-video models: the audio stream's head reads the same blocks' output (a video-only call leaves it out).
@@ -128,8 +137,8 @@ ADAPTERS: dict[str, DenoiserAdapter] = {
     # Stable Cascade iterates zip(down_blocks, down_downscalers, ...) and reads level_outputs[0] after: its
     # outer lists must run, so the skipped lists are each level's blocks; the timestep is a ratio.
     "StableCascadeUNet": DenoiserAdapter(
-        block_paths=lambda model: (*(f"down_blocks.{i}" for i in range(len(model.down_blocks))),
-                                   *(f"up_blocks.{i}" for i in range(len(model.up_blocks)))),
+        block_paths=lambda model: (*(f"down_blocks.{i}" for i in range(_count(model, "down_blocks"))),
+                                   *(f"up_blocks.{i}" for i in range(_count(model, "up_blocks")))),
         head_path="clf", timestep_arg="timestep_ratio"),
 }
 
@@ -253,7 +262,7 @@ class ResolvedAdapter:
     def stand_in_modules(self) -> tuple[nn.Module, ...]:
         """The skipped blocks that are not lists: each gets a stand-in on forecast steps (STAND_INS)."""
         singles = (parent._modules[name] for parent, name in self.block_slots)
-        return tuple(m for m in singles if not isinstance(m, nn.ModuleList))
+        return tuple(m for m in singles if m is not None and not isinstance(m, nn.ModuleList))
 
     def skipped_modules(self) -> tuple[nn.Module, ...]:
         """Every module a forecast step skips, with everything inside it."""
@@ -266,7 +275,10 @@ class ResolvedAdapter:
         out: list[nn.Module] = []
         for parent, name in self.block_slots:
             module = parent._modules[name]
-            out.extend(module._modules.values() if isinstance(module, nn.ModuleList) else [module])
+            if isinstance(module, nn.ModuleList):
+                out.extend(m for m in module._modules.values() if m is not None)
+            elif module is not None:
+                out.append(module)
         return tuple(out)
 
 

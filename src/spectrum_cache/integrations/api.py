@@ -8,7 +8,7 @@ import functools
 import types
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from diffusers.hooks import HookRegistry
@@ -66,7 +66,8 @@ def _check_free(module: torch.nn.Module) -> None:
 def denoiser_hook(module: torch.nn.Module) -> SpectrumHook | None:
     """The Spectrum hook on ``module`` (a denoiser), or None where Spectrum is not enabled on it."""
     registry = hook_registry(unwrap_module(module))
-    return registry.get_hook(DENOISER_HOOK) if registry is not None else None
+    # A deepcopy of the hook is a plain ModelHook placeholder (compat.Unpicklable), for the moment of the copy.
+    return cast("SpectrumHook | None", registry.get_hook(DENOISER_HOOK)) if registry is not None else None
 
 
 def _check_scheduler(scheduler: Any) -> None:
@@ -122,7 +123,7 @@ def enable_spectrum(target: Any, config: SpectrumConfig | None = None, *, schedu
         for name, module, adapter, timestep_arg in plans:
             _attach(module, name, config, adapter, timestep_arg, target if is_pipeline else None, scheduler)
         if is_pipeline:
-            owners = [denoiser_hook(module) for _, module, _, _ in plans]
+            owners = [hook for _, module, _, _ in plans if (hook := denoiser_hook(module)) is not None]
             attach_controlnet(target, [*owners, *(hook for hook in joined if hook.residuals is None)])
     except BaseException:
         for _, module, _, _ in plans:  # leave nothing half-initialised
@@ -175,7 +176,7 @@ def _check_schedules_cover(config: SpectrumConfig, denoisers: list[tuple[str, to
                            target: Any) -> None:
     """Per-denoiser schedules name exactly the pipeline's denoisers (one without a schedule would run a
     schedule planned for another; a name the pipeline lacks is a schedule for another pipeline)."""
-    names = list(config.compute_steps)
+    names = [str(name) for name in (config.compute_steps or {})]
     if not is_pipeline:
         raise ValueError(
             f"compute_steps holds one schedule per denoiser of a pipeline ({', '.join(names)}); a bare denoiser "
@@ -221,7 +222,7 @@ def _attach(
     if lacks_end_of_call(module):  # its generation then ends with each pipeline call (compat.END_OF_CALL_ATTR)
         setattr(module, END_OF_CALL_ATTR, types.MethodType(_end_of_call, module))
     # copy.deepcopy looks __deepcopy__ up on the instance: see _deepcopy_enabled.
-    module.__deepcopy__ = functools.partial(_deepcopy_enabled, module)
+    setattr(module, "__deepcopy__", functools.partial(_deepcopy_enabled, module))  # noqa: B010
     logger.info(f"Spectrum enabled on {name} ({type(module).__name__}): {config}")
 
 
@@ -266,7 +267,9 @@ def _deepcopy_enabled(module: torch.nn.Module, memo: dict) -> torch.nn.Module:
         original = owner.pipeline_ref() if owner.pipeline_ref is not None else None
         # Only a copy of the whole pipeline has a ControlNet of its own; a denoiser copied alone leaves it to the original.
         if owner.residuals is not None and original is not None and id(original) in memo:
-            hook_controlnet(copy.deepcopy(owner.residuals.controlnet, memo), denoiser_hook(clone))
+            clone_hook = denoiser_hook(clone)
+            if clone_hook is not None:
+                hook_controlnet(copy.deepcopy(owner.residuals.controlnet, memo), clone_hook)
     return clone
 
 

@@ -322,7 +322,7 @@ class _PlanForm:
 
     def plan(self, written: list[int] | dict[str, list[int]]) -> Plan:
         """The plan that ``as_json`` wrote as ``written``."""
-        if self.whole:
+        if isinstance(written, list):
             return ((self.experts[0].name, tuple(written)),)
         return tuple((e.name, tuple(written[e.name])) for e in self.experts)
 
@@ -346,8 +346,9 @@ def _paper_plan(experts: list[Expert], passes: int, config: SpectrumConfig) -> P
     to their steps that has one for every expert (holding the steps each must compute); None if none does."""
     for split in proportional_splits(experts, passes):
         schedules = [paper_schedule(e.num_steps, b, config) for e, b in zip(experts, split)]
-        if all(s is not None and e.forced <= set(s) for e, s in zip(experts, schedules)):
-            return tuple((e.name, tuple(s)) for e, s in zip(experts, schedules))
+        found = [s for e, s in zip(experts, schedules) if s is not None and e.forced <= set(s)]
+        if len(found) == len(experts):
+            return tuple((e.name, tuple(s)) for e, s in zip(experts, found))
     return None
 
 
@@ -495,6 +496,7 @@ class _Recorder:
         """What prompt ``index``'s full run recorded (``recording`` with ``keep``)."""
         for run in recorded.runs:
             denoiser, generation = run.denoiser, run.generation
+            assert generation is not None and generation.num_steps is not None  # a recorded run was placed
             by_branch = self.features.setdefault(denoiser, {})
             for branch, by_step in run.features.items():
                 by_branch.setdefault((index, branch), {}).update(by_step)
@@ -522,8 +524,8 @@ class _Recorder:
                                  f"({sorted(self.counts[name], key=str)}): calibrate plans one schedule per denoiser, "
                                  "for the steps it runs; give every prompt the same call arguments that set them.")
             num_steps, call_steps, levels, time_points = self.runs[name]
-            full = levels is not None and len(levels) == num_steps + 1
-            sizes = [abs(a - b) for a, b in zip(levels, levels[1:])] if full else None
+            sizes = ([abs(a - b) for a, b in zip(levels, levels[1:])]
+                     if levels is not None and len(levels) == num_steps + 1 else None)
             features = {f"{index}/{branch}": by_step
                         for (index, branch), by_step in sorted(self.features[name].items())}
             experts.append(make_expert(name, num_steps, call_steps, features, sizes, time_points))

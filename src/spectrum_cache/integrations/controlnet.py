@@ -91,7 +91,7 @@ class ControlNetCompanion:
         with self.owner._lock:
             ahead = self.owner.will_forecast(arguments.get("timestep"))
             run = self._runs.get(ahead[0]) if ahead is not None else None
-            if run is not None and run.key == key:
+            if ahead is not None and run is not None and run.key == key:
                 output = _containers_copied(run.output)
                 self._records[ahead[0]] = _Record(output, key, True, ahead[1], args, kwargs)
                 return output
@@ -209,7 +209,7 @@ def hook_controlnet(controlnet: torch.nn.Module, owner: SpectrumHook) -> None:
     companion = ControlNetCompanion(owner, controlnet, CONTROLNET_RESIDUALS[type(owner.module).__name__])
     register_hook(controlnet, ControlNetHook(companion), CONTROLNET_HOOK)
     # copy.deepcopy looks __deepcopy__ up on the instance: see _deepcopy_hooked.
-    controlnet.__deepcopy__ = functools.partial(_deepcopy_hooked, controlnet)
+    setattr(controlnet, "__deepcopy__", functools.partial(_deepcopy_hooked, controlnet))  # noqa: B010
     owner.residuals = companion
 
 

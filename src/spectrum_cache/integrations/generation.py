@@ -187,8 +187,13 @@ def _count(step_of_index: list[int | None]) -> int | None:
 class Clock(Protocol):
     """Places a generation's calls on its steps: one protocol for the three ways a loop says where it is."""
 
-    num_steps: int | None
-    token: Any  # what a finished generation leaves behind (a scheduler's timesteps), or None
+    @property
+    def num_steps(self) -> int | None:
+        """The steps this denoiser runs in the generation; None where it runs none."""
+
+    @property
+    def token(self) -> Any:
+        """What a finished generation leaves behind (a scheduler's timesteps), or None."""
 
     def place(self, branch: str, timestep: Any, loop_index: int | None) -> int | None:
         """The step of a call of ``branch`` (``loop_index``: the loop's own count, CacheContext.step_index);
@@ -284,7 +289,7 @@ class SchedulerClock:
         else:
             values, source = self.timesteps, "timesteps"
         first = self._first_index_of_steps()
-        levels = [values[first[s]] for s in range(self.num_steps)]
+        levels = [values[first[s]] for s in range(self.num_steps or 0)]
         if len(levels) == 1:
             return [0.0], None
         span = levels[0] - levels[-1]
@@ -310,7 +315,8 @@ class SchedulerClock:
 
     def call_steps(self) -> list[int]:
         """The pipeline call's step numbers of the steps this denoiser runs, in order."""
-        return [self.call_step_of_index[i] for i, step in enumerate(self.step_of_index) if step is not None]
+        return [call for step, call in zip(self.step_of_index, self.call_step_of_index)
+                if step is not None and call is not None]
 
     def call_range(self) -> tuple[int, int] | None:
         steps = self.call_steps()

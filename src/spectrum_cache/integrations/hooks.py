@@ -155,8 +155,7 @@ class SpectrumHook(Unpicklable, ModelHook):
             self.slot.in_call += 1
             try:
                 call = self._begin(args, kwargs)
-                output = (call.replacement if call.replacement is not None
-                          else self.fn_ref.original_forward(*args, **kwargs))
+                output = call.replacement if call.replacement is not None else self._forward(*args, **kwargs)
                 return self._end(call, output)
             except BaseException:
                 self._abort()
@@ -175,13 +174,19 @@ class SpectrumHook(Unpicklable, ModelHook):
                                           else self._arguments(args, kwargs))
         slot = self.slot
         slot.active = call.trajectory is not None and not self.config.forecast_output
-        if slot.active and call.prediction is not None:
+        if slot.active and call.prediction is not None and call.trajectory is not None:
             slot.prediction = call.prediction
             slot.head_predictions = unjoin_heads(call.prediction, call.trajectory.head_layout, slot.num_heads)
             slot.stand_in_outputs = call.trajectory.stand_in_outputs or slot.stand_in_outputs
             slot.stand_in_used = [0] * slot.num_stand_ins
             self.gate.close()
         return call
+
+    def _forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The denoiser's own forward (under Spectrum's hook, above the hooks registered before it)."""
+        forward = self.fn_ref.original_forward
+        assert forward is not None  # set by diffusers when the hook was registered
+        return forward(*args, **kwargs)
 
     @torch.compiler.disable
     def _end(self, call: _Call, output: Any) -> Any:
@@ -196,7 +201,7 @@ class SpectrumHook(Unpicklable, ModelHook):
                     self.residuals.before_compute(call.generation, call.step, call.arguments)
                 self.slot.clear()
                 self.slot.active = True
-                output = self.fn_ref.original_forward(*call.args, **call.kwargs)
+                output = self._forward(*call.args, **(call.kwargs or {}))
         if call.trajectory is not None:
             self._record(call, output)
         if call.final and self.residuals is not None:

@@ -63,7 +63,7 @@ class _Earlier:
 class Generations:
     """One denoiser's generations, one per thread, and the reports of those that ended."""
 
-    def __init__(self, config: SpectrumConfig, denoiser: torch.nn.Module, name: str,
+    def __init__(self, config: SpectrumConfig, denoiser: torch.nn.Module | None, name: str,
                  note: Callable[[str, str], None], lock: threading.RLock,
                  held_dtype: Callable[[], torch.dtype | None] = lambda: None, scheduler: Any = None) -> None:
         self.config = config
@@ -116,6 +116,7 @@ class Generations:
                 self.end(call_over=False)
 
     def _find_source(self) -> StepSource:
+        assert self.module is not None  # set when the hook is registered on it
         pipelines = [p for ref in self._pipelines if (p := ref()) is not None]
         for pipeline in pipelines:  # a scheduler swapped in since: its next run is seen
             scheduler = scheduler_of(pipeline)
@@ -160,6 +161,8 @@ class Generations:
         if step is None:  # the timesteps started over: a new generation
             generation = self._start(generation.source)
             step = generation.clock.place(name, timestep, None)
+            if step is None:  # pragma: no cover - a new clock's first call is its step 0
+                raise Unplaced("restart", None)
         return self._count(generation, name, generation.branch(name), step)
 
     def _count(self, generation: Generation, name: str, branch: BranchState, step: int) -> Placement:
@@ -173,7 +176,7 @@ class Generations:
                 f"more than {MAX_CALLS_PER_STEP} calls landed on step {step}: the scheduler's step_index does not "
                 "advance (call scheduler.step() after each step); running the network.",
             )
-        if step >= generation.num_steps:
+        if generation.num_steps is None or step >= generation.num_steps:
             raise Unplaced(
                 "past-end",
                 f"the denoiser ran past SpectrumConfig.num_inference_steps={generation.num_steps} without the "

@@ -55,7 +55,7 @@ def plan(generation: Generation, branch: str, step: int, slot: int = 0, input_ke
         trajectory = Trajectory(forecaster, input_key, first_step=step)
         state.trajectories[slot] = trajectory
     forecast = not has_extra_inputs and forecasts(generation, trajectory, step)
-    return Plan(trajectory, step, forecast, step == generation.num_steps - 1, note)
+    return Plan(trajectory, step, forecast, step == (generation.num_steps or 0) - 1, note)
 
 
 def forecasts(generation: Generation, trajectory: Trajectory | None, step: int) -> bool:
@@ -74,6 +74,7 @@ def forecasts(generation: Generation, trajectory: Trajectory | None, step: int) 
 
 def new_forecaster(generation: Generation) -> FeatureForecaster:
     c = generation.config
+    assert generation.num_steps is not None  # a generation without steps plans nothing
     return make_forecaster(c.forecaster, generation.num_steps, c.degree, c.ridge_lambda, c.blend_weight,
                            generation.time_points, c.history, c.state_device, generation.held_dtype)
 
@@ -122,6 +123,7 @@ def forecaster_for(generation: Generation, branch: str, slot: int, batch: int | 
 
 
 def _new_pair(generation: Generation) -> PairedForecaster:
+    assert generation.num_steps is not None
     return PairedForecaster(new_forecaster(generation),
                             make_difference_forecaster(generation.config.difference_forecaster, generation.num_steps,
                                                        generation.time_points))

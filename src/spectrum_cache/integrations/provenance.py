@@ -62,7 +62,7 @@ def weights_identity(module: torch.nn.Module) -> dict[str, Any]:
             for size in reversed(tensor.shape):
                 position, coordinate = divmod(position, size)
                 coordinates.append(coordinate)
-            samples.append(float(tensor[tuple(reversed(coordinates))]))
+            samples.append(float(tensor[tuple(reversed(coordinates))]))  # type: ignore[union-attr]  # None only after the break
     return {"parameters": hashlib.sha256(layout.encode()).hexdigest()[:16], "samples": samples}
 
 

@@ -32,10 +32,14 @@ class RunWatch:
         # hook alive, so listeners are weak methods.
         self._listeners: dict[int, weakref.WeakMethod] = {}
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def _own(self) -> Any:
         scheduler = self._scheduler()
         if scheduler is None:  # pragma: no cover - the watch lives in the scheduler's own __dict__
             raise RuntimeError("the scheduler of this set_timesteps no longer exists")
+        return scheduler
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        scheduler = self._own()
         result = type(scheduler).set_timesteps(scheduler, *args, **kwargs)
         for listener in list(self._listeners.values()):
             method = listener()
@@ -47,16 +51,16 @@ class RunWatch:
     def __wrapped__(self) -> Any:
         """The scheduler's own method: ``inspect.signature`` follows it (pipelines ask which arguments
         ``set_timesteps`` takes)."""
-        scheduler = self._scheduler()
+        scheduler = self._own()
         return types.MethodType(type(scheduler).set_timesteps, scheduler)
 
     def __deepcopy__(self, memo: dict) -> Any:
-        scheduler = self._scheduler()
+        scheduler = self._own()
         copied = memo.get(id(scheduler), scheduler)
         return types.MethodType(type(copied).set_timesteps, copied)
 
     def __reduce__(self) -> Any:
-        scheduler = self._scheduler()
+        scheduler = self._own()
         return types.MethodType, (type(scheduler).set_timesteps, scheduler)  # unpickled as the plain method
 
 

@@ -117,8 +117,8 @@ class _GatedIteration:
     def __deepcopy__(self, memo: dict) -> torch.nn.Module:
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
-        clone.__setstate__(copy.deepcopy(self.__dict__, memo))
-        return clone
+        clone.__setstate__(copy.deepcopy(self.__dict__, memo))  # type: ignore[attr-defined]  # nn.Module's
+        return clone  # type: ignore[return-value]  # mixed into a ModuleList
 
 
 def gate_block_list(blocks: torch.nn.ModuleList, gate: SkipGate) -> None:
@@ -136,7 +136,7 @@ def ungate_block_list(blocks: torch.nn.Module) -> None:
     blocks.__dict__.pop(_GATE_ATTR, None)
     own = type(blocks)
     if issubclass(own, _GatedIteration):
-        blocks.__class__ = next(c for c in own.__mro__[1:] if not issubclass(c, _GatedIteration))
+        blocks.__class__ = next(c for c in own.__mro__[1:] if not issubclass(c, _GatedIteration))  # type: ignore[assignment]
 
 
 class Blank:
@@ -178,7 +178,9 @@ class StandInHook(Unpicklable, ModelHook):
             if used < len(kept):  # the module's n-th call of this step gets its n-th output
                 slot.stand_in_used[index] = used + 1
                 return unblanked(kept[used])
-        output = self.fn_ref.original_forward(*args, **kwargs)
+        forward = self.fn_ref.original_forward
+        assert forward is not None  # set by diffusers when the hook was registered
+        output = forward(*args, **kwargs)
         if slot.active and slot.prediction is None:
             # Only the layout, at once: holding the output to the end of the call would keep it alive
             # while the blocks run, past where the forward itself lets go of it.
