@@ -83,3 +83,9 @@ def test_for_speedup_out_of_reach_says_why(speedup, steps, reason):
 def test_for_speedup_below_one_has_no_ceiling_explanation():
     with pytest.raises(ValueError, match=r"got 0\.5\.$"):
         SpectrumConfig.for_speedup(0.5, 50)
+
+
+def test_for_speedup_needs_a_step_count():
+    # The config's None (the pipeline's count) cannot give a speedup: a ValueError naming it, not a TypeError.
+    with pytest.raises(ValueError, match=r"num_inference_steps must be an integer >= 1, got None\."):
+        SpectrumConfig.for_speedup(4, None)

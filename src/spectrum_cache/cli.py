@@ -262,10 +262,13 @@ def _schedule_config(path: Path, speedup: float | None, steps: int | None) -> An
 def _config(speedup: float | None, steps: int) -> Any:
     from .config import SpectrumConfig
 
-    try:
-        config = SpectrumConfig() if speedup is None else SpectrumConfig.for_speedup(speedup, steps)
-    except ValueError as error:
-        raise usage_error(_speedup_advice(speedup, steps) or f"--speedup: {error}") from None
+    if speedup is None:
+        config = SpectrumConfig()
+    else:
+        try:
+            config = SpectrumConfig.for_speedup(speedup, steps)
+        except ValueError as error:
+            raise usage_error(_speedup_advice(speedup, steps) or f"--speedup: {error}") from None
     # The pipeline supplies the step count at run time (the warm-up run uses fewer steps).
     return config.replace(num_inference_steps=None)
 
@@ -345,7 +348,8 @@ def _to_pil_frames(result: Any) -> list[Any]:
 def _enlarge(frame: Any, upscale: int) -> Any:
     from PIL import Image
 
-    return frame if upscale == 1 else frame.resize((frame.width * upscale, frame.height * upscale), Image.NEAREST)
+    return frame if upscale == 1 else frame.resize((frame.width * upscale, frame.height * upscale),
+                                                   Image.Resampling.NEAREST)
 
 
 def _save(frames: list[Any], path: Path, upscale: int) -> Path:
@@ -463,7 +467,7 @@ def _generate(args: argparse.Namespace) -> int:
         f"Spectrum: {passes} of {args.steps} steps computed, {len(branch.forecast_steps)} forecast "
         f"(ideal speedup {branch.ideal_speedup:.2f}x) in {seconds:.2f} s {where}{busy(threads)}"
     )
-    written = [_save(frames, args.out, upscale)]
+    paths_written = [_save(frames, args.out, upscale)]
     if args.compare:
         from .bench.metrics import psnr as image_psnr
         from .bench.metrics import to_nchw
@@ -478,13 +482,13 @@ def _generate(args: argparse.Namespace) -> int:
         print(f"full sampler: {args.steps} steps in {full_seconds:.2f} s; measured speedup {speedup:.2f}x, {quality}"
               f"{busy(threads)}")
         full_path, pair_path = compare_paths(args.out)
-        written.append(_save(full_frames, full_path, upscale))
+        paths_written.append(_save(full_frames, full_path, upscale))
         # A video's comparison is an animation of both, frame by frame (a GIF where the type holds one image).
         pairs = [side_by_side(_enlarge(f, upscale), _enlarge(s, upscale), f"full sampler ({args.steps} passes)",
                               f"Spectrum ({passes} of {args.steps} passes)", f"{quality}, measured speedup {speedup:.2f}x")
                  for f, s in zip(full_frames, frames)]
-        written.append(_save(pairs, pair_path, 1))
-    print(f"wrote {', '.join(map(str, written))}")
+        paths_written.append(_save(pairs, pair_path, 1))
+    print(f"wrote {', '.join(map(str, paths_written))}")
     return 0
 
 

@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(error).strip().splitlines()[0], FAILURE, error) from None
     config.save(args.out)
     record = config.provenance
+    assert record is not None  # calibrate writes the provenance
     paper = record.get("paper_mean_psnr")
     against = (f"; the paper's schedule {paper:.2f} dB" if paper is not None and math.isfinite(paper)
                else "" if paper is not None else "; no adaptive schedule has exactly that many passes")

@@ -214,7 +214,7 @@ class SpectrumConfig:
         if self.provenance is not None:
             object.__setattr__(self, "provenance", check_provenance(self.provenance))
 
-    def replace(self, **changes: object) -> SpectrumConfig:
+    def replace(self, **changes: Any) -> SpectrumConfig:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
 
@@ -281,7 +281,7 @@ class SpectrumConfig:
             raise ValueError(f"{name}: {error}") from None
 
     @classmethod
-    def for_speedup(cls, speedup: float, num_inference_steps: int, **overrides: object) -> SpectrumConfig:
+    def for_speedup(cls, speedup: float, num_inference_steps: int, **overrides: Any) -> SpectrumConfig:
         """The adaptive schedule with the most network passes whose ideal speedup N / passes is still
         at least ``speedup``: ``for_speedup(4, 50)`` gives 12 passes of 50.
 
@@ -292,7 +292,8 @@ class SpectrumConfig:
             if name in overrides:
                 raise ValueError(f"for_speedup chooses {name} itself; do not pass it.")
         base = cls(num_inference_steps=num_inference_steps, **overrides)
-        n = base.num_inference_steps
+        # The config takes None (the pipeline's count); a speedup needs the count here.
+        n = check_int("num_inference_steps", base.num_inference_steps, 1)
         fewest_passes = len(adaptive_schedule(n, base.warmup_steps, 2, n))
         try:
             check_real("speedup", speedup, 1, n / fewest_passes)

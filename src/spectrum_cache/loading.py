@@ -184,9 +184,10 @@ def busy_note(threads: int) -> str:
 
 def _error_chain(error: BaseException) -> list[BaseException]:
     chain: list[BaseException] = []
-    while error is not None and error not in chain:
-        chain.append(error)
-        error = error.__cause__ or error.__context__
+    link: BaseException | None = error
+    while link is not None and link not in chain:
+        chain.append(link)
+        link = link.__cause__ or link.__context__
     return chain
 
 
@@ -244,7 +245,7 @@ def needs_image_processor(model: str | None) -> bool | None:
     """Whether a pipeline loads an image processor (a feature_extractor or image_processor component):
     read from its model_index.json (a local folder, or a hub id already in the local cache); None when
     that is not known before loading."""
-    if is_embedded(model):
+    if model is None or is_embedded(model):  # None: the embedded model
         return False
     index = Path(model) / "model_index.json"
     if not index.is_file():

@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -108,14 +109,14 @@ class LinearForecast:
         runs the forecaster itself). Exact classes only: a subclass may forecast otherwise."""
         n = forecaster.num_inference_steps
         times = tuple(forecaster.time(step) for step in range(n))
-        kind = type(forecaster)
-        if kind in (SpectrumForecaster, WindowedSpectrumForecaster):
-            history = forecaster.history if kind is WindowedSpectrumForecaster else None
+        # type(...) is: exact classes, which is also how mypy narrows the forecaster to each.
+        if type(forecaster) is SpectrumForecaster or type(forecaster) is WindowedSpectrumForecaster:
+            history = forecaster.history if type(forecaster) is WindowedSpectrumForecaster else None
             return cls("chebyshev", n, times, forecaster.degree, forecaster.ridge_lambda, forecaster.blend_weight,
                        history)
-        if kind is TaylorForecaster:
+        if type(forecaster) is TaylorForecaster:
             return cls("taylor", n, times, order=forecaster.order)
-        if kind is ReuseForecaster:
+        if type(forecaster) is ReuseForecaster:
             return cls("taylor", n, times, order=0)
         return None
 
@@ -334,7 +335,8 @@ class ScheduleScorer:
     def _closed_form(self) -> LinearForecast | None:
         if not hasattr(self, "_form"):  # frozen: set once, on first use
             object.__setattr__(self, "_form", LinearForecast.of(self.make()))
-        return self._form
+        form: LinearForecast | None = getattr(self, "_form")  # not a field: set above, like _sums below
+        return form
 
     def _step_weights(self) -> np.ndarray:
         return np.ones(self.num_steps) if self.step_sizes is None else np.abs(np.asarray(self.step_sizes, float))
@@ -377,8 +379,11 @@ class ScheduleScorer:
         """Both terms are linear in the Gram matrices: sum_t weight_t G_t / norm_t, computed once."""
         cached = getattr(self, "_sums", None)
         if cached is None:
-            coherent = sum(t.weight * t.gram / max(float(d @ t.gram @ d), 1e-300) for t in self.trajectories)
-            incoherent = sum(t.weight * t.gram / max(float(d**2 @ np.diag(t.gram)), 1e-300) for t in self.trajectories)
+            # Arrays, not sum()'s start 0: there is at least one trajectory (__post_init__).
+            coherent = cast(np.ndarray, sum(t.weight * t.gram / max(float(d @ t.gram @ d), 1e-300)
+                                            for t in self.trajectories))
+            incoherent = cast(np.ndarray, sum(t.weight * t.gram / max(float(d**2 @ np.diag(t.gram)), 1e-300)
+                                              for t in self.trajectories))
             cached = (coherent, incoherent)
             object.__setattr__(self, "_sums", cached)
         return cached

@@ -61,7 +61,9 @@ def compute_steps(config: SpectrumConfig, num_inference_steps: int | None = None
                 f"this schedule (compute_steps) was planned for {config.num_inference_steps} steps, and the run has "
                 f"{num_inference_steps}: calibrate again for {num_inference_steps} steps, or run "
                 f"{config.num_inference_steps}.")
-        return list(config.compute_steps)
+        steps = config.compute_steps
+        assert not isinstance(steps, Mapping)  # per_denoiser is False
+        return list(steps)
     return adaptive_schedule(num_inference_steps, config.warmup_steps, config.window_size, config.flex_window)
 
 

@@ -83,7 +83,8 @@ class ExtraMetrics:
             if not _reachable("huggingface.co"):
                 raise OSError(f"{CLIP_MODEL} is not in the local cache and huggingface.co is unreachable") from None
             model, processor = CLIPModel.from_pretrained(CLIP_MODEL), CLIPProcessor.from_pretrained(CLIP_MODEL)
-        return model.to(self.device).eval(), processor
+        # transformers' to() is a functools.wraps of torch's, which its types call unbound (self: PreTrainedModel).
+        return model.to(self.device).eval(), processor  # type: ignore[arg-type]
 
     def _load_image_reward(self) -> Any:
         import ImageReward  # noqa: N813  (the package's own name)

@@ -10,9 +10,12 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from diffusers.models.cache_utils import CacheMixin
 
 _PROC_STATUS = Path("/proc/self/status")
 _PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -182,7 +185,7 @@ def captured_log(name: str, level: int) -> Iterator[list[str]]:
 MAG_CALIBRATION_PREFIX = "MagCache Calibration Results:"
 
 
-def calibrate_mag_cache(denoiser: torch.nn.Module, num_inference_steps: int, run: Callable[[], Any]) -> list[float]:
+def calibrate_mag_cache(denoiser: CacheMixin, num_inference_steps: int, run: Callable[[], Any]) -> list[float]:
     """MagCache's calibration mode on one generation (``run``): the per-step magnitude ratios of the
     first trajectory (the conditional branch under CFG).
 

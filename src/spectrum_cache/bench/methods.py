@@ -224,10 +224,10 @@ def parse_method(name: str) -> Method:
         return Method(f"diffusers-{cache}{suffix}", "diffusers", cache=cache, cache_value=number,
                       mag_max_skip=max_skip, mag_retention=ratio)
     if match := _PATTERNS["cachedit"].fullmatch(name):
-        calibrator, alpha, policy, threshold, fn, bn = match.groups()
+        calibrator, alpha_text, policy, threshold, fn, bn = match.groups()
         try:
             settings = CacheDitSettings(
-                calibrator, alpha=None if alpha is None else _number(alpha), policy=policy,
+                calibrator, alpha=None if alpha_text is None else _number(alpha_text), policy=policy,
                 threshold=None if threshold is None else _number(threshold),
                 **({} if fn is None else {"fn": int(fn), "bn": int(bn)}))
         except ValueError as error:

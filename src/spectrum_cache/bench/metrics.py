@@ -48,4 +48,6 @@ def ssim(images: torch.Tensor, reference: torch.Tensor) -> float:
 
     _check(images, reference)
     kernel = min(11, min(images.shape[-2:]) // 2 * 2 - 1)
-    return float(structural_similarity_index_measure(images.float(), reference.float(), data_range=1.0, kernel_size=kernel))
+    value = structural_similarity_index_measure(images.float(), reference.float(), data_range=1.0, kernel_size=kernel)
+    assert isinstance(value, torch.Tensor)  # a tuple only with return_full_image=True
+    return float(value)

@@ -299,8 +299,8 @@ def quality_figure(rows: list[dict[str, Any]], title: str) -> Any:
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.canvas.draw()  # the labels are placed against the final layout
-    for ax, points in labelled:
-        _place_labels(ax, points)
+    for ax, marks in labelled:  # (speedup, value, method) of each point
+        _place_labels(ax, marks)
     return fig
 
 

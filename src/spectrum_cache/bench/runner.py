@@ -254,7 +254,8 @@ class _Worker:
         if path.exists() and key_path.exists() and json.loads(key_path.read_text()) == key:
             config = SpectrumConfig.load(path)
         else:
-            extra = {} if options.guidance_scale is None else {"guidance_scale": options.guidance_scale}
+            extra: dict[str, Any] = {} if options.guidance_scale is None else {"guidance_scale": options.guidance_scale}
+            assert method.planned_passes is not None  # a spectrum-planned method
             try:
                 config = calibrate(self.pipe, list(prompts), passes=method.planned_passes,
                                    num_inference_steps=options.steps, seed=seed, progress=False, **extra)
@@ -306,6 +307,7 @@ class _Worker:
             if not np.isfinite(record["psnr"]):
                 record["psnr"] = None
                 record["identical_to_reference"] = True
+        assert self.extra is not None  # loaded by ensure_loaded()
         record.update(self.extra.score(image, None if method.kind == "full" else reference_image, prompt))
         stated = _embedded_caption(prompt) if options.model is None else None
         if stated is not None:

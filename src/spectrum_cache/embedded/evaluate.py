@@ -54,8 +54,8 @@ def _save_grid(path: str, images: list, scenes: list[Scene]) -> None:
     grid = Image.new("RGB", (cols * 2 * size + cols * 4, rows * size), (255, 255, 255))
     for i, (im, sc) in enumerate(zip(images, scenes)):
         x, y = (i % cols) * (2 * size + 4), (i // cols) * size
-        grid.paste(im.resize((size, size), Image.NEAREST), (x, y))
-        grid.paste(render(sc).resize((size, size), Image.NEAREST), (x + size, y))
+        grid.paste(im.resize((size, size), Image.Resampling.NEAREST), (x, y))
+        grid.paste(render(sc).resize((size, size), Image.Resampling.NEAREST), (x + size, y))
     grid.save(path)
 
 

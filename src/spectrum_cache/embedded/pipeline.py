@@ -271,6 +271,7 @@ class EmbeddedPipeline(DiffusionPipeline):
                 if len(negatives) != prompts:
                     raise ValueError(f"negative_prompt has {len(negatives)} prompts for a batch of {prompts}")
                 negative_prompt_embeds, negative_pooled_prompt_embeds = self.encode_prompt(negatives)
+            assert negative_pooled_prompt_embeds is not None  # given with negative_prompt_embeds (checked above)
             if negative_prompt_embeds.shape[0] != prompts:
                 raise ValueError(f"negative_prompt_embeds has {negative_prompt_embeds.shape[0]} rows for a batch of {prompts}")
             neg_embeds = negative_prompt_embeds.repeat_interleave(num_images_per_prompt, dim=0).to(device, dtype)

@@ -18,7 +18,7 @@ import os
 import pickle
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,11 @@ from tqdm import tqdm
 from .data import IMAGE_SIZE, make_batch
 from .model import PATCH, POSITION_UNITS, build_models, denoiser_input, model_position_features, image_ids, pack, patch_size_of, text_encoder_config, text_ids, transformer_config
 from .tokenizer import WordTokenizer
+
+if TYPE_CHECKING:
+    from diffusers import FluxTransformer2DModel
+
+    from .text_encoder import TinyTextEncoder
 
 STATE_FILE = "state.pt"
 
@@ -176,7 +181,7 @@ def save_state(path: str, state: dict[str, Any]) -> None:
     os.replace(path + ".tmp", path)
 
 
-def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer: WordTokenizer,
+def export_pipeline(out: str, transformer: FluxTransformer2DModel, text_encoder: TinyTextEncoder, tokenizer: WordTokenizer,
                     prediction: str = "velocity", position_unit: str = "token") -> None:
     """Save a diffusers pipeline folder with fp16 weights (halves the shipped size)."""
     from .pipeline import EmbeddedPipeline, make_scheduler
@@ -192,7 +197,7 @@ def export_pipeline(out: str, transformer: torch.nn.Module, text_encoder: torch.
     pipe.save_pretrained(out, safe_serialization=True)
 
 
-def models_for(args: argparse.Namespace) -> tuple[WordTokenizer, torch.nn.Module, torch.nn.Module]:
+def models_for(args: argparse.Namespace) -> tuple[WordTokenizer, FluxTransformer2DModel, TinyTextEncoder]:
     """The tokenizer and the freshly initialised (seeded) transformer and text encoder that ``args`` train,
     the text encoder frozen if ``args.freeze_text_encoder``."""
     tokenizer = WordTokenizer()
@@ -233,9 +238,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ema_e.load_state_dict(state["ema_text_encoder"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, losses = state["step"], state["elapsed"], state["losses"]
-    ema_params = list(ema_t.parameters()) + ([] if args.freeze_text_encoder else list(ema_e.parameters()))
+    ema_params: list[torch.Tensor] = list(ema_t.parameters()) + ([] if args.freeze_text_encoder else list(ema_e.parameters()))
     # The compiled wrapper shares the transformer's parameters; checkpoints and the EMA use the module itself.
-    forward_model = torch.compile(transformer) if args.compile else transformer
+    # (torch.compile of a module is a module, its OptimizedModule, which reads attributes through to the transformer.)
+    forward_model = cast(torch.nn.Module, torch.compile(transformer)) if args.compile else transformer
 
     def checkpoint() -> None:
         save_state(state_path, {

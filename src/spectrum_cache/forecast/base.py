@@ -24,6 +24,10 @@ class FeatureForecaster(ABC):
             pass its steps' noise levels mapped onto [0, N - 1] here.
     """
 
+    num_inference_steps: int
+    time_points: tuple[float, ...] | None
+    _num_recorded: int
+
     def __init__(self, num_inference_steps: int = 50, time_points: Sequence[float] | None = None) -> None:
         steps = num_inference_steps
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
@@ -119,7 +123,8 @@ class FeatureForecaster(ABC):
 
     def _check_step(self, name: str, step: object) -> None:
         n = self.num_inference_steps
-        if isinstance(step, bool) or not isinstance(step, numbers.Real) or not math.isfinite(step) or not 0 <= step < n:
+        if (isinstance(step, bool) or not isinstance(step, numbers.Real) or not math.isfinite(step)
+                or step < 0 or not step < n):  # a finite step outside [0, n); Real declares only < and <=
             raise ValueError(f"{name} must be a step in [0, {n}) for num_inference_steps={n}, got {step!r}.")
 
     @abstractmethod

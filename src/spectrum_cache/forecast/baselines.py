@@ -18,7 +18,7 @@ class ReuseForecaster(FeatureForecaster):
         self._last: torch.Tensor | None = None  # nbytes is asked before the first record, too
 
     def _clear(self) -> None:
-        self._last: torch.Tensor | None = None
+        self._last = None
 
     def _tensors(self) -> list[torch.Tensor | None]:
         return [self._last]
@@ -30,6 +30,7 @@ class ReuseForecaster(FeatureForecaster):
         self._last = feature.clone()
 
     def _forecast(self, step: int) -> torch.Tensor:
+        assert self._last is not None  # predict() runs after an update()
         return self._last.clone()
 
 
@@ -68,6 +69,7 @@ class TaylorForecaster(FeatureForecaster):
         self._dtype = feature.dtype
 
     def _forecast(self, step: int) -> torch.Tensor:
+        assert self._last_step is not None  # predict() runs after an update()
         delta = self.time(step) - self.time(self._last_step)
         out = self._factors[0].clone()
         for i, factor in enumerate(self._factors[1:], start=1):

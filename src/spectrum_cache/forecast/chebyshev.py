@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ class SpectrumForecaster(FeatureForecaster):
         if held_dtype is not None and not (isinstance(held_dtype, torch.dtype) and held_dtype.is_floating_point):
             raise ValueError(f"held_dtype must be None or a floating-point torch.dtype, got {held_dtype!r}.")
         self.held_dtype = held_dtype
-        self._copy_stream = None  # CUDA with state_device="cpu": the side stream of host copies
+        self._copy_stream: torch.cuda.Stream | None = None  # CUDA with state_device="cpu": the side stream of host copies
         self._clear()
 
     def tau(self, step: float) -> float:
@@ -115,6 +115,7 @@ class SpectrumForecaster(FeatureForecaster):
     def _last_feature(self) -> torch.Tensor | None:
         if self._last is None:
             return None
+        assert self._shape is not None  # set with _last
         return self._last.to(device=self._device, dtype=self._dtype).reshape(self._shape)
 
     def _hold_in(self, feature: torch.Tensor) -> torch.dtype:
@@ -140,7 +141,7 @@ class SpectrumForecaster(FeatureForecaster):
             return flat.clone() if flat.data_ptr() == feature.data_ptr() else flat
         return _to_host(flat, spare, self._stream)
 
-    def _stream(self, device: torch.device):  # noqa: ANN202 - torch.cuda.Stream, CUDA only
+    def _stream(self, device: torch.device) -> torch.cuda.Stream:  # CUDA only
         if self._copy_stream is None or self._copy_stream.device != device:
             self._copy_stream = torch.cuda.Stream(device)
         return self._copy_stream
@@ -165,6 +166,9 @@ class SpectrumForecaster(FeatureForecaster):
         self._last = self._held_copy(feature, spare)
 
     def _forecast(self, step: int) -> torch.Tensor:
+        # predict() runs after an update(), which sets these.
+        assert self._last is not None and self._shape is not None
+        assert self._dtype is not None and self._device is not None
         w = self.blend_weight
         on_last, on_prev = self._linear_coefficients(step, self._prev_step if self._prev is not None else None)
         weights = self._spectral_weights(step, w, self._device) if w > 0 else None
@@ -172,6 +176,7 @@ class SpectrumForecaster(FeatureForecaster):
             out = _host_forecast(self._host_moments, weights, self._last, on_last, self._prev, on_prev,
                                  self._dtype, self._device, self._stream)
             return out.reshape(self._shape)
+        assert self._moments is not None  # kept on the device (state_device None)
         out = _forecast_slice(self._moments, weights, self._last, on_last, self._prev if on_prev else None, on_prev)
         return out.reshape(self._shape).to(self._dtype)
 
@@ -181,6 +186,7 @@ class SpectrumForecaster(FeatureForecaster):
         w = self.blend_weight
         if w >= 1 or prev_step is None:
             return 1.0 - w, 0.0
+        assert self._last_step is not None  # a previous step implies a last one
         last_time = self.time(self._last_step)
         k = (self.time(step) - last_time) / (last_time - self.time(prev_step))
         return (1 - w) * (1 + k), -(1 - w) * k
@@ -254,6 +260,7 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
     def _last_feature(self) -> torch.Tensor | None:
         if not self._window:
             return None
+        assert self._shape is not None  # set with the window's first feature
         return self._window[-1][1].to(device=self._device, dtype=self._dtype).reshape(self._shape)
 
     def _record(self, step: int, feature: torch.Tensor) -> None:
@@ -276,12 +283,13 @@ class WindowedSpectrumForecaster(SpectrumForecaster):
         if on_prev:
             weights[-2] += on_prev
         features = [feature for _, feature in self._window]
-        device = self._device
+        device, dtype, shape = self._device, self._dtype, self._shape
+        assert device is not None and dtype is not None and shape is not None  # predict() runs after an update()
         if device.type == "cuda" and features[-1].device.type == "cpu":
-            out = _streamed_sum(weights.tolist(), features, device, self._dtype, self._stream(device))
+            out = _streamed_sum(weights.tolist(), features, device, dtype, self._stream(device))
         else:
-            out = _chunked_sum(weights.tolist(), features, device, self._dtype)
-        return out.reshape(self._shape)
+            out = _chunked_sum(weights.tolist(), features, device, dtype)
+        return out.reshape(shape)
 
 
 # Elements per slice of a forecast's float32 sum, and of host-memory state (16 MiB of float32): large enough
@@ -302,7 +310,11 @@ def _host_zeros(shape: tuple[int, ...], pinned: bool) -> torch.Tensor:
     return _host_empty(shape, torch.float32, pinned).zero_()
 
 
-def _to_host(flat: torch.Tensor, spare: torch.Tensor | None, stream_of) -> torch.Tensor:  # noqa: ANN001
+# Gives the side stream of host copies for a CUDA device (SpectrumForecaster._stream).
+_StreamOf = Callable[[torch.device], torch.cuda.Stream]
+
+
+def _to_host(flat: torch.Tensor, spare: torch.Tensor | None, stream_of: _StreamOf) -> torch.Tensor:
     """``flat`` copied into host memory (into ``spare`` when it fits: pinning is slow). From a CUDA device the
     copy runs on the side stream once the feature is made; every copy into or out of a host buffer is on that
     one stream, so reusing a buffer waits for the copies still reading it. The host never reads them."""
@@ -327,7 +339,8 @@ def _rows_of(buffer: torch.Tensor, rows: int, length: int) -> torch.Tensor:
     return buffer[: rows * length].view(rows, length)
 
 
-def _add_to_host_moments(moments: list[torch.Tensor], basis: list[float], flat: torch.Tensor, stream_of) -> None:  # noqa: ANN001
+def _add_to_host_moments(moments: list[torch.Tensor], basis: list[float], flat: torch.Tensor,
+                         stream_of: _StreamOf) -> None:
     """X^T H += T(tau)^T h on host-memory moments, a slice at a time. On the CPU in place; from a CUDA
     device each slice goes to the device on the side stream, is added to there, and comes back on it, with
     two staging buffers so that the copies of one slice overlap the sum of the other."""
@@ -377,7 +390,7 @@ def _forecast_slice(moments: torch.Tensor, weights: torch.Tensor | None, h_last:
 
 def _host_forecast(moments: list[torch.Tensor], weights: torch.Tensor | None, last: torch.Tensor, on_last: float,
                    prev: torch.Tensor | None, on_prev: float, dtype: torch.dtype, device: torch.device,
-                   stream_of) -> torch.Tensor:  # noqa: ANN001
+                   stream_of: _StreamOf) -> torch.Tensor:
     """The full fit's forecast from host-memory state, on ``device``, a slice at a time (``_forecast_slice``,
     ``weights`` on ``device``), returned flat in ``dtype``. From the CPU the same operations as the on-device
     forecast, slice by slice; to a CUDA device each slice's moments and features are copied on the side stream
@@ -395,13 +408,14 @@ def _host_forecast(moments: list[torch.Tensor], weights: torch.Tensor | None, la
         stream.wait_stream(compute)  # the staging buffers and out are made on the current stream
     for index, (chunk, (start, end)) in enumerate(zip(moments, _slices(numel))):
         h_last = last[start:end]
-        h_prev = prev[start:end] if on_prev else None
+        h_prev = prev[start:end] if prev is not None and on_prev else None  # on_prev is 0 without a prev
         if on_cuda:
             buffer = _rows_of(staging[index % 2], rows, end - start)
             features = _rows_of(held[index % 2], 2, end - start)
             with torch.cuda.stream(stream):
-                if freed[index % 2] is not None:
-                    stream.wait_event(freed[index % 2])  # the sum two slices back has read these buffers
+                reader = freed[index % 2]
+                if reader is not None:
+                    stream.wait_event(reader)  # the sum two slices back has read these buffers
                 buffer.copy_(chunk, non_blocking=True)
                 features[0].copy_(h_last, non_blocking=True)
                 if h_prev is not None:
@@ -412,8 +426,9 @@ def _host_forecast(moments: list[torch.Tensor], weights: torch.Tensor | None, la
             chunk, h_last, h_prev = buffer, features[0], features[1] if h_prev is not None else None
         out[start:end].copy_(_forecast_slice(chunk, weights, h_last, on_last, h_prev, on_prev))
         if on_cuda:
-            freed[index % 2] = torch.cuda.Event()
-            freed[index % 2].record(compute)
+            done = torch.cuda.Event()
+            done.record(compute)
+            freed[index % 2] = done
     if on_cuda:
         for buffer in (*staging, *held):
             buffer.record_stream(stream)
@@ -437,7 +452,7 @@ def _chunked_sum(weights: list[float], features: list[torch.Tensor], device: tor
 
 
 def _streamed_sum(weights: list[float], features: list[torch.Tensor], device: torch.device, dtype: torch.dtype,
-                  stream) -> torch.Tensor:  # noqa: ANN001
+                  stream: torch.cuda.Stream) -> torch.Tensor:
     """``_chunked_sum`` of pinned host features onto a CUDA device: each slice of the K features is copied on
     ``stream`` into one of two staging buffers while the current stream sums the slice before it."""
     compute = torch.cuda.current_stream(device)
@@ -450,8 +465,9 @@ def _streamed_sum(weights: list[float], features: list[torch.Tensor], device: to
     for index, (start, end) in enumerate(_slices(numel)):
         buffer = _rows_of(staging[index % 2], rows, end - start)
         with torch.cuda.stream(stream):
-            if freed[index % 2] is not None:
-                stream.wait_event(freed[index % 2])  # the sum two slices back has read this buffer
+            reader = freed[index % 2]
+            if reader is not None:
+                stream.wait_event(reader)  # the sum two slices back has read this buffer
             for row, flat in enumerate(features):
                 buffer[row].copy_(flat[start:end], non_blocking=True)
             ready = torch.cuda.Event()
@@ -461,8 +477,9 @@ def _streamed_sum(weights: list[float], features: list[torch.Tensor], device: to
         for row, weight in enumerate(weights):
             acc.add_(buffer[row], alpha=weight)
         out[start:end].copy_(acc)
-        freed[index % 2] = torch.cuda.Event()
-        freed[index % 2].record(compute)
+        done = torch.cuda.Event()
+        done.record(compute)
+        freed[index % 2] = done
     for buffer in staging:
         buffer.record_stream(stream)
     return out

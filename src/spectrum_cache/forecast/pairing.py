@@ -85,7 +85,9 @@ class PairedForecaster:
         if self._waiting is not None and self._waiting[0] >= step:
             raise ValueError(f"branch {branch} already recorded step {self._waiting[0]}, got step {step}.")
         if self.primary.last_recorded_step == step:
-            self.difference.update(step, _minus(feature, self.primary.last_feature))
+            last = self.primary.last_feature
+            assert last is not None  # the primary recorded this step
+            self.difference.update(step, _minus(feature, last))
         else:
             self._waiting = (step, feature.detach())
 
