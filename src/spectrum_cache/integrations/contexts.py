@@ -41,7 +41,7 @@ class BranchContexts(StateManager):
     """The ``cache_context`` a thread is in (diffusers sets it; see the module docstring)."""
 
     def __init__(self) -> None:
-        super().__init__(BaseState)  # type: ignore[arg-type]  # diffusers annotates the state class as an instance
+        super().__init__(BaseState)
         self._local = threading.local()
 
     def set_context(self, context: Any) -> None:

@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers.hooks.hooks import ModelHook
@@ -87,7 +87,13 @@ class CallSlot:
         self.stand_in_used: list[int] = [0] * self.num_stand_ins
 
 
-class _GatedIteration:
+if TYPE_CHECKING:  # statically a ModuleList (what it is mixed into): its super() calls are checked against it
+    _Mixin = torch.nn.ModuleList
+else:
+    _Mixin = object
+
+
+class _GatedIteration(_Mixin):
     """Mixed in before a block list's own class: iterating it yields nothing while its gate skips.
 
     Every view of the list iterates the same way: a slice (Motif Video runs ``blocks[: n - k]``, then
@@ -98,13 +104,13 @@ class _GatedIteration:
         gate = self.__dict__.get(_GATE_ATTR)
         return gate is not None and gate.skips()
 
-    def __iter__(self):  # noqa: ANN204 - ModuleList's own signature
+    def __iter__(self) -> Iterator[torch.nn.Module]:
         return iter(()) if self._spectrum_skips() else super().__iter__()
 
-    def __reversed__(self):  # noqa: ANN204 - ModuleList has none: reversed() would index block by block
+    def __reversed__(self) -> Iterator[torch.nn.Module]:  # ModuleList has none: reversed() would index one by one
         return iter(()) if self._spectrum_skips() else reversed(list(self._modules.values()))
 
-    def __getitem__(self, index):  # noqa: ANN001, ANN204 - ModuleList's own signature
+    def __getitem__(self, index: Any) -> Any:  # ModuleList's: a block for an int, a list for a slice
         item = super().__getitem__(index)
         if isinstance(index, slice) and _GATE_ATTR in self.__dict__:
             item.__dict__[_GATE_ATTR] = self.__dict__[_GATE_ATTR]
@@ -117,8 +123,8 @@ class _GatedIteration:
     def __deepcopy__(self, memo: dict) -> torch.nn.Module:
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
-        clone.__setstate__(copy.deepcopy(self.__dict__, memo))  # type: ignore[attr-defined]  # nn.Module's
-        return clone  # type: ignore[return-value]  # mixed into a ModuleList
+        clone.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return clone
 
 
 def gate_block_list(blocks: torch.nn.ModuleList, gate: SkipGate) -> None:

@@ -43,7 +43,7 @@ from .generation import Unplaced
 try:  # diffusers' modular pipelines (0.35 on)
     from diffusers.modular_pipelines import ModularPipeline
 except ImportError:  # pragma: no cover - older diffusers
-    ModularPipeline = ()  # type: ignore[assignment,misc]
+    ModularPipeline = ()
 
 
 @dataclass
