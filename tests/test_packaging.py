@@ -113,6 +113,53 @@ def test_nothing_imports_the_cli_module() -> None:
     assert "spectrum_cache.errors" in _imported_modules(SRC / "spectrum_cache" / "bench" / "cli.py")
 
 
+def _import_time_edges(path: Path, modules: set[str]) -> set[str]:
+    """The package's modules ``path`` imports when it is imported: at the top, not under TYPE_CHECKING, not inside
+    a function (those run later, once both modules exist)."""
+    package = ".".join(path.relative_to(SRC).with_suffix("").parts[:-1] if path.name != "__init__.py"
+                       else path.relative_to(SRC).parts[:-1])
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.dump(child.test):
+                continue
+            if isinstance(child, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - child.level + 1] if child.level else []
+                module = ".".join([*base, *([child.module] if child.module else [])])
+                for alias in child.names:
+                    target = f"{module}.{alias.name}" if f"{module}.{alias.name}" in modules else module
+                    if target in modules:
+                        found.add(target)
+            elif isinstance(child, ast.Import):
+                found.update(alias.name for alias in child.names if alias.name in modules)
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def test_the_package_has_no_import_circles() -> None:
+    """No two modules need each other at import time (a circle makes import order matter, and the code hard to
+    take apart)."""
+    paths = {".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (SRC / "spectrum_cache").rglob("*.py")}
+    graph = {name: _import_time_edges(path, set(paths)) - {name} for name, path in paths.items()}
+    circles = []
+    for start in graph:  # depth-first from each module, back to itself
+        stack = [(start, (start,))]
+        while stack:
+            node, route = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    circles.append(" -> ".join((*route, start)))
+                elif nxt not in route and len(route) < 12:
+                    stack.append((nxt, (*route, nxt)))
+    assert not circles, sorted(set(circles))[:5]
+
+
 def _diffusers_requirement(wheel: zipfile.ZipFile) -> Any:
     from packaging.requirements import Requirement
 
