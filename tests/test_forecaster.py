@@ -446,6 +446,19 @@ def test_features_held_in_a_narrower_dtype_only_where_it_is_lossless(history):
                                                              steps, feats).predict(30), rtol=0, atol=0)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the deferred check is the accelerator path")
+def test_on_an_accelerator_the_held_dtype_is_taken_and_its_check_kept_on_the_device():
+    """On CUDA the first record is held in ``held_dtype`` without the host waiting for a check; whether it was
+    exact is a device flag (``held_exactly``), read when the generation ends."""
+    exact = torch.randn(4, 8).to(torch.bfloat16).float().cuda()
+    inexact = (torch.randn(4, 8) + 1e-3).cuda()
+    for feature, expected in ((exact, True), (inexact, False)):
+        forecaster = make_forecaster("chebyshev", 10, held_dtype=torch.bfloat16)
+        forecaster.update(0, feature, check_finite=False)
+        assert forecaster.held_exactly is not None and forecaster.held_exactly.is_cuda
+        assert bool(forecaster.held_exactly) is expected
+
+
 def test_held_dtype_is_checked():
     with pytest.raises(ValueError, match="held_dtype must be None or a floating-point torch.dtype"):
         SpectrumForecaster(held_dtype=torch.int8)
