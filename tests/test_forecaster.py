@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from spectrum_cache import SpectrumForecaster
-from spectrum_cache.forecast import ReuseForecaster, TaylorForecaster, chebyshev_basis
+from spectrum_cache.forecast import ReuseForecaster, TaylorForecaster, chebyshev_basis, make_forecaster
 
 
 def numpy_ridge_forecast(steps, features, target, n, degree, lam):
