@@ -1,5 +1,9 @@
 """Living beside other libraries: accelerate's offload wrappers, pickle and deepcopy.
 
+This is the one module that reads other libraries' private attributes. Each was checked against the versions
+the project pins or tests: diffusers 0.42.1, accelerate 1.16.0 (``_hf_hook``, ``_old_forward``), cache-dit 1.5.3
+(``_is_cached``); the functions below say which attribute they read.
+
 accelerate. Model and sequential CPU offload wrap ``module.forward`` and keep the forward they
 wrapped in ``module._old_forward``, which they put back when they remove their hook (diffusers does
 that after every pipeline call). ``register_hook`` / ``remove_hook`` therefore put Spectrum's hooks
