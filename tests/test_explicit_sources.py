@@ -109,3 +109,19 @@ def test_enabling_the_same_pipeline_twice_is_refused_but_a_sibling_joins():
     latents(sibling, kwargs, num_inference_steps=10)
     assert spectrum_summary(sibling).branches[0].num_inference_steps == 10
     assert spectrum_summary(pipe).branches[0].num_inference_steps == 10  # one scheduler: one generation
+
+
+def test_a_watch_whose_denoiser_is_gone_removes_itself():
+    import gc
+
+    from spectrum_cache.integrations import runs
+
+    pipe, kwargs = flux()
+    scheduler = pipe.scheduler
+    enable_spectrum(pipe, REAL)
+    latents(pipe, kwargs)
+    pipe.transformer = None  # the denoiser, its hook and its generations go, without disable_spectrum
+    gc.collect()
+    assert isinstance(vars(scheduler).get("set_timesteps"), runs.RunWatch)
+    scheduler.set_timesteps(5)  # the scheduler still works, and drops the watch nobody listens to
+    assert len(scheduler.timesteps) == 5 and "set_timesteps" not in vars(scheduler)

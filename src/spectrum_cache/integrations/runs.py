@@ -41,10 +41,14 @@ class RunWatch:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         scheduler = self._own()
         result = type(scheduler).set_timesteps(scheduler, *args, **kwargs)
-        for listener in list(self._listeners.values()):
+        for key, listener in list(self._listeners.items()):
             method = listener()
             if method is not None:
                 method(scheduler)
+            else:  # its denoiser's hook is gone without disable_spectrum (the model was deleted)
+                self._listeners.pop(key, None)
+        if not self._listeners and vars(scheduler).get(_ATTR) is self:
+            del vars(scheduler)[_ATTR]
         return result
 
     @property
