@@ -91,15 +91,20 @@ def test_no_plot_label_reads_as_another_points_unless_a_line_says_whose() -> Non
 def metric_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
     """A small bench (the full sampler and Spectrum, 6 steps: one forecast step, 1 prompt) with each
     --extra-metrics mode."""
-    runs = {}
+    started = {}
+    # Started together: each is mostly a process starting up, and pytest keeps the other core idle.
     for name, flags in {"off": ["--extra-metrics", "off"], "auto": [], "auto -v": ["-v"],
                         "on": ["--extra-metrics", "on"]}.items():
         out = tmp_path_factory.mktemp("metrics") / "results"
-        runs[name] = subprocess.run(
-            [console_script(), "bench", "--methods", "full,spectrum-a0.75-w0.5", "--steps", "6", "--num-prompts", "1",
-             "--device", "cpu",
-             "--out", str(out), *flags], capture_output=True, text=True, env=cli_env(), timeout=600)
-        assert runs[name].returncode == 0, runs[name].stderr
+        args = [console_script(), "bench", "--methods", "full,spectrum-a0.75-w0.5", "--steps", "6", "--num-prompts",
+                "1", "--device", "cpu", "--out", str(out), *flags]
+        started[name] = (args, subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                                env=cli_env()))
+    runs = {}
+    for name, (args, process) in started.items():
+        stdout, stderr = process.communicate(timeout=600)
+        runs[name] = subprocess.CompletedProcess(args, process.returncode, stdout, stderr)
+        assert process.returncode == 0, stderr
     return runs
 
 
