@@ -53,8 +53,7 @@ CPU_THREADS = 1
 
 def _with_cpu_threads(call: Callable[..., Any]) -> Callable[..., Any]:
     """Runs a pipeline call on the CPU with at most ``pipeline.cpu_threads`` torch threads, restoring torch's
-    setting after; ``cpu_threads`` None leaves torch's setting alone. (The first argument is not named
-    ``self``: the pipeline's own frame is ``__call__``'s.)"""
+    setting after; ``cpu_threads`` None leaves torch's setting alone."""
 
     @functools.wraps(call)
     def run(pipeline: EmbeddedPipeline, *args: Any, **kwargs: Any) -> Any:
