@@ -298,8 +298,8 @@ def wan_animate() -> tuple[Any, dict[str, Any]]:
 def _video_and_audio_output(cls):
     """A subclass of audio-video pipeline ``cls``, of the same name, whose output is one tensor as ``frames``: each
     sample's video latents and then its audio latents, flattened (tests/test_families.py compares ``frames``, so a
-    wrong audio forecast fails the checks as a wrong video one does). Only the output object differs: the call is
-    the pipeline's own, so Spectrum finds it (and its ``do_classifier_free_guidance``) on the stack as usual."""
+    wrong audio forecast fails the checks as a wrong video one does). Only the output object differs: the call, its
+    scheduler and its ``do_classifier_free_guidance`` are the pipeline's own."""
 
     class VideoAndAudioOutput(cls):
         def __call__(self, *args: Any, **kwargs: Any) -> SimpleNamespace:
@@ -414,8 +414,7 @@ def kandinsky6() -> tuple[Any, dict[str, Any]]:
 def _frames_output(cls):
     """A subclass of audio pipeline ``cls``, of the same name, whose output holds the audio latents as ``frames``
     (tests/test_families.py reads ``images`` or ``frames``; audio pipelines return ``audios``). Only the output
-    object differs: the call is the pipeline's own, so Spectrum finds it (and its ``do_classifier_free_guidance``
-    local) on the stack as usual."""
+    object differs: the call and its scheduler are the pipeline's own."""
 
     class FramesOutput(cls):
         def __call__(self, *args: Any, **kwargs: Any) -> SimpleNamespace:
