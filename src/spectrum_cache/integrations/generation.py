@@ -135,25 +135,34 @@ class Generation:
     def branch(self, name: str) -> BranchState:
         return self.branches.setdefault(name, BranchState())
 
+    def trajectories(self) -> list[Trajectory]:
+        """Every trajectory of the generation, those replaced by new input shapes included."""
+        return [t for b in self.branches.values() for t in [*b.trajectories.values(), *(t for _, t in b.retired)]]
+
     def device_problems(self) -> list[tuple[str, str]]:
-        """(kind, message) for what the device flags of the trajectories say went wrong: read once, when the
-        generation ends (a host-device sync per generation, after its last denoiser call)."""
-        trajectories = [t for b in self.branches.values() for t in [*b.trajectories.values(), *(t for _, t in b.retired)]]
-        problems = []
-        if any(t.finite is not None and not bool(t.finite) for t in trajectories):
-            problems.append(("nonfinite", "the network produced NaN or Inf features in this generation, and the "
-                                          "forecasts made from them are not finite either."))
-        if any(t.held_exactly is not None and not bool(t.held_exactly) for t in trajectories):
-            problems.append(("held", "the recorded features were not exact in the model's dtype, which the adapter "
-                                     "table says they are (head_input_upcast): the forecasts were made from rounded "
-                                     "features."))
-        return problems
+        """(kind, message) for what the device flags of the trajectories say went wrong: read when the
+        generation ends, after its last denoiser call (one host-device transfer for all of them)."""
+        flags = [(kind, flag) for t in self.trajectories()
+                 for kind, flag in (("nonfinite", t.finite), ("held", t.held_exactly)) if flag is not None]
+        if not flags:
+            return []
+        if len({flag.device for _, flag in flags}) == 1:
+            values = torch.stack([flag for _, flag in flags]).tolist()
+        else:  # experts on several devices: one read each
+            values = [bool(flag) for _, flag in flags]
+        failed = {kind for (kind, _), ok in zip(flags, values) if not ok}
+        messages = {
+            "nonfinite": "the network produced NaN or Inf features in this generation, and the forecasts made from "
+                         "them are not finite either.",
+            "held": "the recorded features were not exact in the model's dtype, which the adapter table says they "
+                    "are (head_input_upcast): the forecasts were made from rounded features.",
+        }
+        return [(kind, message) for kind, message in messages.items() if kind in failed]
 
     def close(self) -> None:
         """Free every forecaster's tensors; the summary stays."""
-        for branch in self.branches.values():
-            for trajectory in [*branch.trajectories.values(), *(t for _, t in branch.retired)]:
-                trajectory.forecaster.reset()
+        for trajectory in self.trajectories():
+            trajectory.forecaster.reset()
 
     def summaries(self) -> list[BranchSummary]:
         out = []
@@ -388,10 +397,23 @@ class SchedulerClock:
         )
 
 
-class FieldClock:
-    """Places calls at the step the loop gives in ``CacheContext.step_index``."""
+class _WithoutScheduler:
+    """What a clock without a scheduler cannot know: no timesteps to spend, no loop position, no noise levels."""
 
     token = None
+
+    def loop_step(self) -> int | None:
+        return None
+
+    def call_range(self) -> tuple[int, int] | None:
+        return None
+
+    def step_levels(self) -> list[float] | None:
+        return None
+
+
+class FieldClock(_WithoutScheduler):
+    """Places calls at the step the loop gives in ``CacheContext.step_index``."""
 
     def __init__(self, num_steps: int) -> None:
         self.num_steps = num_steps
@@ -410,18 +432,9 @@ class FieldClock:
     def continues(self, step: int, loop_index: int, total: int) -> bool:
         return total == self.num_steps and loop_index >= step
 
-    def loop_step(self) -> int | None:
-        return None
-
     def sigma_positions(self) -> tuple[list[float] | None, str | None]:
         return None, ("time_axis='sigma' needs every step's noise level in advance, and this loop passes only "
                       "step_index and num_inference_steps, so the forecasts use the step index.")
-
-    def call_range(self) -> tuple[int, int] | None:
-        return None
-
-    def step_levels(self) -> list[float] | None:
-        return None
 
 
 @dataclass
@@ -432,10 +445,8 @@ class _BareBranch:
     direction: float = 0.0
 
 
-class BareClock:
+class BareClock(_WithoutScheduler):
     """Places calls of a hand-written loop by the timestep values it passes (see the module docstring)."""
-
-    token = None
 
     def __init__(self, num_steps: int) -> None:
         self.num_steps = num_steps
@@ -465,18 +476,9 @@ class BareClock:
     def continues(self, step: int, loop_index: int, total: int) -> bool:
         return True
 
-    def loop_step(self) -> int | None:
-        return None
-
     def sigma_positions(self) -> tuple[list[float] | None, str | None]:
         return None, ("time_axis='sigma' needs the scheduler's noise levels, and this loop runs without one "
                       "(pass scheduler= to enable_spectrum), so the forecasts use the step index.")
-
-    def call_range(self) -> tuple[int, int] | None:
-        return None
-
-    def step_levels(self) -> list[float] | None:
-        return None
 
 
 def _timestep_value(timestep: Any) -> float:

@@ -302,7 +302,8 @@ class SpectrumHook(Unpicklable, ModelHook):
 
     def will_forecast(self, timestep: Any) -> tuple[Generation, int] | None:
         """(generation, step) if this thread's next call of the denoiser, made now with ``timestep``, would
-        forecast; None where it would compute or that cannot be told. Places and counts nothing: the
+        forecast; None where it would compute or that cannot be told. It counts no call; a clock that goes by
+        timestep values notes this one, as the denoiser call that follows with the same timestep would. The
         ControlNet, called first in each step, asks it (controlnet.py)."""
         with self._lock:
             if torch.is_grad_enabled() or self.contexts.step_fields() is not None:

@@ -86,7 +86,7 @@ class Generations:
     # -- what Spectrum was enabled through ------------------------------------------------------
     def add_pipeline(self, pipeline: Any) -> None:
         """Place calls of ``pipeline`` (the enabling one, or a ``from_pipe`` sibling enabled after it)."""
-        if not any(ref() is pipeline for ref in self._pipelines):
+        if not self.knows(pipeline):
             self._pipelines.append(weakref.ref(pipeline))
         scheduler = scheduler_of(pipeline)
         if scheduler is not None:

@@ -145,8 +145,10 @@ def stacked_twice(generation: Generation, latents: torch.Tensor) -> bool | None:
     decide it in a local variable) stacked its latents twice in this call (``torch.cat([latents] * 2)``, as they
     do for CFG): asked once per generation where paired forecasting needs to know, at the cost of one host sync.
     None where the layout is not batched CFG."""
-    layout = generation.layout
-    if generation.pipeline is None or layout is None or layout.kind != "batched" or latents.shape[0] % 2:
-        return None if layout is None or layout.kind != "batched" else False
+    layout = generation.layout  # None without a pipeline
+    if layout is None or layout.kind != "batched":
+        return None
+    if latents.shape[0] % 2:
+        return False
     half = latents.shape[0] // 2
     return bool(torch.equal(latents[:half], latents[half:]))
