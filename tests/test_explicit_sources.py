@@ -125,3 +125,20 @@ def test_a_watch_whose_denoiser_is_gone_removes_itself():
     assert isinstance(vars(scheduler).get("set_timesteps"), runs.RunWatch)
     scheduler.set_timesteps(5)  # the scheduler still works, and drops the watch nobody listens to
     assert len(scheduler.timesteps) == 5 and "set_timesteps" not in vars(scheduler)
+
+
+def test_a_sibling_before_the_enabled_pipeline_ever_ran_is_told_how_to_be_placed():
+    """The enabled pipeline's scheduler was never set, and the sibling's own run is not seen: its calls run the
+    network, and the warning names the way to have them placed."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    from helpers import block_passes
+    from spectrum_cache import SpectrumWarning
+
+    pipe, kwargs = flux()
+    sibling = FluxPipeline.from_pipe(pipe, scheduler=FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config))
+    enable_spectrum(pipe, REAL)
+    passes = block_passes(pipe.transformer)
+    with pytest.warns(SpectrumWarning, match=r"no set_timesteps\(\) call.*enable_spectrum\(sibling\)"):
+        latents(sibling, kwargs)
+    assert passes[0] == STEPS

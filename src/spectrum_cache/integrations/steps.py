@@ -17,8 +17,9 @@ generation starts, its call is placed by the first of these that applies (``find
 
 What cannot be told this way, and what happens there (docs/how-it-works.md lists it):
 - a ``from_pipe`` sibling with a scheduler of its own that Spectrum was not enabled on: its runs are not
-  seen, so its calls are refused as "not from a pipeline Spectrum knows" and run the network, with a
-  warning saying to call ``enable_spectrum(sibling)``;
+  seen, so its calls are placed by the enabled pipeline's scheduler, whose timesteps are then those of a
+  finished generation (or were never set): they run the network, with a warning that names
+  ``enable_spectrum(sibling)``;
 - a pipeline that runs classifier-free guidance without saying so (no ``do_classifier_free_guidance``
   property, no guider: PixArt, CogVideoX, Stable Audio): paired forecasting tells it from the first call's
   own latents (``planning.stacked_twice``, one host sync per generation in that mode);
@@ -174,7 +175,9 @@ def check_ready(scheduler: Any, origin: str) -> None:
             f"{where} ({type(scheduler).__name__}) has had no set_timesteps() call, so the step count is unknown; "
             "running the network. A hand-written loop that drives its own scheduler says so with "
             "`with spectrum_cache.denoising_loop(pipe, scheduler=my_scheduler):` around the loop, after "
-            "my_scheduler.set_timesteps(...).",
+            "my_scheduler.set_timesteps(...)."
+            + (" A from_pipe sibling with a scheduler of its own is placed once Spectrum is enabled on it too: "
+               "enable_spectrum(sibling)." if origin == "pipeline" else ""),
         )
 
 
