@@ -128,8 +128,8 @@ class SpectrumForecaster(FeatureForecaster):
                 self._held = narrow if torch.equal(feature.to(narrow).to(feature.dtype), feature) else feature.dtype
             else:
                 # On an accelerator a check now would make the host wait for the device. The caller's word that the
-                # features are exact in ``narrow`` is taken, and the check kept as a device flag, read once the
-                # trajectory is over (``held_exactly``).
+                # features are exact in ``narrow`` is taken, and the check kept as a device flag for the caller to
+                # read when it may wait (``held_exactly``; the diffusers integration reads it as a generation ends).
                 self._held = narrow
                 self.held_exactly = (feature.to(narrow).to(feature.dtype) == feature).all()
         return self._held
